@@ -1,0 +1,76 @@
+package secret
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"testing"
+)
+
+func TestRedaction(t *testing.T) {
+	k, err := FromBytes([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Wipe()
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%X", "%q", "%d"} {
+		out := fmt.Sprintf(verb, k)
+		if bytes.Contains([]byte(out), []byte("0123")) || bytes.Contains([]byte(out), []byte("3031")) {
+			t.Errorf("%s leaks key material: %s", verb, out)
+		}
+	}
+	wrapper := struct{ K *Key }{k}
+	if out := fmt.Sprintf("%+v", wrapper); bytes.Contains([]byte(out), []byte("0123")) {
+		t.Errorf("struct print leaks: %s", out)
+	}
+	if _, err := json.Marshal(wrapper); err == nil {
+		t.Error("json.Marshal of a key succeeded, want refusal")
+	}
+}
+
+func TestFromBytesZeroesSource(t *testing.T) {
+	src := []byte{1, 2, 3, 4}
+	k, err := FromBytes(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(src, make([]byte, 4)) {
+		t.Errorf("source not zeroed: %v", src)
+	}
+	if !bytes.Equal(k.Bytes(), []byte{1, 2, 3, 4}) {
+		t.Errorf("key bytes = %v", k.Bytes())
+	}
+}
+
+func TestWipe(t *testing.T) {
+	k, err := Random(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Len() != 64 || bytes.Equal(k.Bytes(), make([]byte, 64)) {
+		t.Fatalf("random key looks wrong: len %d", k.Len())
+	}
+	mem := k.mem
+	c, err := k.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Equal(k) {
+		t.Fatal("clone differs")
+	}
+	k.Wipe()
+	k.Wipe()
+	if k.Len() != 0 || k.Bytes() != nil {
+		t.Error("wiped key still has content")
+	}
+	_ = mem // unmapped: touching it would fault, which is the point
+	if c.Len() != 64 {
+		t.Error("wiping the original wiped the clone")
+	}
+	c.Wipe()
+	var zero Key
+	zero.Wipe()
+	if zero.Len() != 0 {
+		t.Error("zero key not empty")
+	}
+}
