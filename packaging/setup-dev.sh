@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on Debian 12, idempotently.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+need=()
+for p in cryptsetup-bin gocryptfs fuse3 ca-certificates; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+tools=/opt/kmsagent-tools/bin
+if [ ! -x "$tools/local-kms" ]; then
+  mkdir -p "$tools"
+  GOBIN="$tools" go install github.com/nsmithuk/local-kms@v0.0.0-20260228092603-2a5e92d09ab6
+fi
