@@ -17,8 +17,9 @@ import (
 // Key is a buffer of key material. The zero value is an empty, wiped key.
 // A Key is not safe for concurrent Wipe and use.
 type Key struct {
-	mem []byte // whole mapping, page aligned
-	n   int    // bytes in use
+	mem     []byte // whole mapping, page aligned
+	n       int    // bytes in use
+	cleanup runtime.Cleanup
 }
 
 // New returns a zeroed key of n bytes.
@@ -38,7 +39,10 @@ func New(n int) (*Key, error) {
 	_ = unix.Mlock(mem)
 	_ = unix.Madvise(mem, unix.MADV_DONTDUMP)
 	k := &Key{mem: mem, n: n}
-	runtime.AddCleanup(k, release, mem)
+	// A key dropped without Wipe is still zeroed and unmapped once
+	// unreachable; Wipe cancels this so the mapping is released once only
+	// (a second munmap could hit a mapping reused since).
+	k.cleanup = runtime.AddCleanup(k, release, mem)
 	return k, nil
 }
 
@@ -115,6 +119,7 @@ func (k *Key) Wipe() {
 	if k == nil || k.mem == nil {
 		return
 	}
+	k.cleanup.Stop()
 	release(k.mem)
 	k.mem, k.n = nil, 0
 }

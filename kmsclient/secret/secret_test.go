@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"testing"
+	"time"
 )
 
 func TestRedaction(t *testing.T) {
@@ -73,4 +75,32 @@ func TestWipe(t *testing.T) {
 	if zero.Len() != 0 {
 		t.Error("zero key not empty")
 	}
+}
+
+// TestWipeThenCollect: a wiped key that becomes garbage must not be
+// released a second time by its cleanup.
+func TestWipeThenCollect(t *testing.T) {
+	for range 64 {
+		k, err := Random(32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.Wipe()
+	}
+	for range 3 {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Fresh mappings may reuse the released addresses; they must survive.
+	keep, err := Random(32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	time.Sleep(10 * time.Millisecond)
+	if keep.Len() != 32 || len(keep.Bytes()) != 32 {
+		t.Fatal("key damaged")
+	}
+	keep.Bytes()[0] ^= 1
+	keep.Wipe()
 }

@@ -15,9 +15,10 @@ import (
 // secret.FromBytes.
 type SecretHex []byte
 
+// Errors of SecretHex.UnmarshalJSON; they never quote the input.
 var (
-	errNotHexString = errors.New("want a hex string")
-	errBadHex       = errors.New("invalid hex")
+	ErrNotHexString = errors.New("want a hex string")
+	ErrBadHex       = errors.New("invalid hex")
 	errMarshal      = errors.New("wire: refusing to marshal key material; use EncodeObject")
 )
 
@@ -25,17 +26,17 @@ var (
 // none, and allowing them would force a copy.
 func (s *SecretHex) UnmarshalJSON(data []byte) error {
 	if len(data) < 2 || data[0] != '"' || data[len(data)-1] != '"' {
-		return errNotHexString
+		return ErrNotHexString
 	}
 	in := data[1 : len(data)-1]
 	if len(in)%2 != 0 {
-		return errBadHex
+		return ErrBadHex
 	}
 	out := make([]byte, len(in)/2)
 	if _, err := hex.Decode(out, in); err != nil {
 		// The error would quote an input byte; keep it out.
 		secret.Zero(out)
-		return errBadHex
+		return ErrBadHex
 	}
 	secret.Zero(*s)
 	*s = out
