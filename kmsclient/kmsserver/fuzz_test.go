@@ -1,0 +1,61 @@
+package kmsserver_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+
+	"kmsagent/kmsclient/huaweicloud/wire"
+	"kmsagent/kmsclient/kmsserver"
+	"kmsagent/kmsclient/local"
+)
+
+// FuzzRequest feeds arbitrary bodies to every operation of an
+// unauthenticated server: it must answer, never panic, and every non-200
+// answer must be a KMS error body.
+func FuzzRequest(f *testing.F) {
+	store, err := local.Open(filepath.Join(f.TempDir(), "kms"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	info, err := store.CreateKey(context.Background(), "fuzz", "")
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := kmsserver.New(store, kmsserver.Options{})
+	ops := []string{wire.OpCreateDataKey, wire.OpCreateDataKeyNoPlaintext, wire.OpEncryptDataKey, wire.OpDecryptDataKey, wire.OpDescribeKey}
+	seeds := []string{
+		`{"key_id":"` + info.ID + `","datakey_length":"256","additional_authenticated_data":"v"}`,
+		`{"key_id":"fuzz","plain_text":"00","datakey_plain_length":"1","encryption_context":{"binding":"v"}}`,
+		`{"key_id":"fuzz","cipher_text":"01","datakey_cipher_length":"32","additional_authenticated_data":"v"}`,
+		`{"key_id":"alias/fuzz"}`,
+		`{"key_id":"fuzz","encryption_context":{"a":"b","c":"d"}}`,
+		`[]`, `null`, `{"key_id":1}`, ``,
+	}
+	for i, s := range seeds {
+		f.Add(uint8(i), []byte(s))
+	}
+	f.Fuzz(func(t *testing.T, op uint8, body []byte) {
+		path := wire.Path("p", ops[int(op)%len(ops)])
+		req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code == http.StatusOK {
+			if !json.Valid(rec.Body.Bytes()) {
+				t.Fatalf("200 with invalid JSON %q", rec.Body.Bytes())
+			}
+			return
+		}
+		var eb wire.ErrorBody
+		if err := json.Unmarshal(rec.Body.Bytes(), &eb); err != nil || eb.Error.Code == "" || eb.Error.Message == "" {
+			t.Fatalf("status %d with body %q", rec.Code, rec.Body.Bytes())
+		}
+		if rec.Code >= 500 {
+			t.Fatalf("server error for a client's body: %d %s", rec.Code, rec.Body.Bytes())
+		}
+	})
+}

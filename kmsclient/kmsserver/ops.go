@@ -1,0 +1,313 @@
+package kmsserver
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"kmsagent/kmsclient"
+	"kmsagent/kmsclient/huaweicloud/wire"
+	"kmsagent/kmsclient/secret"
+)
+
+// encryptDataKeyRequest is decoded here rather than in wire because only
+// the server reads it: the client encodes it with wire.EncodeObject.
+type encryptDataKeyRequest struct {
+	KeyID                       string            `json:"key_id"`
+	PlainText                   wire.SecretHex    `json:"plain_text"`
+	DataKeyPlainLength          string            `json:"datakey_plain_length"`
+	EncryptionContext           map[string]string `json:"encryption_context,omitempty"`
+	AdditionalAuthenticatedData string            `json:"additional_authenticated_data,omitempty"`
+	Sequence                    string            `json:"sequence,omitempty"`
+}
+
+// decodeRequest decodes body strictly: unknown members, trailing data and
+// wrong types are 400 KMS.0202, naming the member when json says which.
+func decodeRequest(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te):
+			return fmt.Errorf("member %s has the wrong type, want a JSON %s", te.Field, te.Type)
+		case errors.Is(err, wire.ErrNotHexString), errors.Is(err, wire.ErrBadHex):
+			return errors.New("plain_text is not a hex string")
+		default:
+			// Decoder messages quote at most a member name, never values.
+			return fmt.Errorf("request body is not a valid request: %v", err)
+		}
+	}
+	if dec.More() {
+		return errors.New("request body has data after the JSON object")
+	}
+	return nil
+}
+
+// bindingOf reads the binding from additional_authenticated_data or
+// encryption_context; see the package comment.
+func bindingOf(aad string, ctxMap map[string]string) (string, error) {
+	if aad != "" && ctxMap != nil {
+		return "", errors.New("send additional_authenticated_data or encryption_context, not both")
+	}
+	if len(aad) > wire.MaxAdditionalAuthenticatedData {
+		return "", fmt.Errorf("additional_authenticated_data is longer than %d bytes", wire.MaxAdditionalAuthenticatedData)
+	}
+	if ctxMap == nil {
+		return aad, nil
+	}
+	if b, ok := ctxMap[wire.ContextBinding]; ok && len(ctxMap) == 1 {
+		return b, nil
+	}
+	canon, err := json.Marshal(ctxMap) // map keys are sorted: canonical
+	if err != nil {
+		return "", fmt.Errorf("encryption_context: %v", err)
+	}
+	if len(canon) > wire.MaxEncryptionContext {
+		return "", fmt.Errorf("encryption_context is longer than %d bytes", wire.MaxEncryptionContext)
+	}
+	return string(canon), nil
+}
+
+func (s *server) createDataKey(withPlaintext bool) opFunc {
+	return func(ctx context.Context, w http.ResponseWriter, body []byte, rec *record) int {
+		var req wire.CreateDataKeyRequest
+		if err := decodeRequest(body, &req); err != nil {
+			return fail(w, rec, http.StatusBadRequest, wire.CodeBadJSON, err.Error())
+		}
+		rec.keyID = req.KeyID
+		if req.KeyID == "" {
+			return fail(w, rec, http.StatusBadRequest, wire.CodeMissingParameter, "key_id is missing")
+		}
+		if req.KeySpec != "" && req.KeySpec != "AES_256" && req.KeySpec != "AES_128" {
+			return fail(w, rec, http.StatusBadRequest, wire.CodeBadParameter, "key_spec must be AES_256 or AES_128")
+		}
+		bits := 256
+		if req.KeySpec == "AES_128" {
+			bits = 128
+		}
+		if req.DataKeyLength != "" {
+			n, ok := wire.ParseDecimal(req.DataKeyLength, 8, wire.MaxDataKeyBytes*8)
+			if !ok || n%8 != 0 {
+				return fail(w, rec, http.StatusBadRequest, wire.CodeBadDataKeyLength, "datakey_length must be a multiple of 8 bits from 8 to 8192")
+			}
+			bits = n
+		}
+		binding, err := bindingOf(req.AdditionalAuthenticatedData, req.EncryptionContext)
+		if err != nil {
+			return fail(w, rec, http.StatusBadRequest, wire.CodeBadContext, err.Error())
+		}
+		dk, err := s.store.GenerateDataKey(ctx, req.KeyID, bits/8, binding)
+		if err != nil {
+			return backendFail(w, rec, err)
+		}
+		defer dk.Plaintext.Wipe()
+		members := []wire.Member{{Name: "key_id", String: dk.KeyID}}
+		if withPlaintext {
+			members = append(members, wire.Member{Name: "plain_text", Hex: [][]byte{dk.Plaintext.Bytes()}})
+		}
+		members = append(members, wire.Member{Name: "cipher_text", String: hex.EncodeToString(dk.Wrapped)})
+		return writeSecretJSON(w, rec, members)
+	}
+}
+
+func (s *server) encryptDataKey(ctx context.Context, w http.ResponseWriter, body []byte, rec *record) int {
+	var req encryptDataKeyRequest
+	err := decodeRequest(body, &req)
+	defer req.PlainText.Wipe()
+	if err != nil {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadJSON, err.Error())
+	}
+	rec.keyID = req.KeyID
+	if req.KeyID == "" || req.PlainText == nil || req.DataKeyPlainLength == "" {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeMissingParameter, "key_id, plain_text and datakey_plain_length are required")
+	}
+	n, ok := wire.ParseDecimal(req.DataKeyPlainLength, 1, wire.MaxDataKeyBytes)
+	if !ok {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadPlainLength, "datakey_plain_length must be 1 to 1024 bytes")
+	}
+	if len(req.PlainText) != n+sha256.Size {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadPlainText, "plain_text must be the data key followed by its SHA-256, as hex")
+	}
+	key, digest := req.PlainText[:n], req.PlainText[n:]
+	sum := sha256.Sum256(key)
+	if subtle.ConstantTimeCompare(sum[:], digest) != 1 {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeEncryptDigest, "the SHA-256 in plain_text does not match the data key")
+	}
+	binding, err := bindingOf(req.AdditionalAuthenticatedData, req.EncryptionContext)
+	if err != nil {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadContext, err.Error())
+	}
+	pt, err := secret.New(n)
+	if err != nil {
+		return fail(w, rec, http.StatusInternalServerError, wire.CodeInternal, "allocating key memory failed")
+	}
+	defer pt.Wipe()
+	copy(pt.Bytes(), key)
+	wrapped, err := s.store.Encrypt(ctx, req.KeyID, pt, binding)
+	if err != nil {
+		return backendFail(w, rec, err)
+	}
+	return writeJSON(w, rec, http.StatusOK, wire.EncryptDataKeyResponse{
+		KeyID:         req.KeyID,
+		CipherText:    hex.EncodeToString(wrapped),
+		DataKeyLength: strconv.Itoa(n),
+	})
+}
+
+func (s *server) decryptDataKey(ctx context.Context, w http.ResponseWriter, body []byte, rec *record) int {
+	var req wire.DecryptDataKeyRequest
+	if err := decodeRequest(body, &req); err != nil {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadJSON, err.Error())
+	}
+	rec.keyID = req.KeyID
+	if req.KeyID == "" || req.CipherText == "" || req.DataKeyCipherLength == "" {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeMissingParameter, "key_id, cipher_text and datakey_cipher_length are required")
+	}
+	n, ok := wire.ParseDecimal(req.DataKeyCipherLength, 1, wire.MaxDataKeyBytes)
+	if !ok {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadCipherLength, "datakey_cipher_length must be 1 to 1024 bytes")
+	}
+	wrapped, err := hex.DecodeString(req.CipherText)
+	if err != nil {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadCipherText, "cipher_text is not hex")
+	}
+	binding, err := bindingOf(req.AdditionalAuthenticatedData, req.EncryptionContext)
+	if err != nil {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadContext, err.Error())
+	}
+	key, err := s.store.Decrypt(ctx, req.KeyID, wrapped, binding)
+	if err != nil {
+		return backendFail(w, rec, err)
+	}
+	defer key.Wipe()
+	if key.Len() != n {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadCipherLength, "datakey_cipher_length does not match the wrapped key")
+	}
+	digest := sha256.Sum256(key.Bytes())
+	return writeSecretJSON(w, rec, []wire.Member{
+		{Name: "data_key", Hex: [][]byte{key.Bytes()}},
+		{Name: "datakey_length", String: strconv.Itoa(n)},
+		{Name: "datakey_dgst", String: hex.EncodeToString(digest[:])},
+	})
+}
+
+func (s *server) describeKey(ctx context.Context, w http.ResponseWriter, body []byte, rec *record) int {
+	var req wire.DescribeKeyRequest
+	if err := decodeRequest(body, &req); err != nil {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadJSON, err.Error())
+	}
+	rec.keyID = req.KeyID
+	if req.KeyID == "" {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeMissingParameter, "key_id is missing")
+	}
+	info, err := s.store.DescribeKey(ctx, req.KeyID)
+	if err != nil {
+		return backendFail(w, rec, err)
+	}
+	return writeJSON(w, rec, http.StatusOK, wire.DescribeKeyResponse{KeyInfo: keyInfo(info)})
+}
+
+var wireStates = map[kmsclient.KeyState]string{
+	kmsclient.KeyEnabled:         wire.KeyStateEnabled,
+	kmsclient.KeyDisabled:        wire.KeyStateDisabled,
+	kmsclient.KeyPendingDeletion: wire.KeyStatePendingDeletion,
+	kmsclient.KeyPendingImport:   wire.KeyStatePendingImport,
+}
+
+func keyInfo(k *kmsclient.KeyInfo) wire.KeyInfo {
+	state, ok := wireStates[k.State]
+	if !ok {
+		state = wire.KeyStatePendingActivation
+	}
+	out := wire.KeyInfo{
+		KeyID:          k.ID,
+		KeyAlias:       k.Alias,
+		KeyDescription: k.Description,
+		KeyState:       state,
+		KeySpec:        "AES_256",
+		KeyUsage:       "ENCRYPT_DECRYPT",
+		KeyType:        "1",
+		Origin:         "kms",
+		DefaultKeyFlag: "0",
+	}
+	if !k.CreatedAt.IsZero() {
+		out.CreationDate = strconv.FormatInt(k.CreatedAt.UnixMilli(), 10)
+	}
+	if !k.DeletionDate.IsZero() {
+		out.ScheduledDeletionDate = strconv.FormatInt(k.DeletionDate.UnixMilli(), 10)
+	}
+	return out
+}
+
+// backendErrors maps the backend's typed errors to what Huawei KMS
+// answers for the same condition.
+var backendErrors = []struct {
+	kind   error
+	status int
+	code   string
+}{
+	{kmsclient.ErrKeyNotFound, http.StatusNotFound, wire.CodeKeyNotFound},
+	{kmsclient.ErrKeyDisabled, http.StatusBadRequest, wire.CodeKeyDisabled},
+	{kmsclient.ErrKeyPendingDeletion, http.StatusBadRequest, wire.CodeKeyPendingDeletion},
+	{kmsclient.ErrInvalidCiphertext, http.StatusBadRequest, wire.CodeBadCipherText},
+	{kmsclient.ErrAccessDenied, http.StatusForbidden, wire.CodeNoKeyPermission},
+	{kmsclient.ErrThrottled, http.StatusTooManyRequests, wire.CodeGatewayThrottled},
+	{kmsclient.ErrInvalidRequest, http.StatusBadRequest, wire.CodeBadParameter},
+}
+
+func backendFail(w http.ResponseWriter, rec *record, err error) int {
+	msg := err.Error()
+	var ke *kmsclient.Error
+	if errors.As(err, &ke) && ke.Message != "" {
+		msg = ke.Message
+	}
+	for _, e := range backendErrors {
+		if errors.Is(err, e.kind) {
+			return fail(w, rec, e.status, e.code, msg)
+		}
+	}
+	return fail(w, rec, http.StatusInternalServerError, wire.CodeInternal, "KMS error: "+msg)
+}
+
+// fail writes a KMS error body and records it for the log line.
+func fail(w http.ResponseWriter, rec *record, status int, code, msg string) int {
+	rec.code, rec.msg = code, msg
+	return writeJSON(w, rec, status, wire.ErrorBody{Error: wire.ErrorDetail{Code: code, Message: msg}})
+}
+
+func writeJSON(w http.ResponseWriter, rec *record, status int, v any) int {
+	b, err := json.Marshal(v)
+	if err != nil {
+		rec.code, rec.msg = wire.CodeInternal, "encode response: "+err.Error()
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"error_code":"` + wire.CodeInternal + `","error_msg":"encode response failed"}}`)
+	}
+	return write(w, status, b)
+}
+
+// writeSecretJSON writes a response carrying key material from a buffer
+// it zeroes once written.
+func writeSecretJSON(w http.ResponseWriter, rec *record, members []wire.Member) int {
+	b, err := wire.EncodeObject(members...)
+	if err != nil {
+		return fail(w, rec, http.StatusInternalServerError, wire.CodeInternal, "encode response failed")
+	}
+	defer secret.Zero(b)
+	return write(w, http.StatusOK, b)
+}
+
+func write(w http.ResponseWriter, status int, b []byte) int {
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
+	return status
+}
