@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -103,4 +106,49 @@ func TestWipeThenCollect(t *testing.T) {
 	}
 	keep.Bytes()[0] ^= 1
 	keep.Wipe()
+}
+
+func TestReadFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, data string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name, path, want, errWant string
+	}{
+		{"ok", write("ok", " pass\n", 0o600), "pass", ""},
+		{"group readable", write("g", "x", 0o640), "", "chmod 600"},
+		{"empty", write("e", "", 0o600), "", "is empty"},
+		{"too big", write("b", strings.Repeat("x", 65), 0o400), "", "larger than 64"},
+		{"missing", filepath.Join(dir, "nope"), "", "no such file"},
+		{"directory", dir, "", "not a regular file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k, err := ReadFile(tt.path, 64)
+			if tt.errWant != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.errWant) {
+					t.Fatalf("got %v, want error with %q", err, tt.errWant)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, err = k.TrimSpace()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(k.Bytes()) != tt.want {
+				t.Fatalf("got %q", k.Bytes())
+			}
+		})
+	}
 }

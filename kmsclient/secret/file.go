@@ -1,0 +1,64 @@
+package secret
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// ReadFile reads a secret (an access secret, a passphrase) from a file
+// that only its owner may read, into a Key. The bytes are returned as they
+// are; callers decide about trailing newlines, because cryptsetup's
+// --key-file, for one, counts them.
+func ReadFile(path string, maxSize int) (*Key, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("secret file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("secret file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("secret file %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("secret file %s is readable by group or others (mode %#o); run chmod 600 %s", path, perm, path)
+	}
+	buf := make([]byte, maxSize+1)
+	defer Zero(buf)
+	n, err := io.ReadFull(f, buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read secret file %s: %w", path, err)
+	}
+	if n > maxSize {
+		return nil, fmt.Errorf("secret file %s is larger than %d bytes", path, maxSize)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("secret file %s is empty", path)
+	}
+	return FromBytes(buf[:n])
+}
+
+// TrimSpace returns k without leading and trailing ASCII white space, as
+// a new key, and wipes k.
+func (k *Key) TrimSpace() (*Key, error) {
+	b := k.Bytes()
+	i, j := 0, len(b)
+	for i < j && isSpace(b[i]) {
+		i++
+	}
+	for j > i && isSpace(b[j-1]) {
+		j--
+	}
+	out, err := New(j - i)
+	if err == nil {
+		copy(out.Bytes(), b[i:j])
+	}
+	k.Wipe()
+	return out, err
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
