@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"kmsagent/kmsclient/uuid"
 )
 
 // A wrapped key ("blob") is self-describing so the format can evolve and so
@@ -32,7 +33,7 @@ const (
 const aadLabel = "kmsagent local key wrap v1\x00"
 
 type blob struct {
-	keyID      [16]byte
+	keyID      uuid.UUID
 	keyVersion uint32
 	nonce      []byte
 	sealed     []byte
@@ -62,7 +63,7 @@ func parseBlob(b []byte) (*blob, error) {
 	return &p, nil
 }
 
-func appendBlobHeader(dst []byte, keyID [16]byte, version uint32) []byte {
+func appendBlobHeader(dst []byte, keyID uuid.UUID, version uint32) []byte {
 	dst = append(dst, blobVersion1)
 	dst = append(dst, keyID[:]...)
 	return binary.BigEndian.AppendUint32(dst, version)

@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"errors"
+	"kmsagent/kmsclient/uuid"
 	"path/filepath"
 	"testing"
 
@@ -10,7 +11,7 @@ import (
 )
 
 func TestParseBlob(t *testing.T) {
-	valid := appendBlobHeader(nil, newUUID(), 3)
+	valid := appendBlobHeader(nil, uuid.New(), 3)
 	valid = append(valid, make([]byte, nonceSize+32+tagSize)...)
 	tests := []struct {
 		name string

@@ -8,6 +8,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"fmt"
+	"kmsagent/kmsclient/uuid"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -49,7 +50,7 @@ type snapshot struct {
 
 type cmk struct {
 	info     kmsclient.KeyInfo
-	uuid     [16]byte
+	uuid     uuid.UUID
 	current  uint32
 	versions map[uint32]cipher.AEAD
 }
@@ -115,7 +116,7 @@ func (s *Store) load() (*snapshot, error) {
 func buildSnapshot(doc *stateDoc) (*snapshot, error) {
 	snap := &snapshot{byID: map[string]*cmk{}, byAlias: map[string]*cmk{}}
 	for _, d := range doc.Keys {
-		u, err := parseUUID(d.ID)
+		u, err := uuid.Parse(d.ID)
 		if err != nil {
 			return nil, fmt.Errorf("key id: %w", err)
 		}
@@ -305,7 +306,7 @@ func (s *Store) open(op string, c *cmk, wrapped []byte, binding string) (*secret
 		return nil, s.fail(op, c.info.ID, kmsclient.ErrInvalidCiphertext, "%v", err)
 	}
 	if b.keyID != c.uuid {
-		return nil, s.fail(op, c.info.ID, kmsclient.ErrInvalidCiphertext, "wrapped under another key (%s)", formatUUID(b.keyID))
+		return nil, s.fail(op, c.info.ID, kmsclient.ErrInvalidCiphertext, "wrapped under another key (%s)", uuid.UUID(b.keyID).String())
 	}
 	aead := c.versions[b.keyVersion]
 	if aead == nil {
@@ -341,7 +342,7 @@ func (s *Store) CreateKey(ctx context.Context, alias, description string) (*kmsc
 		if !aliasRE.MatchString(alias) {
 			return nil, s.fail(op, "", kmsclient.ErrInvalidRequest, "alias %q: use 1 to 255 letters, digits and :/_.- starting with a letter or digit", alias)
 		}
-		if _, err := parseUUID(alias); err == nil {
+		if _, err := uuid.Parse(alias); err == nil {
 			return nil, s.fail(op, "", kmsclient.ErrInvalidRequest, "alias %q looks like a key id; choose a name", alias)
 		}
 	}
@@ -360,7 +361,7 @@ func (s *Store) CreateKey(ctx context.Context, alias, description string) (*kmsc
 		material := make([]byte, cmkSize)
 		randRead(material)
 		d := cmkDoc{
-			ID: formatUUID(newUUID()), Alias: alias, Description: description,
+			ID: uuid.New().String(), Alias: alias, Description: description,
 			State: kmsclient.KeyEnabled, CreatedAt: now,
 			Versions: []versionDoc{{Version: 1, CreatedAt: now, Material: material}},
 		}
