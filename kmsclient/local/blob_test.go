@@ -3,11 +3,11 @@ package local
 import (
 	"context"
 	"errors"
-	"kmsagent/kmsclient/uuid"
 	"path/filepath"
 	"testing"
 
 	"kmsagent/kmsclient"
+	"kmsagent/kmsclient/uuid"
 )
 
 func TestParseBlob(t *testing.T) {

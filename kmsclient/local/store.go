@@ -8,7 +8,6 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"fmt"
-	"kmsagent/kmsclient/uuid"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,6 +18,7 @@ import (
 
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/secret"
+	"kmsagent/kmsclient/uuid"
 )
 
 const (
