@@ -171,8 +171,10 @@ func firstLine(s string) string {
 
 func (c *Config) validate() error {
 	k := &c.KMS
-	if k.Timeout <= 0 {
-		return fmt.Errorf("kms.timeout must be positive, e.g. \"10s\"")
+	// A bare number decodes as nanoseconds; no KMS answers that fast, so
+	// this also catches timeout = 10 meant as seconds.
+	if k.Timeout < Duration(100*time.Millisecond) || k.Timeout > Duration(10*time.Minute) {
+		return fmt.Errorf("kms.timeout = %v is out of range: write a duration string from \"100ms\" to \"10m\", e.g. \"10s\"", k.Timeout.Std())
 	}
 	switch k.Provider {
 	case ProviderLocal:

@@ -45,7 +45,7 @@ secret_key_file = "/etc/kmsagent/sk"
 		{name: "unknown-table", doc: "[kmss]\nx = 1\n", wantErr: "unknown key kmss"},
 		{name: "wrong-type", doc: "[kms]\nprovider = 3\n", wantErr: ":2:"},
 		{name: "bad-duration", doc: "[kms]\ntimeout = \"ten\"\n", wantErr: "not a duration"},
-		{name: "negative-timeout", doc: "[kms]\ntimeout = \"-1s\"\n", wantErr: "kms.timeout must be positive"},
+		{name: "negative-timeout", doc: "[kms]\ntimeout = \"-1s\"\n", wantErr: "kms.timeout = -1s is out of range"},
 		{name: "syntax", doc: "[kms\n", wantErr: ":1:"},
 		{name: "bad-provider", doc: "[kms]\nprovider = \"vault\"\n", wantErr: `kms.provider = "vault"`},
 		{name: "huawei-no-project", doc: "[kms]\nprovider = \"huaweicloud\"\n", wantErr: "project_id is required"},
@@ -140,4 +140,11 @@ func tomlKeys(t reflect.Type, prefix string) []string {
 		keys = append(keys, name)
 	}
 	return keys
+}
+
+func TestBareNumberTimeout(t *testing.T) {
+	_, err := Parse([]byte("[kms]\ntimeout = 10\n"))
+	if err == nil || !strings.Contains(err.Error(), "duration string") {
+		t.Fatalf("timeout = 10 accepted or unclear: %v", err)
+	}
 }
