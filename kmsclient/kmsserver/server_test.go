@@ -54,24 +54,26 @@ type fixture struct {
 	store  *local.Store
 	srv    *httptest.Server
 	log    *syncBuffer
-	client func(t *testing.T, aadField string) *huaweicloud.Client
+	client func(t testing.TB, aadField string) *huaweicloud.Client
 }
 
-func newFixture(t *testing.T, opts kmsserver.Options) *fixture {
+func newFixture(t testing.TB, opts kmsserver.Options) *fixture {
 	t.Helper()
 	store, err := local.Open(filepath.Join(t.TempDir(), "kms"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{store: store, log: &syncBuffer{}}
-	opts.Logger = slog.New(slog.NewTextHandler(f.log, nil))
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(f.log, nil))
+	}
 	f.srv = httptest.NewServer(kmsserver.New(store, opts))
 	t.Cleanup(f.srv.Close)
 	skFile := filepath.Join(t.TempDir(), "sk")
 	if err := os.WriteFile(skFile, []byte(testSK+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f.client = func(t *testing.T, aadField string) *huaweicloud.Client {
+	f.client = func(t testing.TB, aadField string) *huaweicloud.Client {
 		c, err := huaweicloud.New(context.Background(), huaweicloud.Config{
 			Endpoint:      f.srv.URL,
 			ProjectID:     testProject,
