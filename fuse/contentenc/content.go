@@ -1,0 +1,252 @@
+package contentenc
+
+import (
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+)
+
+// ErrAuth reports a block whose tag does not verify: wrong key, tampering,
+// or a block moved to another position or file.
+var ErrAuth = errors.New("contentenc: message authentication failed")
+
+// ErrBlock reports a block that is malformed before authentication is even
+// tried: bad length, all-zero nonce, bad file ID length.
+var ErrBlock = errors.New("contentenc: malformed block")
+
+// BlockError says which block of a file failed. It wraps ErrAuth or
+// ErrBlock.
+type BlockError struct {
+	BlockNo uint64
+	Err     error
+}
+
+func (e *BlockError) Error() string { return fmt.Sprintf("block %d: %v", e.BlockNo, e.Err) }
+func (e *BlockError) Unwrap() error { return e.Err }
+
+// parallelMin is the input size in blocks from which EncryptBlocks and
+// DecryptBlocks spread work over several goroutines. Below it, the cost of
+// starting and joining goroutines outweighs the gain (one block takes on
+// the order of a microsecond with AES-NI).
+const parallelMin = 32
+
+// ContentEnc seals and opens file blocks. It is safe for concurrent use.
+type ContentEnc struct {
+	aead cipher.AEAD
+}
+
+// New wraps the content AEAD from cryptocore. It must use 16-byte nonces
+// and 16-byte tags; anything else would not be the gocryptfs format, so
+// New panics on it as a programming error.
+func New(aead cipher.AEAD) *ContentEnc {
+	if aead.NonceSize() != IVLen || aead.Overhead() != TagLen {
+		panic(fmt.Sprintf("contentenc: AEAD has nonce %d / tag %d bytes, want %d / %d",
+			aead.NonceSize(), aead.Overhead(), IVLen, TagLen))
+	}
+	return &ContentEnc{aead: aead}
+}
+
+// additionalData is what each block is bound to: its number and, for file
+// contents, the file ID. Symlinks and xattrs pass a nil file ID.
+type additionalData struct {
+	buf [8 + FileIDLen]byte
+	n   int
+}
+
+func makeAD(blockNo uint64, fileID []byte) (additionalData, error) {
+	var ad additionalData
+	if fileID != nil && len(fileID) != FileIDLen {
+		return ad, fmt.Errorf("%w: file ID is %d bytes, want %d or none", ErrBlock, len(fileID), FileIDLen)
+	}
+	binary.BigEndian.PutUint64(ad.buf[:8], blockNo)
+	ad.n = 8 + copy(ad.buf[8:], fileID)
+	return ad, nil
+}
+
+// EncryptBlock appends nonce ‖ ciphertext ‖ tag for one block of at most
+// DefaultBS plaintext bytes to dst, using a fresh random nonce. An empty
+// block encrypts to nothing, as gocryptfs never stores empty blocks.
+//
+// A block longer than DefaultBS or a file ID that is neither nil nor 16
+// bytes is a caller bug that would write an unreadable file, so it panics.
+func (c *ContentEnc) EncryptBlock(dst, plain []byte, blockNo uint64, fileID []byte) []byte {
+	if len(plain) > DefaultBS {
+		panic(fmt.Sprintf("contentenc: block of %d bytes exceeds %d", len(plain), DefaultBS))
+	}
+	return c.seal(dst, plain, blockNo, fileID)
+}
+
+// seal is EncryptBlock without the block size limit, for symlink targets
+// and xattr values, which gocryptfs seals as one block of any length.
+func (c *ContentEnc) seal(dst, plain []byte, blockNo uint64, fileID []byte) []byte {
+	if len(plain) == 0 {
+		return dst
+	}
+	ad, err := makeAD(blockNo, fileID)
+	if err != nil {
+		panic(err.Error())
+	}
+	var nonce [IVLen]byte
+	// crypto/rand.Read does not fail on Linux since Go 1.24; it aborts the
+	// program instead of returning a short read.
+	_, _ = rand.Read(nonce[:])
+	dst = append(dst, nonce[:]...)
+	return c.aead.Seal(dst, nonce[:], plain, ad.buf[:ad.n])
+}
+
+// EncryptBlocks encrypts consecutive plaintext blocks starting at block
+// firstBlockNo and appends the cipher blocks to dst. Every block but the
+// last must be full (plain is split every DefaultBS bytes). Large inputs
+// are encrypted on all cores.
+func (c *ContentEnc) EncryptBlocks(dst, plain []byte, firstBlockNo uint64, fileID []byte) []byte {
+	if len(plain) == 0 {
+		return dst
+	}
+	if _, err := makeAD(0, fileID); err != nil {
+		panic(err.Error())
+	}
+	n := (len(plain) + DefaultBS - 1) / DefaultBS
+	start := len(dst)
+	outLen := len(plain) + n*Overhead
+	dst = grow(dst, outLen)
+	out := dst[start : start+outLen]
+
+	// Block i reads plain[i*DefaultBS:] and writes out[i*CipherBS:], so
+	// workers own disjoint ranges and need no locking.
+	encRange := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			p := plain[i*DefaultBS : min((i+1)*DefaultBS, len(plain))]
+			o := out[i*CipherBS : i*CipherBS : i*CipherBS+len(p)+Overhead]
+			c.seal(o, p, firstBlockNo+uint64(i), fileID)
+		}
+	}
+	forEachRange(n, func(lo, hi int) error { encRange(lo, hi); return nil })
+	return dst
+}
+
+// DecryptBlock verifies and decrypts one cipher block and appends the
+// plaintext to dst. A full-size block of zero bytes is a hole and yields
+// DefaultBS zeros, as in gocryptfs; an empty block yields nothing. Errors
+// are *BlockError wrapping ErrAuth (tag mismatch) or ErrBlock (malformed).
+// dst must not overlap ciphertext.
+func (c *ContentEnc) DecryptBlock(dst, ciphertext []byte, blockNo uint64, fileID []byte) ([]byte, error) {
+	return c.open(dst, ciphertext, blockNo, fileID, DefaultBS)
+}
+
+func (c *ContentEnc) open(dst, ct []byte, blockNo uint64, fileID []byte, maxPlain int) ([]byte, error) {
+	if len(ct) == 0 {
+		return dst, nil
+	}
+	fail := func(err error, format string, args ...any) ([]byte, error) {
+		if format != "" {
+			err = fmt.Errorf("%w: "+format, append([]any{err}, args...)...)
+		}
+		return dst, &BlockError{BlockNo: blockNo, Err: err}
+	}
+	if len(ct) <= Overhead {
+		return fail(ErrBlock, "%d bytes is too short, need more than %d", len(ct), Overhead)
+	}
+	if len(ct)-Overhead > maxPlain {
+		return fail(ErrBlock, "%d bytes is too long, at most %d", len(ct), maxPlain+Overhead)
+	}
+	nonce := ct[:IVLen]
+	if isZero(nonce) {
+		// Real nonces are random, so a zero nonce means zeroed data: a
+		// hole if the whole block is zero, otherwise damage (gocryptfs
+		// saw this from a tmpfs bug).
+		if len(ct) == CipherBS && isZero(ct) {
+			return append(dst, make([]byte, DefaultBS)...), nil
+		}
+		return fail(ErrBlock, "all-zero nonce")
+	}
+	ad, err := makeAD(blockNo, fileID)
+	if err != nil {
+		return fail(err, "")
+	}
+	out, err := c.aead.Open(dst, nonce, ct[IVLen:], ad.buf[:ad.n])
+	if err != nil {
+		return fail(ErrAuth, "")
+	}
+	return out, nil
+}
+
+// DecryptBlocks decrypts consecutive cipher blocks starting at block
+// firstBlockNo and appends the plaintext to dst. Every block but the last
+// must be full size. On failure the error is a *BlockError naming the
+// first bad block, and the returned slice holds the plaintext of the
+// blocks before it. Large inputs are decrypted on all cores.
+func (c *ContentEnc) DecryptBlocks(dst, ciphertext []byte, firstBlockNo uint64, fileID []byte) ([]byte, error) {
+	if len(ciphertext) == 0 {
+		return dst, nil
+	}
+	n := (len(ciphertext) + CipherBS - 1) / CipherBS
+	lastLen := len(ciphertext) - (n-1)*CipherBS
+	if lastLen <= Overhead {
+		// Caught up front so that output sizes below are exact.
+		return dst, &BlockError{BlockNo: firstBlockNo + uint64(n-1),
+			Err: fmt.Errorf("%w: %d bytes is too short, need more than %d", ErrBlock, lastLen, Overhead)}
+	}
+	start := len(dst)
+	outLen := len(ciphertext) - n*Overhead
+	dst = grow(dst, outLen)
+	out := dst[start : start+outLen]
+
+	decRange := func(lo, hi int) error {
+		for i := lo; i < hi; i++ {
+			ct := ciphertext[i*CipherBS : min((i+1)*CipherBS, len(ciphertext))]
+			o := out[i*DefaultBS : i*DefaultBS : i*DefaultBS+len(ct)-Overhead]
+			if _, err := c.open(o, ct, firstBlockNo+uint64(i), fileID, DefaultBS); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := forEachRange(n, decRange); err != nil {
+		var be *BlockError
+		good := 0
+		if errors.As(err, &be) {
+			good = int(be.BlockNo-firstBlockNo) * DefaultBS
+		}
+		return dst[:start+good], err
+	}
+	return dst, nil
+}
+
+// forEachRange runs fn over [0, n) split into contiguous ranges, one per
+// core when n is large enough to pay for the goroutines. It returns the
+// error of the lowest failing range, so DecryptBlocks reports the first
+// bad block whatever the scheduling; each range stops at its own first
+// error, and every block before the lowest failure has been processed.
+func forEachRange(n int, fn func(lo, hi int) error) error {
+	workers := min(runtime.GOMAXPROCS(0), n/parallelMin)
+	if workers <= 1 {
+		return fn(0, n)
+	}
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*n/workers, (w+1)*n/workers
+		wg.Go(func() { errs[w] = fn(lo, hi) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// grow extends dst by n bytes, reallocating at most once.
+func grow(dst []byte, n int) []byte {
+	if cap(dst)-len(dst) < n {
+		nd := make([]byte, len(dst), len(dst)+n)
+		copy(nd, dst)
+		dst = nd
+	}
+	return dst[:len(dst)+n]
+}
