@@ -1,0 +1,89 @@
+package share
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultRunDir holds the mount locks. It is host-local on purpose: a lock
+// inside the share would be seen by, and block, the other servers that
+// mount the same share over the network.
+const DefaultRunDir = "/run/kmsagent/fuse"
+
+// Lock is held by the process serving a share, for as long as it serves.
+type Lock struct {
+	f    *os.File
+	path string
+}
+
+// LockPath names the lock of the cipher directory dir: by device and inode,
+// so two paths to one directory share a lock.
+func LockPath(runDir, dir string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return "", fmt.Errorf("cipher directory %s: %w", dir, err)
+	}
+	return filepath.Join(runDir, fmt.Sprintf("%d-%d.lock", st.Dev, st.Ino)), nil
+}
+
+// Acquire takes the lock of dir or says who holds it. info (the mount
+// point) is written into the lock file for the error message of the next
+// caller.
+func Acquire(runDir, dir, info string) (*Lock, error) {
+	path, err := LockPath(runDir, dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		return nil, fmt.Errorf("mount lock: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("mount lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s is already mounted on this host (%s); unmount it first with kmsagent umount", dir, strings.TrimSpace(string(holder)))
+		}
+		return nil, fmt.Errorf("mount lock: %w", err)
+	}
+	f.Truncate(0)
+	f.WriteAt([]byte(fmt.Sprintf("pid %d, mount point %s\n", os.Getpid(), info)), 0)
+	return &Lock{f: f, path: path}, nil
+}
+
+// Release drops the lock. The file stays: removing it would race with a
+// process that has opened it and is about to lock it.
+func (l *Lock) Release() {
+	if l != nil && l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
+}
+
+// Held reports whether some process holds the lock of dir.
+func Held(runDir, dir string) (bool, error) {
+	path, err := LockPath(runDir, dir)
+	if err != nil {
+		return false, err
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		return true, nil
+	}
+	return false, nil
+}

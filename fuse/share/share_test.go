@@ -1,0 +1,184 @@
+package share
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"kmsagent/fuse/cryptocore"
+	"kmsagent/fuse/envelope"
+	"kmsagent/fuse/nametransform"
+	"kmsagent/kmsclient/local"
+	"kmsagent/kmsclient/secret"
+)
+
+func newKMS(t *testing.T) (*local.Store, string) {
+	t.Helper()
+	s, err := local.Open(filepath.Join(t.TempDir(), "kms"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.CreateKey(context.Background(), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, info.ID
+}
+
+func TestFormat(t *testing.T) {
+	ctx := context.Background()
+	kms, keyID := newKMS(t)
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "lost+found"), 0o700)
+	e, err := Format(ctx, kms, dir, keyID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{nametransform.DirIVFilename, envelope.FileName} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	iv, _ := os.ReadFile(filepath.Join(dir, nametransform.DirIVFilename))
+	if _, err := Format(ctx, kms, dir, keyID, false); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Fatalf("second format: %v", err)
+	}
+	e2, err := Format(ctx, kms, dir, keyID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e2.VolumeUUID == e.VolumeUUID {
+		t.Fatal("forced format kept the volume UUID")
+	}
+	iv2, _ := os.ReadFile(filepath.Join(dir, nametransform.DirIVFilename))
+	if string(iv) != string(iv2) {
+		t.Fatal("forced format replaced gocryptfs.diriv")
+	}
+	backups, _ := filepath.Glob(filepath.Join(dir, envelope.FileName+".bak-*"))
+	if len(backups) != 1 {
+		t.Fatalf("old envelope not kept: %v", backups)
+	}
+
+	notEmpty := t.TempDir()
+	os.WriteFile(filepath.Join(notEmpty, "data"), []byte("x"), 0o600)
+	if _, err := Format(ctx, kms, notEmpty, keyID, false); err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("non-empty: %v", err)
+	}
+	if _, err := Format(ctx, kms, filepath.Join(dir, "missing"), keyID, false); err == nil {
+		t.Fatal("missing dir accepted")
+	}
+	if _, err := Format(ctx, kms, t.TempDir(), "3f1b6c9e-0000-4000-8000-000000000000", false); err == nil {
+		t.Fatal("unknown key accepted")
+	}
+}
+
+// makeTree writes a diriv and a few encrypted names, as gocryptfs would.
+func makeTree(t *testing.T, master *secret.Key) string {
+	t.Helper()
+	dir := t.TempDir()
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := nametransform.WriteDirIVAt(int(d.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	iv, _ := nametransform.ReadDirIVAt(int(d.Fd()))
+	core, err := cryptocore.New(master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer core.Wipe()
+	nt := nametransform.New(core.NameBlock())
+	for _, name := range []string{"a.txt", "photos"} {
+		c, err := nt.EncryptName(name, iv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, c), nil, 0o600)
+	}
+	os.WriteFile(filepath.Join(dir, "README"), []byte("planted"), 0o600)
+	return dir
+}
+
+func TestImportChecksKey(t *testing.T) {
+	ctx := context.Background()
+	kms, keyID := newKMS(t)
+	master, _ := secret.Random(32)
+	defer master.Wipe()
+	other, _ := secret.Random(32)
+	defer other.Wipe()
+	dir := makeTree(t, master)
+
+	if _, err := Import(ctx, kms, dir, keyID, other, false); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("wrong key: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, envelope.FileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("envelope written for a wrong key")
+	}
+	e, err := Import(ctx, kms, dir, keyID, master, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := e.Unwrap(ctx, kms)
+	if err != nil || !k.Equal(master) {
+		t.Fatalf("unwrap imported: %v", err)
+	}
+	k.Wipe()
+	if _, err := Import(ctx, kms, t.TempDir(), keyID, master, false); err == nil || !strings.Contains(err.Error(), "not a gocryptfs") {
+		t.Fatalf("empty dir: %v", err)
+	}
+	conf := makeTree(t, master)
+	os.WriteFile(filepath.Join(conf, "gocryptfs.conf"), []byte(`{"Version":2,"FeatureFlags":["HKDF","GCMIV128","DirIV","PlaintextNames"]}`), 0o400)
+	if _, err := Import(ctx, kms, conf, keyID, master, false); err == nil || !strings.Contains(err.Error(), "PlaintextNames") {
+		t.Fatalf("plaintextnames tree: %v", err)
+	}
+}
+
+func TestParseMasterKey(t *testing.T) {
+	const hex = "6f717d8b6b5f8e8a11bb8ee4b65b7c9d0a8f3e7c2b1d4e5f60718293a4b5c6d7"
+	dashed := hex[:8] + "-" + hex[8:16] + "-" + hex[16:24] + "-" + hex[24:32] + "-" + hex[32:40] + "-" + hex[40:48] + "-" + hex[48:56] + "-" + hex[56:] + "\n"
+	for _, in := range []string{hex, dashed, "  " + hex + "\n"} {
+		k, err := ParseMasterKey([]byte(in))
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		k.Wipe()
+	}
+	for _, in := range []string{"", hex[:62], hex + "00", "zz" + hex[2:]} {
+		if _, err := ParseMasterKey([]byte(in)); err == nil {
+			t.Errorf("%q accepted", in)
+		}
+	}
+}
+
+func TestLock(t *testing.T) {
+	run := t.TempDir()
+	dir := t.TempDir()
+	l, err := Acquire(run, dir, "/mnt/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held, _ := Held(run, dir); !held {
+		t.Fatal("lock not seen")
+	}
+	// A second path to the same directory shares the lock.
+	link := filepath.Join(t.TempDir(), "link")
+	os.Symlink(dir, link)
+	if _, err := Acquire(run, link, "/mnt/b"); err == nil || !strings.Contains(err.Error(), "/mnt/a") {
+		t.Fatalf("second mount: %v", err)
+	}
+	l.Release()
+	if held, _ := Held(run, dir); held {
+		t.Fatal("lock still held")
+	}
+	l2, err := Acquire(run, dir, "/mnt/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Release()
+}
