@@ -1,0 +1,233 @@
+// Package huaweicloud is the Huawei Cloud KMS provider: the KMS v1.0 REST
+// API (create-datakey, encrypt-datakey, decrypt-datakey, describe-key),
+// signed with SDK-HMAC-SHA256 using a static AK/SK or the temporary
+// credentials of the ECS metadata service.
+//
+// The binding is sent as additional_authenticated_data, or as
+// encryption_context {"binding": ...} for deployments that only have the
+// older field.
+//
+// decrypt-datakey needs the length of the plaintext key, which the KMS
+// ciphertext does not document, so wrapped keys are framed as
+//
+//	0x01 | data key length (uint16, big endian) | KMS cipher_text bytes
+//
+// Strip the first three bytes to hand a wrapped key to other Huawei tools.
+//
+// The client does not retry; wrap it with kmsclient.WithRetry.
+package huaweicloud
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"runtime"
+	"sync"
+	"time"
+
+	"kmsagent/kmsclient"
+	"kmsagent/kmsclient/huaweicloud/signer"
+	"kmsagent/kmsclient/huaweicloud/wire"
+	"kmsagent/kmsclient/secret"
+)
+
+const (
+	providerName = "huaweicloud"
+	// maxResponse bounds a KMS response; the largest, describe-key, is
+	// well under 4 KiB.
+	maxResponse = 1 << 20
+)
+
+// Client talks to Huawei Cloud KMS. It is safe for concurrent use.
+type Client struct {
+	cfg   Config
+	base  *url.URL
+	hc    *http.Client
+	creds credentialSource
+	now   func() time.Time
+}
+
+var _ kmsclient.KMS = (*Client)(nil)
+
+// New checks cfg and prepares a client. Static credentials are read from
+// SecretKeyFile now; metadata credentials are fetched on first use, so a
+// daemon can start before the metadata service answers.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cfg, base, err := cfg.check()
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, base: base, hc: noRedirects(cfg.HTTPClient), now: time.Now}
+	switch cfg.Credentials {
+	case CredentialsStatic:
+		sk, err := readSecretKeyFile(cfg.SecretKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		c.creds = newStaticCredentials(cfg.AccessKey, sk)
+	case CredentialsMetadata:
+		mhc := c.hc
+		if cfg.HTTPClient == nil {
+			mhc = metadataHTTPClient()
+		}
+		c.creds = &metadataCredentials{
+			endpoint: cfg.MetadataEndpoint,
+			hc:       mhc,
+			timeout:  cfg.Timeout,
+			// One clock for signing dates and credential expiry.
+			now: func() time.Time { return c.now() },
+		}
+	}
+	return c, nil
+}
+
+// Provider is "huaweicloud".
+func (c *Client) Provider() string { return providerName }
+
+// call signs and POSTs body to a KMS operation and returns the response
+// body of a 2xx answer. The caller zeroes the returned buffer.
+//
+// When wipe is set the body holds key material: call zeroes it once the
+// transport is done with it, and does not let the transport replay it.
+func (c *Client) call(ctx context.Context, op, keyID, apiOp string, body []byte, wipe bool) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	handed := false
+	if wipe {
+		defer func() {
+			if !handed {
+				secret.Zero(body)
+			}
+		}()
+	}
+	cred, err := c.creds.credentials(ctx)
+	if err != nil {
+		return nil, c.credentialsError(op, keyID, err)
+	}
+	u := *c.base
+	u.Path += wire.Path(c.cfg.ProjectID, apiOp)
+	u.RawPath = ""
+	var rd io.Reader = bytes.NewReader(body)
+	if wipe {
+		rd = &wipingBody{Reader: bytes.NewReader(body), buf: body}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), rd)
+	if err != nil {
+		return nil, c.fail(op, keyID, kmsclient.ErrInvalidRequest, "build request: %v", err)
+	}
+	if wipe {
+		req.ContentLength = int64(len(body))
+	}
+	req.Header.Set("Content-Type", wire.ContentType)
+	req.Header.Set(wire.HeaderProjectID, c.cfg.ProjectID)
+	err = signer.Sign(req, body, cred.creds, c.now())
+	runtime.KeepAlive(cred) // cred.sk backs cred.creds.SecretKey
+	if err != nil {
+		return nil, c.fail(op, keyID, kmsclient.ErrInvalidRequest, "sign request: %v", err)
+	}
+	handed = true
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Err: err}
+	}
+	defer resp.Body.Close()
+	out, err := readBody(resp.Body, resp.ContentLength, maxResponse)
+	if err != nil {
+		return nil, &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Status: resp.StatusCode, Message: "read response", Err: err}
+	}
+	if resp.StatusCode/100 == 3 {
+		secret.Zero(out)
+		return nil, c.redirectError(op, keyID, resp)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer secret.Zero(out)
+		return nil, responseError(op, keyID, resp.StatusCode, out)
+	}
+	return out, nil
+}
+
+func (c *Client) fail(op, keyID string, kind error, format string, args ...any) error {
+	return &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kind, Message: fmt.Sprintf(format, args...)}
+}
+
+// badResponse reports a 2xx answer the client cannot use. It is counted as
+// unavailability: a proxy in the way is the likely cause.
+func (c *Client) badResponse(op, keyID, format string, args ...any) error {
+	return c.fail(op, keyID, kmsclient.ErrUnavailable, "malformed KMS response: "+format, args...)
+}
+
+// redirectError reports a redirect, which the client does not follow: it
+// points at a misconfigured endpoint (http for https, a moved host), and a
+// signed request carrying key material goes where the config says or
+// nowhere.
+func (c *Client) redirectError(op, keyID string, resp *http.Response) error {
+	msg := "the endpoint answered with a redirect, which is not followed; set endpoint to the KMS URL itself"
+	if loc := resp.Header.Get("Location"); loc != "" {
+		msg = fmt.Sprintf("the endpoint redirects to %s, which is not followed; set endpoint to the KMS URL itself", redactHex(loc))
+	}
+	return &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrInvalidRequest, Status: resp.StatusCode, Message: msg}
+}
+
+func (c *Client) credentialsError(op, keyID string, err error) error {
+	var ce *credError
+	if errors.As(err, &ce) {
+		return &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: ce.kind, Message: ce.msg, Err: ce.err}
+	}
+	return &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Message: "credentials", Err: err}
+}
+
+// wipingBody zeroes a request body holding key material when the
+// transport closes it, which it does once it has finished reading.
+type wipingBody struct {
+	*bytes.Reader
+	buf  []byte
+	once sync.Once
+}
+
+func (b *wipingBody) Close() error {
+	b.once.Do(func() { secret.Zero(b.buf) })
+	return nil
+}
+
+// readBody reads at most limit bytes. When the buffer has to grow, the old
+// one is zeroed, so a response holding key material leaves exactly one
+// copy behind, which the caller zeroes.
+func readBody(r io.Reader, hint, limit int64) ([]byte, error) {
+	size := int64(4096)
+	if hint >= 0 && hint < limit {
+		size = hint + 1 // +1 to see EOF without growing
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) > limit {
+				secret.Zero(buf)
+				return nil, fmt.Errorf("response larger than %d bytes", limit)
+			}
+			next := make([]byte, len(buf), min(int64(2*cap(buf)), limit+1))
+			copy(next, buf)
+			secret.Zero(buf)
+			buf = next
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			if int64(len(buf)) > limit {
+				secret.Zero(buf)
+				return nil, fmt.Errorf("response larger than %d bytes", limit)
+			}
+			return buf, nil
+		}
+		if err != nil {
+			secret.Zero(buf)
+			return nil, err
+		}
+	}
+}
