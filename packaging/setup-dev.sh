@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian 12, idempotently.
 set -euo pipefail
+bash "$(dirname "$0")/go-toolchain.sh"
+export PATH="/usr/local/go/bin:$PATH"
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in cryptsetup-bin gocryptfs fuse3 ca-certificates; do
+for p in cryptsetup-bin gocryptfs fuse3 ca-certificates xz-utils; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
