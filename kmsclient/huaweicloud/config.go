@@ -44,7 +44,7 @@ type Config struct {
 	MetadataEndpoint string        // default http://169.254.169.254
 	AADField         string        // "additional_authenticated_data" (default) or "encryption_context"
 	Timeout          time.Duration // per request, default 10s
-	HTTPClient       *http.Client  // optional, tests
+	HTTPClient       *http.Client  // optional, tests; also used for the metadata service; its redirects are never followed
 }
 
 // check fills in defaults and validates c.

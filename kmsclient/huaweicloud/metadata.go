@@ -269,13 +269,20 @@ func metadataStatusError(step string, status int, body []byte) error {
 		kind = kmsclient.ErrThrottled
 	}
 	msg := fmt.Sprintf("ECS metadata %s: HTTP %d", step, status)
-	if s := strings.TrimSpace(string(body)); s != "" && len(s) < 200 && !strings.Contains(s, "secret") {
+	// A short body is usually the reason; one that mentions credentials
+	// might hold them, and is left out.
+	if s := strings.TrimSpace(string(body)); s != "" && len(s) < 200 && !mentionsCredentials(s) {
 		msg += ": " + redactHex(s)
 	}
 	if kind == kmsclient.ErrAccessDenied {
 		msg += " (is an agency attached to this ECS?)"
 	}
 	return &credError{kind: kind, msg: msg}
+}
+
+func mentionsCredentials(s string) bool {
+	s = strings.ToLower(s)
+	return strings.Contains(s, "secret") || strings.Contains(s, "securitytoken") || strings.Contains(s, "access")
 }
 
 // parseExpiry reads expires_at, which IAM writes as

@@ -33,7 +33,7 @@ type fakeMetadata struct {
 	life        time.Duration
 	tokenStatus int             // answer to PUT token; 0 serves a token
 	keyStatus   int             // answer to GET securitykey; 0 serves a credential
-	keyBody     string          // body of a securitykey answer instead of a credential
+	keyBody     string          // body of a securitykey answer instead of a credential, or of its failure
 	gate        chan struct{}   // when set, securitykey waits for it to close
 	fetches     int             // securitykey requests
 	tokens      []string        // tokens handed out
@@ -96,7 +96,11 @@ func (m *fakeMetadata) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if m.keyStatus != 0 {
-			http.Error(w, `{"message":"no agency"}`, m.keyStatus)
+			body := `{"message":"no agency"}`
+			if m.keyBody != "" {
+				body = m.keyBody
+			}
+			http.Error(w, body, m.keyStatus)
 			return
 		}
 		if m.keyBody != "" {
@@ -383,6 +387,8 @@ func TestMetadataErrors(t *testing.T) {
 		{"token 403", 403, 0, "", kmsclient.ErrAccessDenied, []string{"ECS metadata token: HTTP 403", "agency"}},
 		{"token 500", 500, 0, "", kmsclient.ErrUnavailable, []string{"ECS metadata token: HTTP 500"}},
 		{"securitykey 429", 0, 429, "", kmsclient.ErrThrottled, []string{"HTTP 429"}},
+		{"reason quoted", 0, 403, "agency op_svc_ecs not authorized", kmsclient.ErrAccessDenied, []string{"HTTP 403: agency op_svc_ecs not authorized", "agency"}},
+		{"failure body with credentials", 0, 500, `{"credential":{"Access":"TMPAK","Secret":"0123456789abcdefXYZ"}}`, kmsclient.ErrUnavailable, []string{"securitykey: HTTP 500)"}},
 		{"securitykey 503", 0, 503, "", kmsclient.ErrUnavailable, []string{"HTTP 503"}},
 		{"not JSON", 0, 0, "<html>", kmsclient.ErrUnavailable, []string{"malformed response"}},
 		{"no credential", 0, 0, `{}`, kmsclient.ErrUnavailable, []string{"missing"}},
