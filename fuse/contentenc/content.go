@@ -50,63 +50,68 @@ func New(aead cipher.AEAD) *ContentEnc {
 	return &ContentEnc{aead: aead}
 }
 
-// additionalData is what each block is bound to: its number and, for file
-// contents, the file ID. Symlinks and xattrs pass a nil file ID.
-type additionalData struct {
-	buf [8 + FileIDLen]byte
-	n   int
+// scratch holds a block's nonce and additional data. They are handed to
+// the AEAD through an interface and so escape to the heap; the multi-block
+// paths reuse one scratch per goroutine instead of allocating per block.
+type scratch struct {
+	nonce [IVLen]byte
+	ad    [8 + FileIDLen]byte
 }
 
-func makeAD(blockNo uint64, fileID []byte) (additionalData, error) {
-	var ad additionalData
+func checkFileID(fileID []byte) error {
 	if fileID != nil && len(fileID) != FileIDLen {
-		return ad, fmt.Errorf("%w: file ID is %d bytes, want %d or none", ErrBlock, len(fileID), FileIDLen)
+		return fmt.Errorf("%w: file ID is %d bytes, want %d or none", ErrBlock, len(fileID), FileIDLen)
 	}
-	binary.BigEndian.PutUint64(ad.buf[:8], blockNo)
-	ad.n = 8 + copy(ad.buf[8:], fileID)
-	return ad, nil
+	return nil
+}
+
+// additionalData is what each block is bound to: its number (big endian)
+// and, for file contents, the file ID. Symlinks and xattrs have no file ID.
+func (s *scratch) additionalData(blockNo uint64, fileID []byte) []byte {
+	binary.BigEndian.PutUint64(s.ad[:8], blockNo)
+	return s.ad[:8+copy(s.ad[8:], fileID)]
 }
 
 // EncryptBlock appends nonce ‖ ciphertext ‖ tag for one block of at most
 // DefaultBS plaintext bytes to dst, using a fresh random nonce. An empty
 // block encrypts to nothing, as gocryptfs never stores empty blocks.
 //
-// A block longer than DefaultBS or a file ID that is neither nil nor 16
-// bytes is a caller bug that would write an unreadable file, so it panics.
+// dst's spare capacity must not overlap plain. A block longer than
+// DefaultBS or a file ID that is neither nil nor 16 bytes is a caller bug that would write an unreadable file, so it panics.
 func (c *ContentEnc) EncryptBlock(dst, plain []byte, blockNo uint64, fileID []byte) []byte {
 	if len(plain) > DefaultBS {
 		panic(fmt.Sprintf("contentenc: block of %d bytes exceeds %d", len(plain), DefaultBS))
 	}
-	return c.seal(dst, plain, blockNo, fileID)
+	if err := checkFileID(fileID); err != nil {
+		panic(err.Error())
+	}
+	return c.seal(dst, plain, blockNo, fileID, new(scratch))
 }
 
 // seal is EncryptBlock without the block size limit, for symlink targets
 // and xattr values, which gocryptfs seals as one block of any length.
-func (c *ContentEnc) seal(dst, plain []byte, blockNo uint64, fileID []byte) []byte {
+// The file ID must have been checked.
+func (c *ContentEnc) seal(dst, plain []byte, blockNo uint64, fileID []byte, s *scratch) []byte {
 	if len(plain) == 0 {
 		return dst
 	}
-	ad, err := makeAD(blockNo, fileID)
-	if err != nil {
-		panic(err.Error())
-	}
-	var nonce [IVLen]byte
 	// crypto/rand.Read does not fail on Linux since Go 1.24; it aborts the
 	// program instead of returning a short read.
-	_, _ = rand.Read(nonce[:])
-	dst = append(dst, nonce[:]...)
-	return c.aead.Seal(dst, nonce[:], plain, ad.buf[:ad.n])
+	_, _ = rand.Read(s.nonce[:])
+	dst = append(dst, s.nonce[:]...)
+	return c.aead.Seal(dst, s.nonce[:], plain, s.additionalData(blockNo, fileID))
 }
 
 // EncryptBlocks encrypts consecutive plaintext blocks starting at block
 // firstBlockNo and appends the cipher blocks to dst. Every block but the
-// last must be full (plain is split every DefaultBS bytes). Large inputs
-// are encrypted on all cores.
+// last must be full (plain is split every DefaultBS bytes), and dst's
+// spare capacity must not overlap plain. Large inputs are encrypted on all
+// cores.
 func (c *ContentEnc) EncryptBlocks(dst, plain []byte, firstBlockNo uint64, fileID []byte) []byte {
 	if len(plain) == 0 {
 		return dst
 	}
-	if _, err := makeAD(0, fileID); err != nil {
+	if err := checkFileID(fileID); err != nil {
 		panic(err.Error())
 	}
 	n := (len(plain) + DefaultBS - 1) / DefaultBS
@@ -118,10 +123,11 @@ func (c *ContentEnc) EncryptBlocks(dst, plain []byte, firstBlockNo uint64, fileI
 	// Block i reads plain[i*DefaultBS:] and writes out[i*CipherBS:], so
 	// workers own disjoint ranges and need no locking.
 	encRange := func(lo, hi int) {
+		s := new(scratch)
 		for i := lo; i < hi; i++ {
 			p := plain[i*DefaultBS : min((i+1)*DefaultBS, len(plain))]
 			o := out[i*CipherBS : i*CipherBS : i*CipherBS+len(p)+Overhead]
-			c.seal(o, p, firstBlockNo+uint64(i), fileID)
+			c.seal(o, p, firstBlockNo+uint64(i), fileID, s)
 		}
 	}
 	forEachRange(n, func(lo, hi int) error { encRange(lo, hi); return nil })
@@ -134,10 +140,11 @@ func (c *ContentEnc) EncryptBlocks(dst, plain []byte, firstBlockNo uint64, fileI
 // are *BlockError wrapping ErrAuth (tag mismatch) or ErrBlock (malformed).
 // dst must not overlap ciphertext.
 func (c *ContentEnc) DecryptBlock(dst, ciphertext []byte, blockNo uint64, fileID []byte) ([]byte, error) {
-	return c.open(dst, ciphertext, blockNo, fileID, DefaultBS)
+	return c.open(dst, ciphertext, blockNo, fileID, DefaultBS, new(scratch))
 }
 
-func (c *ContentEnc) open(dst, ct []byte, blockNo uint64, fileID []byte, maxPlain int) ([]byte, error) {
+// open verifies and decrypts one block of up to maxPlain bytes.
+func (c *ContentEnc) open(dst, ct []byte, blockNo uint64, fileID []byte, maxPlain int, s *scratch) ([]byte, error) {
 	if len(ct) == 0 {
 		return dst, nil
 	}
@@ -163,11 +170,10 @@ func (c *ContentEnc) open(dst, ct []byte, blockNo uint64, fileID []byte, maxPlai
 		}
 		return fail(ErrBlock, "all-zero nonce")
 	}
-	ad, err := makeAD(blockNo, fileID)
-	if err != nil {
+	if err := checkFileID(fileID); err != nil {
 		return fail(err, "")
 	}
-	out, err := c.aead.Open(dst, nonce, ct[IVLen:], ad.buf[:ad.n])
+	out, err := c.aead.Open(dst, nonce, ct[IVLen:], s.additionalData(blockNo, fileID))
 	if err != nil {
 		return fail(ErrAuth, "")
 	}
@@ -196,10 +202,11 @@ func (c *ContentEnc) DecryptBlocks(dst, ciphertext []byte, firstBlockNo uint64, 
 	out := dst[start : start+outLen]
 
 	decRange := func(lo, hi int) error {
+		s := new(scratch)
 		for i := lo; i < hi; i++ {
 			ct := ciphertext[i*CipherBS : min((i+1)*CipherBS, len(ciphertext))]
 			o := out[i*DefaultBS : i*DefaultBS : i*DefaultBS+len(ct)-Overhead]
-			if _, err := c.open(o, ct, firstBlockNo+uint64(i), fileID, DefaultBS); err != nil {
+			if _, err := c.open(o, ct, firstBlockNo+uint64(i), fileID, DefaultBS, s); err != nil {
 				return err
 			}
 		}

@@ -29,7 +29,7 @@ func (c *ContentEnc) EncryptXattrValue(plain []byte) []byte {
 	if len(plain) == 0 {
 		return []byte{}
 	}
-	return c.seal(make([]byte, 0, len(plain)+Overhead), plain, 0, nil)
+	return c.seal(make([]byte, 0, len(plain)+Overhead), plain, 0, nil, new(scratch))
 }
 
 // DecryptXattrValue opens a stored xattr value. gocryptfs before v1.7
@@ -39,12 +39,12 @@ func (c *ContentEnc) DecryptXattrValue(stored []byte) ([]byte, error) {
 	if len(stored) == 0 {
 		return []byte{}, nil
 	}
-	plain, err := c.open(nil, stored, 0, nil, maxXattrValue)
+	plain, err := c.open(nil, stored, 0, nil, maxXattrValue, new(scratch))
 	if err == nil {
 		return plain, nil
 	}
 	if bin, err2 := raw64.DecodeString(string(stored)); err2 == nil {
-		if plain, err2 := c.open(nil, bin, 0, nil, maxXattrValue); err2 == nil {
+		if plain, err2 := c.open(nil, bin, 0, nil, maxXattrValue, new(scratch)); err2 == nil {
 			return plain, nil
 		}
 	}
@@ -58,7 +58,7 @@ func (c *ContentEnc) EncryptSymlinkTarget(target string) string {
 	if target == "" {
 		return ""
 	}
-	return raw64.EncodeToString(c.seal(nil, []byte(target), 0, nil))
+	return raw64.EncodeToString(c.seal(nil, []byte(target), 0, nil, new(scratch)))
 }
 
 // DecryptSymlinkTarget reverses EncryptSymlinkTarget.
@@ -70,7 +70,7 @@ func (c *ContentEnc) DecryptSymlinkTarget(stored string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: symlink target is not base64: %w", ErrValue, err)
 	}
-	plain, err := c.open(nil, bin, 0, nil, maxXattrValue)
+	plain, err := c.open(nil, bin, 0, nil, maxXattrValue, new(scratch))
 	if err != nil {
 		return "", fmt.Errorf("%w: symlink target: %w", ErrValue, err)
 	}
