@@ -72,8 +72,8 @@ func TestDerivedKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		info string
-		want string // HKDF-SHA256(master = 01..20, no salt, info), hex
+		info  string
+		want  string // HKDF-SHA256(master = 01..20, no salt, info), hex
 		check func(t *testing.T, k []byte)
 	}{
 		{
