@@ -3,6 +3,7 @@ package huaweicloud
 import (
 	"context"
 	"errors"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -158,5 +159,20 @@ func TestNewMetadataDoesNotFetch(t *testing.T) {
 	}
 	if c.Provider() != "huaweicloud" {
 		t.Fatalf("provider %q", c.Provider())
+	}
+}
+
+func TestHTTPClients(t *testing.T) {
+	c := noRedirects(nil)
+	tr, ok := c.Transport.(*http.Transport)
+	if !ok || c.CheckRedirect == nil || tr.MaxIdleConnsPerHost < 64 {
+		t.Fatalf("default client: transport %T, redirect check %v", c.Transport, c.CheckRedirect != nil)
+	}
+	if tr == http.DefaultTransport {
+		t.Fatal("the default client shares http.DefaultTransport")
+	}
+	m := metadataHTTPClient()
+	if tr, ok := m.Transport.(*http.Transport); !ok || tr.Proxy != nil || m.CheckRedirect == nil {
+		t.Fatal("metadata client goes through a proxy or follows redirects")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -480,6 +481,67 @@ func TestParseExpiry(t *testing.T) {
 	for _, in := range []string{"", "1715000000", "2030-05-06"} {
 		if _, err := parseExpiry(in); err == nil {
 			t.Errorf("parseExpiry(%q) succeeded", in)
+		}
+	}
+}
+
+// TestMetadataConcurrentRefresh signs from several goroutines while the
+// clock runs through many credential lifetimes and the collector runs:
+// every request is signed by a credential that has not expired, and no
+// refresh is lost or doubled.
+func TestMetadataConcurrentRefresh(t *testing.T) {
+	c, f, md, clk := metadataClient(t)
+	md.set(func(m *fakeMetadata) { m.life = 10 * time.Minute })
+	t0 := clk.Now()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if _, err := c.DescribeKey(t.Context(), keyA); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	const steps = 150
+	for i := 1; i <= steps; i++ {
+		time.Sleep(time.Millisecond)
+		clk.Set(t0.Add(time.Duration(i) * 10 * time.Second))
+		if i%10 == 0 {
+			runtime.GC()
+		}
+	}
+	close(done)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	md.mu.Lock()
+	expires := map[string]time.Time{}
+	for _, c := range md.issued {
+		expires[c.ak] = c.expires
+	}
+	md.mu.Unlock()
+	// 25 simulated minutes of 10-minute credentials refreshed 5 minutes
+	// before expiry: about five fetches, one at a time.
+	if n := md.fetchCount(); n < 4 || n > 7 {
+		t.Fatalf("%d fetches", n)
+	}
+	for _, r := range f.received() {
+		at, _ := time.Parse(signer.DateFormat, r.header.Get(signer.HeaderDate))
+		if exp, ok := expires[r.accessKey]; !ok || !at.Before(exp) {
+			t.Fatalf("request signed at %v by %s, which expires at %v", at, r.accessKey, exp)
 		}
 	}
 }
