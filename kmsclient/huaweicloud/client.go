@@ -14,7 +14,9 @@
 //
 // Strip the first three bytes to hand a wrapped key to other Huawei tools.
 //
-// The client does not retry; wrap it with kmsclient.WithRetry.
+// The client does not retry; wrap it with kmsclient.WithRetry. It does not
+// follow redirects either: a signed request goes to the configured
+// endpoint or nowhere.
 package huaweicloud
 
 import (
