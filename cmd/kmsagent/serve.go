@@ -51,11 +51,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		Logger:    slog.New(slog.NewTextHandler(env.stderr, nil)),
 	}
 	if accessKey != "" {
-		raw, err := secret.ReadFile(skFile, maxSecretKeyFile)
-		if err != nil {
-			return fmt.Errorf("kms serve: %w", err)
-		}
-		sk, err := raw.TrimSpace()
+		sk, err := secret.ReadTokenFile(skFile, maxSecretKeyFile)
 		if err != nil {
 			return fmt.Errorf("kms serve: %w", err)
 		}

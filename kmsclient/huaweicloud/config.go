@@ -1,15 +1,11 @@
 package huaweicloud
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	"kmsagent/kmsclient/secret"
@@ -121,43 +117,11 @@ const maxSecretKeyFile = 4096
 // regular file nobody but its owner can read: the SK signs for the
 // account's KMS keys.
 func readSecretKeyFile(path string) (*secret.Key, error) {
-	// O_NONBLOCK so that a FIFO put there by mistake fails the mode
-	// check below instead of blocking start-up.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	k, err := secret.ReadTokenFile(path, maxSecretKeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("huaweicloud kms: secret key file: %w", err)
+		return nil, fmt.Errorf("huaweicloud kms: %w", err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("huaweicloud kms: secret key file: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("huaweicloud kms: secret key file %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("huaweicloud kms: secret key file %s is accessible by group or others (mode %#o); run chmod 600 %s", path, perm, path)
-	}
-	buf := make([]byte, maxSecretKeyFile+1)
-	defer secret.Zero(buf)
-	n, err := io.ReadFull(f, buf)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("huaweicloud kms: read secret key file %s: %w", path, err)
-	}
-	if n > maxSecretKeyFile {
-		return nil, fmt.Errorf("huaweicloud kms: secret key file %s is larger than %d bytes", path, maxSecretKeyFile)
-	}
-	sk := bytes.TrimSpace(buf[:n])
-	if len(sk) == 0 {
-		return nil, fmt.Errorf("huaweicloud kms: secret key file %s is empty", path)
-	}
-	if bytes.ContainsAny(sk, "\r\n") {
-		return nil, fmt.Errorf("huaweicloud kms: secret key file %s holds more than one line; it must hold only the SK", path)
-	}
-	if bytes.ContainsAny(sk, " \t") {
-		return nil, fmt.Errorf("huaweicloud kms: secret key file %s has blanks inside the SK; it must hold only the SK", path)
-	}
-	return secret.FromBytes(sk)
+	return k, nil
 }
 
 // noRedirects returns hc, or a default client, that does not follow

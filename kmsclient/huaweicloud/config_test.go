@@ -97,8 +97,8 @@ func TestSecretKeyFile(t *testing.T) {
 	}{
 		{"ok with newline", func(t *testing.T) string { return writeSK(t, testSK+"\n", 0o600) }, nil},
 		{"ok with CRLF and blanks around", func(t *testing.T) string { return writeSK(t, "  "+testSK+"\r\n", 0o400) }, nil},
-		{"missing", func(t *testing.T) string { return filepath.Join(dir, "nope") }, []string{"secret key file", "no such file"}},
-		{"mode 0644", func(t *testing.T) string { return writeSK(t, testSK, 0o644) }, []string{"accessible by group or others", "mode 0644", "chmod 600"}},
+		{"missing", func(t *testing.T) string { return filepath.Join(dir, "nope") }, []string{"secret file", "no such file"}},
+		{"mode 0644", func(t *testing.T) string { return writeSK(t, testSK, 0o644) }, []string{"readable by group or others", "mode 0644", "chmod 600"}},
 		{"mode 0640", func(t *testing.T) string { return writeSK(t, testSK, 0o640) }, []string{"mode 0640", "chmod 600"}},
 		{"mode 0604", func(t *testing.T) string { return writeSK(t, testSK, 0o604) }, []string{"mode 0604", "chmod 600"}},
 		{"empty", func(t *testing.T) string { return writeSK(t, "", 0o600) }, []string{"is empty"}},

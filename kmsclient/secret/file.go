@@ -1,10 +1,12 @@
 package secret
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 )
 
 // ReadFile reads a secret (an access secret, a passphrase) from a file
@@ -12,7 +14,9 @@ import (
 // are; callers decide about trailing newlines, because cryptsetup's
 // --key-file, for one, counts them.
 func ReadFile(path string, maxSize int) (*Key, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK so that a FIFO put there by mistake fails the regular
+	// file check below instead of blocking.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("secret file: %w", err)
 	}
@@ -40,6 +44,34 @@ func ReadFile(path string, maxSize int) (*Key, error) {
 		return nil, fmt.Errorf("secret file %s is empty", path)
 	}
 	return FromBytes(buf[:n])
+}
+
+// ReadTokenFile reads a secret that is one word, such as an API secret
+// key: surrounding white space is dropped, and a file with more than one
+// line or with blanks inside is refused as a likely mistake.
+func ReadTokenFile(path string, maxSize int) (*Key, error) {
+	raw, err := ReadFile(path, maxSize)
+	if err != nil {
+		return nil, err
+	}
+	k, err := raw.TrimSpace()
+	if err != nil {
+		return nil, err
+	}
+	b := k.Bytes()
+	switch {
+	case len(b) == 0:
+		err = fmt.Errorf("secret file %s is empty", path)
+	case bytes.ContainsAny(b, "\r\n"):
+		err = fmt.Errorf("secret file %s holds more than one line; it must hold only the secret", path)
+	case bytes.ContainsAny(b, " \t"):
+		err = fmt.Errorf("secret file %s has blanks inside the secret; it must hold only the secret", path)
+	}
+	if err != nil {
+		k.Wipe()
+		return nil, err
+	}
+	return k, nil
 }
 
 // TrimSpace returns k without leading and trailing ASCII white space, as
