@@ -1,0 +1,203 @@
+package cryptfs
+
+import (
+	"bytes"
+	"encoding/hex"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"kmsagent/fuse/cryptocore"
+	"kmsagent/kmsclient/secret"
+)
+
+// requireRoot skips a test that needs root and /dev/fuse, except under
+// CI=true, where a missing prerequisite is a failure: CI runs as root and
+// must not pass by skipping.
+func requireRoot(t testing.TB) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root"
+	} else if _, err := os.Stat("/dev/fuse"); err != nil {
+		why = "needs /dev/fuse"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s, and CI=true forbids skipping", why)
+	}
+	t.Skip(why)
+}
+
+// requireTool is requireRoot's counterpart for an external program.
+func requireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not installed, and CI=true forbids skipping (apt-get install -y gocryptfs fuse3)", name)
+	}
+	t.Skipf("%s not installed", name)
+	return ""
+}
+
+// syncBuffer collects log output from the serving goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// testKey is a master key with its hex form for gocryptfs -masterkey.
+type testKey struct {
+	key  *secret.Key
+	hex  string
+	core *cryptocore.CryptoCore
+}
+
+func newTestKey(t testing.TB) *testKey {
+	t.Helper()
+	k, err := secret.Random(32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keyFrom(t, k)
+}
+
+func keyFrom(t testing.TB, k *secret.Key) *testKey {
+	t.Helper()
+	core, err := cryptocore.New(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testKey{key: k, hex: hex.EncodeToString(k.Bytes()), core: core}
+}
+
+// newCipherDir makes an initialised, empty cipher directory.
+func newCipherDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "cipher")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := InitDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// testMount is a mounted file system.
+type testMount struct {
+	cipher, mnt string
+	server      *fuse.Server
+	logs        *syncBuffer
+	once        sync.Once
+}
+
+func mountFS(t testing.TB, cipher string, k *testKey, opts Options, mo MountOptions) *testMount {
+	t.Helper()
+	requireRoot(t)
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	opts.CipherDir = cipher
+	opts.Core = k.core
+	opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	root, err := NewRoot(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Mount(mnt, root, mo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &testMount{cipher: cipher, mnt: mnt, server: srv, logs: logs}
+	t.Cleanup(func() { m.unmount(t) })
+	return m
+}
+
+// newFS mounts a fresh cipher directory with default options.
+func newFS(t testing.TB) (*testMount, *testKey) {
+	t.Helper()
+	requireRoot(t)
+	k := newTestKey(t)
+	return mountFS(t, newCipherDir(t), k, Options{}, MountOptions{}), k
+}
+
+func (m *testMount) path(p ...string) string { return filepath.Join(append([]string{m.mnt}, p...)...) }
+
+// unmount unmounts, falling back to fusermount3 and a lazy unmount, and
+// waits for the server to stop.
+func (m *testMount) unmount(t testing.TB) {
+	m.once.Do(func() {
+		var err error
+		for i := 0; i < 20; i++ {
+			if err = m.server.Unmount(); err == nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			t.Logf("unmount %s: %v; trying fusermount3 and a lazy unmount", m.mnt, err)
+			if out, err2 := exec.Command("fusermount3", "-u", m.mnt).CombinedOutput(); err2 != nil {
+				t.Logf("fusermount3 -u: %v: %s", err2, out)
+				if err3 := unix.Unmount(m.mnt, unix.MNT_DETACH); err3 != nil {
+					t.Errorf("lazy unmount %s: %v", m.mnt, err3)
+				}
+			}
+		}
+		done := make(chan struct{})
+		go func() { m.server.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("server for %s did not stop", m.mnt)
+		}
+	})
+}
+
+// cipherFiles lists the regular files of the cipher tree below dir,
+// leaving out diriv and .name files.
+func cipherFiles(t testing.TB, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		n := d.Name()
+		if d.Type().IsRegular() && n != "gocryptfs.diriv" && !strings.HasSuffix(n, ".name") && n != "gocryptfs.conf" {
+			out = append(out, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
