@@ -22,6 +22,7 @@ type command struct {
 	name    string
 	summary string
 	run     func(ctx context.Context, env *cliEnv, args []string) error
+	hidden  bool // internal, not in the usage
 }
 
 // cliEnv is what every command gets instead of globals.
@@ -39,8 +40,13 @@ func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(f
 
 func commands() []command {
 	return []command{
-		{"kms", "manage the embedded KMS and serve it to other hosts", runKMS},
-		{"version", "print the version", runVersion},
+		{name: "format", summary: "initialise an encrypted share (format fuse DIR --key-id ID)", run: runFormat},
+		{name: "mount", summary: "mount an encrypted share (mount fuse DIR MOUNTPOINT)", run: runMount},
+		{name: "umount", summary: "unmount a share; its worker wipes the keys and exits", run: runUmount},
+		{name: "export-key", summary: "break-glass: print a share's master key in hex (root only)", run: runExportKey},
+		{name: "kms", summary: "manage the embedded KMS and serve it to other hosts", run: runKMS},
+		{name: "version", summary: "print the version", run: runVersion},
+		{name: fuseWorkerCommand, run: runFuseWorker, hidden: true},
 	}
 }
 
@@ -99,6 +105,9 @@ func report(env *cliEnv, err error) int {
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: kmsagent [--config FILE] COMMAND [ARGS]\n\nCommands:")
 	for _, c := range commands() {
+		if c.hidden {
+			continue
+		}
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun kmsagent COMMAND --help for a command's options.")

@@ -19,6 +19,7 @@ import (
 
 	"kmsagent/fuse/cryptocore"
 	"kmsagent/fuse/envelope"
+	cryptfs "kmsagent/fuse/fs"
 	"kmsagent/fuse/nametransform"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/secret"
@@ -64,7 +65,7 @@ func Import(ctx context.Context, kms kmsclient.KMS, dir, keyID string, master *s
 	if _, err := nametransform.ReadDirIVAt(int(d.Fd())); err != nil {
 		return nil, fmt.Errorf("%s is not a gocryptfs v2 directory (%v); run kmsagent format fuse without --import-master-key-file for a new share", dir, err)
 	}
-	if err := CheckKey(dir, master); err != nil {
+	if err := checkKey(dir, master); err != nil {
 		return nil, err
 	}
 	e, err := envelope.Import(ctx, kms, keyID, master)
@@ -182,4 +183,15 @@ func ParseMasterKey(b []byte) (*secret.Key, error) {
 		return nil, errors.New("master key file is not hex")
 	}
 	return k, nil
+}
+
+// checkKey tells whether master is the key of the tree in dir; see
+// cryptfs.CheckKey.
+func checkKey(dir string, master *secret.Key) error {
+	core, err := cryptocore.New(master)
+	if err != nil {
+		return err
+	}
+	defer core.Wipe()
+	return cryptfs.CheckKey(dir, core)
 }

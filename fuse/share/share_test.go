@@ -10,6 +10,7 @@ import (
 
 	"kmsagent/fuse/cryptocore"
 	"kmsagent/fuse/envelope"
+	cryptfs "kmsagent/fuse/fs"
 	"kmsagent/fuse/nametransform"
 	"kmsagent/kmsclient/local"
 	"kmsagent/kmsclient/secret"
@@ -114,7 +115,7 @@ func TestImportChecksKey(t *testing.T) {
 	defer other.Wipe()
 	dir := makeTree(t, master)
 
-	if _, err := Import(ctx, kms, dir, keyID, other, false); !errors.Is(err, ErrWrongKey) {
+	if _, err := Import(ctx, kms, dir, keyID, other, false); !errors.Is(err, cryptfs.ErrWrongKey) {
 		t.Fatalf("wrong key: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, envelope.FileName)); !errors.Is(err, os.ErrNotExist) {

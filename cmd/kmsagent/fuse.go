@@ -1,0 +1,370 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"log/syslog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"kmsagent/agent/kmsconn"
+	"kmsagent/fuse/envelope"
+	"kmsagent/fuse/share"
+	"kmsagent/kmsclient"
+)
+
+// fuseWorkerCommand is the hidden command the mount command re-executes
+// to serve a share in the background.
+const fuseWorkerCommand = "fuse-worker"
+
+// readyTimeout bounds how long mount waits for the worker: a KMS round
+// trip with retries, plus the mount itself.
+const readyTimeout = 2 * time.Minute
+
+// openKMS opens the configured KMS provider.
+func openKMS(ctx context.Context, env *cliEnv) (kmsclient.KMS, error) {
+	cfg, err := loadConfig(env)
+	if err != nil {
+		return nil, err
+	}
+	return kmsconn.Open(ctx, cfg.KMS)
+}
+
+func runFormat(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) == 0 || (args[0] != "fuse" && !strings.HasPrefix(args[0], "-")) {
+		return usagef("usage: kmsagent format fuse DIR --key-id ID [--force] [--import-master-key-file FILE]")
+	}
+	if args[0] != "fuse" {
+		return usagef("usage: kmsagent format fuse DIR --key-id ID")
+	}
+	var keyID, importFile string
+	var force bool
+	pos, err := parseFlags(env, "format fuse", "DIR", args[1:], 1, 1, func(fs *flag.FlagSet) {
+		fs.StringVar(&keyID, "key-id", "", "KMS key (id or alias) that wraps the share's master key")
+		fs.BoolVar(&force, "force", false, "format a non-empty directory or replace an envelope (nothing is overwritten; the old envelope is kept as a backup)")
+		fs.StringVar(&importFile, "import-master-key-file", "", "adopt an existing gocryptfs directory whose master key (hex) is in FILE")
+	})
+	if err != nil {
+		return err
+	}
+	if keyID == "" {
+		return usagef("format fuse: --key-id is required")
+	}
+	dir := pos[0]
+	kms, err := openKMS(ctx, env)
+	if err != nil {
+		return err
+	}
+	var e *envelope.Envelope
+	if importFile != "" {
+		raw, err := readSecretFile(importFile)
+		if err != nil {
+			return err
+		}
+		master, err := share.ParseMasterKey(raw)
+		if err != nil {
+			return fmt.Errorf("%s: %w", importFile, err)
+		}
+		defer master.Wipe()
+		e, err = share.Import(ctx, kms, dir, keyID, master, force)
+		if err != nil {
+			return err
+		}
+	} else {
+		e, err = share.Format(ctx, kms, dir, keyID, force)
+		if err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(env.stdout, "%s: share %s, master key wrapped by %s key %s\n", dir, e.VolumeUUID, e.KMS.Provider, e.KMS.KeyID)
+	return nil
+}
+
+// readSecretFile reads a key file the way secret.ReadFile does, into a
+// heap buffer the caller zeroes (share.ParseMasterKey does).
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is readable by group or others (mode %#o); run chmod 600 %s", path, fi.Mode().Perm(), path)
+	}
+	return io.ReadAll(io.LimitReader(f, 4096))
+}
+
+// mountFlags are the options of mount fuse and of the worker.
+type mountFlags struct {
+	options    string
+	foreground bool
+}
+
+func (m *mountFlags) define(fs *flag.FlagSet) {
+	fs.StringVar(&m.options, "o", "", "mount options: ro, rw, allow_other, default_permissions, nosuid, nodev, noexec, suid, dev, exec")
+	fs.BoolVar(&m.foreground, "foreground", false, "serve in the foreground until unmounted or interrupted (for debugging)")
+}
+
+// knownMountOptions are the -o options passed on to the kernel mount.
+var knownMountOptions = []string{"default_permissions", "nosuid", "nodev", "noexec", "suid", "dev", "exec"}
+
+func parseMountOptions(s string, o *share.ServeOptions) error {
+	for _, opt := range strings.Split(s, ",") {
+		switch opt {
+		case "":
+		case "ro":
+			o.ReadOnly = true
+		case "rw":
+			o.ReadOnly = false
+		case "allow_other":
+			o.AllowOther = true
+		default:
+			if !slices.Contains(knownMountOptions, opt) {
+				return usagef("mount: unknown option -o %s; known: ro, rw, allow_other, %s", opt, strings.Join(knownMountOptions, ", "))
+			}
+			o.KernelOptions = append(o.KernelOptions, opt)
+		}
+	}
+	return nil
+}
+
+func runMount(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) == 0 || args[0] != "fuse" {
+		return usagef("usage: kmsagent mount fuse DIR MOUNTPOINT [-o OPTIONS] [--foreground]")
+	}
+	var mf mountFlags
+	pos, err := parseFlags(env, "mount fuse", "DIR MOUNTPOINT", args[1:], 2, 2, mf.define)
+	if err != nil {
+		return err
+	}
+	o, err := serveOptions(pos[0], pos[1], mf.options)
+	if err != nil {
+		return err
+	}
+	if mf.foreground {
+		return serveShare(ctx, env, o, func() {
+			fmt.Fprintf(env.stderr, "kmsagent: %s mounted on %s; serving in the foreground\n", o.CipherDir, o.Mountpoint)
+		})
+	}
+	return startWorker(ctx, env, o, args[1:])
+}
+
+// serveOptions checks the directories before any KMS call, so a typo gets
+// a clear error and no key is unwrapped.
+func serveOptions(dir, mountpoint, options string) (share.ServeOptions, error) {
+	o := share.ServeOptions{RunDir: share.DefaultRunDir}
+	var err error
+	if o.CipherDir, err = filepath.Abs(dir); err != nil {
+		return o, err
+	}
+	if o.Mountpoint, err = filepath.Abs(mountpoint); err != nil {
+		return o, err
+	}
+	if err := parseMountOptions(options, &o); err != nil {
+		return o, err
+	}
+	if _, err := envelope.Read(o.CipherDir); err != nil {
+		return o, err
+	}
+	fi, err := os.Stat(o.Mountpoint)
+	if err != nil {
+		return o, fmt.Errorf("mount point: %w", err)
+	}
+	if !fi.IsDir() {
+		return o, fmt.Errorf("mount point %s is not a directory", o.Mountpoint)
+	}
+	if o.Mountpoint == o.CipherDir || strings.HasPrefix(o.Mountpoint, o.CipherDir+"/") {
+		return o, fmt.Errorf("mount point %s is inside the cipher directory %s; mount somewhere else", o.Mountpoint, o.CipherDir)
+	}
+	if held, err := share.Held(o.RunDir, o.CipherDir); err == nil && held {
+		// Acquire in the worker gives the full message; this saves a
+		// KMS round trip.
+		if _, err := share.Acquire(o.RunDir, o.CipherDir, ""); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
+// serveShare serves until unmounted or ctx ends, as the worker or in the
+// foreground.
+func serveShare(ctx context.Context, env *cliEnv, o share.ServeOptions, ready func()) error {
+	// No core dumps or ptrace by other users of a process holding keys.
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	kms, err := openKMS(ctx, env)
+	if err != nil {
+		return err
+	}
+	o.KMS = kms
+	o.Ready = ready
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(env.stderr, nil))
+	}
+	return share.Serve(ctx, o)
+}
+
+// startWorker re-executes this binary as the worker, detached in its own
+// session, and waits for it to report the mount ready or failed over a
+// pipe.
+func startWorker(ctx context.Context, env *cliEnv, o share.ServeOptions, args []string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	wargs := []string{}
+	if env.configFlag != "" {
+		wargs = append(wargs, "--config", env.configFlag)
+	}
+	wargs = append(wargs, fuseWorkerCommand, "-o", strings.Join(o.AllOptions(), ","), "--", o.CipherDir, o.Mountpoint)
+	cmd := exec.Command(self, wargs...)
+	cmd.ExtraFiles = []*os.File{w} // fd 3
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Dir = "/"
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("start worker: %w", err)
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	status := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(io.LimitReader(r, 4096)).ReadString('\n')
+		status <- strings.TrimSpace(line)
+	}()
+	select {
+	case line := <-status:
+		if line == "ready" {
+			cmd.Process.Release()
+			return nil
+		}
+		if msg, ok := strings.CutPrefix(line, "error: "); ok {
+			return errors.New(msg)
+		}
+		err := <-exited
+		return fmt.Errorf("mount worker exited before the mount was ready (%v); see the system log", err)
+	case <-time.After(readyTimeout):
+		cmd.Process.Kill()
+		return fmt.Errorf("mount worker not ready after %v; killed it", readyTimeout)
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		return ctx.Err()
+	}
+}
+
+// runFuseWorker serves one share for startWorker: status on fd 3, logs to
+// syslog (the journal under systemd).
+func runFuseWorker(ctx context.Context, env *cliEnv, args []string) error {
+	status := os.NewFile(3, "status")
+	if status == nil {
+		return errors.New("fuse-worker is started by kmsagent mount fuse")
+	}
+	report := func(line string) {
+		if status != nil {
+			fmt.Fprintln(status, line)
+			status.Close()
+			status = nil
+		}
+	}
+	err := func() error {
+		var mf mountFlags
+		pos, err := parseFlags(env, fuseWorkerCommand, "DIR MOUNTPOINT", args, 2, 2, mf.define)
+		if err != nil {
+			return err
+		}
+		o, err := serveOptions(pos[0], pos[1], mf.options)
+		if err != nil {
+			return err
+		}
+		if sl, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_INFO, "kmsagent-fuse"); err == nil {
+			o.Logger = slog.New(slog.NewTextHandler(sl, &slog.HandlerOptions{ReplaceAttr: dropTime}))
+		}
+		return serveShare(ctx, env, o, func() { report("ready") })
+	}()
+	if err != nil {
+		report("error: " + oneLine(err.Error()))
+	}
+	return err
+}
+
+// dropTime leaves the timestamp to syslog.
+func dropTime(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
+}
+
+func runUmount(ctx context.Context, env *cliEnv, args []string) error {
+	var lazy bool
+	pos, err := parseFlags(env, "umount", "MOUNTPOINT", args, 1, 1, func(fs *flag.FlagSet) {
+		fs.BoolVar(&lazy, "lazy", false, "detach now and finish when the mount is no longer busy")
+	})
+	if err != nil {
+		return err
+	}
+	mp, err := filepath.Abs(pos[0])
+	if err != nil {
+		return err
+	}
+	m, err := share.FindMount(mp)
+	if err != nil {
+		return err
+	}
+	if err := share.Unmount(ctx, m, lazy); err != nil {
+		return err
+	}
+	return nil
+}
+
+func runExportKey(ctx context.Context, env *cliEnv, args []string) error {
+	pos, err := parseFlags(env, "export-key", "PATH", args, 1, 1, nil)
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("export-key prints a master key and is for root only; run it with sudo")
+	}
+	e, err := envelope.Read(pos[0])
+	if err != nil {
+		return err
+	}
+	kms, err := openKMS(ctx, env)
+	if err != nil {
+		return err
+	}
+	master, err := e.Unwrap(ctx, kms)
+	if err != nil {
+		return err
+	}
+	defer master.Wipe()
+	fmt.Fprintf(env.stderr, "kmsagent: WARNING: printing the master key of share %s; anyone who sees it can read the share without the KMS\n", e.VolumeUUID)
+	out := make([]byte, hex.EncodedLen(master.Len())+1)
+	hex.Encode(out, master.Bytes())
+	out[len(out)-1] = '\n'
+	_, err = env.stdout.Write(out)
+	clear(out)
+	return err
+}
