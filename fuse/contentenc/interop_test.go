@@ -76,6 +76,41 @@ func TestInteropGocryptfsWritesWeRead(t *testing.T) {
 	// gocryptfs must have left the sparse file's first blocks as holes,
 	// or this test does not cover hole decryption.
 	assertHoles(t, c, cipherDir, "sparse", 3)
+	assertPerms(t, cipherDir)
+}
+
+// assertPerms checks that the modes we give gocryptfs.diriv and .name
+// files are the ones gocryptfs gave them.
+func assertPerms(t *testing.T, cipherDir string) {
+	t.Helper()
+	seen := map[int]bool{}
+	err := filepath.WalkDir(cipherDir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || path == filepath.Join(cipherDir, nametransform.DirIVFilename) {
+			return err // the root diriv is ours
+		}
+		var want os.FileMode
+		typ := nametransform.NameType(d.Name())
+		switch typ {
+		case nametransform.NameDirIV:
+			want = nametransform.DirIVPerm
+		case nametransform.NameLongFile:
+			want = nametransform.NamePerm
+		default:
+			return nil
+		}
+		seen[typ] = true
+		info, err := d.Info()
+		if err == nil && info.Mode().Perm() != want {
+			t.Errorf("%s: gocryptfs wrote mode %o, we write %o", d.Name(), info.Mode().Perm(), want)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !seen[nametransform.NameDirIV] || !seen[nametransform.NameLongFile] {
+		t.Errorf("no diriv or .name file written by gocryptfs found")
+	}
 }
 
 // TestInteropWeWriteGocryptfsReads builds the cipher directory with this
