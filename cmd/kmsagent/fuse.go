@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -181,6 +182,9 @@ func serveOptions(dir, mountpoint, options string) (share.ServeOptions, error) {
 		return o, err
 	}
 	if _, err := envelope.Read(o.CipherDir); err != nil {
+		return o, err
+	}
+	if err := share.CheckMountpoint(o.Mountpoint); err != nil {
 		return o, err
 	}
 	fi, err := os.Stat(o.Mountpoint)
@@ -367,4 +371,55 @@ func runExportKey(ctx context.Context, env *cliEnv, args []string) error {
 	_, err = env.stdout.Write(out)
 	clear(out)
 	return err
+}
+
+// shareStatus is one line of status --json.
+type shareStatus struct {
+	Mountpoint string `json:"mountpoint"`
+	CipherDir  string `json:"cipher_dir"`
+	Options    string `json:"options"`
+	Share      string `json:"share,omitempty"`
+	Provider   string `json:"kms_provider,omitempty"`
+	KeyID      string `json:"kms_key_id,omitempty"`
+	Worker     string `json:"worker"`
+	Error      string `json:"error,omitempty"`
+}
+
+func runStatus(ctx context.Context, env *cliEnv, args []string) error {
+	var asJSON bool
+	if _, err := parseFlags(env, "status", "", args, 0, 0, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	}); err != nil {
+		return err
+	}
+	mounts, err := share.Mounts()
+	if err != nil {
+		return fmt.Errorf("list mounts: %w", err)
+	}
+	out := []shareStatus{}
+	for _, m := range mounts {
+		s := shareStatus{Mountpoint: m.Mountpoint, CipherDir: m.CipherDir, Options: m.Options, Worker: "running"}
+		if held, err := share.Held(share.DefaultRunDir, m.CipherDir); err == nil && !held {
+			s.Worker = "gone (run kmsagent umount " + m.Mountpoint + ")"
+		}
+		if e, err := envelope.Read(m.CipherDir); err != nil {
+			s.Error = err.Error()
+		} else {
+			s.Share, s.Provider, s.KeyID = e.VolumeUUID, e.KMS.Provider, e.KMS.KeyID
+		}
+		out = append(out, s)
+	}
+	if asJSON {
+		return writeJSON(env, out)
+	}
+	if len(out) == 0 {
+		fmt.Fprintln(env.stdout, "no shares mounted")
+		return nil
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MOUNTPOINT\tCIPHER DIR\tSHARE\tKMS KEY\tWORKER")
+	for _, s := range out {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Mountpoint, s.CipherDir, orDash(s.Share), orDash(s.Provider+":"+s.KeyID), s.Worker)
+	}
+	return tw.Flush()
 }

@@ -66,6 +66,9 @@ func Import(ctx context.Context, kms kmsclient.KMS, dir, keyID string, master *s
 		return nil, fmt.Errorf("%s is not a gocryptfs v2 directory (%v); run kmsagent format fuse without --import-master-key-file for a new share", dir, err)
 	}
 	if err := checkKey(dir, master); err != nil {
+		if errors.Is(err, cryptfs.ErrWrongKey) {
+			return nil, fmt.Errorf("wrong master key for this directory, nothing written: %w", err)
+		}
 		return nil, err
 	}
 	e, err := envelope.Import(ctx, kms, keyID, master)

@@ -22,10 +22,25 @@ type Mount struct {
 	Mountpoint string
 	CipherDir  string // the mount source
 	Options    string
+	FSType     string
 }
 
 // ParseMountInfo returns the fuse.kmsagent mounts in a mountinfo table.
 func ParseMountInfo(r io.Reader) ([]Mount, error) {
+	all, err := parseAllMountInfo(r)
+	if err != nil {
+		return nil, err
+	}
+	var out []Mount
+	for _, m := range all {
+		if m.FSType == "fuse."+cryptfs.Subtype {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func parseAllMountInfo(r io.Reader) ([]Mount, error) {
 	var out []Mount
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -35,10 +50,10 @@ func ParseMountInfo(r io.Reader) ([]Mount, error) {
 			continue
 		}
 		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 6 || len(g) < 2 || g[0] != "fuse."+cryptfs.Subtype {
+		if len(f) < 6 || len(g) < 2 {
 			continue
 		}
-		out = append(out, Mount{Mountpoint: unescapeMountInfo(f[4]), CipherDir: unescapeMountInfo(g[1]), Options: f[5]})
+		out = append(out, Mount{Mountpoint: unescapeMountInfo(f[4]), CipherDir: unescapeMountInfo(g[1]), Options: f[5], FSType: g[0]})
 	}
 	return out, sc.Err()
 }
@@ -70,6 +85,30 @@ func Mounts() ([]Mount, error) {
 	}
 	defer f.Close()
 	return ParseMountInfo(f)
+}
+
+// CheckMountpoint refuses a directory something is mounted on already:
+// mounting over it would hide that mount, or stack on a dead one.
+func CheckMountpoint(mountpoint string) error {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("list mounts: %w", err)
+	}
+	defer f.Close()
+	all, err := parseAllMountInfo(f)
+	if err != nil {
+		return fmt.Errorf("list mounts: %w", err)
+	}
+	for _, m := range all {
+		if m.Mountpoint != mountpoint {
+			continue
+		}
+		if m.FSType == "fuse."+cryptfs.Subtype {
+			return fmt.Errorf("%s is already a kmsagent mount of %s; run kmsagent umount %s first", mountpoint, m.CipherDir, mountpoint)
+		}
+		return fmt.Errorf("%s is already a mount point (%s from %s); mount the share on an unused directory", mountpoint, m.FSType, m.CipherDir)
+	}
+	return nil
 }
 
 // FindMount returns our mount at mountpoint (absolute).
