@@ -1,0 +1,25 @@
+// Package xts implements AES-XTS (IEEE P1619 / NIST SP 800-38E) for the
+// data area of LUKS2 images with the dm-crypt cipher "aes-xts-plain64".
+//
+// The XTS key is the concatenation of two AES keys of equal length: 32
+// bytes select XTS-AES-128, 64 bytes XTS-AES-256. The first half encrypts
+// the data, the second half encrypts the tweak. With plain64 the tweak of a
+// sector is its number as a little-endian uint64 padded with zeros to 16
+// bytes, exactly the IEEE P1619 "data unit sequence number". Which unit the
+// number counts is the caller's business: cryptsetup activates LUKS2
+// devices with a sector size above 512 with iv_large_sectors, so there it
+// counts sectors of that size, not 512-byte sectors.
+//
+// Sectors must be a non-zero multiple of 16 bytes. Ciphertext stealing,
+// which P1619 defines for data units that are not, is not implemented:
+// disk sectors never need it, and leaving it out keeps the fast path a
+// plain run of whole blocks.
+//
+// On amd64 with AES-NI the work is done by a small assembly routine that
+// keeps eight blocks in flight and advances the tweak in registers. Other
+// machines, and builds with the purego tag, use crypto/aes one block at a
+// time, which is correct but about ten times slower.
+//
+// XTS provides confidentiality only: a changed ciphertext block decrypts to
+// random garbage instead of being detected.
+package xts
