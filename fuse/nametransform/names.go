@@ -136,6 +136,11 @@ func (n *NameTransform) decrypt(cName string, iv []byte) (string, error) {
 	if len(cName) == 0 || len(cName) > raw64.EncodedLen(maxPadded) {
 		return "", fmt.Errorf("%w: length %d", ErrBadCipherName, len(cName))
 	}
+	// encoding/base64 skips '\r' and '\n' even in strict mode; checking
+	// the alphabet first keeps every name to one spelling.
+	if !isRaw64(cName) {
+		return "", fmt.Errorf("%w: %q: not unpadded URL-safe base64", ErrBadCipherName, cName)
+	}
 	bin, err := raw64.DecodeString(cName)
 	if err != nil {
 		return "", fmt.Errorf("%w: %q: base64: %w", ErrBadCipherName, cName, err)

@@ -118,6 +118,8 @@ func TestDecryptNameRejects(t *testing.T) {
 		{"std alphabet", "cd1qMZI4DGrT7ZL+wOrKiA"},
 		{"padded", valid + "=="},
 		{"non-canonical", alias},
+		{"embedded newline", valid[:10] + "\n" + valid[10:]},
+		{"trailing CR", valid + "\r"},
 		{"8 bytes", "AAAAAAAAAAA"},
 		{"17 bytes", strings.Repeat("A", raw64.EncodedLen(17))},
 		{"over 256 bytes", strings.Repeat("A", raw64.EncodedLen(272))},
