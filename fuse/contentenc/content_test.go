@@ -212,7 +212,7 @@ func TestXattrValue(t *testing.T) {
 			t.Fatalf("%d bytes: DecryptXattrValue: %v", n, err)
 		}
 	}
-	// gocryptfs < 1.7 stored values base64-encoded.
+	// Early gocryptfs versions stored values base64-encoded.
 	legacy := []byte(base64.RawURLEncoding.EncodeToString(c.EncryptXattrValue([]byte("old"))))
 	if got, err := c.DecryptXattrValue(legacy); err != nil || string(got) != "old" {
 		t.Fatalf("legacy value: %q, %v", got, err)

@@ -13,8 +13,10 @@ import (
 //
 // Names of xattrs are encrypted by package nametransform.
 
-// maxXattrValue is the Linux limit on an xattr value (XATTR_SIZE_MAX).
-const maxXattrValue = 64 << 10
+// maxValue bounds what DecryptXattrValue and DecryptSymlinkTarget accept:
+// the Linux limit on an xattr value (XATTR_SIZE_MAX), far above the
+// longest symlink target (PATH_MAX).
+const maxValue = 64 << 10
 
 // ErrValue reports an xattr value or symlink target that cannot be
 // decrypted.
@@ -32,19 +34,19 @@ func (c *ContentEnc) EncryptXattrValue(plain []byte) []byte {
 	return c.seal(make([]byte, 0, len(plain)+Overhead), plain, 0, nil, new(scratch))
 }
 
-// DecryptXattrValue opens a stored xattr value. gocryptfs before v1.7
+// DecryptXattrValue opens a stored xattr value. Early gocryptfs versions
 // stored values base64-encoded; like gocryptfs, such a value is accepted
 // when the binary form does not verify.
 func (c *ContentEnc) DecryptXattrValue(stored []byte) ([]byte, error) {
 	if len(stored) == 0 {
 		return []byte{}, nil
 	}
-	plain, err := c.open(nil, stored, 0, nil, maxXattrValue, new(scratch))
+	plain, err := c.open(nil, stored, 0, nil, maxValue, new(scratch))
 	if err == nil {
 		return plain, nil
 	}
 	if bin, err2 := raw64.DecodeString(string(stored)); err2 == nil {
-		if plain, err2 := c.open(nil, bin, 0, nil, maxXattrValue, new(scratch)); err2 == nil {
+		if plain, err2 := c.open(nil, bin, 0, nil, maxValue, new(scratch)); err2 == nil {
 			return plain, nil
 		}
 	}
@@ -70,7 +72,7 @@ func (c *ContentEnc) DecryptSymlinkTarget(stored string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: symlink target is not base64: %w", ErrValue, err)
 	}
-	plain, err := c.open(nil, bin, 0, nil, maxXattrValue, new(scratch))
+	plain, err := c.open(nil, bin, 0, nil, maxValue, new(scratch))
 	if err != nil {
 		return "", fmt.Errorf("%w: symlink target: %w", ErrValue, err)
 	}

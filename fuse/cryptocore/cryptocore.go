@@ -90,7 +90,8 @@ func New(master *secret.Key) (*CryptoCore, error) {
 }
 
 // derive runs HKDF-SHA256 with an empty salt and moves the result into
-// locked memory, zeroing the heap copy the standard library returns.
+// locked memory, zeroing the heap copy the standard library returns. The
+// HMAC state inside crypto/hkdf is garbage we cannot reach to clear.
 func derive(master []byte, info string) (*secret.Key, error) {
 	b, err := hkdf.Key(sha256.New, master, nil, info, KeyLen)
 	if err != nil {
@@ -117,7 +118,8 @@ func (c *CryptoCore) NameBlock() cipher.Block { return c.block }
 // What it cannot do: the derived key bytes were already zeroed in New, but
 // Go's crypto/aes and crypto/cipher keep the expanded AES key schedules
 // (and the GCM hash key H) in their own heap objects with no way to clear
-// them. That memory lives until the garbage collector reuses it, so the
+// them, and crypto/hkdf left HMAC state derived from the master key as
+// unreferenced heap garbage. That memory lives until the garbage collector reuses it, so the
 // only reliable way to remove it is to end the process, which is why each
 // FUSE mount runs in its own worker that exits on unmount.
 func (c *CryptoCore) Wipe() {
