@@ -19,6 +19,27 @@ import (
 	"kmsagent/kmsclient/secret"
 )
 
+// TestMain doubles as a helper process for operations that must not run
+// in the process serving the mount, such as touching mmap'ed pages (a
+// page fault on a FUSE file blocks its thread where the Go runtime cannot
+// see it, and a garbage collection would then wait forever).
+func TestMain(m *testing.M) {
+	if h := os.Getenv("CRYPTFS_TEST_HELPER"); h != "" {
+		os.Exit(runHelper(h, os.Getenv("CRYPTFS_TEST_PATH")))
+	}
+	os.Exit(m.Run())
+}
+
+// runHelperProcess runs this test binary as helper h on path.
+func runHelperProcess(t testing.TB, h, path string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "CRYPTFS_TEST_HELPER="+h, "CRYPTFS_TEST_PATH="+path)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("helper %s: %v\n%s", h, err, out)
+	}
+}
+
 // requireRoot skips a test that needs root and /dev/fuse, except under
 // CI=true, where a missing prerequisite is a failure: CI runs as root and
 // must not pass by skipping.
