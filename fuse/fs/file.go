@@ -289,7 +289,7 @@ func (n *node) plainSizeOf(fh *fileHandle) (plain, cipher uint64, e syscall.Errn
 		return 0, 0, errno(err)
 	}
 	cipher = uint64(st.Size)
-	return n.r.plainSize(cipher, n.StableAttr().Ino, n), cipher, 0
+	return n.r.plainSize(cipher, n.StableAttr().Ino, n.plainPath), cipher, 0
 }
 
 // writeLocked writes data at off. The caller holds the content lock

@@ -162,6 +162,14 @@ func (n *node) plainPath() string {
 	return "/" + p
 }
 
+// childPath is the plaintext path of entry name in directory n.
+func (n *node) childPath(name string) string {
+	if n == n.r.root {
+		return "/" + name
+	}
+	return n.plainPath() + "/" + name
+}
+
 const statxMask = unix.STATX_BASIC_STATS | unix.STATX_BTIME
 
 // statAt stats name in directory dirfd without following symlinks; an
@@ -213,16 +221,17 @@ func (r *rootData) fillAttr(a *fuse.Attr, x *unix.Statx_t) {
 // plainAttr fills a from x and translates the size to what the plaintext
 // view shows: the plaintext size of a regular file, the length of the
 // decrypted target of a symlink (read through dirfd/cName).
-func (r *rootData) plainAttr(a *fuse.Attr, x *unix.Statx_t, dirfd int, cName string, n *node) {
+// where names the file in log lines.
+func (r *rootData) plainAttr(a *fuse.Attr, x *unix.Statx_t, dirfd int, cName string, where func() string) {
 	r.fillAttr(a, x)
 	switch x.Mode & syscall.S_IFMT {
 	case syscall.S_IFREG:
-		a.Size = r.plainSize(x.Size, a.Ino, n)
+		a.Size = r.plainSize(x.Size, a.Ino, where)
 	case syscall.S_IFLNK:
 		if dirfd < 0 {
 			return
 		}
-		if t, e := r.readSymlink(dirfd, cName, a.Ino, n); e == 0 {
+		if t, e := r.readSymlink(dirfd, cName, a.Ino, where); e == 0 {
 			a.Size = uint64(len(t))
 		}
 	}
@@ -232,17 +241,13 @@ func (r *rootData) plainAttr(a *fuse.Attr, x *unix.Statx_t, dirfd int, cName str
 // produces (a cut header or a last block too short to hold data) is
 // logged and rounded down to the last complete block: reads of the
 // damaged tail then see end of file instead of wrong data.
-func (r *rootData) plainSize(cipher uint64, ino uint64, n *node) uint64 {
+func (r *rootData) plainSize(cipher uint64, ino uint64, where func() string) uint64 {
 	s, err := contentenc.PlainSize(cipher)
 	if err == nil {
 		return s
 	}
 	if r.reported.first(reportKey{kind: reportSize, ino: ino, block: cipher}) {
-		path := ""
-		if n != nil {
-			path = n.plainPath()
-		}
-		r.log.Warn("cryptfs: cipher file has an invalid size", "file", path, "ino", ino, "cipher_size", cipher, "err", err)
+		r.log.Warn("cryptfs: cipher file has an invalid size", "file", where(), "ino", ino, "cipher_size", cipher, "err", err)
 	}
 	if cipher < contentenc.HeaderLen {
 		return 0
@@ -251,7 +256,7 @@ func (r *rootData) plainSize(cipher uint64, ino uint64, n *node) uint64 {
 }
 
 // readSymlink reads and decrypts the symlink dirfd/cName.
-func (r *rootData) readSymlink(dirfd int, cName string, ino uint64, n *node) (string, syscall.Errno) {
+func (r *rootData) readSymlink(dirfd int, cName string, ino uint64, where func() string) (string, syscall.Errno) {
 	buf := make([]byte, 8192)
 	k, err := unix.Readlinkat(dirfd, cName, buf)
 	if err != nil {
@@ -260,11 +265,7 @@ func (r *rootData) readSymlink(dirfd int, cName string, ino uint64, n *node) (st
 	t, err := r.ce.DecryptSymlinkTarget(string(buf[:k]))
 	if err != nil {
 		if r.reported.first(reportKey{kind: reportSymlink, ino: ino}) {
-			path := ""
-			if n != nil {
-				path = n.plainPath()
-			}
-			r.log.Warn("cryptfs: symlink target does not decrypt", "file", path, "ino", ino, "err", err)
+			r.log.Warn("cryptfs: symlink target does not decrypt", "file", where(), "ino", ino, "err", err)
 		}
 		return "", syscall.EIO
 	}
@@ -312,7 +313,7 @@ func (n *node) childAt(ctx context.Context, fd int, name, cName string, out *fus
 func (n *node) newChild(ctx context.Context, fd int, name, cName string, x *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
 	ch := n.r.newNode()
 	ch.cnParent, ch.cnName, ch.cnCName = n, name, cName
-	n.r.plainAttr(&out.Attr, x, fd, cName, nil)
+	n.r.plainAttr(&out.Attr, x, fd, cName, func() string { return n.childPath(name) })
 	return n.NewInode(ctx, ch, n.r.stableAttr(x))
 }
 
@@ -324,7 +325,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		if e := statAt(fh.fd, "", &x); e != 0 {
 			return e
 		}
-		n.r.plainAttr(&out.Attr, &x, -1, "", n)
+		n.r.plainAttr(&out.Attr, &x, -1, "", n.plainPath)
 		return 0
 	}
 	if n == n.r.root {
@@ -342,7 +343,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	if e := statAt(pfd, cName, &x); e != 0 {
 		return e
 	}
-	n.r.plainAttr(&out.Attr, &x, pfd, cName, n)
+	n.r.plainAttr(&out.Attr, &x, pfd, cName, n.plainPath)
 	return 0
 }
 
@@ -464,7 +465,7 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 		return nil, e
 	}
 	defer p.closeDir()
-	t, e := n.r.readSymlink(pfd, cName, n.StableAttr().Ino, n)
+	t, e := n.r.readSymlink(pfd, cName, n.StableAttr().Ino, n.plainPath)
 	if e != 0 {
 		return nil, e
 	}
