@@ -1,0 +1,155 @@
+package luks2
+
+import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/binary"
+	"fmt"
+	"hash"
+
+	"golang.org/x/crypto/argon2"
+
+	"kmsagent/kmsclient/secret"
+)
+
+// KDF names as they appear in the header.
+const (
+	KDFPBKDF2   = "pbkdf2"
+	KDFArgon2i  = "argon2i"
+	KDFArgon2id = "argon2id"
+)
+
+// saltSize is the size of keyslot and digest salts (LUKS_SALTSIZE).
+const saltSize = 32
+
+// Limits cryptsetup puts on new keyslots (crypt_pbkdf_get_limits).
+const (
+	minPBKDF2Iterations = 1000
+	minArgon2Time       = 4
+	minArgon2Memory     = 32      // KiB
+	maxArgon2Memory     = 4 << 20 // KiB, 4 GiB
+	maxArgon2CPUs       = 4
+)
+
+// KDF is a keyslot's key derivation: PBKDF2 with Hash and Iterations, or
+// Argon2i/Argon2id with Time, MemoryKiB and CPUs.
+type KDF struct {
+	Type       string
+	Hash       string // pbkdf2: sha1, sha256 or sha512
+	Iterations uint32 // pbkdf2
+	Time       uint32 // argon2: passes
+	MemoryKiB  uint32 // argon2
+	CPUs       uint32 // argon2: lanes
+}
+
+// checkNew applies cryptsetup's minimums to a KDF for a new keyslot, so
+// every keyslot we add is one cryptsetup will also accept and use.
+func (k KDF) checkNew() error {
+	switch k.Type {
+	case KDFPBKDF2:
+		if _, err := hashByName(k.Hash); err != nil {
+			return fmt.Errorf("luks2: kdf: %w", err)
+		}
+		if k.Iterations < minPBKDF2Iterations {
+			return fmt.Errorf("luks2: kdf: pbkdf2 iterations %d below the minimum %d", k.Iterations, minPBKDF2Iterations)
+		}
+	case KDFArgon2i, KDFArgon2id:
+		if k.Time < minArgon2Time {
+			return fmt.Errorf("luks2: kdf: %s time %d below the minimum %d", k.Type, k.Time, minArgon2Time)
+		}
+		if k.MemoryKiB < minArgon2Memory || k.MemoryKiB > maxArgon2Memory {
+			return fmt.Errorf("luks2: kdf: %s memory %d KiB outside [%d, %d]", k.Type, k.MemoryKiB, minArgon2Memory, maxArgon2Memory)
+		}
+		if k.CPUs < 1 || k.CPUs > maxArgon2CPUs {
+			return fmt.Errorf("luks2: kdf: %s cpus %d outside [1, %d]", k.Type, k.CPUs, maxArgon2CPUs)
+		}
+	default:
+		return fmt.Errorf("%w: kdf type %q", ErrUnsupported, k.Type)
+	}
+	return nil
+}
+
+// derive runs the KDF over the passphrase into a locked key of n bytes.
+func (k KDF) derive(passphrase, salt []byte, n int) (*secret.Key, error) {
+	switch k.Type {
+	case KDFPBKDF2:
+		h, err := hashByName(k.Hash)
+		if err != nil {
+			return nil, fmt.Errorf("%w: kdf: %v", ErrUnsupported, err)
+		}
+		if k.Iterations == 0 {
+			return nil, fmt.Errorf("%w: kdf: pbkdf2 with zero iterations", ErrInvalidHeader)
+		}
+		return pbkdf2Key(h, passphrase, salt, int(k.Iterations), n)
+	case KDFArgon2i, KDFArgon2id:
+		// Bounds that keep a hostile header from asking for more than
+		// cryptsetup would ever write.
+		if k.Time == 0 || k.MemoryKiB == 0 || k.MemoryKiB > maxArgon2Memory || k.CPUs == 0 || k.CPUs > 255 {
+			return nil, fmt.Errorf("%w: kdf: %s parameters time=%d memory=%d cpus=%d out of range",
+				ErrUnsupported, k.Type, k.Time, k.MemoryKiB, k.CPUs)
+		}
+		var out []byte
+		if k.Type == KDFArgon2i {
+			out = argon2.Key(passphrase, salt, k.Time, k.MemoryKiB, uint8(k.CPUs), uint32(n))
+		} else {
+			out = argon2.IDKey(passphrase, salt, k.Time, k.MemoryKiB, uint8(k.CPUs), uint32(n))
+		}
+		return secret.FromBytes(out)
+	default:
+		return nil, fmt.Errorf("%w: kdf type %q", ErrUnsupported, k.Type)
+	}
+}
+
+// pbkdf2Key is PBKDF2 (RFC 8018) written out here rather than taken from
+// crypto/pbkdf2, whose API takes the password as a string: passphrases and
+// volume keys must not be copied into immutable, unwipeable memory.
+func pbkdf2Key(h func() hash.Hash, password, salt []byte, iterations, n int) (*secret.Key, error) {
+	out, err := secret.New(n)
+	if err != nil {
+		return nil, err
+	}
+	prf := hmac.New(h, password)
+	size := prf.Size()
+	u, err := secret.New(2 * size)
+	if err != nil {
+		out.Wipe()
+		return nil, err
+	}
+	defer u.Wipe()
+	ub, t := u.Bytes()[:size], u.Bytes()[size:]
+	dst := out.Bytes()
+	var counter [4]byte
+	for block := uint32(1); len(dst) > 0; block++ {
+		prf.Reset()
+		prf.Write(salt)
+		binary.BigEndian.PutUint32(counter[:], block)
+		prf.Write(counter[:])
+		prf.Sum(ub[:0])
+		copy(t, ub)
+		for i := 1; i < iterations; i++ {
+			prf.Reset()
+			prf.Write(ub)
+			prf.Sum(ub[:0])
+			for j := range t {
+				t[j] ^= ub[j]
+			}
+		}
+		dst = dst[copy(dst, t):]
+	}
+	return out, nil
+}
+
+// hashByName maps the hash names LUKS2 uses to Go hashes.
+func hashByName(name string) (func() hash.Hash, error) {
+	switch name {
+	case "sha1":
+		return sha1.New, nil
+	case "sha256":
+		return sha256.New, nil
+	case "sha512":
+		return sha512.New, nil
+	}
+	return nil, fmt.Errorf("hash %q is not supported (want sha1, sha256 or sha512)", name)
+}

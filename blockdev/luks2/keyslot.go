@@ -1,0 +1,404 @@
+package luks2
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strconv"
+
+	"kmsagent/kmsclient/secret"
+)
+
+// Defaults for new keyslots, as cryptsetup 2.x makes them.
+const (
+	keyslotEncryption = "aes-xts-plain64"
+	keyslotKeySize    = 64 // AES-256 in XTS takes two keys
+	afHash            = "sha256"
+	areaAlign         = 4096
+)
+
+// OpenKeyslot derives the keyslot key from the passphrase, decrypts the
+// keyslot area read from dev, merges the split and checks the result
+// against the keyslot's digest. A passphrase that does not fit gives
+// ErrWrongPassphrase.
+func (h *Header) OpenKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*secret.Key, error) {
+	ks, ok := h.meta.keyslots[slot]
+	if !ok {
+		return nil, fmt.Errorf("%w: %d", ErrNoSuchKeyslot, slot)
+	}
+	if ks.typ != "luks2" {
+		return nil, fmt.Errorf("%w: keyslot %d has type %q", ErrUnsupported, slot, ks.typ)
+	}
+	d, ok := h.meta.digestOf(slot)
+	if !ok {
+		return nil, fmt.Errorf("%w: keyslot %d has no digest", ErrInvalidHeader, slot)
+	}
+	afh, err := hashByName(ks.af.hash)
+	if err != nil {
+		return nil, fmt.Errorf("%w: keyslot %d: %v", ErrUnsupported, slot, err)
+	}
+	key, err := ks.kdf.derive(passphrase, ks.salt, ks.area.keySize)
+	if err != nil {
+		return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
+	}
+	defer key.Wipe()
+	c, err := newAreaCipher(ks.area.encryption, key.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
+	}
+	split, err := secret.New(int(afSectors(ks.keySize, ks.af.stripes)) * sectorSize)
+	if err != nil {
+		return nil, err
+	}
+	defer split.Wipe()
+	if _, err := dev.ReadAt(split.Bytes(), int64(ks.area.offset)); err != nil {
+		return nil, fmt.Errorf("luks2: read keyslot %d area: %w", slot, err)
+	}
+	cryptArea(c, split.Bytes(), false)
+	vk, err := secret.New(ks.keySize)
+	if err != nil {
+		return nil, err
+	}
+	if err := afMerge(vk.Bytes(), split.Bytes(), ks.af.stripes, afh); err != nil {
+		vk.Wipe()
+		return nil, err
+	}
+	match, err := d.verify(vk.Bytes())
+	if err != nil || !match {
+		vk.Wipe()
+		if err != nil {
+			return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
+		}
+		return nil, fmt.Errorf("%w (keyslot %d)", ErrWrongPassphrase, slot)
+	}
+	return vk, nil
+}
+
+// OpenAny tries the passphrase on every luks2 keyslot as cryptsetup does:
+// "prefer" priority first, then "normal"; "ignore" keyslots are skipped.
+// It returns the volume key and the keyslot that opened.
+func (h *Header) OpenAny(dev io.ReaderAt, passphrase []byte) (*secret.Key, int, error) {
+	var order []int
+	for _, prio := range []int{2, 1} {
+		for _, id := range sortedKeys(h.meta.keyslots) {
+			if ks := h.meta.keyslots[id]; ks.typ == "luks2" && ks.priority == prio {
+				order = append(order, id)
+			}
+		}
+	}
+	if len(order) == 0 {
+		return nil, -1, fmt.Errorf("%w: no usable keyslot", ErrNoSuchKeyslot)
+	}
+	var errs []error
+	for _, id := range order {
+		vk, err := h.OpenKeyslot(dev, id, passphrase)
+		if err == nil {
+			return vk, id, nil
+		}
+		if !errors.Is(err, ErrWrongPassphrase) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		return nil, -1, ErrWrongPassphrase
+	}
+	// Some keyslot could not even be tried; the passphrase may be its.
+	return nil, -1, fmt.Errorf("%w; keyslots that failed otherwise: %w", ErrWrongPassphrase, errors.Join(errs...))
+}
+
+// AddKeyslot stores the volume key under a passphrase in the lowest free
+// keyslot: the key is split into 4000 anti-forensic stripes, encrypted
+// with aes-xts-plain64 under a key derived by kdf, and written to a free
+// part of the keyslot area on dev (then synced). The header is changed in
+// memory only; Write commits it, which lets a caller add a token for the
+// new keyslot in the same commit. Until then the new area is unused space.
+func (h *Header) AddKeyslot(dev WriterAtSyncer, vk *secret.Key, passphrase []byte, kdf KDF) (int, error) {
+	if err := h.checkWritable(); err != nil {
+		return -1, err
+	}
+	if err := kdf.checkNew(); err != nil {
+		return -1, err
+	}
+	dig, err := h.VerifyVolumeKey(vk)
+	if err != nil {
+		return -1, err
+	}
+	slot := -1
+	for id := 0; id < MaxKeyslots; id++ {
+		if _, used := h.meta.keyslots[id]; !used {
+			slot = id
+			break
+		}
+	}
+	if slot < 0 {
+		return -1, ErrNoFreeKeyslot
+	}
+	areaSize := roundUp(uint64(vk.Len())*stripes, areaAlign)
+	offset, err := h.findArea(areaSize)
+	if err != nil {
+		return -1, err
+	}
+	salt := make([]byte, saltSize)
+	if _, err := rand.Read(salt); err != nil {
+		return -1, fmt.Errorf("luks2: keyslot salt: %w", err)
+	}
+
+	// Build and validate the new metadata before writing anything, so a
+	// full JSON area is found out before the keyslot area is touched.
+	root, err := h.withKeyslot(slot, dig, vk.Len(), offset, areaSize, kdf, salt)
+	if err != nil {
+		return -1, err
+	}
+	m, err := parseRoot(root)
+	if err == nil {
+		err = m.validate(h.hdrSize)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("luks2: new keyslot %d: %w", slot, err)
+	}
+
+	key, err := kdf.derive(passphrase, salt, keyslotKeySize)
+	if err != nil {
+		return -1, err
+	}
+	defer key.Wipe()
+	c, err := newAreaCipher(keyslotEncryption, key.Bytes())
+	if err != nil {
+		return -1, err
+	}
+	split, err := secret.New(int(afSectors(vk.Len(), stripes)) * sectorSize)
+	if err != nil {
+		return -1, err
+	}
+	defer split.Wipe()
+	afh, _ := hashByName(afHash)
+	if err := afSplit(split.Bytes(), vk.Bytes(), stripes, afh); err != nil {
+		return -1, err
+	}
+	cryptArea(c, split.Bytes(), true)
+	if _, err := dev.WriteAt(split.Bytes(), int64(offset)); err != nil {
+		return -1, fmt.Errorf("luks2: write keyslot %d area: %w", slot, err)
+	}
+	if err := dev.Sync(); err != nil {
+		return -1, fmt.Errorf("luks2: sync keyslot %d area: %w", slot, err)
+	}
+	h.meta = m
+	return slot, nil
+}
+
+// withKeyslot returns the JSON tree with a new luks2 keyslot added and
+// assigned to digest dig. Members are in cryptsetup's order.
+func (h *Header) withKeyslot(slot, dig, keySize int, offset, size uint64, kdf KDF, salt []byte) (*object, error) {
+	af := &object{}
+	af.set("type", encodeValue("luks1"))
+	af.set("stripes", encodeValue(stripes))
+	af.set("hash", encodeValue(afHash))
+	ar := &object{}
+	ar.set("type", encodeValue("raw"))
+	ar.set("offset", encodeValue(strconv.FormatUint(offset, 10)))
+	ar.set("size", encodeValue(strconv.FormatUint(size, 10)))
+	ar.set("encryption", encodeValue(keyslotEncryption))
+	ar.set("key_size", encodeValue(keyslotKeySize))
+	kd := &object{}
+	kd.set("type", encodeValue(kdf.Type))
+	if kdf.Type == KDFPBKDF2 {
+		kd.set("hash", encodeValue(kdf.Hash))
+		kd.set("iterations", encodeValue(kdf.Iterations))
+	} else {
+		kd.set("time", encodeValue(kdf.Time))
+		kd.set("memory", encodeValue(kdf.MemoryKiB))
+		kd.set("cpus", encodeValue(kdf.CPUs))
+	}
+	kd.set("salt", encodeValue(base64.StdEncoding.EncodeToString(salt)))
+	ks := &object{}
+	ks.set("type", encodeValue("luks2"))
+	ks.set("key_size", encodeValue(keySize))
+	ks.set("af", af.marshal())
+	ks.set("area", ar.marshal())
+	ks.set("kdf", kd.marshal())
+
+	keyslots, err := h.meta.section("keyslots")
+	if err != nil {
+		return nil, err
+	}
+	keyslots.set(strconv.Itoa(slot), ks.marshal())
+	sortMembers(keyslots)
+	digests, err := h.meta.section("digests")
+	if err != nil {
+		return nil, err
+	}
+	d := h.meta.digests[dig]
+	if err := setIDList(digests, dig, "keyslots", append(slices.Clone(d.keyslots), slot)); err != nil {
+		return nil, err
+	}
+	root := h.meta.root.clone()
+	root.set("keyslots", keyslots.marshal())
+	root.set("digests", digests.marshal())
+	return root, nil
+}
+
+// setIDList replaces the keyslots (or segments) array of member id of a
+// section, keeping the member's other fields as they are.
+func setIDList(section *object, id int, field string, ids []int) error {
+	key := strconv.Itoa(id)
+	raw, ok := section.get(key)
+	if !ok {
+		return fmt.Errorf("%w: %d missing", ErrInvalidHeader, id)
+	}
+	o, err := parseObject(raw, key)
+	if err != nil {
+		return err
+	}
+	sort.Ints(ids)
+	o.set(field, encodeValue(idStrings(ids)))
+	section.set(key, o.marshal())
+	return nil
+}
+
+// sortMembers orders a section's members by numeric id, as json-c's
+// ordered insertion would leave a freshly written cryptsetup header.
+func sortMembers(o *object) {
+	sort.SliceStable(o.members, func(i, j int) bool {
+		a, _ := strconv.Atoi(o.members[i].key)
+		b, _ := strconv.Atoi(o.members[j].key)
+		return a < b
+	})
+}
+
+// findArea returns the lowest offset in the keyslot area with size free
+// bytes, aligned to 4 KiB.
+func (h *Header) findArea(size uint64) (uint64, error) {
+	start := 2 * h.hdrSize
+	end := start + h.meta.config.keyslotsSize
+	var used []interval
+	for _, ks := range h.meta.keyslots {
+		used = append(used, interval{offset: ks.area.offset, size: ks.area.size})
+	}
+	sort.Slice(used, func(i, j int) bool { return used[i].offset < used[j].offset })
+	off := roundUp(start, areaAlign)
+	for _, u := range used {
+		if off+size <= u.offset {
+			break
+		}
+		off = max(off, roundUp(u.end(), areaAlign))
+	}
+	if off+size > end {
+		return 0, fmt.Errorf("%w: no free %d bytes in the keyslot area", ErrNoSpace, size)
+	}
+	return off, nil
+}
+
+func roundUp(n, align uint64) uint64 {
+	return (n + align - 1) / align * align
+}
+
+// RemoveKeyslot destroys a keyslot as cryptsetup does: its area on dev is
+// overwritten with random data and synced first, then the keyslot and all
+// references to it (digests, tokens) are removed and the header is
+// committed with Write, together with any other pending change. The
+// header must be committed here because the key material is already gone.
+// Removing the last keyslot is allowed; the caller decides whether that
+// is wanted.
+func (h *Header) RemoveKeyslot(dev WriterAtSyncer, slot int) error {
+	if err := h.checkWritable(); err != nil {
+		return err
+	}
+	ks, ok := h.meta.keyslots[slot]
+	if !ok {
+		return fmt.Errorf("%w: %d", ErrNoSuchKeyslot, slot)
+	}
+	root, err := h.withoutKeyslot(slot)
+	if err != nil {
+		return err
+	}
+	m, err := parseRoot(root)
+	if err == nil {
+		err = m.validate(h.hdrSize)
+	}
+	if err != nil {
+		return fmt.Errorf("luks2: remove keyslot %d: %w", slot, err)
+	}
+	if err := wipeRandom(dev, ks.area.offset, ks.area.size); err != nil {
+		return fmt.Errorf("luks2: wipe keyslot %d area: %w", slot, err)
+	}
+	old := h.meta
+	h.meta = m
+	if err := h.Write(dev); err != nil {
+		h.meta = old
+		return err
+	}
+	return nil
+}
+
+// withoutKeyslot returns the JSON tree without keyslot slot and without
+// references to it in digests and tokens; digests left with neither
+// keyslots nor segments go too, as cryptsetup drops unused digests.
+func (h *Header) withoutKeyslot(slot int) (*object, error) {
+	root := h.meta.root.clone()
+	keyslots, err := h.meta.section("keyslots")
+	if err != nil {
+		return nil, err
+	}
+	keyslots.del(strconv.Itoa(slot))
+	root.set("keyslots", keyslots.marshal())
+
+	digests, err := h.meta.section("digests")
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range sortedKeys(h.meta.digests) {
+		d := h.meta.digests[id]
+		if !slices.Contains(d.keyslots, slot) {
+			continue
+		}
+		rest := slices.DeleteFunc(slices.Clone(d.keyslots), func(k int) bool { return k == slot })
+		if len(rest) == 0 && len(d.segments) == 0 {
+			digests.del(strconv.Itoa(id))
+			continue
+		}
+		if err := setIDList(digests, id, "keyslots", rest); err != nil {
+			return nil, err
+		}
+	}
+	root.set("digests", digests.marshal())
+
+	tokens, err := h.meta.section("tokens")
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range sortedKeys(h.meta.tokens) {
+		t := h.meta.tokens[id]
+		if !slices.Contains(t.keyslots, slot) {
+			continue
+		}
+		rest := slices.DeleteFunc(slices.Clone(t.keyslots), func(k int) bool { return k == slot })
+		if err := setIDList(tokens, id, "keyslots", rest); err != nil {
+			return nil, err
+		}
+	}
+	root.set("tokens", tokens.marshal())
+	return root, nil
+}
+
+// wipeRandom overwrites [offset, offset+size) with random data and syncs.
+// cryptsetup writes one random pass on anything but spinning disks (and
+// ends its multi-pass wipe with random data there too).
+func wipeRandom(dev WriterAtSyncer, offset, size uint64) error {
+	const chunk = 1 << 20
+	buf := make([]byte, min(size, chunk))
+	for done := uint64(0); done < size; {
+		n := min(size-done, uint64(len(buf)))
+		if _, err := rand.Read(buf[:n]); err != nil {
+			return err
+		}
+		if _, err := dev.WriteAt(buf[:n], int64(offset+done)); err != nil {
+			return err
+		}
+		done += n
+	}
+	return dev.Sync()
+}
