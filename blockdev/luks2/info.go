@@ -26,8 +26,8 @@ type Header struct {
 	// as last seen, so Write can tell whether someone else changed it.
 	primarySeq      uint64
 	primarySeqKnown bool
-	meta     *metadata
-	warnings []string
+	meta            *metadata
+	warnings        []string
 }
 
 func (h *Header) warn(format string, args ...any) {
