@@ -44,7 +44,7 @@ func (n *node) prepareNew(name string) (newEntry, syscall.Errno) {
 	}
 	ne := newEntry{fd: fd, cName: cName, long: long}
 	if long {
-		err := nametransform.WriteLongNameAt(fd, cName, full)
+		err := n.writeLongName(fd, cName, full)
 		switch {
 		case err == nil:
 			ne.created = true
@@ -126,7 +126,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, e
 	}
 	ch := n.newChild(ctx, -1, name, ne.cName, &x, out)
-	return ch, &fileHandle{fd: fd}, 0, 0
+	return ch, &fileHandle{fd: fd}, fuse.FOPEN_NOFLUSH, 0
 }
 
 // Mkdir implements fs.NodeMkdirer. The directory is created accessible to
@@ -151,7 +151,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if err != nil {
 		return fail(errno(err))
 	}
-	if err := nametransform.WriteDirIVAt(cfd); err != nil {
+	if err := writeMetaFile(cfd, nametransform.DirIVFilename, randomIV(), nametransform.DirIVPerm); err != nil {
 		unix.Close(cfd)
 		return fail(errno(err))
 	}
@@ -169,6 +169,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	ch := n.newChild(ctx, -1, name, ne.cName, &x, out)
 	// Keep the descriptor: the new directory is about to be used.
 	chn := ch.Operations().(*node)
+	chn.addUnsynced(nametransform.DirIVFilename)
 	n.r.fds.install(chn, cfd)
 	n.r.fds.release(chn)
 	return ch, 0
@@ -403,7 +404,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	exchange := flags&unix.RENAME_EXCHANGE != 0
 	created := false
 	if long2 && !exchange && !same {
-		err := nametransform.WriteLongNameAt(fd2, c2, full2)
+		err := np.writeLongName(fd2, c2, full2)
 		switch {
 		case err == nil:
 			created = true

@@ -105,7 +105,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, errno(err)
 	}
-	return &fileHandle{fd: fd}, 0, 0
+	// Flush does nothing (writes are never buffered here), so spare the
+	// kernel the FLUSH round trip on every close.
+	return &fileHandle{fd: fd}, fuse.FOPEN_NOFLUSH, 0
 }
 
 // fileID returns the file ID from the header of the open file. An empty
@@ -524,6 +526,14 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 	fh, ok := f.(*fileHandle)
 	if !ok {
 		return 0
+	}
+	// The file's name may need metadata files of its directory.
+	if _, p := n.Parent(); p != nil {
+		if pn, ok := p.Operations().(*node); ok {
+			if e := pn.syncMeta(); e != 0 {
+				return e
+			}
+		}
 	}
 	if flags&fsyncFdatasync != 0 {
 		return errno(unix.Fdatasync(fh.fd))

@@ -37,6 +37,12 @@ type node struct {
 	ivMu sync.Mutex
 	iv   []byte
 
+	// metaMu guards unsynced: metadata files of this directory (its
+	// gocryptfs.diriv, .name files of its entries) written without
+	// fsync; see syncMeta.
+	metaMu   sync.Mutex
+	unsynced map[string]struct{}
+
 	// content is the file's content lock: shared by readers, exclusive
 	// for anything that changes the cipher file's blocks or header.
 	content sync.RWMutex

@@ -105,6 +105,9 @@ func (h *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 
 // Fsyncdir implements fs.FileFsyncdirer.
 func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	if e := h.n.syncMeta(); e != 0 {
+		return e
+	}
 	return errno(unix.Fsync(h.fd))
 }
 
