@@ -4,18 +4,26 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
-// parallelChunk is the least work worth a goroutine: about 100 µs at the
-// assembly's speed, far above the cost of starting one and waiting for it.
-const parallelChunk = 256 << 10
+const (
+	// parallelMin is the smallest buffer that EncryptSectors and
+	// DecryptSectors share between goroutines; below it, starting and
+	// waking a helper costs more than it can save.
+	parallelMin = 256 << 10
+	// chunkBytes is the unit of work handed out to goroutines, about
+	// 10 µs at the assembly's speed: small enough that the last chunks
+	// finish close together, large enough that claiming one is free.
+	chunkBytes = 64 << 10
+)
 
 // EncryptSectors encrypts len(src)/sectorSize consecutive sectors, the
 // first numbered firstSector, from src into dst. len(src) must be a
 // multiple of sectorSize, which must be a non-zero multiple of 16 (512
-// and 4096 for LUKS2). Sector numbers wrap around after 2^64-1. Large
-// buffers are split between up to GOMAXPROCS goroutines. Buffer rules
-// and panics are those of EncryptSector.
+// and 4096 for LUKS2). Sector numbers wrap around after 2^64-1. Buffers
+// of parallelMin bytes or more are shared between up to GOMAXPROCS
+// goroutines. Buffer rules and panics are those of EncryptSector.
 func (c *Cipher) EncryptSectors(dst, src []byte, sectorSize int, firstSector uint64) {
 	c.sectors(dst, src, sectorSize, firstSector, false)
 }
@@ -34,25 +42,39 @@ func (c *Cipher) sectors(dst, src []byte, sectorSize int, first uint64, decrypt 
 	checkBuffers(dst, src)
 	dst = dst[:len(src)]
 
-	n := len(src) / sectorSize
-	workers := min(runtime.GOMAXPROCS(0), len(src)/parallelChunk, n)
-	if workers <= 1 {
+	procs := runtime.GOMAXPROCS(0)
+	if len(src) < parallelMin || procs == 1 {
 		c.run(dst, src, sectorSize, first, decrypt)
 		return
 	}
-	per := (n + workers - 1) / workers
-	var wg sync.WaitGroup
-	for s := 0; s < n; s += per {
-		e := min(s+per, n)
-		d, p, num := dst[s*sectorSize:e*sectorSize], src[s*sectorSize:e*sectorSize], first+uint64(s)
-		if e == n {
-			// The calling goroutine takes the last share instead of idling.
-			c.run(d, p, sectorSize, num, decrypt)
-			break
+
+	// The caller starts on the chunks at once and helpers join whenever
+	// the scheduler runs them. The caller waits for claimed chunks, not
+	// for helpers: one that wakes up after all chunks are taken leaves
+	// without touching the buffers, so a slow wake-up (common on busy
+	// virtual machines) never makes the call slower than doing it alone.
+	perChunk := max(1, chunkBytes/sectorSize) // sectors per chunk
+	nSectors := len(src) / sectorSize
+	chunks := (nSectors + perChunk - 1) / perChunk
+	var next atomic.Int64
+	var pending sync.WaitGroup
+	pending.Add(chunks)
+	work := func() {
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= chunks {
+				return
+			}
+			s, e := i*perChunk*sectorSize, min((i+1)*perChunk, nSectors)*sectorSize
+			c.run(dst[s:e], src[s:e], sectorSize, first+uint64(i*perChunk), decrypt)
+			pending.Done()
 		}
-		wg.Go(func() { c.run(d, p, sectorSize, num, decrypt) })
 	}
-	wg.Wait()
+	for range min(procs, chunks) - 1 {
+		go work()
+	}
+	work()
+	pending.Wait()
 }
 
 // run processes whole sectors one after another.

@@ -81,8 +81,8 @@ func TestSectors(t *testing.T) {
 		{512, 1, 7},
 		{512, 3, ^uint64(0) - 1}, // wraps to 0
 		{4096, 5, 1 << 40},
-		{512, 4 * parallelChunk / 512, 12345},     // parallel
-		{4096, 3*parallelChunk/4096 + 1, 1 << 63}, // parallel, uneven split
+		{512, 4 * parallelMin / 512, 12345},   // parallel
+		{4096, parallelMin/4096 + 3, 1 << 63}, // parallel, short last chunk
 		{144, 2000, 99},
 	}
 	for _, im := range impls(t) {
