@@ -87,7 +87,11 @@ func (h *binHeader) encode(secondary bool) []byte {
 	return b
 }
 
+// cstring reads a NUL-terminated text field. The field's last byte is
+// always taken as the terminator, as cryptsetup does, so a field without
+// a NUL reads the same as it will be written back.
 func cstring(b []byte) string {
+	b = b[:len(b)-1]
 	if i := bytes.IndexByte(b, 0); i >= 0 {
 		b = b[:i]
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"strconv"
 )
@@ -27,43 +26,121 @@ type member struct {
 // refused: which copy counts differs between parsers, and a header that
 // means different things to different tools must not be trusted.
 func parseObject(data []byte, path string) (*object, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, invalid(path, "malformed JSON: %v", err)
+	if !json.Valid(data) {
+		// Say whether the text is broken or has something after it.
+		var v json.RawMessage
+		if err := json.NewDecoder(bytes.NewReader(data)).Decode(&v); err != nil {
+			return nil, invalid(path, "malformed JSON: %v", err)
+		}
+		return nil, invalid(path, "data after the JSON object")
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	s := scanner{data: data}
+	s.skipSpace()
+	if !s.consume('{') {
 		return nil, invalid(path, "not a JSON object")
 	}
 	o := &object{}
 	seen := make(map[string]bool)
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, invalid(path, "malformed JSON: %v", err)
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return nil, invalid(path, "malformed JSON: member name is not a string")
+	s.skipSpace()
+	if s.consume('}') {
+		return o, nil
+	}
+	for {
+		s.skipSpace()
+		rawKey := s.value()
+		var key string
+		if err := json.Unmarshal(rawKey, &key); err != nil {
+			return nil, invalid(path, "malformed member name: %v", err)
 		}
 		if seen[key] {
 			return nil, invalid(joinPath(path, key), "duplicate member")
 		}
 		seen[key] = true
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, invalid(joinPath(path, key), "malformed JSON: %v", err)
+		s.skipSpace()
+		s.consume(':')
+		s.skipSpace()
+		val := s.value()
+		o.members = append(o.members, member{key: key, value: bytes.Clone(val)})
+		s.skipSpace()
+		if s.consume('}') {
+			return o, nil
 		}
-		o.members = append(o.members, member{key: key, value: raw})
+		s.consume(',')
 	}
-	if _, err := dec.Token(); err != nil {
-		return nil, invalid(path, "malformed JSON: %v", err)
+}
+
+// scanner walks JSON text that json.Valid has accepted, so it only needs
+// to find where values end, not to check them.
+type scanner struct {
+	data []byte
+	pos  int
+}
+
+func (s *scanner) skipSpace() {
+	for s.pos < len(s.data) {
+		switch s.data[s.pos] {
+		case ' ', '\t', '\r', '\n':
+			s.pos++
+		default:
+			return
+		}
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, invalid(path, "data after the JSON object")
+}
+
+func (s *scanner) consume(c byte) bool {
+	if s.pos < len(s.data) && s.data[s.pos] == c {
+		s.pos++
+		return true
 	}
-	return o, nil
+	return false
+}
+
+// value returns the bytes of the value at the current position and moves
+// past it.
+func (s *scanner) value() []byte {
+	start := s.pos
+	depth := 0
+	for s.pos < len(s.data) {
+		c := s.data[s.pos]
+		switch {
+		case c == '"':
+			s.skipString()
+			if depth == 0 {
+				return s.data[start:s.pos]
+			}
+			continue
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			if depth == 0 {
+				return s.data[start:s.pos]
+			}
+			depth--
+			if depth == 0 {
+				s.pos++
+				return s.data[start:s.pos]
+			}
+		case depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\r' || c == '\n'):
+			return s.data[start:s.pos]
+		}
+		s.pos++
+	}
+	return s.data[start:s.pos]
+}
+
+func (s *scanner) skipString() {
+	s.pos++ // opening quote
+	for s.pos < len(s.data) {
+		switch s.data[s.pos] {
+		case '\\':
+			s.pos += 2
+			continue
+		case '"':
+			s.pos++
+			return
+		}
+		s.pos++
+	}
 }
 
 func joinPath(path, key string) string {
