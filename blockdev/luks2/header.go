@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 )
 
 // Binary header layout (struct luks2_hdr_disk), big-endian integers.
@@ -254,9 +255,9 @@ func Read(r io.ReaderAt) (*Header, error) {
 	h := &Header{}
 	switch {
 	case primary != nil && secondary != nil:
-		use, other := primary, secondary
+		use := primary
 		if secondary.bin.seqid > primary.bin.seqid {
-			use, other = secondary, primary
+			use = secondary
 			h.warn("primary header is older (seqid %d) than the secondary (seqid %d), an update was interrupted; using the secondary",
 				primary.bin.seqid, secondary.bin.seqid)
 		} else if secondary.bin.seqid < primary.bin.seqid {
@@ -264,7 +265,6 @@ func Read(r io.ReaderAt) (*Header, error) {
 				secondary.bin.seqid, primary.bin.seqid)
 		}
 		h.load(use, primary.bin.salt, secondary.bin.salt)
-		_ = other
 	case primary != nil:
 		h.warn("secondary header is damaged (%v); using the primary, the next write repairs it", serr.err)
 		h.load(primary, primary.bin.salt, [saltLen]byte{})
@@ -287,8 +287,8 @@ func Read(r io.ReaderAt) (*Header, error) {
 	return h, nil
 }
 
-// unwrapSentinel drops a leading "luks2: invalid header: " so that two
-// copies' reasons read as one line.
+// unwrapSentinel drops the "luks2: invalid header: " of a copy's reason,
+// which the combined error already starts with.
 func unwrapSentinel(err error) string {
-	return string(bytes.ReplaceAll([]byte(err.Error()), []byte(ErrInvalidHeader.Error()+": "), nil))
+	return strings.ReplaceAll(err.Error(), ErrInvalidHeader.Error()+": ", "")
 }

@@ -113,7 +113,7 @@ type SegmentInfo struct {
 	Encryption string // dm-crypt cipher spec, e.g. "aes-xts-plain64"
 	SectorSize int    // encryption sector size in bytes
 	Integrity  string // dm-integrity algorithm, empty for none
-	KeySize    int    // volume key size in bytes
+	KeySize    int    // volume key size in bytes, 0 while there is no keyslot
 }
 
 // Segment returns the data segment. Headers in the middle of reencryption

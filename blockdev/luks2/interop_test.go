@@ -228,3 +228,30 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 	ya, _ := json.Marshal(y)
 	return bytes.Equal(xa, ya)
 }
+
+// A header we repaired after damage to its primary copy is one cryptsetup
+// reads and opens without falling back.
+func TestCryptsetupAcceptsRepairedHeader(t *testing.T) {
+	needCryptsetup(t)
+	path := unxz(t, "compatimage2.img.xz")
+	f := openFile(t, path)
+	if _, err := f.WriteAt([]byte{'X'}, binHeaderSize+100); err != nil {
+		t.Fatal(err)
+	}
+	h := readHeader(t, f)
+	if len(h.Warnings()) == 0 {
+		t.Fatal("no warning for the damaged primary")
+	}
+	if err := h.Write(f); err != nil {
+		t.Fatal(err)
+	}
+	// Damage the secondary now: cryptsetup must be using our new primary.
+	if _, err := f.WriteAt([]byte{'X'}, 0x4000+binHeaderSize+100); err != nil {
+		t.Fatal(err)
+	}
+	kf := writeFile(t, t.TempDir(), "pass", []byte(compatPass0))
+	cryptsetup(t, "open", "--test-passphrase", "--key-slot", "0", "--key-file", kf, path)
+	if out := cryptsetup(t, "luksDump", path); !strings.Contains(out, "Epoch:         \t10") {
+		t.Errorf("luksDump after repair:\n%s", out)
+	}
+}
