@@ -784,3 +784,66 @@ func TestPOSIX(t *testing.T) {
 		return nil
 	})
 }
+
+func TestReadOnly(t *testing.T) {
+	requireRoot(t)
+	k := newTestKey(t)
+	cipher := newCipherDir(t)
+	m := mountFS(t, cipher, k, Options{}, MountOptions{})
+	want := writeTree(t, m.mnt)
+	m.unmount(t)
+	// Our own checks (Options.ReadOnly) and the kernel's (ro mount).
+	for _, c := range []struct {
+		name string
+		o    Options
+		mo   MountOptions
+	}{{"options", Options{ReadOnly: true}, MountOptions{}}, {"mount", Options{ReadOnly: true}, MountOptions{ReadOnly: true}}} {
+		t.Run(c.name, func(t *testing.T) {
+			m := mountFS(t, cipher, k, c.o, c.mo)
+			checkTree(t, m.mnt, want)
+			mustErrno(t, os.WriteFile(m.path("new"), nil, 0o644), syscall.EROFS)
+			_, err := os.OpenFile(m.path("size-1"), os.O_WRONLY, 0)
+			mustErrno(t, err, syscall.EROFS)
+			mustErrno(t, os.Remove(m.path("size-1")), syscall.EROFS)
+			mustErrno(t, os.Mkdir(m.path("d"), 0o755), syscall.EROFS)
+			mustErrno(t, os.Chmod(m.path("size-1"), 0o600), syscall.EROFS)
+			mustErrno(t, unix.Setxattr(m.path("size-1"), "user.x", []byte("1"), 0), syscall.EROFS)
+			mustErrno(t, os.Rename(m.path("size-1"), m.path("x")), syscall.EROFS)
+			mustErrno(t, os.Symlink("x", m.path("l")), syscall.EROFS)
+			mustErrno(t, os.Truncate(m.path("size-1"), 0), syscall.EROFS)
+		})
+	}
+}
+
+// TestFewDirFds keeps at most two directory descriptors open, so that
+// most operations reopen their directory from its parent's descriptor.
+func TestFewDirFds(t *testing.T) {
+	requireRoot(t)
+	k := newTestKey(t)
+	cipher := newCipherDir(t)
+	m := mountFS(t, cipher, k, Options{MaxOpenDirs: 2}, MountOptions{})
+	want := writeTree(t, m.mnt)
+	deep := m.path("a", "b", long200(), "c", "d")
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(deep, "f"), []byte("deep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Renaming an ancestor must not confuse cached descriptors or names.
+	if err := os.Rename(m.path("a", "b"), m.path("dir", "moved")); err != nil {
+		t.Fatal(err)
+	}
+	mustEqualFile(t, m.path("dir", "moved", long200(), "c", "d", "f"), []byte("deep"))
+	if err := os.RemoveAll(m.path("dir", "moved")); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(m.path("a"))
+	checkTree(t, m.mnt, want)
+	m.unmount(t)
+	m = mountFS(t, cipher, k, Options{MaxOpenDirs: 1}, MountOptions{})
+	checkTree(t, m.mnt, want)
+	checkLongNames(t, cipher)
+}
+
+func long200() string { return strings.Repeat("y", 200) }
