@@ -33,9 +33,9 @@ const (
 	csumLen    = 64
 )
 
-var (
-	magicPrimary   = []byte("LUKS\xba\xbe")
-	magicSecondary = []byte("SKUL\xba\xbe")
+const (
+	magicPrimary   = "LUKS\xba\xbe"
+	magicSecondary = "SKUL\xba\xbe"
 )
 
 // binHeader is one decoded binary header.
@@ -161,7 +161,7 @@ func readCopy(r io.ReaderAt, offset uint64, secondary bool) (*headerCopy, *copyE
 	if _, err := r.ReadAt(bin, int64(offset)); err != nil {
 		return nil, &copyError{err: fmt.Errorf("%s header at offset %d: %w", name, offset, err)}
 	}
-	if !bytes.Equal(bin[:len(magic)], magic) {
+	if string(bin[:len(magic)]) != magic {
 		return nil, &copyError{err: fmt.Errorf("%w: %s header at offset %d: no LUKS2 magic", ErrNotLUKS2, name, offset)}
 	}
 	bh = decodeBin(bin)

@@ -1,7 +1,6 @@
 package luks2
 
 import (
-	"bytes"
 	"crypto/rand"
 	"fmt"
 	"io"
@@ -104,7 +103,7 @@ func (h *Header) primarySeqID(r io.ReaderAt) (uint64, bool) {
 	if _, err := r.ReadAt(b[:], 0); err != nil {
 		return 0, false
 	}
-	if !bytes.Equal(b[:len(magicPrimary)], magicPrimary) {
+	if string(b[:len(magicPrimary)]) != magicPrimary {
 		return 0, false
 	}
 	bh := decodeBin(b[:])
