@@ -38,6 +38,7 @@ type fileHandle struct {
 var (
 	plainPool  = sync.Pool{New: func() any { b := make([]byte, maxBatch*bs); return &b }}
 	cipherPool = sync.Pool{New: func() any { b := make([]byte, maxBatch*cbs); return &b }}
+	blockPool  = sync.Pool{New: func() any { b := make([]byte, cbs); return &b }}
 )
 
 func getBuf(p *sync.Pool, n int) (*[]byte, []byte) {
@@ -113,11 +114,15 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 // fileID returns the file ID from the header of the open file. An empty
 // file has none: with create, a new header is written (the caller holds
 // the content lock exclusively); without, ok is false.
-func (fh *fileHandle) fileID(n *node, create bool) (id [contentenc.FileIDLen]byte, ok bool, e syscall.Errno) {
+//
+// The returned slice aliases the handle's cache, which only changes with
+// the content lock held exclusively, so it stays valid while the caller
+// holds the content lock in either mode.
+func (fh *fileHandle) fileID(n *node, create bool) (id []byte, ok bool, e syscall.Errno) {
 	fh.mu.Lock()
 	defer fh.mu.Unlock()
 	if fh.idOK && fh.idGen == n.hdrGen {
-		return fh.id, true, 0
+		return fh.id[:], true, 0
 	}
 	var buf [contentenc.HeaderLen]byte
 	k, err := preadFull(fh.fd, buf[:], 0)
@@ -149,7 +154,7 @@ func (fh *fileHandle) fileID(n *node, create bool) (id [contentenc.FileIDLen]byt
 		fh.id = h.ID
 	}
 	fh.idOK, fh.idGen = true, n.hdrGen
-	return fh.id, true, 0
+	return fh.id[:], true, 0
 }
 
 // preadFull reads until buf is full or end of file.
@@ -214,7 +219,7 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 	if e != 0 || !ok {
 		return fuse.ReadResultData(nil), e
 	}
-	out, e := n.readBlocks(fh.fd, id[:], dest, uint64(off))
+	out, e := n.readBlocks(fh.fd, id, dest, uint64(off))
 	if e != 0 {
 		return nil, e
 	}
@@ -307,7 +312,7 @@ func (n *node) writeLocked(fh *fileHandle, data []byte, off uint64) syscall.Errn
 		return e
 	}
 	if rest := size % bs; rest != 0 && off >= size-rest+bs {
-		if e := n.writeRange(fh, id[:], zeroBlock[:bs-rest], size, size); e != 0 {
+		if e := n.writeRange(fh, id, zeroBlock[:bs-rest], size, size); e != 0 {
 			return e
 		}
 		size += bs - rest
@@ -318,7 +323,7 @@ func (n *node) writeLocked(fh *fileHandle, data []byte, off uint64) syscall.Errn
 		if limit := (maxBatch-2)*bs - int(off%bs); len(chunk) > limit {
 			chunk = chunk[:limit]
 		}
-		if e := n.writeRange(fh, id[:], chunk, off, size); e != 0 {
+		if e := n.writeRange(fh, id, chunk, off, size); e != 0 {
 			return e
 		}
 		off += uint64(len(chunk))
@@ -374,8 +379,10 @@ func (n *node) writeRange(fh *fileHandle, id []byte, data []byte, off, size uint
 // capacity) and returns the plaintext length; a block past the end of
 // file has length 0.
 func (n *node) readOldBlock(fd int, id []byte, blockNo uint64, dst []byte) (int, syscall.Errno) {
-	var ct [cbs]byte
-	k, err := preadFull(fd, ct[:], int64(contentenc.CipherOff(blockNo)))
+	bp := blockPool.Get().(*[]byte)
+	defer blockPool.Put(bp)
+	ct := *bp
+	k, err := preadFull(fd, ct, int64(contentenc.CipherOff(blockNo)))
 	if err != nil {
 		return 0, errno(err)
 	}
@@ -438,9 +445,9 @@ func (n *node) truncateLocked(fh *fileHandle, newSize uint64) syscall.Errno {
 		if rest := oldSize % bs; rest != 0 {
 			blockEnd := oldSize - rest + bs
 			if newSize <= blockEnd {
-				return n.writeRange(fh, id[:], zeroBlock[:newSize-oldSize], oldSize, oldSize)
+				return n.writeRange(fh, id, zeroBlock[:newSize-oldSize], oldSize, oldSize)
 			}
-			if e := n.writeRange(fh, id[:], zeroBlock[:bs-rest], oldSize, oldSize); e != 0 {
+			if e := n.writeRange(fh, id, zeroBlock[:bs-rest], oldSize, oldSize); e != 0 {
 				return e
 			}
 		}
@@ -453,7 +460,7 @@ func (n *node) truncateLocked(fh *fileHandle, newSize uint64) syscall.Errno {
 		if err := unix.Ftruncate(fh.fd, int64(contentenc.CipherOff(last))); err != nil {
 			return errno(err)
 		}
-		return n.writeRange(fh, id[:], zeroBlock[:newSize%bs], last*bs, last*bs)
+		return n.writeRange(fh, id, zeroBlock[:newSize%bs], last*bs, last*bs)
 	}
 	// Shrink.
 	if newSize%bs == 0 {
@@ -461,7 +468,7 @@ func (n *node) truncateLocked(fh *fileHandle, newSize uint64) syscall.Errno {
 	}
 	last := newSize / bs
 	var pb [bs]byte
-	k, e := n.readOldBlock(fh.fd, id[:], last, pb[:0])
+	k, e := n.readOldBlock(fh.fd, id, last, pb[:0])
 	if e != 0 {
 		return e
 	}
@@ -470,7 +477,7 @@ func (n *node) truncateLocked(fh *fileHandle, newSize uint64) syscall.Errno {
 		clear(pb[k:keep])
 	}
 	var cb [cbs]byte
-	ct := n.r.ce.EncryptBlock(cb[:0], pb[:keep], last, id[:])
+	ct := n.r.ce.EncryptBlock(cb[:0], pb[:keep], last, id)
 	if err := pwriteFull(fh.fd, ct, int64(contentenc.CipherOff(last))); err != nil {
 		return errno(err)
 	}
