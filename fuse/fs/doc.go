@@ -2,6 +2,20 @@
 // HKDF GCMIV128 DirIV EMENames LongNames Raw64) as a plaintext FUSE file
 // system built on go-fuse's fs package.
 //
+// # Use
+//
+//	core, _ := cryptocore.New(masterKey) // the caller wipes core after unmount
+//	err := cryptfs.CheckKey(dir, core)   // ErrWrongKey before anything is mounted
+//	root, err := cryptfs.NewRoot(cryptfs.Options{CipherDir: dir, Core: core, Logger: log})
+//	server, err := cryptfs.Mount(mnt, root, cryptfs.MountOptions{AllowOther: true})
+//	server.Wait() // returns after umount; the root has closed its descriptors
+//
+// InitDir writes the root gocryptfs.diriv of a new, empty cipher
+// directory. Mount sets default_permissions (the kernel checks modes, which
+// matters with allow_other), shows modes as they are (mode 0 included),
+// uses 1 MiB requests and gocryptfs's one-second cache timeouts, and leaves
+// flock and POSIX locks to the kernel.
+//
 // # Design
 //
 // Every operation reaches the cipher directory through directory file

@@ -121,12 +121,15 @@ func newRootData(opts Options) (*rootData, error) {
 	return r, nil
 }
 
-// close releases every descriptor. It runs when the root is forgotten,
-// which go-fuse does on unmount.
+// close releases every descriptor and drops the references to the
+// ciphers, so that once the caller wipes the CryptoCore nothing here keeps
+// key schedules reachable. It runs when the root is forgotten, which
+// go-fuse does on unmount after the last request has been answered.
 func (r *rootData) close() {
 	r.closeOnce.Do(func() {
 		r.fds.closeAll()
 		unix.Close(r.rootFd)
+		r.ce, r.nt = nil, nil
 	})
 }
 
