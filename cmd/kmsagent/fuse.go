@@ -44,16 +44,10 @@ func openKMS(ctx context.Context, env *cliEnv) (kmsclient.KMS, error) {
 	return kmsconn.Open(ctx, cfg.KMS)
 }
 
-func runFormat(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) == 0 || (args[0] != "fuse" && !strings.HasPrefix(args[0], "-")) {
-		return usagef("usage: kmsagent format fuse DIR --key-id ID [--force] [--import-master-key-file FILE]")
-	}
-	if args[0] != "fuse" {
-		return usagef("usage: kmsagent format fuse DIR --key-id ID")
-	}
+func runFormatFuse(ctx context.Context, env *cliEnv, args []string) error {
 	var keyID, importFile string
 	var force bool
-	pos, err := parseFlags(env, "format fuse", "DIR", args[1:], 1, 1, func(fs *flag.FlagSet) {
+	pos, err := parseFlags(env, "format fuse", "DIR", args, 1, 1, func(fs *flag.FlagSet) {
 		fs.StringVar(&keyID, "key-id", "", "KMS key (id or alias) that wraps the share's master key")
 		fs.BoolVar(&force, "force", false, "format a non-empty directory or replace an envelope (nothing is overwritten; the old envelope is kept as a backup)")
 		fs.StringVar(&importFile, "import-master-key-file", "", "adopt an existing gocryptfs directory whose master key (hex) is in FILE")
@@ -146,12 +140,9 @@ func parseMountOptions(s string, o *share.ServeOptions) error {
 	return nil
 }
 
-func runMount(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) == 0 || args[0] != "fuse" {
-		return usagef("usage: kmsagent mount fuse DIR MOUNTPOINT [-o OPTIONS] [--foreground]")
-	}
+func runMountFuse(ctx context.Context, env *cliEnv, args []string) error {
 	var mf mountFlags
-	pos, err := parseFlags(env, "mount fuse", "DIR MOUNTPOINT", args[1:], 2, 2, mf.define)
+	pos, err := parseFlags(env, "mount fuse", "DIR MOUNTPOINT", args, 2, 2, mf.define)
 	if err != nil {
 		return err
 	}
@@ -343,15 +334,10 @@ func runUmount(ctx context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
-func runExportKey(ctx context.Context, env *cliEnv, args []string) error {
-	pos, err := parseFlags(env, "export-key", "PATH", args, 1, 1, nil)
-	if err != nil {
-		return err
-	}
-	if os.Geteuid() != 0 {
-		return errors.New("export-key prints a master key and is for root only; run it with sudo")
-	}
-	e, err := envelope.Read(pos[0])
+// runExportKeyShare prints a share's master key; runExportKey has checked
+// the caller is root.
+func runExportKeyShare(ctx context.Context, env *cliEnv, dir string) error {
+	e, err := envelope.Read(dir)
 	if err != nil {
 		return err
 	}
@@ -422,4 +408,26 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Mountpoint, s.CipherDir, orDash(s.Share), orDash(s.Provider+":"+s.KeyID), s.Worker)
 	}
 	return tw.Flush()
+}
+
+// runRewrapShare re-wraps a share's master key under keyID; the data and
+// the master key do not change.
+func runRewrapShare(ctx context.Context, env *cliEnv, dir, keyID string) error {
+	e, err := envelope.Read(dir)
+	if err != nil {
+		return err
+	}
+	kms, err := openKMS(ctx, env)
+	if err != nil {
+		return err
+	}
+	old := e.KMS.KeyID
+	if err := e.Rewrap(ctx, kms, keyID); err != nil {
+		return err
+	}
+	if err := e.Write(dir, true); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "%s: master key re-wrapped from %s to %s\n", dir, old, keyID)
+	return nil
 }

@@ -180,6 +180,13 @@ func TestShareLifecycle(t *testing.T) {
 	}
 	h.refuse("not a kmsagent share mount", "umount", plain)
 
+	// Re-wrap under a new key: the data stays readable, the old key is
+	// no longer needed.
+	newKey := strings.TrimSpace(h.must("kms", "create-key"))
+	h.refuse("--key-id is required", "rewrap", cipher)
+	h.must("rewrap", cipher, "--key-id", newKey)
+	h.must("kms", "disable-key", "shares")
+
 	h.mount(cipher, plain, "-o", "ro")
 	got, err := os.ReadFile(filepath.Join(plain, "data.bin"))
 	if err != nil || !bytes.Equal(got, data) {
@@ -227,12 +234,12 @@ func TestGocryptfsInterop(t *testing.T) {
 	}
 	h.must("kms", "create-key", "--alias", "k")
 	files := map[string][]byte{
-		"empty":                   nil,
-		"one":                     {1},
-		"dir/4095":                randomBytes(4095),
-		"dir/4096":                randomBytes(4096),
-		"dir/4097":                randomBytes(4097),
-		"dir/sub/big":             randomBytes(2<<20 + 3),
+		"empty":                  nil,
+		"one":                    {1},
+		"dir/4095":               randomBytes(4095),
+		"dir/4096":               randomBytes(4096),
+		"dir/4097":               randomBytes(4097),
+		"dir/sub/big":            randomBytes(2<<20 + 3),
 		strings.Repeat("L", 240): randomBytes(100),
 	}
 	write := func(root string) {

@@ -43,6 +43,7 @@ func commands() []command {
 		{name: "format", summary: "initialise an encrypted share (format fuse DIR --key-id ID)", run: runFormat},
 		{name: "mount", summary: "mount an encrypted share (mount fuse DIR MOUNTPOINT)", run: runMount},
 		{name: "umount", summary: "unmount a share; its worker wipes the keys and exits", run: runUmount},
+		{name: "rewrap", summary: "re-wrap a volume's key under another KMS key or key version; data untouched", run: runRewrap},
 		{name: "status", summary: "list mounted shares and their workers", run: runStatus},
 		{name: "export-key", summary: "break-glass: print a share's master key in hex (root only)", run: runExportKey},
 		{name: "kms", summary: "manage the embedded KMS and serve it to other hosts", run: runKMS},
