@@ -847,3 +847,75 @@ func TestFewDirFds(t *testing.T) {
 }
 
 func long200() string { return strings.Repeat("y", 200) }
+
+// TestSeekHoles checks SEEK_DATA and SEEK_HOLE: exact on block-aligned
+// holes, and never claiming a hole where there is data.
+func TestSeekHoles(t *testing.T) {
+	m, _ := newFS(t)
+	p := m.path("sparse")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var want model
+	for _, w := range []struct {
+		off int
+		s   string
+	}{{0, "a"}, {10 << 20, "b"}, {20<<20 + 5, "c"}, {20<<20 + 9000, "d"}, {40 << 20, "e"}} {
+		f.WriteAt([]byte(w.s), int64(w.off))
+		want.writeAt([]byte(w.s), w.off)
+	}
+	fd := int(f.Fd())
+	seek := func(off int64, whence int) (int64, error) { return unix.Seek(fd, off, whence) }
+	if h, err := seek(0, unix.SEEK_HOLE); err != nil || h < bs || h > 10<<20 {
+		t.Errorf("SEEK_HOLE 0: %d, %v", h, err)
+	}
+	if d, err := seek(bs, unix.SEEK_DATA); err != nil || d != 10<<20 {
+		t.Errorf("SEEK_DATA 4096: %d, %v; want %d", d, err, 10<<20)
+	}
+	if d, err := seek(3*bs, unix.SEEK_DATA); err != nil || d != 10<<20 {
+		t.Errorf("SEEK_DATA 12288: %d, %v; want %d", d, err, 10<<20)
+	}
+	if h, err := seek(40<<20, unix.SEEK_HOLE); err != nil || h != int64(len(want)) {
+		t.Errorf("SEEK_HOLE at last block: %d, %v; want EOF %d", h, err, len(want))
+	}
+	if _, err := seek(int64(len(want)), unix.SEEK_DATA); !errorsIsErrno(err, syscall.ENXIO) {
+		t.Errorf("SEEK_DATA at EOF: %v, want ENXIO", err)
+	}
+	// Walk data and holes; every reported hole reads as zeros and all
+	// data is inside reported data ranges.
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < int64(len(want)); {
+		d, err := seek(off, unix.SEEK_DATA)
+		if errorsIsErrno(err, syscall.ENXIO) {
+			d = int64(len(want))
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		for x := off; x < d; x += int64(len(buf)) {
+			n := min(int64(len(buf)), d-x)
+			if !allZero(want[x : x+n]) {
+				t.Fatalf("SEEK_DATA from %d skipped data before %d", off, d)
+			}
+		}
+		if d >= int64(len(want)) {
+			break
+		}
+		h, err := seek(d, unix.SEEK_HOLE)
+		if err != nil || h <= d {
+			t.Fatalf("SEEK_HOLE %d: %d, %v", d, h, err)
+		}
+		off = h
+	}
+	mustEqualFile(t, p, want)
+}
+
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
