@@ -139,8 +139,8 @@ func TestEncodeTargetsLayout(t *testing.T) {
 	copy(want[24:], "crypt")
 	copy(want[40:], crypt1)
 	w2 := want[96:]
-	copy(w2[0:], []byte{0x00, 0x20})  // start 8192
-	copy(w2[8:], []byte{1})           // length 1
+	copy(w2[0:], []byte{0x00, 0x20}) // start 8192
+	copy(w2[8:], []byte{1})          // length 1
 	copy(w2[20:], []byte{48, 0, 0, 0})
 	copy(w2[24:], "error")
 	if !bytes.Equal(got, want) {
