@@ -176,7 +176,7 @@ func TestImageToken(t *testing.T) {
 
 func TestTypeOf(t *testing.T) {
 	for raw, want := range map[string]string{
-		`{"type":"kmsagent","keyslots":[]}`:       "kmsagent",
+		`{"type":"kmsagent","keyslots":[]}`:        "kmsagent",
 		`{"type":"systemd-tpm2","keyslots":["0"]}`: "systemd-tpm2",
 		`{"type":5}`: "",
 		`nonsense`:   "",
