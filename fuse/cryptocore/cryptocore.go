@@ -9,8 +9,6 @@ package cryptocore
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 
@@ -61,12 +59,12 @@ func New(master *secret.Key) (*CryptoCore, error) {
 		return nil, fmt.Errorf("%w: all-zero", ErrKey)
 	}
 
-	contentKey, err := derive(mk, infoContent)
+	contentKey, err := derive(master, infoContent)
 	if err != nil {
 		return nil, err
 	}
 	defer contentKey.Wipe()
-	nameKey, err := derive(mk, infoNames)
+	nameKey, err := derive(master, infoNames)
 	if err != nil {
 		return nil, err
 	}
@@ -92,14 +90,12 @@ func New(master *secret.Key) (*CryptoCore, error) {
 // derive runs HKDF-SHA256 with an empty salt and moves the result into
 // locked memory, zeroing the heap copy the standard library returns. The
 // HMAC state inside crypto/hkdf is garbage we cannot reach to clear.
-func derive(master []byte, info string) (*secret.Key, error) {
-	b, err := hkdf.Key(sha256.New, master, nil, info, KeyLen)
+func derive(master *secret.Key, info string) (*secret.Key, error) {
+	// secret.HKDF, unlike crypto/hkdf, leaves no copy of the master key
+	// in the hash state it drops on the heap.
+	k, err := secret.HKDF(master, info, KeyLen)
 	if err != nil {
 		return nil, fmt.Errorf("cryptocore: derive %q key: %w", info, err)
-	}
-	k, err := secret.FromBytes(b)
-	if err != nil {
-		return nil, fmt.Errorf("cryptocore: store %q key: %w", info, err)
 	}
 	return k, nil
 }

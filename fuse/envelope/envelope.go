@@ -11,7 +11,6 @@ package envelope
 import (
 	"bytes"
 	"context"
-	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/json"
@@ -151,12 +150,15 @@ func (e *Envelope) Rewrap(ctx context.Context, kms kmsclient.KMS, dstKeyID strin
 }
 
 func keyCheck(master *secret.Key, volumeUUID string) ([]byte, error) {
-	k, err := hkdf.Key(sha256.New, master.Bytes(), nil, keyCheckInfo, 32)
+	if master.Len() != MasterKeyLen {
+		return nil, fmt.Errorf("master key is %d bytes, want %d", master.Len(), MasterKeyLen)
+	}
+	k, err := secret.HKDF(master, keyCheckInfo, 32)
 	if err != nil {
 		return nil, fmt.Errorf("derive key check: %w", err)
 	}
-	defer secret.Zero(k)
-	m := hmac.New(sha256.New, k)
+	defer k.Wipe()
+	m := hmac.New(sha256.New, k.Bytes())
 	m.Write([]byte(volumeUUID))
 	return m.Sum(nil), nil
 }
