@@ -140,7 +140,7 @@ func (c *Client) call(ctx context.Context, op, keyID, apiOp string, body []byte,
 		return nil, &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Err: err}
 	}
 	defer resp.Body.Close()
-	out, err := readBody(resp.Body, resp.ContentLength, maxResponse)
+	out, err := secret.ReadAll(resp.Body, resp.ContentLength, maxResponse)
 	if err != nil {
 		return nil, &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Status: resp.StatusCode, Message: "read response", Err: err}
 	}
@@ -196,40 +196,4 @@ type wipingBody struct {
 func (b *wipingBody) Close() error {
 	b.once.Do(func() { secret.Zero(b.buf) })
 	return nil
-}
-
-// readBody reads at most limit bytes. When the buffer has to grow, the old
-// one is zeroed, so a response holding key material leaves exactly one
-// copy behind, which the caller zeroes.
-func readBody(r io.Reader, hint, limit int64) ([]byte, error) {
-	size := int64(4096)
-	if hint >= 0 && hint < limit {
-		size = hint + 1 // +1 to see EOF without growing
-	}
-	buf := make([]byte, 0, size)
-	for {
-		if len(buf) == cap(buf) {
-			if int64(len(buf)) > limit {
-				secret.Zero(buf)
-				return nil, fmt.Errorf("response larger than %d bytes", limit)
-			}
-			next := make([]byte, len(buf), min(int64(2*cap(buf)), limit+1))
-			copy(next, buf)
-			secret.Zero(buf)
-			buf = next
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			if int64(len(buf)) > limit {
-				secret.Zero(buf)
-				return nil, fmt.Errorf("response larger than %d bytes", limit)
-			}
-			return buf, nil
-		}
-		if err != nil {
-			secret.Zero(buf)
-			return nil, err
-		}
-	}
 }

@@ -250,7 +250,7 @@ func (m *metadataCredentials) do(req *http.Request) (int, []byte, error) {
 		return 0, nil, &credError{kind: kmsclient.ErrUnavailable, msg: "ECS metadata service unreachable", err: err}
 	}
 	defer resp.Body.Close()
-	body, err := readBody(resp.Body, resp.ContentLength, maxMetadataBody)
+	body, err := secret.ReadAll(resp.Body, resp.ContentLength, maxMetadataBody)
 	if err != nil {
 		return 0, nil, &credError{kind: kmsclient.ErrUnavailable, msg: "ECS metadata response", err: err}
 	}

@@ -17,7 +17,7 @@ package kmsserver
 
 import (
 	"context"
-	"io"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -131,7 +131,7 @@ func (s *server) serve(w http.ResponseWriter, r *http.Request, rec *record) int 
 		w.Header().Set("Allow", http.MethodPost)
 		return fail(w, rec, http.StatusMethodNotAllowed, wire.CodeBadURL, "method not allowed; KMS APIs take POST")
 	}
-	body, err := readBody(http.MaxBytesReader(w, r.Body, s.opts.MaxBody), r.ContentLength, s.opts.MaxBody)
+	body, err := secret.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBody), r.ContentLength, s.opts.MaxBody)
 	if err != nil {
 		if isTooLarge(err) {
 			return fail(w, rec, http.StatusBadRequest, wire.CodeTooLong, "request body larger than the server allows")
@@ -163,34 +163,6 @@ func splitPath(p string) (project, op string, ok bool) {
 }
 
 func isTooLarge(err error) bool {
-	_, ok := err.(*http.MaxBytesError)
-	return ok
-}
-
-// readBody reads the request into one buffer; when it has to grow, the old
-// one is zeroed, so the body (which may carry key material) leaves exactly
-// one copy, which the caller zeroes.
-func readBody(r io.Reader, hint, limit int64) ([]byte, error) {
-	size := int64(512)
-	if hint >= 0 && hint <= limit {
-		size = hint + 1
-	}
-	buf := make([]byte, 0, size)
-	for {
-		if len(buf) == cap(buf) {
-			next := make([]byte, len(buf), 2*cap(buf))
-			copy(next, buf)
-			secret.Zero(buf)
-			buf = next
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			secret.Zero(buf)
-			return nil, err
-		}
-	}
+	var mbe *http.MaxBytesError
+	return errors.As(err, &mbe) || errors.Is(err, secret.ErrTooLarge)
 }

@@ -94,3 +94,43 @@ func (k *Key) TrimSpace() (*Key, error) {
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// ErrTooLarge is returned by ReadAll for input over its limit.
+var ErrTooLarge = errors.New("input larger than allowed")
+
+// ReadAll reads r to EOF, at most limit bytes, into one buffer. When the
+// buffer has to grow, the old one is zeroed, so input holding key
+// material (an HTTP body, say) leaves exactly one copy, which the caller
+// zeroes. hint is the expected size (Content-Length), or -1.
+func ReadAll(r io.Reader, hint, limit int64) ([]byte, error) {
+	size := int64(4096)
+	if hint >= 0 && hint < limit {
+		size = hint + 1 // +1 to see EOF without growing
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) > limit {
+				Zero(buf)
+				return nil, fmt.Errorf("%w (%d bytes)", ErrTooLarge, limit)
+			}
+			next := make([]byte, len(buf), min(int64(2*cap(buf)), limit+1))
+			copy(next, buf)
+			Zero(buf)
+			buf = next
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			if int64(len(buf)) > limit {
+				Zero(buf)
+				return nil, fmt.Errorf("%w (%d bytes)", ErrTooLarge, limit)
+			}
+			return buf, nil
+		}
+		if err != nil {
+			Zero(buf)
+			return nil, err
+		}
+	}
+}

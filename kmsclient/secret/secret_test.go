@@ -152,3 +152,29 @@ func TestReadFile(t *testing.T) {
 		})
 	}
 }
+
+func TestReadAll(t *testing.T) {
+	for _, tc := range []struct {
+		size  int
+		hint  int64
+		limit int64
+		ok    bool
+	}{
+		{0, 0, 10, true},
+		{0, -1, 10, true},
+		{10, 10, 10, true},
+		{10, -1, 10, true},
+		{11, -1, 10, false},
+		{11, 11, 10, false},
+		{9000, -1, 1 << 20, true},
+		{9000, 100, 1 << 20, true}, // a wrong hint only costs a copy
+		{5000, -1, 4096, false},
+		{4096, -1, 4096, true},
+	} {
+		in := strings.Repeat("x", tc.size)
+		got, err := ReadAll(strings.NewReader(in), tc.hint, tc.limit)
+		if (err == nil) != tc.ok || (tc.ok && string(got) != in) {
+			t.Errorf("ReadAll(%d bytes, hint %d, limit %d) = %d bytes, %v", tc.size, tc.hint, tc.limit, len(got), err)
+		}
+	}
+}
