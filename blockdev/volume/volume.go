@@ -1,0 +1,509 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"kmsagent/blockdev/luks2"
+	"kmsagent/blockdev/token"
+	"kmsagent/kmsclient"
+	"kmsagent/kmsclient/secret"
+)
+
+// CreateOptions are the parameters of a new LUKS2 header with a KMS
+// keyslot.
+type CreateOptions struct {
+	KeyID  string // KMS key that wraps the data key
+	Region string // recorded in the token; empty when the provider has none
+	// SectorSize is the encryption sector size, 512 or 4096 (default).
+	SectorSize int
+	// RecoveryPassphrase, when set, gets a keyslot of its own: the admin's
+	// way in with stock cryptsetup when the KMS is gone. Used as exact
+	// bytes, like cryptsetup's --key-file.
+	RecoveryPassphrase []byte
+	// RecoveryKDF is the recovery keyslot's KDF; zero means
+	// DefaultRecoveryKDF.
+	RecoveryKDF luks2.KDF
+	// Label is the LUKS label (at most 47 bytes), shown by blkid.
+	Label string
+}
+
+// FormatOptions are CreateOptions plus what only a device needs.
+type FormatOptions struct {
+	CreateOptions
+	// Force formats a device that holds a LUKS header or a file system.
+	Force bool
+}
+
+// Result reports what Format, Create or Enroll made.
+type Result struct {
+	UUID            string
+	KeyID           string // the KMS key as the provider names it
+	Keyslot         int    // the KMS keyslot
+	TokenID         int
+	RecoveryKeyslot int // -1 without a recovery passphrase
+}
+
+// DefaultSectorSize is the encryption sector size of new volumes: 4096,
+// as cryptsetup picks on current disks, since it cuts the per-sector
+// work of dm-crypt eightfold.
+const DefaultSectorSize = 4096
+
+// DefaultRecoveryKDF is argon2id as cryptsetup sets it up on a fast
+// machine: 4 passes over 1 GiB (at most half the RAM) with up to 4
+// lanes. A recovery passphrase is chosen by a person, so it is stretched
+// as much as an unlock by hand can bear.
+func DefaultRecoveryKDF() luks2.KDF {
+	mem := uint32(1 << 20) // KiB
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		if half := uint64(si.Totalram) * uint64(si.Unit) / 2 / 1024; half < uint64(mem) {
+			mem = uint32(max(half, 32<<10))
+		}
+	}
+	return luks2.KDF{Type: luks2.KDFArgon2id, Time: 4, MemoryKiB: mem, CPUs: uint32(min(4, runtime.NumCPU()))}
+}
+
+// Create makes a new header in memory for dev, with a random 512-bit
+// volume key for aes-xts-plain64, a KMS keyslot with its token and an
+// optional recovery keyslot. The KMS is asked first; then the metadata
+// area of dev is wiped and the keyslot areas written, but the header is
+// not: the caller adds what else it needs and commits with Write. The
+// caller wipes the returned volume key.
+func Create(ctx context.Context, dev luks2.WriterAtSyncer, kms kmsclient.KMS, o CreateOptions) (*luks2.Header, *secret.Key, *Result, error) {
+	if o.KeyID == "" {
+		return nil, nil, nil, errors.New("no KMS key id given")
+	}
+	if o.SectorSize == 0 {
+		o.SectorSize = DefaultSectorSize
+	}
+	if o.SectorSize != 512 && o.SectorSize != 4096 {
+		return nil, nil, nil, fmt.Errorf("sector size %d is not supported; use 512 or 4096", o.SectorSize)
+	}
+	recoveryKDF := o.RecoveryKDF
+	if recoveryKDF == (luks2.KDF{}) {
+		recoveryKDF = DefaultRecoveryKDF()
+	}
+	h, vk, err := luks2.Format(luks2.FormatOptions{SectorSize: o.SectorSize, Label: o.Label})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			vk.Wipe()
+		}
+	}()
+	dk, err := kms.GenerateDataKey(ctx, o.KeyID, token.DataKeySize, h.UUID())
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("generate data key under KMS key %s: %w", o.KeyID, err)
+	}
+	defer dk.Wipe()
+	if err := h.WipeKeyslotsArea(dev); err != nil {
+		return nil, nil, nil, err
+	}
+	res, err := addKMSKeyslot(h, dev, vk, kms.Provider(), o.Region, dk)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	res.RecoveryKeyslot = -1
+	if len(o.RecoveryPassphrase) > 0 {
+		slot, err := h.AddKeyslot(dev, vk, o.RecoveryPassphrase, recoveryKDF)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("recovery keyslot: %w", err)
+		}
+		res.RecoveryKeyslot = slot
+	}
+	ok = true
+	return h, vk, res, nil
+}
+
+// addKMSKeyslot adds a keyslot opened by the data key and the token that
+// describes it, in memory; Write commits both.
+func addKMSKeyslot(h *luks2.Header, dev luks2.WriterAtSyncer, vk *secret.Key, provider, region string, dk *kmsclient.DataKey) (*Result, error) {
+	pass, err := token.Passphrase(dk.Plaintext)
+	if err != nil {
+		return nil, err
+	}
+	defer pass.Wipe()
+	slot, err := h.AddKeyslot(dev, vk, pass.Bytes(), token.KDF())
+	if err != nil {
+		return nil, fmt.Errorf("KMS keyslot: %w", err)
+	}
+	tok := token.Token{
+		Keyslot:    slot,
+		KMS:        token.KMS{Provider: provider, KeyID: dk.KeyID, Region: region},
+		WrappedKey: dk.Wrapped,
+		Binding:    h.UUID(),
+	}
+	raw, err := tok.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	id, err := h.AddToken(raw)
+	if err != nil {
+		return nil, fmt.Errorf("KMS token: %w", err)
+	}
+	return &Result{UUID: h.UUID(), KeyID: dk.KeyID, Keyslot: slot, TokenID: id}, nil
+}
+
+// Format writes a new LUKS2 header to dev (see Create). Unless o.Force
+// is set it refuses a device that holds a LUKS header, a file system or
+// a partition table; it always refuses one too small for the header and
+// one whole sector of data.
+func Format(ctx context.Context, dev Device, kms kmsclient.KMS, o FormatOptions) (*Result, error) {
+	size, err := deviceSize(dev)
+	if err != nil {
+		return nil, err
+	}
+	sector := o.SectorSize
+	if sector == 0 {
+		sector = DefaultSectorSize
+	}
+	const dataOffset = 16 << 20 // luks2.Format's default, as cryptsetup's
+	if size < dataOffset+int64(sector) {
+		return nil, fmt.Errorf("the device is %d bytes; a LUKS2 volume needs its 16 MiB header and at least one %d-byte sector of data", size, sector)
+	}
+	if (size-dataOffset)%int64(sector) != 0 {
+		return nil, fmt.Errorf("the data area (%d bytes) is not a multiple of the %d-byte sector size; use --sector-size 512", size-dataOffset, sector)
+	}
+	if !o.Force {
+		what, err := Signature(dev)
+		if err != nil {
+			return nil, fmt.Errorf("probe for existing data: %w", err)
+		}
+		if what != "" {
+			return nil, fmt.Errorf("the device holds %s; formatting destroys it, pass --force if that is intended", what)
+		}
+	}
+	h, vk, res, err := Create(ctx, dev, kms, o.CreateOptions)
+	if err != nil {
+		return nil, err
+	}
+	defer vk.Wipe()
+	if err := h.Write(dev); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// kmsToken is a kmsagent token found in a header.
+type kmsToken struct {
+	id  int
+	tok *token.Token
+}
+
+// findTokens returns the header's kmsagent tokens in id order. A token of
+// our type that does not parse is an error: it was damaged or written by
+// a newer kmsagent, and silently skipping it could hide why unlock fails.
+func findTokens(h *luks2.Header) ([]kmsToken, error) {
+	var out []kmsToken
+	for _, id := range h.TokenIDs() {
+		raw, err := h.Token(id)
+		if err != nil {
+			return nil, err
+		}
+		if token.TypeOf(raw) != token.Type {
+			continue
+		}
+		t, err := token.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("token %d: %w", id, err)
+		}
+		out = append(out, kmsToken{id, t})
+	}
+	return out, nil
+}
+
+// ErrNotEnrolled means the header has no kmsagent token.
+var ErrNotEnrolled = errors.New("the volume has no kmsagent token")
+
+// readHeader reads the LUKS2 header and turns luks2's errors into advice.
+func readHeader(dev Device) (*luks2.Header, error) {
+	h, err := luks2.Read(dev)
+	switch {
+	case errors.Is(err, luks2.ErrNotLUKS2):
+		return nil, fmt.Errorf("not a LUKS2 volume (no LUKS2 header found): %w", err)
+	case errors.Is(err, luks2.ErrInvalidHeader):
+		return nil, fmt.Errorf("damaged LUKS2 header, neither copy is valid; restore a header backup (cryptsetup luksHeaderRestore): %w", err)
+	case err != nil:
+		return nil, fmt.Errorf("read LUKS2 header: %w", err)
+	}
+	return h, nil
+}
+
+// ReadHeader reads and validates the LUKS2 header of dev.
+func ReadHeader(dev Device) (*luks2.Header, error) { return readHeader(dev) }
+
+// unwrap asks the KMS for a token's data key and opens its keyslot.
+func unwrap(ctx context.Context, dev Device, h *luks2.Header, kms kmsclient.KMS, t kmsToken) (*secret.Key, error) {
+	if t.tok.Binding != h.UUID() {
+		return nil, fmt.Errorf("token %d is bound to volume %s but this header's UUID is %s: the token (or header) was copied from another volume; re-enroll with kmsagent enroll", t.id, t.tok.Binding, h.UUID())
+	}
+	if p := kms.Provider(); p != t.tok.KMS.Provider {
+		return nil, fmt.Errorf("token %d was made with KMS provider %q but the agent is configured for %q; set [kms] provider = %q", t.id, t.tok.KMS.Provider, p, t.tok.KMS.Provider)
+	}
+	dk, err := kms.Decrypt(ctx, t.tok.KMS.KeyID, t.tok.WrappedKey, t.tok.Binding)
+	if err != nil {
+		return nil, fmt.Errorf("unwrap the data key of token %d (KMS key %s): %w", t.id, t.tok.KMS.KeyID, err)
+	}
+	defer dk.Wipe()
+	pass, err := token.Passphrase(dk)
+	if err != nil {
+		return nil, fmt.Errorf("token %d: %w", t.id, err)
+	}
+	defer pass.Wipe()
+	vk, err := h.OpenKeyslot(dev, t.tok.Keyslot, pass.Bytes())
+	if errors.Is(err, luks2.ErrWrongPassphrase) {
+		return nil, fmt.Errorf("token %d: the KMS data key does not open keyslot %d; the keyslot was replaced or damaged: %w", t.id, t.tok.Keyslot, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("token %d: %w", t.id, err)
+	}
+	return vk, nil
+}
+
+// Unlock returns the volume key of dev, unwrapped through its kmsagent
+// token. With several tokens the first that works wins. The caller wipes
+// the key.
+func Unlock(ctx context.Context, dev Device, kms kmsclient.KMS) (*secret.Key, error) {
+	h, err := readHeader(dev)
+	if err != nil {
+		return nil, err
+	}
+	return unlockHeader(ctx, dev, h, kms)
+}
+
+func unlockHeader(ctx context.Context, dev Device, h *luks2.Header, kms kmsclient.KMS) (*secret.Key, error) {
+	toks, err := findTokens(h)
+	if err != nil {
+		return nil, err
+	}
+	if len(toks) == 0 {
+		return nil, fmt.Errorf("%w; bind it with kmsagent enroll, or open it with a passphrase", ErrNotEnrolled)
+	}
+	var errs []error
+	for _, t := range toks {
+		vk, err := unwrap(ctx, dev, h, kms, t)
+		if err == nil {
+			return vk, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// OpenWithPassphrase returns the volume key of any LUKS2 volume (ours or
+// cryptsetup's) for a passphrase that opens one of its keyslots.
+func OpenWithPassphrase(dev Device, passphrase []byte) (*secret.Key, error) {
+	h, err := readHeader(dev)
+	if err != nil {
+		return nil, err
+	}
+	return openAny(dev, h, passphrase)
+}
+
+func openAny(dev Device, h *luks2.Header, passphrase []byte) (*secret.Key, error) {
+	vk, _, err := h.OpenAny(dev, passphrase)
+	if errors.Is(err, luks2.ErrWrongPassphrase) {
+		return nil, fmt.Errorf("the passphrase opens no keyslot (is it the right file? passphrase files are used byte for byte, trailing newline included, as cryptsetup --key-file does): %w", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return vk, nil
+}
+
+// ExportKey returns the volume key: through the kmsagent token, or with a
+// passphrase when one is given. The caller wipes it.
+func ExportKey(ctx context.Context, dev Device, kms kmsclient.KMS, passphrase []byte) (*secret.Key, error) {
+	if passphrase != nil {
+		return OpenWithPassphrase(dev, passphrase)
+	}
+	return Unlock(ctx, dev, kms)
+}
+
+// EnrollOptions name the KMS key an existing volume is bound to.
+type EnrollOptions struct {
+	KeyID  string
+	Region string
+}
+
+// Enroll binds an existing LUKS2 volume to the KMS without touching its
+// data: the passphrase must open a keyslot, whose volume key then gets a
+// KMS keyslot and token, committed in one header write. A volume that is
+// already enrolled is refused (rewrap changes the KMS key).
+func Enroll(ctx context.Context, dev Device, kms kmsclient.KMS, passphrase []byte, o EnrollOptions) (*Result, error) {
+	if o.KeyID == "" {
+		return nil, errors.New("no KMS key id given")
+	}
+	h, err := readHeader(dev)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkChangeable(h); err != nil {
+		return nil, err
+	}
+	toks, err := findTokens(h)
+	if err != nil {
+		return nil, err
+	}
+	if len(toks) > 0 {
+		return nil, fmt.Errorf("already enrolled (token %d, KMS key %s); use kmsagent rewrap to change the KMS key, or kmsagent unenroll first", toks[0].id, toks[0].tok.KMS.KeyID)
+	}
+	vk, err := openAny(dev, h, passphrase)
+	if err != nil {
+		return nil, err
+	}
+	defer vk.Wipe()
+	dk, err := kms.GenerateDataKey(ctx, o.KeyID, token.DataKeySize, h.UUID())
+	if err != nil {
+		return nil, fmt.Errorf("generate data key under KMS key %s: %w", o.KeyID, err)
+	}
+	defer dk.Wipe()
+	res, err := addKMSKeyslot(h, dev, vk, kms.Provider(), o.Region, dk)
+	if err != nil {
+		return nil, err
+	}
+	res.RecoveryKeyslot = -1
+	if err := h.Write(dev); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// checkChangeable refuses headers luks2 would refuse to change, with the
+// reason an admin can act on.
+func checkChangeable(h *luks2.Header) error {
+	if r := h.Requirements(); len(r) > 0 {
+		return fmt.Errorf("the header has mandatory requirements (%s), e.g. an unfinished reencryption; finish it with cryptsetup first", strings.Join(r, ", "))
+	}
+	return nil
+}
+
+// Unenroll removes every kmsagent token and the keyslots they open. It
+// refuses when no other keyslot of the volume key would be left: the
+// volume would become unopenable.
+func Unenroll(ctx context.Context, dev Device) ([]int, error) {
+	h, err := readHeader(dev)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkChangeable(h); err != nil {
+		return nil, err
+	}
+	toks, err := findTokens(h)
+	if err != nil {
+		return nil, err
+	}
+	if len(toks) == 0 {
+		return nil, ErrNotEnrolled
+	}
+	ours := map[int]bool{}
+	for _, t := range toks {
+		ours[t.tok.Keyslot] = true
+	}
+	seg, err := h.Segment()
+	if err != nil {
+		return nil, err
+	}
+	left := 0
+	for _, ks := range h.Keyslots() {
+		// Only keyslots of the data segment's key open the volume.
+		if !ours[ks.ID] && ks.Type == "luks2" && ks.Digest >= 0 && ks.KeySize == seg.KeySize && ks.Priority != 0 {
+			left++
+		}
+	}
+	if left == 0 {
+		return nil, errors.New("refusing to remove the only keyslot that opens the volume; add a passphrase first (cryptsetup luksAddKey, or kmsagent export-key and cryptsetup luksAddKey --volume-key-file)")
+	}
+	for _, t := range toks {
+		if err := h.RemoveToken(t.id); err != nil {
+			return nil, err
+		}
+	}
+	var removed []int
+	for _, ks := range h.Keyslots() {
+		if !ours[ks.ID] {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return removed, err
+		}
+		// RemoveKeyslot commits the header, together with the token
+		// removal above on the first call.
+		if err := h.RemoveKeyslot(dev, ks.ID); err != nil {
+			return removed, err
+		}
+		removed = append(removed, ks.ID)
+	}
+	return removed, nil
+}
+
+// Rewrap re-wraps the data key of every kmsagent token under newKeyID (or
+// the current version of the same key) and rewrites only the tokens, in
+// one header write. Before committing, it checks that each new wrapped
+// key unwraps and still opens its keyslot, so a KMS fault cannot lock the
+// volume out. It returns the previous key ids.
+func Rewrap(ctx context.Context, dev Device, kms kmsclient.KMS, newKeyID string) ([]string, error) {
+	if newKeyID == "" {
+		return nil, errors.New("no KMS key id given")
+	}
+	h, err := readHeader(dev)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkChangeable(h); err != nil {
+		return nil, err
+	}
+	toks, err := findTokens(h)
+	if err != nil {
+		return nil, err
+	}
+	if len(toks) == 0 {
+		return nil, fmt.Errorf("%w; bind it with kmsagent enroll first", ErrNotEnrolled)
+	}
+	// Store the key id as the KMS names it, so the token does not depend
+	// on an alias that may later point elsewhere. DescribeKey may be
+	// denied where ReEncrypt is allowed; the id as given still works then.
+	if info, err := kms.DescribeKey(ctx, newKeyID); err == nil && info.ID != "" {
+		newKeyID = info.ID
+	}
+	var old []string
+	for _, t := range toks {
+		// The current token must work before it is replaced.
+		vk, err := unwrap(ctx, dev, h, kms, t)
+		if err != nil {
+			return nil, err
+		}
+		vk.Wipe()
+		wrapped, err := kms.ReEncrypt(ctx, t.tok.KMS.KeyID, t.tok.WrappedKey, newKeyID, t.tok.Binding)
+		if err != nil {
+			return nil, fmt.Errorf("re-wrap the data key of token %d under KMS key %s: %w", t.id, newKeyID, err)
+		}
+		nt := *t.tok
+		nt.KMS.KeyID, nt.WrappedKey = newKeyID, wrapped
+		vk, err = unwrap(ctx, dev, h, kms, kmsToken{t.id, &nt})
+		if err != nil {
+			return nil, fmt.Errorf("the re-wrapped key does not work, header left unchanged: %w", err)
+		}
+		vk.Wipe()
+		raw, err := nt.Marshal()
+		if err != nil {
+			return nil, err
+		}
+		if err := h.SetToken(t.id, raw); err != nil {
+			return nil, err
+		}
+		old = append(old, t.tok.KMS.KeyID)
+	}
+	if err := h.Write(dev); err != nil {
+		return nil, err
+	}
+	return old, nil
+}
