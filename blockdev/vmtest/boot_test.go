@@ -13,6 +13,9 @@ import (
 // node, dm-crypt and xts registered), the disk is /dev/vda with its size,
 // files arrive with their modes, and the script's status comes back.
 func TestBoot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM")
+	}
 	disk := filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(disk, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -50,6 +53,9 @@ exit 3
 // stopped and reported, rather than hanging the test run.
 func TestBootTimeout(t *testing.T) {
 	env := Require(t)
+	if testing.Short() {
+		t.Skip("starts a VM")
+	}
 	start := time.Now()
 	res, err := run(t.TempDir(), env, Config{Script: "sleep 600", Timeout: 3 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "did not power off") {

@@ -74,3 +74,38 @@ func TestOneLine(t *testing.T) {
 		t.Errorf("oneLine = %q", got)
 	}
 }
+
+func TestRequireSuccess(t *testing.T) {
+	tests := []struct {
+		name  string
+		r     Result
+		names []string
+		ok    bool
+	}{
+		{"all pass", Result{Markers: []Marker{{Kind: "RESULT", Name: "a", Status: Pass}}}, []string{"a"}, true},
+		{"exit status", Result{ExitCode: 1, Markers: []Marker{{Kind: "RESULT", Name: "a", Status: Pass}}}, []string{"a"}, false},
+		{"a failure", Result{Markers: []Marker{{Kind: "RESULT", Name: "b", Status: Fail}}}, nil, false},
+		{"missing", Result{}, []string{"a"}, false},
+		{"skipped", Result{Markers: []Marker{{Kind: "RESULT", Name: "a", Status: Skip}}}, []string{"a"}, false},
+	}
+	for _, tt := range tests {
+		ft := &fakeTB{TB: t}
+		func() {
+			defer func() { recover() }()
+			tt.r.RequireSuccess(ft, tt.names...)
+		}()
+		if ft.failed == tt.ok {
+			t.Errorf("%s: failed=%v, want ok=%v", tt.name, ft.failed, tt.ok)
+		}
+	}
+}
+
+// fakeTB records Fatalf instead of ending the test.
+type fakeTB struct {
+	testing.TB
+	failed bool
+}
+
+func (f *fakeTB) Helper()               {}
+func (f *fakeTB) Logf(string, ...any)   {}
+func (f *fakeTB) Fatalf(string, ...any) { f.failed = true; panic("fatal") }

@@ -185,11 +185,12 @@ func (r *Result) RequireSuccess(t testing.TB, names ...string) {
 		}
 	}
 	for _, n := range names {
-		if s := r.Status(n); s != Pass {
-			if s == "" {
-				s = "not reported"
-			}
-			problems = append(problems, fmt.Sprintf("%s: %s", n, s))
+		switch s := r.Status(n); s {
+		case Pass, Fail: // a FAIL is listed above
+		case "":
+			problems = append(problems, n+": not reported")
+		default:
+			problems = append(problems, n+": "+s)
 		}
 	}
 	if len(problems) > 0 {
