@@ -298,9 +298,11 @@ func TestDecodeNameListOldAndEmpty(t *testing.T) {
 	if len(got) != 2 || got[0].Name != "a" || got[1].Name != "bb" || got[1].EventNr != 0 {
 		t.Fatalf("got %+v", got)
 	}
-	none, err := decodeNameList(make([]byte, 16))
-	if err != nil || len(none) != 0 {
-		t.Fatalf("empty list: %+v, %v", none, err)
+	for _, size := range []int{0, 8, 16} {
+		none, err := decodeNameList(make([]byte, size))
+		if err != nil || len(none) != 0 {
+			t.Fatalf("empty list of %d bytes: %+v, %v", size, none, err)
+		}
 	}
 }
 

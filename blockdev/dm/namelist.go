@@ -16,9 +16,13 @@ type Device struct {
 // of struct dm_name_list records, each "next" bytes after the previous
 // (0 ends the chain). After the NUL of each name, 8-byte aligned, newer
 // kernels put event_nr and a flags word, and, when asked with
-// DM_UUID_FLAG and flags says so, the uuid. A first record with dev 0
-// means no devices.
+// DM_UUID_FLAG and flags says so, the uuid. No devices is an empty
+// payload (data_size == data_start) or, from older kernels, a first
+// record with dev 0.
 func decodeNameList(data []byte) ([]Device, error) {
+	if len(data) == 0 {
+		return nil, nil
+	}
 	if len(data) < 8 {
 		return nil, fmt.Errorf("device list reply of %d bytes is too short", len(data))
 	}
