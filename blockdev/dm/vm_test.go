@@ -19,6 +19,7 @@ var guestTests = []string{
 	"TestGuestLoadNeedsKeyOnSameThread",
 	"TestGuestBusyRemove",
 	"TestGuestDeactivate",
+	"TestGuestSecureDataWipesBuffer",
 }
 
 // TestVMDeviceMapper boots a VM with this package's test binary and two
