@@ -52,10 +52,10 @@ exit 3
 // TestBootTimeout checks that a boot that does not finish in time is
 // stopped and reported, rather than hanging the test run.
 func TestBootTimeout(t *testing.T) {
-	env := Require(t)
 	if testing.Short() {
 		t.Skip("starts a VM")
 	}
+	env := Require(t)
 	start := time.Now()
 	res, err := run(t.TempDir(), env, Config{Script: "sleep 600", Timeout: 3 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "did not power off") {
