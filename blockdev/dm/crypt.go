@@ -186,3 +186,22 @@ func redactCrypt(f []string) string {
 	}
 	return strings.Join(g, " ")
 }
+
+// KeyringOnly checks a table as the kernel reports it (Control.Table):
+// every crypt target must show a keyring reference, not a hex key. Use it
+// after activation to confirm no key ended up in the table.
+func KeyringOnly(targets []Target) error {
+	for _, t := range targets {
+		if t.Type != CryptTarget {
+			continue
+		}
+		p, err := ParseCryptParams(t.Params)
+		if err != nil {
+			return err
+		}
+		if p.InlineKey {
+			return fmt.Errorf("dm: crypt target at sector %d holds a key in the table instead of a keyring reference", t.Start)
+		}
+	}
+	return nil
+}

@@ -162,3 +162,28 @@ func TestLoadTableRefusesInlineKey(t *testing.T) {
 		t.Fatal("error leaks the key")
 	}
 }
+
+func TestKeyringOnly(t *testing.T) {
+	ref := Target{Length: 8, Type: CryptTarget, Params: "aes-xts-plain64 :64:logon:kmsagent:t 0 254:0 0"}
+	inline := Target{Start: 8, Length: 8, Type: CryptTarget, Params: "aes-xts-plain64 " + strings.Repeat("00", 64) + " 0 254:0 0"}
+	linear := Target{Start: 16, Length: 8, Type: "linear", Params: "254:0 0"}
+	tests := []struct {
+		name    string
+		targets []Target
+		ok      bool
+	}{
+		{"reference", []Target{ref, linear}, true},
+		{"inline key", []Target{ref, inline}, false},
+		{"unparsable", []Target{{Length: 1, Type: CryptTarget, Params: "x"}}, false},
+		{"no crypt", []Target{linear}, true},
+	}
+	for _, tt := range tests {
+		err := KeyringOnly(tt.targets)
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: err = %v, want ok=%v", tt.name, err, tt.ok)
+		}
+		if err != nil && strings.Contains(err.Error(), strings.Repeat("00", 64)) {
+			t.Errorf("%s: error leaks the key field", tt.name)
+		}
+	}
+}

@@ -153,6 +153,9 @@ func TestGuestCryptLifecycle(t *testing.T) {
 	if hexRun.MatchString(tbl[0].Params) || strings.Contains(tbl[0].Params, hex.EncodeToString(key.Bytes())) {
 		t.Errorf("table %q holds a hex string", tbl[0].Params)
 	}
+	if err := dm.KeyringOnly(tbl); err != nil {
+		t.Error(err)
+	}
 	if p, err := dm.ParseCryptParams(tbl[0].Params); err != nil || p.InlineKey || p.KeyDesc != "kmsagent:test" {
 		t.Errorf("parsed table %+v, %v", p, err)
 	}
@@ -189,6 +192,9 @@ func TestGuestCryptLifecycle(t *testing.T) {
 	vmtest.Data("table-after-wipe", tbl[0].String())
 	if f := strings.Fields(tbl[0].Params); len(f) < 2 || strings.Trim(f[1], "0") != "" || len(f[1]) != 128 {
 		t.Errorf("table after key wipe %q, want an all-zero 64-byte key", tbl[0].Params)
+	}
+	if dm.KeyringOnly(tbl) == nil {
+		t.Error("KeyringOnly accepted the wiped table's hex key")
 	}
 	// dm-crypt refuses to resume without a key: proof the wipe took.
 	if _, err := c.Resume(name); err == nil {
