@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"path/filepath"
 )
 
 // Commands that act on both kinds of volume pick the handler by the kind
@@ -24,10 +25,35 @@ func runFormat(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func runMount(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) > 0 && args[0] == "fuse" {
-		return runMountFuse(ctx, env, args[1:])
+	if len(args) > 0 {
+		switch args[0] {
+		case "fuse":
+			return runMountFuse(ctx, env, args[1:])
+		case "luks":
+			return runMountLuks(ctx, env, args[1:])
+		}
 	}
-	return usagef("usage: kmsagent mount fuse DIR MOUNTPOINT [-o OPTIONS] [--foreground]")
+	return usagef("usage: kmsagent mount fuse DIR MOUNTPOINT [-o OPTIONS] | mount luks DEVICE [MOUNTPOINT] [--name NAME]")
+}
+
+// runUmount closes a share mount, or a block volume by mount point or
+// device-mapper name.
+func runUmount(ctx context.Context, env *cliEnv, args []string) error {
+	var lazy bool
+	pos, err := parseFlags(env, "umount", "MOUNTPOINT|NAME", args, 1, 1, func(fs *flag.FlagSet) {
+		fs.BoolVar(&lazy, "lazy", false, "detach now and finish when the mount is no longer busy")
+	})
+	if err != nil {
+		return err
+	}
+	mp, err := filepath.Abs(pos[0])
+	if err != nil {
+		return err
+	}
+	if found, err := runUmountShare(ctx, mp, lazy); found {
+		return err
+	}
+	return runUmountLuks(ctx, env, pos[0], lazy)
 }
 
 func runExportKey(ctx context.Context, env *cliEnv, args []string) error {

@@ -312,26 +312,13 @@ func dropTime(groups []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-func runUmount(ctx context.Context, env *cliEnv, args []string) error {
-	var lazy bool
-	pos, err := parseFlags(env, "umount", "MOUNTPOINT", args, 1, 1, func(fs *flag.FlagSet) {
-		fs.BoolVar(&lazy, "lazy", false, "detach now and finish when the mount is no longer busy")
-	})
-	if err != nil {
-		return err
-	}
-	mp, err := filepath.Abs(pos[0])
-	if err != nil {
-		return err
-	}
+// runUmountShare unmounts the share mounted on mp, if there is one.
+func runUmountShare(ctx context.Context, mp string, lazy bool) (found bool, err error) {
 	m, err := share.FindMount(mp)
 	if err != nil {
-		return err
+		return false, nil
 	}
-	if err := share.Unmount(ctx, m, lazy); err != nil {
-		return err
-	}
-	return nil
+	return true, share.Unmount(ctx, m, lazy)
 }
 
 // runExportKeyShare prints a share's master key; runExportKey has checked

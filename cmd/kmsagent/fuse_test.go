@@ -178,7 +178,7 @@ func TestShareLifecycle(t *testing.T) {
 	if out, _ := exec.Command("pgrep", "-f", "fuse-worker -o  -- "+cipher).Output(); len(out) > 0 {
 		t.Fatalf("worker still running: %s", out)
 	}
-	h.refuse("not a kmsagent share mount", "umount", plain)
+	h.refuse("not a kmsagent mount", "umount", plain)
 
 	// Re-wrap under a new key: the data stays readable, the old key is
 	// no longer needed.
