@@ -295,6 +295,11 @@ func runFuseWorker(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		if sl, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_INFO, "kmsagent-fuse"); err == nil {
 			o.Logger = slog.New(slog.NewTextHandler(sl, &slog.HandlerOptions{ReplaceAttr: dropTime}))
+		} else if f, err := share.OpenLog(o.RunDir, o.CipherDir); err == nil {
+			// No syslog (a container, a rescue shell): tampered blocks
+			// must still be reported somewhere an admin can find.
+			defer f.Close()
+			o.Logger = slog.New(slog.NewTextHandler(f, nil))
 		}
 		return serveShare(ctx, env, o, func() { report("ready") })
 	}()

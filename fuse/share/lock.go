@@ -42,27 +42,45 @@ func Acquire(runDir, dir, info string) (*Lock, error) {
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return nil, fmt.Errorf("mount lock: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("mount lock: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(path)
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%s is already mounted on this host (%s); unmount it first with kmsagent umount", dir, strings.TrimSpace(string(holder)))
+	for {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("mount lock: %w", err)
 		}
-		return nil, fmt.Errorf("mount lock: %w", err)
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			holder, _ := os.ReadFile(path)
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return nil, fmt.Errorf("%s is already mounted on this host (%s); unmount it first with kmsagent umount", dir, strings.TrimSpace(string(holder)))
+			}
+			return nil, fmt.Errorf("mount lock: %w", err)
+		}
+		// Release unlinks the file while holding the lock; if that
+		// happened between our open and flock, we locked a file nobody
+		// else will see: start again.
+		if sameFile(f, path) {
+			f.Truncate(0)
+			f.WriteAt([]byte(fmt.Sprintf("pid %d, mount point %s\n", os.Getpid(), info)), 0)
+			return &Lock{f: f, path: path}, nil
+		}
+		f.Close()
 	}
-	f.Truncate(0)
-	f.WriteAt([]byte(fmt.Sprintf("pid %d, mount point %s\n", os.Getpid(), info)), 0)
-	return &Lock{f: f, path: path}, nil
 }
 
-// Release drops the lock. The file stays: removing it would race with a
-// process that has opened it and is about to lock it.
+func sameFile(f *os.File, path string) bool {
+	a, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	b, err := os.Stat(path)
+	return err == nil && os.SameFile(a, b)
+}
+
+// Release removes the lock file and drops the lock; see Acquire for why
+// removing it first is safe.
 func (l *Lock) Release() {
 	if l != nil && l.f != nil {
+		os.Remove(l.path)
 		l.f.Close()
 		l.f = nil
 	}
@@ -86,4 +104,17 @@ func Held(runDir, dir string) (bool, error) {
 		return true, nil
 	}
 	return false, nil
+}
+
+// OpenLog opens the log file of the share in dir, next to its lock, for
+// workers on hosts without syslog.
+func OpenLog(runDir, dir string) (*os.File, error) {
+	path, err := LockPath(runDir, dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		return nil, fmt.Errorf("share log: %w", err)
+	}
+	return os.OpenFile(strings.TrimSuffix(path, ".lock")+".log", os.O_WRONLY|os.O_APPEND|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 }
