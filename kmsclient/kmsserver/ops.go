@@ -269,6 +269,11 @@ func backendFail(w http.ResponseWriter, rec *record, err error) int {
 	if errors.As(err, &ke) && ke.Message != "" {
 		msg = ke.Message
 	}
+	if errors.Is(err, kmsclient.ErrKeyNotFound) {
+		// The store's message names its directory; a remote client
+		// needs only the fact.
+		msg = "the key does not exist"
+	}
 	for _, e := range backendErrors {
 		if errors.Is(err, e.kind) {
 			return fail(w, rec, e.status, e.code, msg)
