@@ -1,0 +1,159 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"kmsagent/blockdev/luks2"
+	"kmsagent/blockdev/token"
+	"kmsagent/blockdev/volume"
+	"kmsagent/kmsclient"
+	"kmsagent/kmsclient/secret"
+)
+
+// DecryptOptions say how to get the volume key: through the kmsagent
+// token with KMS, or with Passphrase (any LUKS2 image, cryptsetup's too).
+type DecryptOptions struct {
+	KMS        kmsclient.KMS
+	Passphrase []byte // used as exact bytes, like cryptsetup's --key-file
+	Progress   func(done int64)
+}
+
+// payloadLayout is where an image's data is and how much of it to give.
+type payloadLayout struct {
+	seg      luks2.SegmentInfo
+	payload  int64 // whole sectors of encrypted data
+	out      int64 // bytes to output
+	recorded bool  // out comes from a kmsagent-image token
+	warnings []string
+}
+
+// layout works out the payload of an image from its header and size.
+func layout(h *luks2.Header, fileSize int64) (*payloadLayout, error) {
+	seg, err := h.Segment()
+	if err != nil {
+		return nil, err
+	}
+	if seg.Integrity != "" {
+		return nil, fmt.Errorf("the segment uses integrity protection (%s), which image decrypt does not support", seg.Integrity)
+	}
+	l := &payloadLayout{seg: seg}
+	off := int64(seg.Offset)
+	if fileSize < off {
+		return nil, fmt.Errorf("the image is %d bytes, shorter than its %d-byte header: it is truncated", fileSize, off)
+	}
+	ss := int64(seg.SectorSize)
+	if seg.Dynamic {
+		l.payload = (fileSize - off) / ss * ss
+		if rest := fileSize - off - l.payload; rest != 0 {
+			l.warnings = append(l.warnings, fmt.Sprintf("the last %d bytes of the image are not a whole %d-byte sector and are ignored, as dm-crypt would", rest, ss))
+		}
+	} else {
+		if int64(seg.Size) > fileSize-off {
+			return nil, fmt.Errorf("the segment is %d bytes but the image holds only %d after the header: it is truncated", seg.Size, fileSize-off)
+		}
+		l.payload = int64(seg.Size)
+	}
+	l.out = l.payload
+	for _, id := range h.TokenIDs() {
+		raw, _ := h.Token(id)
+		if token.TypeOf(raw) != token.ImageType {
+			continue
+		}
+		im, err := token.ParseImage(raw)
+		if err != nil {
+			return nil, fmt.Errorf("token %d: %w", id, err)
+		}
+		// The record is only believed while it describes padding of the
+		// last sector; an image grown since keeps all of its data.
+		if size := int64(im.Size); im.Size <= uint64(l.payload) && l.payload-size < ss {
+			l.out, l.recorded = size, true
+		} else {
+			l.warnings = append(l.warnings, fmt.Sprintf("token %d records an input size of %d bytes, which does not fit the %d-byte payload; giving the whole payload", id, im.Size, l.payload))
+		}
+		break
+	}
+	return l, nil
+}
+
+// volumeKey opens the image with a passphrase or through its token.
+func volumeKey(ctx context.Context, img *os.File, h *luks2.Header, o DecryptOptions) (*secret.Key, error) {
+	if o.Passphrase != nil {
+		return volume.OpenWithPassphrase(img, o.Passphrase)
+	}
+	if o.KMS == nil {
+		return nil, errors.New("no KMS configured and no passphrase given")
+	}
+	return volume.Unlock(ctx, img, o.KMS)
+}
+
+// Decrypt writes the decrypted payload of img to out: exactly the input
+// of image encrypt when the image records its size, otherwise the whole
+// segment (whole sectors), as cryptsetup would show it.
+func Decrypt(ctx context.Context, img *os.File, out io.Writer, o DecryptOptions) (*Result, error) {
+	h, err := volume.ReadHeader(img)
+	if err != nil {
+		return nil, err
+	}
+	size, err := img.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, fmt.Errorf("image size: %w", err)
+	}
+	l, err := layout(h, size)
+	if err != nil {
+		return nil, err
+	}
+	if l.seg.Encryption != "aes-xts-plain64" {
+		return nil, fmt.Errorf("the data cipher is %s; image decrypt supports aes-xts-plain64 (cryptsetup's default)", l.seg.Encryption)
+	}
+	vk, err := volumeKey(ctx, img, h, o)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := newSectorCrypt(vk.Bytes(), l.seg.SectorSize, l.seg.IVTweak)
+	vk.Wipe()
+	if err != nil {
+		return nil, err
+	}
+	defer sc.wipe()
+	ss := int64(l.seg.SectorSize)
+	base := int64(l.seg.Offset)
+	var done int64
+	err = stages{
+		read: func(buf []byte, off int64) (int, error) {
+			n := min(int64(len(buf)), l.payload-off)
+			if n <= 0 {
+				return 0, io.EOF
+			}
+			if _, err := img.ReadAt(buf[:n], base+off); err != nil {
+				return 0, fmt.Errorf("read image: %w", err)
+			}
+			return int(n), nil
+		},
+		process: func(c *chunk) error {
+			sc.crypt(c.buf[:c.n], uint64(c.off/ss), true)
+			c.out = int(min(int64(c.n), l.out-c.off))
+			return nil
+		},
+		write: func(c *chunk) error {
+			if c.out > 0 {
+				if _, err := out.Write(c.buf[:c.out]); err != nil {
+					return fmt.Errorf("write output: %w", err)
+				}
+			}
+			done += int64(max(c.out, 0))
+			clear(c.buf[:c.n]) // plaintext does not linger in the ring
+			if o.Progress != nil {
+				o.Progress(done)
+			}
+			return nil
+		},
+	}.run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{UUID: h.UUID(), InputSize: done, PayloadSize: l.payload, SizeRecorded: l.recorded, Warnings: append(h.Warnings(), l.warnings...)}, nil
+}

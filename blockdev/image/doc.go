@@ -1,0 +1,34 @@
+// Package image is kmsagent's offline image tool: it turns a raw disk
+// image into a LUKS2 image whose payload is the input encrypted with
+// aes-xts-plain64 (and back), and describes an image's header. It needs
+// neither root nor device-mapper.
+//
+// # Layout
+//
+// An image is what cryptsetup luksFormat would leave on a device of the
+// same size, followed by the data written through dm-crypt: the 16 MiB
+// LUKS2 header (two metadata copies and the keyslot area) with a KMS
+// keyslot and its kmsagent token, then the payload, padded to whole
+// sectors. A kmsagent-image token records the input size, so decrypt
+// gives back exactly the input; the segment itself runs to the end of the
+// image ("dynamic"), as cryptsetup makes it.
+//
+// # IVs
+//
+// dm-crypt's plain64 IV is a sector number, and for LUKS2 that number is
+// always counted in 512-byte units, whatever the encryption sector size:
+// cryptsetup's LUKS2_activate (lib/luks2/luks2_json_metadata.c) never sets
+// CRYPT_ACTIVATE_IV_LARGE_SECTORS, which only plain mode (--iv-large-
+// sectors) and BitLocker use, so the kernel target gets no
+// iv_large_sectors option. A 4096-byte sector k of the payload is
+// therefore encrypted as one XTS data unit with tweak 8k (+ the segment's
+// iv_tweak, always 0 in headers cryptsetup writes outside a reencryption).
+// TestCryptsetupOfflineEncrypt checks this against cryptsetup's own
+// encryption.
+//
+// # Speed
+//
+// Input is read, encrypted and written by three goroutines connected by
+// a small ring of large buffers, and each buffer is encrypted by all
+// cores at once, so a fast disk and AES-NI keep each other busy.
+package image

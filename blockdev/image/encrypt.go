@@ -1,0 +1,242 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+
+	"kmsagent/blockdev/luks2"
+	"kmsagent/blockdev/token"
+	"kmsagent/blockdev/volume"
+	"kmsagent/kmsclient"
+)
+
+// EncryptOptions are the parameters of a new image.
+type EncryptOptions struct {
+	KMS    kmsclient.KMS
+	KeyID  string // KMS key that wraps the data key
+	Region string // recorded in the token
+	// SectorSize is the encryption sector size, 512 or 4096 (default).
+	SectorSize int
+	// InputSize is the number of bytes the input will give, or -1 when
+	// unknown (a pipe). Encrypt needs it to record the size in the header
+	// it writes first; EncryptFile learns it at the end.
+	InputSize int64
+	// Progress, if set, is called after each chunk with the input bytes
+	// done so far.
+	Progress func(done int64)
+}
+
+// Result describes an image that was written or read.
+type Result struct {
+	UUID        string
+	KeyID       string // the KMS key as the provider names it (encrypt)
+	InputSize   int64  // raw bytes read (encrypt) or written (decrypt)
+	PayloadSize int64  // encrypted payload bytes, whole sectors
+	// SizeRecorded reports whether the header records InputSize, so that
+	// decrypt gives back exactly the input (encrypt), or whether the
+	// output was cut to a recorded size (decrypt).
+	SizeRecorded bool
+	// Warnings are things the caller should tell the user.
+	Warnings []string
+}
+
+// memDevice is the header region of a new image, built in memory so it
+// can go out first on a stream or last into a file.
+type memDevice struct{ b []byte }
+
+func (m *memDevice) WriteAt(p []byte, off int64) (int, error) {
+	if end := int(off) + len(p); end > len(m.b) {
+		n := len(m.b)
+		m.b = slices.Grow(m.b, end-n)[:end]
+		clear(m.b[n:])
+	}
+	return copy(m.b[off:], p), nil
+}
+
+func (m *memDevice) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(m.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (m *memDevice) Sync() error { return nil }
+
+// newImage is a header under construction and the cipher of its payload.
+type newImage struct {
+	h      *luks2.Header
+	mem    *memDevice
+	sc     *sectorCrypt
+	offset int64
+	res    *volume.Result
+}
+
+// prepare asks the KMS for the data key and builds the header in memory,
+// before any input is read or output written.
+func prepare(ctx context.Context, o EncryptOptions) (*newImage, error) {
+	if o.KMS == nil {
+		return nil, errors.New("no KMS configured")
+	}
+	// 16 MiB is the header region luks2.Format lays out by default.
+	mem := &memDevice{b: make([]byte, 0, 16<<20)}
+	h, vk, res, err := volume.Create(ctx, mem, o.KMS, volume.CreateOptions{KeyID: o.KeyID, Region: o.Region, SectorSize: o.SectorSize})
+	if err != nil {
+		return nil, err
+	}
+	defer vk.Wipe()
+	seg, err := h.Segment()
+	if err != nil {
+		return nil, err
+	}
+	sc, err := newSectorCrypt(vk.Bytes(), seg.SectorSize, seg.IVTweak)
+	if err != nil {
+		return nil, err
+	}
+	// The region written first or last is exactly the data offset; the
+	// keyslot area ends there or before.
+	if len(mem.b) < int(seg.Offset) {
+		mem.WriteAt(nil, int64(seg.Offset))
+	}
+	mem.b = mem.b[:seg.Offset]
+	return &newImage{h: h, mem: mem, sc: sc, offset: int64(seg.Offset), res: res}, nil
+}
+
+// header commits the header into the memory region, with the input size
+// recorded when it is known (size >= 0), and returns the region.
+func (im *newImage) header(size int64) ([]byte, error) {
+	if size >= 0 {
+		raw, err := token.Image{Size: uint64(size)}.Marshal()
+		if err != nil {
+			return nil, err
+		}
+		if _, err := im.h.AddToken(raw); err != nil {
+			return nil, fmt.Errorf("image size token: %w", err)
+		}
+	}
+	if err := im.h.Write(im.mem); err != nil {
+		return nil, err
+	}
+	return im.mem.b, nil
+}
+
+func (im *newImage) result(size int64, recorded bool) *Result {
+	ss := int64(im.sc.sectorSize)
+	return &Result{UUID: im.res.UUID, KeyID: im.res.KeyID, InputSize: size, PayloadSize: (size + ss - 1) / ss * ss, SizeRecorded: recorded}
+}
+
+// payload runs the pipeline over the input: read, pad the last sector
+// with zeros, encrypt, hand to write. It returns the input size.
+func (im *newImage) payload(ctx context.Context, in io.Reader, write func(off int64, b []byte) error, progress func(int64)) (int64, error) {
+	var total int64
+	ss := im.sc.sectorSize
+	err := stages{
+		read: func(buf []byte, off int64) (int, error) {
+			n, err := io.ReadFull(in, buf)
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				err = io.EOF
+			}
+			if err != nil && !errors.Is(err, io.EOF) {
+				return n, fmt.Errorf("read input: %w", err)
+			}
+			return n, err
+		},
+		process: func(c *chunk) error {
+			padded := (c.n + ss - 1) / ss * ss
+			clear(c.buf[c.n:padded])
+			im.sc.crypt(c.buf[:padded], uint64(c.off)/uint64(ss), false)
+			c.out = padded
+			return nil
+		},
+		write: func(c *chunk) error {
+			if err := write(c.off, c.buf[:c.out]); err != nil {
+				return err
+			}
+			total = c.off + int64(c.n) // chunks arrive in order
+			if progress != nil {
+				progress(total)
+			}
+			return nil
+		},
+	}.run(ctx)
+	return total, err
+}
+
+// Encrypt writes an image to a stream: the header first, then the
+// encrypted payload. The input size is recorded when o.InputSize gives
+// it; the input must then be exactly that long.
+func Encrypt(ctx context.Context, in io.Reader, out io.Writer, o EncryptOptions) (*Result, error) {
+	im, err := prepare(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer im.sc.wipe()
+	hdr, err := im.header(o.InputSize)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := out.Write(hdr); err != nil {
+		return nil, fmt.Errorf("write output: %w", err)
+	}
+	size, err := im.payload(ctx, in, func(_ int64, b []byte) error {
+		if _, err := out.Write(b); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+		return nil
+	}, o.Progress)
+	if err != nil {
+		return nil, err
+	}
+	if o.InputSize >= 0 && size != o.InputSize {
+		return nil, fmt.Errorf("the input gave %d bytes but was %d bytes when encryption started; it changed while being read", size, o.InputSize)
+	}
+	res := im.result(size, o.InputSize >= 0)
+	if !res.SizeRecorded && size%int64(im.sc.sectorSize) != 0 {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the input size (%d bytes) was unknown when the header was written and is not a multiple of %d; decrypt will give %d bytes, padded with zeros", size, im.sc.sectorSize, res.PayloadSize))
+	}
+	return res, nil
+}
+
+// EncryptFile writes an image into out, a new file: the encrypted payload
+// first, then the header with the input size, then fsync.
+func EncryptFile(ctx context.Context, in io.Reader, out *os.File, o EncryptOptions) (*Result, error) {
+	im, err := prepare(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer im.sc.wipe()
+	size, err := im.payload(ctx, in, func(off int64, b []byte) error {
+		if _, err := out.WriteAt(b, im.offset+off); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+		return nil
+	}, o.Progress)
+	if err != nil {
+		return nil, err
+	}
+	if o.InputSize >= 0 && size != o.InputSize {
+		return nil, fmt.Errorf("the input gave %d bytes but was %d bytes when encryption started; it changed while being read", size, o.InputSize)
+	}
+	res := im.result(size, true)
+	hdr, err := im.header(size)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := out.WriteAt(hdr, 0); err != nil {
+		return nil, fmt.Errorf("write output: %w", err)
+	}
+	if err := out.Truncate(im.offset + res.PayloadSize); err != nil {
+		return nil, fmt.Errorf("write output: %w", err)
+	}
+	if err := out.Sync(); err != nil {
+		return nil, fmt.Errorf("sync output: %w", err)
+	}
+	return res, nil
+}
