@@ -131,7 +131,7 @@ func Inspect(img *os.File) (*Info, error) {
 	for _, ks := range h.Keyslots() {
 		info.Keyslots = append(info.Keyslots, KeyslotInfo{
 			ID: ks.ID, Type: ks.Type, KeyBits: ks.KeySize * 8, Priority: priority(ks.Priority),
-			KDF: KDFInfo{Type: ks.KDF.Type, Hash: ks.KDF.Hash, Iterations: ks.KDF.Iterations, Time: ks.KDF.Time, MemoryKiB: ks.KDF.MemoryKiB, CPUs: ks.KDF.CPUs},
+			KDF:    KDFInfo{Type: ks.KDF.Type, Hash: ks.KDF.Hash, Iterations: ks.KDF.Iterations, Time: ks.KDF.Time, MemoryKiB: ks.KDF.MemoryKiB, CPUs: ks.KDF.CPUs},
 			Cipher: ks.AreaEncryption, Tokens: nonNil(byKeyslot[ks.ID]),
 		})
 	}
