@@ -226,6 +226,12 @@ var ErrNotEnrolled = errors.New("the volume has no kmsagent token")
 // readHeader reads the LUKS2 header and turns luks2's errors into advice.
 func readHeader(dev Device) (*luks2.Header, error) {
 	h, err := luks2.Read(dev)
+	// luks2.Read reports a device shorter than a binary header as an
+	// invalid header (EOF); with no LUKS2 magic anywhere it is simply
+	// not LUKS2.
+	if errors.Is(err, luks2.ErrInvalidHeader) && !hasLUKS2Magic(dev) {
+		err = fmt.Errorf("%w: no LUKS2 magic", luks2.ErrNotLUKS2)
+	}
 	switch {
 	case errors.Is(err, luks2.ErrNotLUKS2):
 		return nil, fmt.Errorf("not a LUKS2 volume (no LUKS2 header found): %w", err)
@@ -506,4 +512,19 @@ func Rewrap(ctx context.Context, dev Device, kms kmsclient.KMS, newKeyID string)
 		return nil, err
 	}
 	return old, nil
+}
+
+// hasLUKS2Magic reports whether either LUKS2 header copy's magic is where
+// it can be.
+func hasLUKS2Magic(dev Device) bool {
+	magic := make([]byte, 6)
+	if n, _ := dev.ReadAt(magic, 0); n == len(magic) && string(magic) == "LUKS\xba\xbe" {
+		return true
+	}
+	for _, off := range secondaryOffsets {
+		if n, _ := dev.ReadAt(magic, off); n == len(magic) && string(magic) == "SKUL\xba\xbe" {
+			return true
+		}
+	}
+	return false
 }

@@ -376,6 +376,12 @@ func TestUnlockRefusals(t *testing.T) {
 			t.Fatalf("Unlock: %v", err)
 		}
 	})
+	t.Run("tiny file", func(t *testing.T) {
+		_, f := newFile(t, 5)
+		if _, err := Unlock(ctx, f, k.store); !errors.Is(err, luks2.ErrNotLUKS2) {
+			t.Fatalf("Unlock: %v", err)
+		}
+	})
 	t.Run("both copies damaged", func(t *testing.T) {
 		path, f := newFile(t, imageSize)
 		if _, err := Format(ctx, f, k.store, FormatOptions{CreateOptions: CreateOptions{KeyID: k.key}}); err != nil {
