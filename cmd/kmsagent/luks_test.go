@@ -1,0 +1,187 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// sparseFile makes a file of size bytes (a stand-in for a disk).
+func sparseFile(t *testing.T, dir string, size int64) string {
+	t.Helper()
+	path := filepath.Join(dir, "disk.img")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func sum(t *testing.T, path string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+// mustRun runs a command in-process and fails unless it succeeds.
+func (c *cli) mustRun(args ...string) result {
+	c.t.Helper()
+	r := c.run(args...)
+	if r.code != 0 {
+		c.t.Fatalf("kmsagent %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return r
+}
+
+// refuseRun runs a command that must fail with exit 1 and a one-line
+// error containing want.
+func (c *cli) refuseRun(want string, args ...string) {
+	c.t.Helper()
+	r := c.run(args...)
+	if r.code != 1 || !strings.Contains(r.stderr, want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		c.t.Fatalf("kmsagent %s: exit %d, stderr %q; want exit 1 and one line with %q", strings.Join(args, " "), r.code, r.stderr, want)
+	}
+}
+
+func cryptsetupOK(t *testing.T, args ...string) {
+	t.Helper()
+	path, err := exec.LookPath("cryptsetup")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("cryptsetup (package cryptsetup-bin) is required in CI")
+		}
+		t.Log("cryptsetup not installed; skipping its check")
+		return
+	}
+	out, err := exec.Command(path, append([]string{"--batch-mode", "--disable-locks"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("cryptsetup %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// TestLuksLifecycle: format a disk file with a recovery passphrase,
+// export the key both ways, rewrap, unenroll, enroll again.
+func TestLuksLifecycle(t *testing.T) {
+	if os.Geteuid() != 0 {
+		needRoot(t) // export-key is root only
+	}
+	c := localCLI(t)
+	dir := t.TempDir()
+	key := strings.TrimSpace(c.mustRun("kms", "create-key", "--alias", "disks").stdout)
+	disk := sparseFile(t, dir, 17<<20)
+	recovery := writeFile(t, filepath.Join(dir, "recovery"), "break glass\n", 0o600)
+
+	r := c.mustRun("format", "luks", disk, "--key-id", "disks", "--sector-size", "512", "--recovery-passphrase-file", recovery, "--pbkdf-memory", "1024")
+	if !strings.Contains(r.stdout, "key wrapped by local key "+key) || !strings.Contains(r.stdout, "recovery passphrase in keyslot 1") {
+		t.Fatalf("format output %q", r.stdout)
+	}
+	c.refuseRun("holds a LUKS2 header", "format", "luks", disk, "--key-id", "disks")
+
+	r = c.mustRun("export-key", disk)
+	vkHex := strings.TrimSpace(r.stdout)
+	if len(vkHex) != 128 || !strings.Contains(r.stderr, "WARNING") {
+		t.Fatalf("export-key: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	if got := strings.TrimSpace(c.mustRun("export-key", disk, "--passphrase-file", recovery).stdout); got != vkHex {
+		t.Fatal("export-key with the recovery passphrase gave another key")
+	}
+	vk, _ := hex.DecodeString(vkHex)
+	cryptsetupOK(t, "open", "--test-passphrase", "--volume-key-file", writeFile(t, filepath.Join(dir, "vk"), string(vk), 0o600), disk)
+	cryptsetupOK(t, "open", "--test-passphrase", "--key-file", recovery, disk)
+
+	other := strings.TrimSpace(c.mustRun("kms", "create-key").stdout)
+	if r := c.mustRun("rewrap", disk, "--key-id", other); !strings.Contains(r.stdout, "from "+key+" to "+other) {
+		t.Fatalf("rewrap output %q", r.stdout)
+	}
+	c.mustRun("kms", "disable-key", "disks")
+	if got := strings.TrimSpace(c.mustRun("export-key", disk).stdout); got != vkHex {
+		t.Fatal("export-key after rewrap gave another key")
+	}
+	c.mustRun("kms", "enable-key", "disks")
+
+	c.mustRun("unenroll", disk)
+	c.refuseRun("no kmsagent token", "export-key", disk)
+	c.refuseRun("no kmsagent token", "unenroll", disk)
+	c.mustRun("enroll", disk, "--key-id", "disks", "--passphrase-file", recovery)
+	if got := strings.TrimSpace(c.mustRun("export-key", disk).stdout); got != vkHex {
+		t.Fatal("export-key after enroll gave another key")
+	}
+	c.refuseRun("already enrolled", "enroll", disk, "--key-id", "disks", "--passphrase-file", recovery)
+}
+
+// TestLuksRefusals: bad input gives one line, exit 1, and an untouched
+// file.
+func TestLuksRefusals(t *testing.T) {
+	c := localCLI(t)
+	dir := t.TempDir()
+	c.mustRun("kms", "create-key", "--alias", "disks")
+	only := sparseFile(t, t.TempDir(), 17<<20) // formatted without recovery
+	c.mustRun("format", "luks", only, "--key-id", "disks")
+	ext4 := sparseFile(t, t.TempDir(), 17<<20)
+	f, _ := os.OpenFile(ext4, os.O_RDWR, 0)
+	f.WriteAt([]byte{0x53, 0xEF}, 1024+56)
+	f.Close()
+	plain := sparseFile(t, t.TempDir(), 17<<20)
+	damaged := sparseFile(t, t.TempDir(), 17<<20)
+	c.mustRun("format", "luks", damaged, "--key-id", "disks")
+	f, _ = os.OpenFile(damaged, os.O_RDWR, 0)
+	f.WriteAt([]byte("xxxx"), 0x1000)
+	f.WriteAt([]byte("xxxx"), 0x5000)
+	f.Close()
+	pass := writeFile(t, filepath.Join(dir, "pass"), "secret", 0o600)
+	open := writeFile(t, filepath.Join(dir, "open"), "secret", 0o644)
+	unenrolled := sparseFile(t, t.TempDir(), 17<<20) // a passphrase keyslot only
+	c.mustRun("format", "luks", unenrolled, "--key-id", "disks", "--recovery-passphrase-file", pass, "--pbkdf-memory", "1024")
+	c.mustRun("unenroll", unenrolled)
+
+	tests := []struct {
+		want string
+		args []string
+		file string // must stay unchanged
+	}{
+		{"does not exist", []string{"format", "luks", filepath.Join(dir, "missing"), "--key-id", "disks"}, ""},
+		{"ext2/3/4 file system", []string{"format", "luks", ext4, "--key-id", "disks"}, ext4},
+		{"not found", []string{"format", "luks", plain, "--key-id", "nope"}, plain},
+		{"not a LUKS2 volume", []string{"enroll", plain, "--key-id", "disks", "--passphrase-file", pass}, plain},
+		{"already enrolled", []string{"enroll", only, "--key-id", "disks", "--passphrase-file", pass}, only},
+		{"opens no keyslot", []string{"enroll", unenrolled, "--key-id", "disks", "--passphrase-file", writeFile(t, filepath.Join(dir, "wrong"), "secret\n", 0o600)}, unenrolled},
+		{"not found", []string{"enroll", unenrolled, "--key-id", "nope", "--passphrase-file", pass}, unenrolled},
+		{"readable by group or others", []string{"enroll", only, "--key-id", "disks", "--passphrase-file", open}, only},
+		{"only keyslot", []string{"unenroll", only}, only},
+		{"not found", []string{"rewrap", only, "--key-id", "nope"}, only},
+		{"damaged LUKS2 header", []string{"rewrap", damaged, "--key-id", "disks"}, damaged},
+		{"not a LUKS2 volume", []string{"unenroll", plain}, plain},
+		{"neither a block device nor a regular file", []string{"unenroll", dir}, ""},
+	}
+	for _, tt := range tests {
+		var before [32]byte
+		if tt.file != "" {
+			before = sum(t, tt.file)
+		}
+		c.refuseRun(tt.want, tt.args...)
+		if tt.file != "" && sum(t, tt.file) != before {
+			t.Fatalf("%v changed %s", tt.args, tt.file)
+		}
+	}
+	for _, args := range [][]string{
+		{"format", "luks", plain},
+		{"format", "luks", plain, "--key-id", "disks", "--sector-size", "1024"},
+		{"enroll", plain, "--key-id", "disks"},
+		{"unenroll"},
+	} {
+		if r := c.run(args...); r.code != 2 {
+			t.Fatalf("%v: exit %d, want 2 (usage): %s", args, r.code, r.stderr)
+		}
+	}
+}
