@@ -191,17 +191,70 @@ func pwriteFull(fd int, buf []byte, off int64) error {
 	return nil
 }
 
-// reportBlock logs a block that failed to decrypt, once per file and block.
-func (n *node) reportBlock(err error, fallback uint64) {
+// reportBlock logs a block that failed to decrypt, once per file and
+// block; fd and id are the file's descriptor and file ID. A header copied
+// from another file fails every block, so that is recognised (see
+// foreignHeader) and logged once for the file instead.
+func (n *node) reportBlock(fd int, id []byte, err error, fallback uint64) {
 	blockNo := fallback
 	var be *contentenc.BlockError
 	if errors.As(err, &be) {
 		blockNo = be.BlockNo
 	}
 	ino := n.StableAttr().Ino
-	if n.r.reported.first(reportKey{kind: reportBlock, ino: ino, block: blockNo}) {
+	rep := &n.r.reported
+	hdrKey := reportKey{kind: reportHeaderID, ino: ino}
+	blockKey := reportKey{kind: reportBlock, ino: ino, block: blockNo}
+	if rep.known(hdrKey) || rep.known(blockKey) {
+		return
+	}
+	if errors.Is(err, contentenc.ErrAuth) && n.foreignHeader(fd, id, blockNo) {
+		if rep.first(hdrKey) {
+			n.r.log.Warn("cryptfs: file header does not match the file's blocks (copied from another file?)", "file", n.plainPath(), "ino", ino)
+		}
+		return
+	}
+	if rep.first(blockKey) {
 		n.r.log.Warn("cryptfs: corrupt or tampered block", "file", n.plainPath(), "ino", ino, "block", blockNo, "err", err)
 	}
+}
+
+// foreignProbe is how many other blocks foreignHeader tries.
+const foreignProbe = 4
+
+// foreignHeader reports whether the file ID looks wrong rather than block
+// bad alone: some other data blocks exist and none of them authenticates
+// either. Holes and a file with no other block prove nothing.
+func (n *node) foreignHeader(fd int, id []byte, bad uint64) bool {
+	var ct [cbs]byte
+	var pt [bs]byte
+	tried := 0
+	for b := uint64(0); tried < foreignProbe && b < bad+foreignProbe+1; b++ {
+		if b == bad {
+			continue
+		}
+		k, err := preadFull(fd, ct[:], int64(contentenc.CipherOff(b)))
+		if err != nil || k == 0 {
+			break
+		}
+		if k == cbs && isZeroBlock(ct[:]) {
+			continue
+		}
+		tried++
+		if _, err := n.r.ce.DecryptBlock(pt[:0], ct[:k], b, id); err == nil {
+			return false
+		}
+	}
+	return tried > 0
+}
+
+func isZeroBlock(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Read implements fs.NodeReader.
@@ -247,7 +300,7 @@ func (n *node) readBlocks(fd int, id []byte, dest []byte, off uint64) ([]byte, s
 	if skip == 0 && len(dest) == nb*bs {
 		plain, err := n.r.ce.DecryptBlocks(dest[:0], cbuf[:k], first, id)
 		if err != nil {
-			n.reportBlock(err, first)
+			n.reportBlock(fd, id, err, first)
 			return nil, syscall.EIO
 		}
 		return plain, 0
@@ -256,7 +309,7 @@ func (n *node) readBlocks(fd int, id []byte, dest []byte, off uint64) ([]byte, s
 	defer putBuf(&plainPool, pp)
 	plain, err := n.r.ce.DecryptBlocks(pbuf[:0], cbuf[:k], first, id)
 	if err != nil {
-		n.reportBlock(err, first)
+		n.reportBlock(fd, id, err, first)
 		return nil, syscall.EIO
 	}
 	if skip >= len(plain) {
@@ -391,7 +444,7 @@ func (n *node) readOldBlock(fd int, id []byte, blockNo uint64, dst []byte) (int,
 	}
 	plain, err := n.r.ce.DecryptBlock(dst, ct[:k], blockNo, id)
 	if err != nil {
-		n.reportBlock(err, blockNo)
+		n.reportBlock(fd, id, err, blockNo)
 		return 0, syscall.EIO
 	}
 	if len(plain) > 0 && &plain[0] != &dst[:1][0] {

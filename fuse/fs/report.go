@@ -27,11 +27,20 @@ const (
 	reportSize
 	reportSymlink
 	reportXattr
+	reportHeaderID // a header whose file ID fits none of the blocks
 )
 
 const reportMax = 1 << 16
 
 func (r *reportOnce) init() { r.seen = make(map[reportKey]struct{}) }
+
+// known reports whether k was recorded, without recording it.
+func (r *reportOnce) known(k reportKey) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.seen[k]
+	return ok
+}
 
 // first reports whether k is new, and records it.
 func (r *reportOnce) first(k reportKey) bool {

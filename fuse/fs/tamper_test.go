@@ -221,10 +221,11 @@ func TestTamper(t *testing.T) {
 		count  int
 	}{
 		{`file=/flip ino=`, 1},
-		{`block=2 `, 2}, // flip, and swap's second bad block is 3
+		{`block=2 `, 1}, // flip; swap's second bad block is 3
 		{`file=/swap ino=`, 2},
 		{`file=/cut ino=`, 1},
-		{`file=/hdr-victim ino=`, 3}, // one line per block
+		{`file=/hdr-victim ino=`, 1}, // one line for the file, not per block
+		{`does not match the file's blocks`, 1},
 		{`cipher_name="not a name!"`, 1},
 		{`cipher_name=AAAAAAAAAAAAAAAAAAAAAA`, 1},
 		{`kmsagent.json`, 0},
