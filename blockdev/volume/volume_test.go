@@ -423,3 +423,37 @@ func TestOpenDevice(t *testing.T) {
 	}
 	f.Close()
 }
+
+// TestRewrapSameKeyAfterRotation re-wraps under the current version of
+// the same CMK, by alias: the token keeps the key id, the wrapped key
+// changes, and the volume key stays.
+func TestRewrapSameKeyAfterRotation(t *testing.T) {
+	k := newKMS(t)
+	_, f := newFile(t, imageSize)
+	if _, err := Format(ctx, f, k.store, FormatOptions{CreateOptions: CreateOptions{KeyID: k.key}}); err != nil {
+		t.Fatal(err)
+	}
+	vk0, _ := Unlock(ctx, f, k.store)
+	defer vk0.Wipe()
+	h0, _ := ReadHeader(f)
+	raw0, _ := h0.Token(0)
+	if _, err := k.store.RotateKey(ctx, k.key); err != nil {
+		t.Fatal(err)
+	}
+	old, err := Rewrap(ctx, f, k.store, "disks")
+	if err != nil || old[0] != k.key {
+		t.Fatalf("Rewrap: %v %v", old, err)
+	}
+	h1, _ := ReadHeader(f)
+	raw1, _ := h1.Token(0)
+	t0, _ := token.Parse(raw0)
+	t1, _ := token.Parse(raw1)
+	if t1.KMS.KeyID != k.key || bytes.Equal(t0.WrappedKey, t1.WrappedKey) {
+		t.Fatalf("token after rewrap under the same key: %s", raw1)
+	}
+	vk1, err := Unlock(ctx, f, k.store)
+	if err != nil || !vk1.Equal(vk0) {
+		t.Fatalf("Unlock: %v", err)
+	}
+	vk1.Wipe()
+}
