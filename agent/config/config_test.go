@@ -148,3 +148,24 @@ func TestBareNumberTimeout(t *testing.T) {
 		t.Fatalf("timeout = 10 accepted or unclear: %v", err)
 	}
 }
+
+// FuzzParse: any bytes give a config or an error naming a place, never a
+// panic; an accepted config is valid.
+func FuzzParse(f *testing.F) {
+	b, _ := os.ReadFile("../../packaging/agent.toml.example")
+	f.Add(b)
+	f.Add([]byte("[kms]\nprovider = \"aws\"\n[kms.aws]\nregion = \"eu-west-1\"\n"))
+	f.Add([]byte("[kms\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("multi-line error %q", err)
+			}
+			return
+		}
+		if err := c.validate(); err != nil {
+			t.Fatalf("accepted an invalid config: %v", err)
+		}
+	})
+}

@@ -183,3 +183,24 @@ func TestLock(t *testing.T) {
 	}
 	l2.Release()
 }
+
+func TestParseMountInfo(t *testing.T) {
+	in := `22 1 0:21 / /proc rw,nosuid - proc proc rw
+90 29 0:45 / /mnt/a\040b rw,nosuid,nodev,relatime - fuse.kmsagent /srv/cipher\040dir rw,user_id=0,group_id=0
+91 29 0:46 / /mnt/g rw - fuse.gocryptfs /srv/g rw
+`
+	ms, err := ParseMountInfo(strings.NewReader(in))
+	if err != nil || len(ms) != 1 {
+		t.Fatalf("%v %v", ms, err)
+	}
+	if ms[0].Mountpoint != "/mnt/a b" || ms[0].CipherDir != "/srv/cipher dir" {
+		t.Fatalf("%+v", ms[0])
+	}
+}
+
+func FuzzParseMountInfo(f *testing.F) {
+	f.Add("90 29 0:45 / /mnt/a\\040b rw - fuse.kmsagent /srv/c rw\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		ParseMountInfo(strings.NewReader(s))
+	})
+}
