@@ -130,6 +130,9 @@ func runImageDecrypt(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	imgPath, outPath := pos[0], pos[1]
+	if imgPath == stdio {
+		return usagef("image decrypt: IMG must be a file or device, not standard input (its header copies are read by offset)")
+	}
 	o := image.DecryptOptions{}
 	if passFile != "" {
 		pass, err := readPassphrase(passFile)
