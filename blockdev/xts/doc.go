@@ -6,9 +6,11 @@
 // the data, the second half encrypts the tweak. With plain64 the tweak of a
 // sector is its number as a little-endian uint64 padded with zeros to 16
 // bytes, exactly the IEEE P1619 "data unit sequence number". Which unit the
-// number counts is the caller's business: cryptsetup activates LUKS2
-// devices with a sector size above 512 with iv_large_sectors, so there it
-// counts sectors of that size, not 512-byte sectors.
+// number counts is the caller's business. EncryptSectors numbers
+// consecutive sectors 1 apart, which is dm-crypt's iv_large_sectors
+// counting; cryptsetup does not use that for LUKS2, whose IVs count
+// 512-byte units at every sector size (a 4096-byte sector k has IV 8k),
+// so LUKS2 callers with larger sectors use EncryptSector per sector.
 //
 // Sectors must be a non-zero multiple of 16 bytes. Ciphertext stealing,
 // which P1619 defines for data units that are not, is not implemented:
