@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"log/syslog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -219,71 +216,26 @@ func serveShare(ctx context.Context, env *cliEnv, o share.ServeOptions, ready fu
 // session, and waits for it to report the mount ready or failed over a
 // pipe.
 func startWorker(ctx context.Context, env *cliEnv, o share.ServeOptions, args []string) error {
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find own executable: %w", err)
-	}
-	r, w, err := os.Pipe()
+	wargs := []string{"-o", strings.Join(o.AllOptions(), ","), "--", o.CipherDir, o.Mountpoint}
+	w, err := startWorkerProcess(env, "mount worker", fuseWorkerCommand, wargs, &syscall.SysProcAttr{Setsid: true})
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	wargs := []string{}
-	if env.configFlag != "" {
-		wargs = append(wargs, "--config", env.configFlag)
+	if err := w.wait(ctx, readyTimeout, nil); err != nil {
+		return err
 	}
-	wargs = append(wargs, fuseWorkerCommand, "-o", strings.Join(o.AllOptions(), ","), "--", o.CipherDir, o.Mountpoint)
-	cmd := exec.Command(self, wargs...)
-	cmd.ExtraFiles = []*os.File{w} // fd 3
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.Dir = "/"
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		return fmt.Errorf("start worker: %w", err)
-	}
-	w.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	status := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(io.LimitReader(r, 4096)).ReadString('\n')
-		status <- strings.TrimSpace(line)
-	}()
-	select {
-	case line := <-status:
-		if line == "ready" {
-			cmd.Process.Release()
-			return nil
-		}
-		if msg, ok := strings.CutPrefix(line, "error: "); ok {
-			return errors.New(msg)
-		}
-		err := <-exited
-		return fmt.Errorf("mount worker exited before the mount was ready (%v); see the system log", err)
-	case <-time.After(readyTimeout):
-		cmd.Process.Kill()
-		return fmt.Errorf("mount worker not ready after %v; killed it", readyTimeout)
-	case <-ctx.Done():
-		cmd.Process.Kill()
-		return ctx.Err()
-	}
+	w.cmd.Process.Release()
+	return nil
 }
 
 // runFuseWorker serves one share for startWorker: status on fd 3, logs to
 // syslog (the journal under systemd).
 func runFuseWorker(ctx context.Context, env *cliEnv, args []string) error {
-	status := os.NewFile(3, "status")
-	if status == nil {
-		return errors.New("fuse-worker is started by kmsagent mount fuse")
+	status, err := openStatusPipe(fuseWorkerCommand, "kmsagent mount fuse")
+	if err != nil {
+		return err
 	}
-	report := func(line string) {
-		if status != nil {
-			fmt.Fprintln(status, line)
-			status.Close()
-			status = nil
-		}
-	}
-	err := func() error {
+	err = func() error {
 		var mf mountFlags
 		pos, err := parseFlags(env, fuseWorkerCommand, "DIR MOUNTPOINT", args, 2, 2, mf.define)
 		if err != nil {
@@ -301,10 +253,10 @@ func runFuseWorker(ctx context.Context, env *cliEnv, args []string) error {
 			defer f.Close()
 			o.Logger = slog.New(slog.NewTextHandler(f, nil))
 		}
-		return serveShare(ctx, env, o, func() { report("ready") })
+		return serveShare(ctx, env, o, func() { status.done(nil) })
 	}()
 	if err != nil {
-		report("error: " + oneLine(err.Error()))
+		status.done(err)
 	}
 	return err
 }

@@ -40,18 +40,19 @@ func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(f
 
 func commands() []command {
 	return []command{
-		{name: "format", summary: "initialise an encrypted share (format fuse DIR --key-id ID)", run: runFormat},
-		{name: "mount", summary: "mount an encrypted share (mount fuse DIR MOUNTPOINT)", run: runMount},
-		{name: "umount", summary: "unmount a share; its worker wipes the keys and exits", run: runUmount},
+		{name: "format", summary: "initialise an encrypted share or LUKS2 volume (format fuse DIR | format luks DEVICE)", run: runFormat},
+		{name: "mount", summary: "mount a share (mount fuse DIR MOUNTPOINT) or open a LUKS2 volume (mount luks DEVICE)", run: runMount},
+		{name: "umount", summary: "unmount a share or close a volume (umount MOUNTPOINT|NAME); keys are wiped", run: runUmount},
 		{name: "enroll", summary: "bind an existing LUKS2 volume to the KMS (enroll DEVICE|FILE --key-id ID --passphrase-file F)", run: runEnroll},
 		{name: "unenroll", summary: "remove the KMS token and keyslot from a LUKS2 volume", run: runUnenroll},
 		{name: "image", summary: "offline LUKS2 images: image encrypt|decrypt|inspect|rewrap", run: runImage},
 		{name: "rewrap", summary: "re-wrap a volume's key under another KMS key or key version; data untouched", run: runRewrap},
 		{name: "status", summary: "list mounted shares and their workers", run: runStatus},
-		{name: "export-key", summary: "break-glass: print a share's master key in hex (root only)", run: runExportKey},
+		{name: "export-key", summary: "break-glass: print a share's or volume's key in hex (root only)", run: runExportKey},
 		{name: "kms", summary: "manage the embedded KMS and serve it to other hosts", run: runKMS},
 		{name: "version", summary: "print the version", run: runVersion},
 		{name: fuseWorkerCommand, run: runFuseWorker, hidden: true},
+		{name: luksWorkerCommand, run: runLuksWorker, hidden: true},
 	}
 }
 
