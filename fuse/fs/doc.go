@@ -11,10 +11,10 @@
 //	server.Wait() // returns after umount; the root has closed its descriptors
 //
 // InitDir writes the root gocryptfs.diriv of a new, empty cipher
-// directory. Mount sets default_permissions (the kernel checks modes, which
-// matters with allow_other), shows modes as they are (mode 0 included),
-// uses 1 MiB requests and gocryptfs's one-second cache timeouts, and leaves
-// flock and POSIX locks to the kernel.
+// directory. Mount sets default_permissions with allow_other (the kernel
+// checks modes), shows modes as they are (mode 0 included), uses 1 MiB
+// requests and read-ahead and gocryptfs's one-second cache timeouts, and
+// leaves flock and POSIX locks to the kernel.
 //
 // # Design
 //
