@@ -4,20 +4,22 @@
 # directory, in one run. Prints seconds per workload and the ratios
 # ours/gocryptfs. Run as root (mounts, drop_caches).
 #
-#   bash fuse/bench/bench.sh [--size-mib 256] [--files 10000] [--dir /var/tmp]
+#   bash fuse/bench/bench.sh [--size-mib 256] [--files 10000] [--rounds 3] [--dir /var/tmp]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="/usr/local/go/bin:$PATH"
 
 size_mib=256
 files=10000
+rounds=3
 base=/var/tmp
 while [ $# -gt 0 ]; do
   case "$1" in
     --size-mib) size_mib="$2"; shift 2 ;;
     --files) files="$2"; shift 2 ;;
     --dir) base="$2"; shift 2 ;;
-    *) echo "usage: $0 [--size-mib N] [--files N] [--dir DIR]" >&2; exit 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
+    *) echo "usage: $0 [--size-mib N] [--files N] [--rounds N] [--dir DIR]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
@@ -84,26 +86,41 @@ drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc -l; }
 
+# Each round runs every file system through every workload; the order
+# rotates between rounds because whichever goes first meets a colder disk
+# and page cache. Each cell is the median over the rounds.
+declare -A samples
+order=(kmsagent gocryptfs loopback)
+for ((round = 0; round < rounds; round++)); do
+  for ((k = 0; k < 3; k++)); do
+    fs=${order[(k + round) % 3]}
+    cipher="$work/$fs.$round.cipher" plain="$work/$fs.plain"
+    mkdir -p "$cipher" "$plain"
+    init_fs "$fs" "$cipher"
+
+    mount_fs "$fs" "$cipher" "$plain"
+    t=$(now); dd if=/dev/zero of="$plain/big" bs=1M count="$size_mib" conv=fsync status=none; samples[$fs,write]+=" $(elapsed "$t")"
+    umount_fs "$fs" "$plain"; drop_caches
+
+    mount_fs "$fs" "$cipher" "$plain"
+    t=$(now); dd if="$plain/big" of=/dev/null bs=1M status=none; samples[$fs,read]+=" $(elapsed "$t")"
+    rm -f "$plain/big"
+    t=$(now); tar -C "$plain" -xf "$work/tree.tar"; sync; samples[$fs,create]+=" $(elapsed "$t")"
+    umount_fs "$fs" "$plain"; drop_caches
+
+    mount_fs "$fs" "$cipher" "$plain"
+    t=$(now); ls -lR "$plain" >/dev/null; samples[$fs,ls]+=" $(elapsed "$t")"
+    t=$(now); rm -rf "$plain/tree"; sync; samples[$fs,rm]+=" $(elapsed "$t")"
+    umount_fs "$fs" "$plain"
+    rm -rf "$cipher"
+  done
+done
+median() { printf '%s\n' $1 | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 declare -A result
-for fs in kmsagent gocryptfs loopback; do
-  cipher="$work/$fs.cipher" plain="$work/$fs.plain"
-  mkdir -p "$cipher" "$plain"
-  init_fs "$fs" "$cipher"
-
-  mount_fs "$fs" "$cipher" "$plain"
-  t=$(now); dd if=/dev/zero of="$plain/big" bs=1M count="$size_mib" conv=fsync status=none; result[$fs,write]=$(elapsed "$t")
-  umount_fs "$fs" "$plain"; drop_caches
-
-  mount_fs "$fs" "$cipher" "$plain"
-  t=$(now); dd if="$plain/big" of=/dev/null bs=1M status=none; result[$fs,read]=$(elapsed "$t")
-  rm -f "$plain/big"
-  t=$(now); tar -C "$plain" -xf "$work/tree.tar"; sync; result[$fs,create]=$(elapsed "$t")
-  umount_fs "$fs" "$plain"; drop_caches
-
-  mount_fs "$fs" "$cipher" "$plain"
-  t=$(now); ls -lR "$plain" >/dev/null; result[$fs,ls]=$(elapsed "$t")
-  t=$(now); rm -rf "$plain/tree"; sync; result[$fs,rm]=$(elapsed "$t")
-  umount_fs "$fs" "$plain"
+for fs in "${order[@]}"; do
+  for w in write read create ls rm; do
+    result[$fs,$w]=$(median "${samples[$fs,$w]}")
+  done
 done
 
 mbs() { echo "$size_mib / $1" | bc -l; }
@@ -117,4 +134,4 @@ for w in create ls rm; do
     "$(echo "${result[kmsagent,$w]} / ${result[gocryptfs,$w]}" | bc -l)"
 done
 echo
-echo "throughput ratio: higher is better (target >= 1.3); metadata time ratio: lower is better (target <= 0.8)"
+echo "medians of $rounds rounds, order rotated; throughput ratio: higher is better (target >= 1.3); metadata time ratio: lower is better (target <= 0.8)"
