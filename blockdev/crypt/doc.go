@@ -25,8 +25,8 @@
 // The dm-crypt table is the one cryptsetup loads for the same header:
 // the segment's cipher, the key as ":<size>:logon:kmsagent:<name>", the
 // segment's iv_tweak, the data offset in 512-byte sectors, and for
-// segments with sectors above 512 bytes "sector_size:<n>" together with
-// "iv_large_sectors" (LUKS2 counts IVs in encryption sectors).
+// segments with sectors above 512 bytes "sector_size:<n>", without
+// "iv_large_sectors": LUKS2 IVs count 512-byte units at every sector size.
 //
 // Close unmounts what is mounted from the device, suspends it, wipes the
 // key ("key wipe") and removes it; a device still busy after the unmount

@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"kmsagent/blockdev/luks2"
-	"kmsagent/blockdev/volume"
 	"kmsagent/blockdev/vmtest"
+	"kmsagent/blockdev/volume"
 	"kmsagent/blockdev/xts"
 	"kmsagent/kmsclient/local"
 )
@@ -29,7 +29,7 @@ var guestTests = []string{
 const (
 	diskBytes    = 40 << 20
 	benchVolumes = 32
-	ctPass    = "cryptsetup passphrase"
+	ctPass       = "cryptsetup passphrase"
 )
 
 // TestVMOpenClose prepares disks on the host (a kmsagent volume holding
@@ -203,7 +203,9 @@ func TestVMOpenClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	dec := make([]byte, len(payload))
-	c.DecryptSectors(dec, payload, seg.SectorSize, seg.IVTweak/uint64(seg.SectorSize/512))
+	for off := 0; off < len(payload); off += seg.SectorSize {
+		c.DecryptSector(dec[off:off+seg.SectorSize], payload[off:off+seg.SectorSize], luksIV(seg, off))
+	}
 	os.WriteFile(fsImg, dec, 0o600)
 	out, err := exec.Command("debugfs", "-R", "cat /vm.txt", fsImg).Output()
 	if err != nil {
@@ -239,8 +241,15 @@ func segmentAndKey(t *testing.T, path string, store *local.Store) (luks2.Segment
 	return seg, bytes.Clone(k.Bytes())
 }
 
-// writePayload encrypts plain into the data segment as dm-crypt does
-// (LUKS2: IVs count encryption sectors).
+// luksIV is the IV of the sector at byte off of the segment, as cryptsetup
+// sets up dm-crypt for LUKS2: 512-byte units at every sector size, plus
+// the segment's iv_tweak.
+func luksIV(seg luks2.SegmentInfo, off int) uint64 {
+	return seg.IVTweak + uint64(off)/512
+}
+
+// writePayload encrypts plain into the data segment as cryptsetup and
+// kmsagent image encrypt do.
 func writePayload(t *testing.T, path string, seg luks2.SegmentInfo, vk, plain []byte) {
 	t.Helper()
 	c, err := xts.New(vk)
@@ -248,7 +257,9 @@ func writePayload(t *testing.T, path string, seg luks2.SegmentInfo, vk, plain []
 		t.Fatal(err)
 	}
 	ct := make([]byte, len(plain))
-	c.EncryptSectors(ct, plain, seg.SectorSize, seg.IVTweak/uint64(seg.SectorSize/512))
+	for off := 0; off < len(plain); off += seg.SectorSize {
+		c.EncryptSector(ct[off:off+seg.SectorSize], plain[off:off+seg.SectorSize], luksIV(seg, off))
+	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
