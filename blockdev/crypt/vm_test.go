@@ -177,6 +177,7 @@ func TestVMOpenClose(t *testing.T) {
 		},
 		Files:    files,
 		Disks:    []string{vda, vdb, vdc, vdd, vde},
+		CPUs:     2,
 		Modules:  []string{"loop"},
 		Script:   "mkdir -p /mnt; chmod 700 " + guestKMSDir + "; KMSAGENT_CONFIG=" + guestConfig + " /bin/crypt.test -test.run '^TestGuest' -test.v -test.count=1",
 		Timeout:  150e9,

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"strings"
 
-	"golang.org/x/crypto/xts"
+	"kmsagent/blockdev/xts"
 )
 
 // sectorCipher encrypts a keyslot area the way dm-crypt would a disk:
@@ -17,6 +17,8 @@ import (
 type sectorCipher interface {
 	encryptSector(dst, src []byte, sector uint64)
 	decryptSector(dst, src []byte, sector uint64)
+	// wipe zeroes the expanded key where the cipher lets us.
+	wipe()
 }
 
 // newAreaCipher builds the cipher for a keyslot area from a dm-crypt
@@ -33,7 +35,9 @@ func newAreaCipher(spec string, key []byte) (sectorCipher, error) {
 		if len(key) != 32 && len(key) != 64 {
 			return nil, fmt.Errorf("%w: %s with a %d-bit key", ErrUnsupported, spec, len(key)*8)
 		}
-		c, err := xts.NewCipher(aes.NewCipher, key)
+		// The fast package matters here: every unlock decrypts a
+		// 256 KiB split key, and a boot unlocks many volumes at once.
+		c, err := xts.New(key)
 		if err != nil {
 			return nil, fmt.Errorf("luks2: %s: %w", spec, err)
 		}
@@ -71,18 +75,24 @@ func (x *xtsCipher) tweak(sector uint64) uint64 {
 }
 
 func (x *xtsCipher) encryptSector(dst, src []byte, sector uint64) {
-	x.c.Encrypt(dst, src, x.tweak(sector))
+	x.c.EncryptSector(dst, src, x.tweak(sector))
 }
+
+func (x *xtsCipher) wipe() { x.c.Wipe() }
 
 func (x *xtsCipher) decryptSector(dst, src []byte, sector uint64) {
-	x.c.Decrypt(dst, src, x.tweak(sector))
+	x.c.DecryptSector(dst, src, x.tweak(sector))
 }
 
+// cbcCipher is only ever read (old keyslots); crypto/aes gives no way to
+// zero its key schedule.
 type cbcCipher struct {
 	b     cipher.Block
 	essiv cipher.Block
 	iv32  bool
 }
+
+func (c *cbcCipher) wipe() {}
 
 func (c *cbcCipher) iv(sector uint64) []byte {
 	iv := make([]byte, aes.BlockSize)

@@ -50,6 +50,7 @@ func (h *Header) OpenKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*sec
 	if err != nil {
 		return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
 	}
+	defer c.wipe()
 	split, err := secret.New(int(afSectors(ks.keySize, ks.af.stripes)) * sectorSize)
 	if err != nil {
 		return nil, err
@@ -170,6 +171,7 @@ func (h *Header) AddKeyslot(dev WriterAtSyncer, vk *secret.Key, passphrase []byt
 	if err != nil {
 		return -1, err
 	}
+	defer c.wipe()
 	split, err := secret.New(int(afSectors(vk.Len(), stripes)) * sectorSize)
 	if err != nil {
 		return -1, err

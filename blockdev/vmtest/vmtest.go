@@ -37,6 +37,9 @@ type Config struct {
 	Timeout time.Duration
 	// MemoryMB is the VM's memory; 512 when zero.
 	MemoryMB int
+	// CPUs is the number of virtual CPUs; 1 when zero. More than one
+	// runs TCG multi-threaded, one host thread per CPU.
+	CPUs int
 }
 
 // Result is what a boot produced.
@@ -124,7 +127,7 @@ func qemuArgs(env Env, cfg Config, initrd, console string) ([]string, error) {
 		"-accel", "tcg",
 		"-machine", "pc",
 		"-m", fmt.Sprint(cfg.MemoryMB),
-		"-smp", "1",
+		"-smp", fmt.Sprint(max(cfg.CPUs, 1)),
 		"-nodefaults", "-no-user-config",
 		"-display", "none",
 		"-monitor", "none",

@@ -23,7 +23,7 @@ type kmsFixture struct {
 	key   string
 }
 
-func newKMS(t *testing.T) kmsFixture {
+func newKMS(t testing.TB) kmsFixture {
 	t.Helper()
 	s, err := local.Open(filepath.Join(t.TempDir(), "kms"))
 	if err != nil {
@@ -46,7 +46,7 @@ func (k kmsFixture) newKey(t *testing.T) string {
 }
 
 // newFile makes a sparse file of size bytes and opens it read-write.
-func newFile(t *testing.T, size int64) (string, *os.File) {
+func newFile(t testing.TB, size int64) (string, *os.File) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "disk.img")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
