@@ -118,7 +118,11 @@ func TestGuestMountCycle(t *testing.T) {
 	if _, errs, code := kmsagent(t, "mount", "luks", "/dev/vda", "--name", "other"); code == 0 || !strings.Contains(errs, "already open") {
 		t.Errorf("second open: exit %d, %s", code, errs)
 	}
-	vmtest.Data("status", must(t, "status"))
+	st := must(t, "status")
+	vmtest.Data("status", st)
+	if !strings.Contains(st, devs[0].Name) || !strings.Contains(st, mp) {
+		t.Errorf("status does not list the open volume %s on %s: %q", devs[0].Name, mp, st)
+	}
 	vmtest.Data("umount-vda", must(t, "umount", mp))
 	requireClean(t, "after umount")
 

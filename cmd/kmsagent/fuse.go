@@ -19,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/kmsconn"
+	"kmsagent/blockdev/crypt"
+	"kmsagent/blockdev/dm"
 	"kmsagent/fuse/envelope"
 	"kmsagent/fuse/share"
 	"kmsagent/kmsclient"
@@ -339,17 +341,51 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		out = append(out, s)
 	}
-	if asJSON {
-		return writeJSON(env, out)
+	// A host without device-mapper has no block volumes to show; that
+	// is not an error for status.
+	volumes := []crypt.Info{}
+	if ctl, err := dm.Open(); err == nil {
+		if vs, err := crypt.List(ctl); err == nil {
+			volumes = vs
+		}
+		ctl.Close()
 	}
-	if len(out) == 0 {
-		fmt.Fprintln(env.stdout, "no shares mounted")
+	if asJSON {
+		return writeJSON(env, struct {
+			Shares  []shareStatus `json:"shares"`
+			Volumes []crypt.Info  `json:"volumes"`
+		}{out, volumes})
+	}
+	if len(out) == 0 && len(volumes) == 0 {
+		fmt.Fprintln(env.stdout, "no shares mounted, no volumes open")
 		return nil
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MOUNTPOINT\tCIPHER DIR\tSHARE\tKMS KEY\tWORKER")
-	for _, s := range out {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Mountpoint, s.CipherDir, orDash(s.Share), orDash(s.Provider+":"+s.KeyID), s.Worker)
+	if len(out) > 0 {
+		fmt.Fprintln(tw, "SHARE MOUNTPOINT\tCIPHER DIR\tSHARE\tKMS KEY\tWORKER")
+		for _, s := range out {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Mountpoint, s.CipherDir, orDash(s.Share), orDash(s.Provider+":"+s.KeyID), s.Worker)
+		}
+	}
+	if len(volumes) > 0 {
+		if len(out) > 0 {
+			fmt.Fprintln(tw)
+		}
+		fmt.Fprintln(tw, "VOLUME\tLUKS UUID\tBACKING\tMOUNTPOINTS\tSTATE")
+		for _, v := range volumes {
+			backing := v.Backing
+			if v.BackingFile != "" {
+				backing += " (" + v.BackingFile + ")"
+			}
+			state := "open"
+			if v.ReadOnly {
+				state += ", read-only"
+			}
+			if v.Deferred {
+				state += ", removal deferred until unused"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.Name, v.LUKSUUID, orDash(backing), orDash(strings.Join(v.Mountpoints, ",")), state)
+		}
 	}
 	return tw.Flush()
 }

@@ -47,7 +47,7 @@ func commands() []command {
 		{name: "unenroll", summary: "remove the KMS token and keyslot from a LUKS2 volume", run: runUnenroll},
 		{name: "image", summary: "offline LUKS2 images: image encrypt|decrypt|inspect|rewrap", run: runImage},
 		{name: "rewrap", summary: "re-wrap a volume's key under another KMS key or key version; data untouched", run: runRewrap},
-		{name: "status", summary: "list mounted shares and their workers", run: runStatus},
+		{name: "status", summary: "list mounted shares and open block volumes", run: runStatus},
 		{name: "export-key", summary: "break-glass: print a share's or volume's key in hex (root only)", run: runExportKey},
 		{name: "kms", summary: "manage the embedded KMS and serve it to other hosts", run: runKMS},
 		{name: "version", summary: "print the version", run: runVersion},
