@@ -163,8 +163,15 @@ func TestGuestImageFile(t *testing.T) {
 
 func TestGuestCryptsetupVolume(t *testing.T) {
 	guest(t)
-	out := must(t, "mount", "luks", "/dev/vdc", "--name", "ct", "--discard")
+	const mp = "/mnt/ct"
+	os.MkdirAll(mp, 0o755)
+	out := must(t, "mount", "luks", "/dev/vdc", mp, "--name", "ct", "--discard", "--read-only")
 	vmtest.Data("mount-cryptsetup", out)
+	if b, err := os.ReadFile(mp + "/ct.txt"); err != nil || string(b) != ctText {
+		t.Errorf("reading what cryptsetup encrypted: %q, %v", b, err)
+	}
+	must(t, "umount", mp)
+	must(t, "mount", "luks", "/dev/vdc", "--name", "ct", "--discard")
 	ctl, err := dm.Open()
 	if err != nil {
 		t.Fatal(err)

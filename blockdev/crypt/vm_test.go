@@ -30,6 +30,7 @@ const (
 	diskBytes    = 40 << 20
 	benchVolumes = 32
 	ctPass       = "cryptsetup passphrase"
+	ctText       = "encrypted by cryptsetup on the host\n"
 )
 
 // TestVMOpenClose prepares disks on the host (a kmsagent volume holding
@@ -110,13 +111,24 @@ func TestVMOpenClose(t *testing.T) {
 	vdb := disk("vdb.img")
 	format(vdb)
 
-	// vdc: cryptsetup's LUKS2, enrolled with our token.
+	// vdc: an ext4 file system that cryptsetup itself encrypted in place
+	// (LUKS2, 4096-byte sectors), enrolled with our token: the VM must
+	// read what cryptsetup wrote, which pins the dm table to cryptsetup's.
 	vdc := disk("vdc.img")
+	ctSrc := filepath.Join(dir, "ct-src")
+	os.MkdirAll(ctSrc, 0o755)
+	os.WriteFile(filepath.Join(ctSrc, "ct.txt"), []byte(ctText), 0o644)
+	// The file system leaves 16 MiB at the end for cryptsetup to shift
+	// the data into when it puts the header in front.
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "4096", "-d", ctSrc, vdc, fmt.Sprintf("%dk", (diskBytes-16<<20)/1024)).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
 	pass := filepath.Join(dir, "pass")
 	os.WriteFile(pass, []byte(ctPass), 0o600)
-	if out, err := exec.Command("cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2",
+	if out, err := exec.Command("cryptsetup", "reencrypt", "--encrypt", "--batch-mode", "--type", "luks2",
+		"--force-offline-reencrypt", "--sector-size", "4096", "--reduce-device-size", "16M",
 		"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", pass, vdc).CombinedOutput(); err != nil {
-		t.Fatalf("cryptsetup luksFormat: %v\n%s", err, out)
+		t.Fatalf("cryptsetup reencrypt --encrypt: %v\n%s", err, out)
 	}
 	func() {
 		f, err := os.OpenFile(vdc, os.O_RDWR, 0)
