@@ -427,3 +427,33 @@ func TestGuestConcurrentUnlock(t *testing.T) {
 	vmtest.Data("cli-unlock-ratio", fmt.Sprintf("%.2f", float64(cn)/float64(c1)))
 	requireClean(t, "after the CLI benchmark")
 }
+
+// TestGuestSameVolumeTwice mounts one volume under two names at the same
+// moment, several times: exactly one may win each race.
+func TestGuestSameVolumeTwice(t *testing.T) {
+	guest(t)
+	for round := range 4 {
+		var wg sync.WaitGroup
+		codes := make([]int, 2)
+		errs := make([]string, 2)
+		for i := range 2 {
+			wg.Go(func() {
+				_, errs[i], codes[i] = kmsagent(t, "mount", "luks", "/dev/vdb", "--name", fmt.Sprintf("twice%d", i))
+			})
+		}
+		wg.Wait()
+		ok := 0
+		for i := range 2 {
+			if codes[i] == 0 {
+				ok++
+				must(t, "umount", fmt.Sprintf("twice%d", i))
+			} else if !strings.Contains(errs[i], "already open") && !strings.Contains(errs[i], "being opened") {
+				t.Errorf("round %d: unexpected refusal: %s", round, errs[i])
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("round %d: %d of 2 concurrent mounts of one volume succeeded: %q", round, ok, errs)
+		}
+	}
+	requireClean(t, "after concurrent mounts of one volume")
+}

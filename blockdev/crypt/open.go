@@ -138,6 +138,11 @@ func Open(ctx context.Context, ctl *dm.Control, source string, o Options, unlock
 	}
 
 	progress(StepCheck)
+	lock, err := lockVolume(v.LUKSUUID)
+	if err != nil {
+		return nil, stepErr(StepCheck, err)
+	}
+	defer lock.Close()
 	if err := checkNotOpen(ctl, v.LUKSUUID, v.Name); err != nil {
 		return nil, stepErr(StepCheck, err)
 	}

@@ -22,6 +22,7 @@ var guestTests = []string{
 	"TestGuestImageFile",
 	"TestGuestCryptsetupVolume",
 	"TestGuestFailuresLeaveNothing",
+	"TestGuestSameVolumeTwice",
 	"TestGuestKillWorker",
 	"TestGuestConcurrentUnlock",
 }
