@@ -87,6 +87,10 @@ func openControl(path string) (int, error) {
 	if err == nil {
 		return fd, nil
 	}
+	if errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) {
+		// A stale node with no driver behind it.
+		return -1, fmt.Errorf("dm: open %s: %w; device-mapper is not in this kernel (load the dm_mod and dm_crypt modules)", path, err)
+	}
 	if !errors.Is(err, unix.ENOENT) {
 		return -1, fmt.Errorf("dm: open %s: %w", path, err)
 	}

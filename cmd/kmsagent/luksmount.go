@@ -60,6 +60,16 @@ func runMountLuks(ctx context.Context, env *cliEnv, args []string) error {
 	} else if fsType != "" || options != "" {
 		return usagef("mount luks: --fs-type and -o need a MOUNTPOINT")
 	}
+	// Argument mistakes first: they should not be hidden behind a
+	// missing device-mapper.
+	if lf.name != "" {
+		if err := dm.ValidateName(lf.name); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat(pos[0]); err != nil {
+		return fmt.Errorf("volume: %w", err)
+	}
 	ctl, err := dm.Open()
 	if err != nil {
 		return err
