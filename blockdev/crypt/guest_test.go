@@ -14,6 +14,7 @@ import (
 
 	"kmsagent/blockdev/crypt"
 	"kmsagent/blockdev/dm"
+	"kmsagent/blockdev/keyring"
 	"kmsagent/blockdev/vmtest"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/local"
@@ -58,15 +59,15 @@ func requireClean(t *testing.T, what string) {
 	if devs, err := ctl.List(); err != nil || len(devs) != 0 {
 		t.Errorf("%s: device-mapper devices left: %v %v", what, devs, err)
 	}
-	if !eventually(func() bool { k, _ := procKeysWith("kmsagent:"); return len(k) == 0 }) {
-		k, _ := procKeysWith("kmsagent:")
+	if !vmtest.Eventually(func() bool { k, _ := keyring.Listed("kmsagent:"); return len(k) == 0 }) {
+		k, _ := keyring.Listed("kmsagent:")
 		t.Errorf("%s: keys left: %q", what, k)
 	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	if strings.Contains(string(mi), " /mnt/") {
 		t.Errorf("%s: mounts left:\n%s", what, mi)
 	}
-	if !eventually(func() bool { return len(attachedLoops()) == 0 }) {
+	if !vmtest.Eventually(func() bool { return len(attachedLoops()) == 0 }) {
 		t.Errorf("%s: loop devices left: %v", what, attachedLoops())
 	}
 }
@@ -108,7 +109,7 @@ func TestGuestMountCycle(t *testing.T) {
 	if !strings.Contains(tab[0].Params, ":64:logon:kmsagent:"+devs[0].Name) || !strings.Contains(tab[0].Params, "sector_size:4096") || strings.Contains(tab[0].Params, "iv_large_sectors") {
 		t.Errorf("table %q: want the keyring reference and sector_size:4096, without iv_large_sectors (LUKS2 IVs count 512-byte units)", tab[0].Params)
 	}
-	if k, _ := procKeysWith("kmsagent:"); len(k) != 0 {
+	if k, _ := keyring.Listed("kmsagent:"); len(k) != 0 {
 		t.Errorf("key still in the keyring while open: %q", k)
 	}
 	if err := os.WriteFile(filepath.Join(mp, "vm.txt"), []byte(vmText), 0o644); err != nil {
@@ -352,7 +353,7 @@ func TestGuestConcurrentUnlock(t *testing.T) {
 	for i := range imgs {
 		imgs[i] = fmt.Sprintf("/dev/vde%d", i+1)
 		p := imgs[i]
-		if !eventually(func() bool { _, err := os.Stat(p); return err == nil }) {
+		if !vmtest.Eventually(func() bool { _, err := os.Stat(p); return err == nil }) {
 			t.Fatalf("%s missing", p)
 		}
 	}

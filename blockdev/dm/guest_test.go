@@ -104,9 +104,9 @@ func listed(t *testing.T, c *dm.Control, name string) (dm.Device, bool) {
 func noAgentKeys(t *testing.T) {
 	t.Helper()
 	var left []string
-	if !eventually(func() bool {
+	if !vmtest.Eventually(func() bool {
 		var err error
-		left, err = procKeysWith(keyring.Prefix)
+		left, err = keyring.Listed(keyring.Prefix)
 		return err == nil && len(left) == 0
 	}) {
 		t.Errorf("kmsagent keys left in /proc/keys: %q", left)
@@ -126,7 +126,7 @@ func TestGuestCryptLifecycle(t *testing.T) {
 	uuid, _ := dm.CryptUUID(luksUUID, name)
 	sectors := deviceSectors(t, "/dev/vda")
 	err := keyring.WithSecret(keyring.Description(name), key, func(desc string) error {
-		during, _ = procKeysWith(desc)
+		during, _ = keyring.Listed(desc)
 		_, err := c.Activate(dm.Spec{Name: name, UUID: uuid, Targets: []dm.Target{cryptTarget(t, desc, "/dev/vda", sectors)}})
 		return err
 	})
@@ -345,7 +345,7 @@ func TestGuestBusyRemove(t *testing.T) {
 	}
 	vmtest.Data("deferred-status", fmt.Sprintf("open=%d deferred=%v", st.OpenCount, st.DeferredRemove()))
 	holder.Close()
-	if !eventually(func() bool { _, ok := listed(t, c, name); return !ok }) {
+	if !vmtest.Eventually(func() bool { _, ok := listed(t, c, name); return !ok }) {
 		t.Fatal("device not removed after its last user closed it")
 	}
 	pruned, err := c.PruneNodes()

@@ -55,18 +55,11 @@ func randomKey(t *testing.T) *secret.Key {
 // procKeysHas reports whether /proc/keys lists a key with description desc.
 func procKeysHas(t *testing.T, desc string) bool {
 	t.Helper()
-	b, err := os.ReadFile("/proc/keys")
+	lines, err := Listed(desc + ":")
 	if err != nil {
-		t.Fatalf("read /proc/keys: %v", err)
+		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		// id flags usage timeout perm uid gid type description: summary
-		if len(f) >= 9 && strings.TrimSuffix(f[8], ":") == desc {
-			return true
-		}
-	}
-	return false
+	return len(lines) > 0
 }
 
 // eventually polls cond for up to 5 s: invalidated keys leave /proc/keys

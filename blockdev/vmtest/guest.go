@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 )
 
 // InGuest reports whether this process runs inside a vmtest VM.
@@ -37,4 +38,18 @@ func Report(t testing.TB) {
 // (read them with Result.Data). Line breaks in value become blanks.
 func Data(name, value string) {
 	fmt.Fprintf(os.Stdout, "%s %s %s\n", dataPrefix, oneLine(name), oneLine(value))
+}
+
+// Eventually polls cond for up to 5 s. The kernel tidies some things up
+// asynchronously (invalidated keys, deferred removes, autoclear loops),
+// so a guest test waits for them rather than checking once.
+func Eventually(cond func() bool) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
 }
