@@ -356,14 +356,7 @@ func Enroll(ctx context.Context, dev Device, kms kmsclient.KMS, passphrase []byt
 	if o.KeyID == "" {
 		return nil, errors.New("no KMS key id given")
 	}
-	h, err := readHeader(dev)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkChangeable(h); err != nil {
-		return nil, err
-	}
-	toks, err := findTokens(h)
+	h, toks, err := readForChange(dev)
 	if err != nil {
 		return nil, err
 	}
@@ -393,6 +386,23 @@ func Enroll(ctx context.Context, dev Device, kms kmsclient.KMS, passphrase []byt
 
 // checkChangeable refuses headers luks2 would refuse to change, with the
 // reason an admin can act on.
+// readForChange reads the header of a volume about to be changed, and its
+// kmsagent tokens.
+func readForChange(dev Device) (*luks2.Header, []kmsToken, error) {
+	h, err := readHeader(dev)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkChangeable(h); err != nil {
+		return nil, nil, err
+	}
+	toks, err := findTokens(h)
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, toks, nil
+}
+
 func checkChangeable(h *luks2.Header) error {
 	if r := h.Requirements(); len(r) > 0 {
 		return fmt.Errorf("the header has mandatory requirements (%s), e.g. an unfinished reencryption; finish it with cryptsetup first", strings.Join(r, ", "))
@@ -404,14 +414,7 @@ func checkChangeable(h *luks2.Header) error {
 // refuses when no other keyslot of the volume key would be left: the
 // volume would become unopenable.
 func Unenroll(ctx context.Context, dev Device) ([]int, error) {
-	h, err := readHeader(dev)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkChangeable(h); err != nil {
-		return nil, err
-	}
-	toks, err := findTokens(h)
+	h, toks, err := readForChange(dev)
 	if err != nil {
 		return nil, err
 	}
@@ -468,14 +471,7 @@ func Rewrap(ctx context.Context, dev Device, kms kmsclient.KMS, newKeyID string)
 	if newKeyID == "" {
 		return nil, errors.New("no KMS key id given")
 	}
-	h, err := readHeader(dev)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkChangeable(h); err != nil {
-		return nil, err
-	}
-	toks, err := findTokens(h)
+	h, toks, err := readForChange(dev)
 	if err != nil {
 		return nil, err
 	}

@@ -255,30 +255,28 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 
 // Unlink implements fs.NodeUnlinker.
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
-	if n.r.ro {
-		return syscall.EROFS
-	}
-	fd, iv, e := n.openDir()
-	if e != 0 {
-		return e
-	}
-	defer n.closeDir()
-	cName, long, _, e := n.r.encryptName(name, iv)
-	if e != 0 {
-		return e
-	}
-	if err := unix.Unlinkat(fd, cName, 0); err != nil {
-		return errno(err)
-	}
-	if long {
-		_ = nametransform.DeleteLongNameAt(fd, cName)
-	}
-	return 0
+	return n.removeEntry(name, func(fd int, cName string) syscall.Errno {
+		return errno(unix.Unlinkat(fd, cName, 0))
+	})
 }
 
 // Rmdir implements fs.NodeRmdirer. A plaintext-empty directory still
 // holds gocryptfs.diriv; see rmdirCipher.
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if e := n.removeEntry(name, rmdirCipher); e != 0 {
+		return e
+	}
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok {
+			n.r.fds.drop(cn, false)
+		}
+	}
+	return 0
+}
+
+// removeEntry removes the cipher entry of name with remove, then its
+// long-name file when it has one.
+func (n *node) removeEntry(name string, remove func(dirfd int, cName string) syscall.Errno) syscall.Errno {
 	if n.r.ro {
 		return syscall.EROFS
 	}
@@ -291,16 +289,11 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if e != 0 {
 		return e
 	}
-	if e := rmdirCipher(fd, cName); e != 0 {
+	if e := remove(fd, cName); e != 0 {
 		return e
 	}
 	if long {
 		_ = nametransform.DeleteLongNameAt(fd, cName)
-	}
-	if ch := n.GetChild(name); ch != nil {
-		if cn, ok := ch.Operations().(*node); ok {
-			n.r.fds.drop(cn, false)
-		}
 	}
 	return 0
 }
