@@ -50,21 +50,6 @@ func TestCryptTarget(t *testing.T) {
 	}
 }
 
-func TestParseMountinfo(t *testing.T) {
-	in := "36 35 98:0 /mnt1 /mnt/with\\040blank rw,noatime master:1 - ext4 /dev/mapper/a rw\n" +
-		"37 35 254:3 / /srv rw shared:2 - xfs /dev/dm-3 rw\n"
-	ms, err := parseMountinfo(strings.NewReader(in))
-	if err != nil || len(ms) != 2 {
-		t.Fatalf("%v %v", ms, err)
-	}
-	if ms[0].Mountpoint != "/mnt/with blank" || ms[0].FSType != "ext4" || ms[0].Dev != unix.Mkdev(98, 0) {
-		t.Errorf("%+v", ms[0])
-	}
-	if ms[1].Dev != unix.Mkdev(254, 3) || ms[1].Source != "/dev/dm-3" {
-		t.Errorf("%+v", ms[1])
-	}
-}
-
 func TestParseMountOptions(t *testing.T) {
 	cases := []struct {
 		opts     string

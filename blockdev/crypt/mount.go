@@ -1,16 +1,15 @@
 package crypt
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
-	"os"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"kmsagent/agent/mountinfo"
 )
 
 // mountFlags maps the -o options that are mount(2) flags; anything else
@@ -98,81 +97,9 @@ func DetectFS(dev io.ReaderAt) (string, error) {
 	return "", nil
 }
 
-// mountEntry is one line of /proc/self/mountinfo.
-type mountEntry struct {
-	Dev        uint64
-	Mountpoint string
-	FSType     string
-	Source     string
-}
-
-// readMounts parses /proc/self/mountinfo.
-func readMounts() ([]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return parseMountinfo(f)
-}
-
-func parseMountinfo(r io.Reader) ([]mountEntry, error) {
-	var out []mountEntry
-	s := bufio.NewScanner(r)
-	s.Buffer(make([]byte, 64<<10), 1<<20)
-	for s.Scan() {
-		f := strings.Fields(s.Text())
-		sep := -1
-		for i, v := range f {
-			if v == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(f) < 5 || sep < 6 || len(f) < sep+3 {
-			continue
-		}
-		maj, min, ok := strings.Cut(f[2], ":")
-		if !ok {
-			continue
-		}
-		ma, err1 := strconv.ParseUint(maj, 10, 32)
-		mi, err2 := strconv.ParseUint(min, 10, 32)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		out = append(out, mountEntry{
-			Dev:        unix.Mkdev(uint32(ma), uint32(mi)),
-			Mountpoint: unescapeMount(f[4]),
-			FSType:     f[sep+1],
-			Source:     unescapeMount(f[sep+2]),
-		})
-	}
-	return out, s.Err()
-}
-
-// unescapeMount undoes the octal escapes (\040 for a blank) of mountinfo.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // mountsOf returns the mount points of device dev, innermost last.
 func mountsOf(dev uint64) ([]string, error) {
-	ms, err := readMounts()
+	ms, err := mountinfo.Read()
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/mountinfo"
 	"kmsagent/blockdev/dm"
 	"kmsagent/blockdev/volume"
 )
@@ -333,7 +334,7 @@ func parseDevNum(s string) (uint64, bool) {
 // mapping's name. ok is false when target is neither.
 func Resolve(ctl *dm.Control, target string) (name string, ok bool, err error) {
 	if abs, err := filepath.Abs(target); err == nil {
-		ms, err := readMounts()
+		ms, err := mountinfo.Read()
 		if err != nil {
 			return "", false, err
 		}

@@ -1,19 +1,18 @@
 package share
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/mountinfo"
 	cryptfs "kmsagent/fuse/fs"
 )
 
@@ -27,75 +26,30 @@ type Mount struct {
 
 // ParseMountInfo returns the fuse.kmsagent mounts in a mountinfo table.
 func ParseMountInfo(r io.Reader) ([]Mount, error) {
-	all, err := parseAllMountInfo(r)
-	if err != nil {
-		return nil, err
-	}
-	var out []Mount
-	for _, m := range all {
-		if m.FSType == "fuse."+cryptfs.Subtype {
-			out = append(out, m)
-		}
-	}
-	return out, nil
-}
-
-func parseAllMountInfo(r io.Reader) ([]Mount, error) {
-	var out []Mount
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 6 || len(g) < 2 {
-			continue
-		}
-		out = append(out, Mount{Mountpoint: unescapeMountInfo(f[4]), CipherDir: unescapeMountInfo(g[1]), Options: f[5], FSType: g[0]})
-	}
-	return out, sc.Err()
-}
-
-// unescapeMountInfo undoes the kernel's octal escapes (\040 for a space).
-func unescapeMountInfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	all, err := mountinfo.Parse(r)
+	return ours(all), err
 }
 
 // Mounts lists our mounts on this host.
 func Mounts() ([]Mount, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
+	all, err := mountinfo.Read()
+	return ours(all), err
+}
+
+func ours(all []mountinfo.Entry) []Mount {
+	var out []Mount
+	for _, m := range all {
+		if m.FSType == "fuse."+cryptfs.Subtype {
+			out = append(out, Mount{Mountpoint: m.Mountpoint, CipherDir: m.Source, Options: m.Options, FSType: m.FSType})
+		}
 	}
-	defer f.Close()
-	return ParseMountInfo(f)
+	return out
 }
 
 // CheckMountpoint refuses a directory something is mounted on already:
 // mounting over it would hide that mount, or stack on a dead one.
 func CheckMountpoint(mountpoint string) error {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return fmt.Errorf("list mounts: %w", err)
-	}
-	defer f.Close()
-	all, err := parseAllMountInfo(f)
+	all, err := mountinfo.Read()
 	if err != nil {
 		return fmt.Errorf("list mounts: %w", err)
 	}
@@ -104,9 +58,9 @@ func CheckMountpoint(mountpoint string) error {
 			continue
 		}
 		if m.FSType == "fuse."+cryptfs.Subtype {
-			return fmt.Errorf("%s is already a kmsagent mount of %s; run kmsagent umount %s first", mountpoint, m.CipherDir, mountpoint)
+			return fmt.Errorf("%s is already a kmsagent mount of %s; run kmsagent umount %s first", mountpoint, m.Source, mountpoint)
 		}
-		return fmt.Errorf("%s is already a mount point (%s from %s); mount the share on an unused directory", mountpoint, m.FSType, m.CipherDir)
+		return fmt.Errorf("%s is already a mount point (%s from %s); mount the share on an unused directory", mountpoint, m.FSType, m.Source)
 	}
 	return nil
 }
