@@ -2,7 +2,6 @@ package luks2
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"hash"
@@ -66,13 +65,6 @@ func xor(dst, src []byte) {
 func diffuse(b []byte, newHash func() hash.Hash) {
 	hh := newHash()
 	size := hh.Size()
-	if size == sha256.Size && hh.BlockSize() == sha256.BlockSize {
-		// Of the hashes hashByName accepts only SHA-256 has this shape; it is
-		// what every keyslot we write uses, and a one-shot Sum256 on the
-		// stack roughly halves the cost of the 8000 hashes of an unlock.
-		diffuseSHA256(b)
-		return
-	}
 	var idx [4]byte
 	sum := make([]byte, 0, size)
 	for i := 0; i*size < len(b); i++ {
@@ -85,17 +77,4 @@ func diffuse(b []byte, newHash func() hash.Hash) {
 		copy(chunk, sum)
 	}
 	clear(sum)
-}
-
-func diffuseSHA256(b []byte) {
-	var in [4 + sha256.Size]byte
-	for i := 0; i*sha256.Size < len(b); i++ {
-		chunk := b[i*sha256.Size : min((i+1)*sha256.Size, len(b))]
-		binary.BigEndian.PutUint32(in[:4], uint32(i))
-		n := copy(in[4:], chunk)
-		sum := sha256.Sum256(in[:4+n])
-		copy(chunk, sum[:])
-		clear(sum[:])
-	}
-	clear(in[:])
 }
