@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"log/syslog"
 	"os"
@@ -24,6 +23,7 @@ import (
 	"kmsagent/fuse/envelope"
 	"kmsagent/fuse/share"
 	"kmsagent/kmsclient"
+	"kmsagent/kmsclient/secret"
 )
 
 // fuseWorkerCommand is the hidden command the mount command re-executes
@@ -64,11 +64,12 @@ func runFormatFuse(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	var e *envelope.Envelope
 	if importFile != "" {
-		raw, err := readSecretFile(importFile)
+		raw, err := secret.ReadFile(importFile, 4096)
 		if err != nil {
 			return err
 		}
-		master, err := share.ParseMasterKey(raw)
+		master, err := share.ParseMasterKey(raw.Bytes())
+		raw.Wipe()
 		if err != nil {
 			return fmt.Errorf("%s: %w", importFile, err)
 		}
@@ -85,24 +86,6 @@ func runFormatFuse(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "%s: share %s, master key wrapped by %s key %s\n", dir, e.VolumeUUID, e.KMS.Provider, e.KMS.KeyID)
 	return nil
-}
-
-// readSecretFile reads a key file the way secret.ReadFile does, into a
-// heap buffer the caller zeroes (share.ParseMasterKey does).
-func readSecretFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s is readable by group or others (mode %#o); run chmod 600 %s", path, fi.Mode().Perm(), path)
-	}
-	return io.ReadAll(io.LimitReader(f, 4096))
 }
 
 // mountFlags are the options of mount fuse and of the worker.
