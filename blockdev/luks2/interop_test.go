@@ -17,6 +17,9 @@ func needCryptsetup(t *testing.T) string {
 	t.Helper()
 	path, err := exec.LookPath("cryptsetup")
 	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("cryptsetup (package cryptsetup-bin) is required in CI")
+		}
 		t.Skip("cryptsetup not installed")
 	}
 	return path

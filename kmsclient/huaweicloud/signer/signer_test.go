@@ -41,6 +41,9 @@ type vectors struct {
 func loadVectors(t *testing.T) *vectors {
 	t.Helper()
 	raw, err := os.ReadFile(vectorsPath)
+	if err != nil && os.Getenv("CI") != "true" {
+		t.Skipf("signing vectors not available beside the checkout: %v", err)
+	}
 	if err != nil {
 		t.Fatalf("read signing vectors: %v", err)
 	}
