@@ -11,8 +11,8 @@ import (
 	"kmsagent/kmsclient/secret"
 )
 
-// testdata is cryptsetup's own test images, shared read-only.
-const testdata = "../../../shared/testdata/cryptsetup"
+// testdata holds cryptsetup's own test images (see its README).
+const testdata = "testdata/cryptsetup"
 
 // unxz decompresses a test image into a temporary directory.
 func unxz(t testing.TB, name string) string {
@@ -20,7 +20,7 @@ func unxz(t testing.TB, name string) string {
 	src := filepath.Join(testdata, name)
 	if _, err := os.Stat(src); err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("cryptsetup's test images must be beside the checkout in CI: %v", err)
+			t.Fatalf("cryptsetup's test images must be in testdata/cryptsetup in CI: %v", err)
 		}
 		t.Skipf("test image not available: %v", err)
 	}
@@ -44,7 +44,7 @@ func untarxz(t testing.TB, name string) string {
 	}
 	if _, err := os.Stat(src); err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("cryptsetup's test images must be beside the checkout in CI: %v", err)
+			t.Fatalf("cryptsetup's test images must be in testdata/cryptsetup in CI: %v", err)
 		}
 		t.Skipf("test archive not available: %v", err)
 	}

@@ -14,8 +14,8 @@ import (
 	"time"
 )
 
-// vectorsPath is the shared vectors file, relative to this package.
-const vectorsPath = "../../../../shared/testdata/huaweicloud/signing-vectors.json"
+// vectorsPath is the published vectors file (see testdata/README.md).
+const vectorsPath = "testdata/signing-vectors.json"
 
 type vectors struct {
 	AccessKey      string            `json:"access_key"`
