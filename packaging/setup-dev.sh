@@ -5,7 +5,7 @@ bash "$(dirname "$0")/go-toolchain.sh"
 export PATH="/usr/local/go/bin:$PATH"
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in cryptsetup-bin gocryptfs fuse3 ca-certificates xz-utils bc python3 qemu-system-x86 linux-image-cloud-amd64 busybox-static qemu-utils; do
+for p in cryptsetup-bin gocryptfs fuse3 ca-certificates xz-utils bc python3 qemu-system-x86 linux-image-cloud-amd64 busybox-static qemu-utils gcc libc6-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -16,4 +16,8 @@ tools=/opt/kmsagent-tools/bin
 if [ ! -x "$tools/local-kms" ]; then
   mkdir -p "$tools"
   GOBIN="$tools" go install github.com/nsmithuk/local-kms@v0.0.0-20260228092603-2a5e92d09ab6
+fi
+if [ ! -x "$tools/staticcheck" ]; then
+  mkdir -p "$tools"
+  GOBIN="$tools" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi

@@ -22,9 +22,6 @@ const (
 	offDev         = 40
 	offName        = 48
 	offUUID        = 176
-	// offData is offsetof(struct dm_ioctl, data): the kernel refuses a
-	// data_size below it.
-	offData = 305
 
 	nameLen = 128 // DM_NAME_LEN, including the terminating NUL
 	uuidLen = 129 // DM_UUID_LEN, including the terminating NUL

@@ -232,15 +232,15 @@ func TestCallbackErrorAndPanicStillDiscardKey(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			desc := uniqueDesc(t)
 			var id int
-			run := func() (err error, panicked any) {
+			run := func() (panicked any, err error) {
 				defer func() { panicked = recover() }()
 				err = WithSecret(desc, key, func(string) error {
 					id, _ = unix.KeyctlSearch(unix.KEY_SPEC_THREAD_KEYRING, "logon", desc, 0)
 					return tt.fn()
 				})
-				return err, nil
+				return nil, err
 			}
-			err, p := run()
+			p, err := run()
 			if tt.panic {
 				if p != "boom" {
 					t.Fatalf("panic = %v, want boom re-raised in the caller", p)

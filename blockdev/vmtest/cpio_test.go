@@ -13,11 +13,10 @@ import (
 )
 
 type cpioEntry struct {
-	name         string
-	mode         uint32
-	rmaj, rmin   uint32
-	data         string
-	nameSizeSeen int
+	name       string
+	mode       uint32
+	rmaj, rmin uint32
+	data       string
 }
 
 // readCPIO parses a newc archive the way the kernel does, checking the

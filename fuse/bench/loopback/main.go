@@ -18,12 +18,18 @@ import (
 )
 
 // node is a loopback node whose files never offer a passthrough fd.
-type node struct{ fs.LoopbackNode }
+type node struct{ *fs.LoopbackNode }
 
 var (
-	_ fs.NodeOpener  = (*node)(nil)
-	_ fs.NodeCreater = (*node)(nil)
+	_ fs.NodeOpener      = (*node)(nil)
+	_ fs.NodeCreater     = (*node)(nil)
+	_ fs.NodeWrapChilder = (*node)(nil)
 )
+
+// WrapChild makes every node below the root one of ours too.
+func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	return &node{ops.(*fs.LoopbackNode)}
+}
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	fh, fl, errno := n.LoopbackNode.Open(ctx, flags)
@@ -59,10 +65,7 @@ func main() {
 		os.Exit(1)
 	}
 	root := &fs.LoopbackRoot{Path: flag.Arg(0), Dev: uint64(st.Dev)}
-	root.NewNode = func(r *fs.LoopbackRoot, parent *fs.Inode, name string, st *syscall.Stat_t) fs.InodeEmbedder {
-		return &node{fs.LoopbackNode{RootData: r}}
-	}
-	rootNode := root.NewNode(root, nil, "", &st)
+	rootNode := &node{&fs.LoopbackNode{RootData: root}}
 	root.RootNode = rootNode
 	sec := time.Second
 	server, err := fs.Mount(flag.Arg(1), rootNode, &fs.Options{
