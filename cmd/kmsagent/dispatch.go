@@ -8,33 +8,9 @@ import (
 	"path/filepath"
 )
 
-// Commands that act on both kinds of volume pick the handler by the kind
-// named first (format, mount) or by what the path is (export-key, rewrap):
-// a directory is a share, anything else a LUKS2 device or image.
-
-func runFormat(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) > 0 {
-		switch args[0] {
-		case "fuse":
-			return runFormatFuse(ctx, env, args[1:])
-		case "luks":
-			return runFormatLuks(ctx, env, args[1:])
-		}
-	}
-	return usagef("usage: kmsagent format fuse DIR --key-id ID | format luks DEVICE|FILE --key-id ID; see kmsagent format fuse --help")
-}
-
-func runMount(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) > 0 {
-		switch args[0] {
-		case "fuse":
-			return runMountFuse(ctx, env, args[1:])
-		case "luks":
-			return runMountLuks(ctx, env, args[1:])
-		}
-	}
-	return usagef("usage: kmsagent mount fuse DIR MOUNTPOINT [-o OPTIONS] | mount luks DEVICE [MOUNTPOINT] [--name NAME]")
-}
+// Commands that act on both kinds of volume and are not split by kind on
+// the command line (export-key, rewrap) pick the handler by what the path
+// is: a directory is a share, anything else a LUKS2 device or image.
 
 // runUmount closes a share mount, or a block volume by mount point or
 // device-mapper name.
@@ -76,16 +52,21 @@ func runExportKey(ctx context.Context, env *cliEnv, args []string) error {
 	return runExportKeyLuks(ctx, env, pos[0], passFile)
 }
 
-func runRewrap(ctx context.Context, env *cliEnv, args []string) error {
+// rewrapCmd is rewrap, also named "image rewrap".
+func rewrapCmd(name string) func(ctx context.Context, env *cliEnv, args []string) error {
+	return func(ctx context.Context, env *cliEnv, args []string) error { return runRewrap(ctx, env, name, args) }
+}
+
+func runRewrap(ctx context.Context, env *cliEnv, name string, args []string) error {
 	var keyID string
-	pos, err := parseFlags(env, "rewrap", "IMAGE|DEVICE|SHARE-DIR", args, 1, 1, func(fs *flag.FlagSet) {
+	pos, err := parseFlags(env, name, "IMAGE|DEVICE|SHARE-DIR", args, 1, 1, func(fs *flag.FlagSet) {
 		fs.StringVar(&keyID, "key-id", "", "KMS key to wrap the volume key under (the same key re-wraps under its current version)")
 	})
 	if err != nil {
 		return err
 	}
 	if keyID == "" {
-		return usagef("rewrap: --key-id is required")
+		return usagef("%s: --key-id is required", name)
 	}
 	if isDir(pos[0]) {
 		return runRewrapShare(ctx, env, pos[0], keyID)

@@ -19,22 +19,6 @@ import (
 // stdio is the argument that names standard input or output.
 const stdio = "-"
 
-func runImage(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) > 0 {
-		switch args[0] {
-		case "encrypt":
-			return runImageEncrypt(ctx, env, args[1:])
-		case "decrypt":
-			return runImageDecrypt(ctx, env, args[1:])
-		case "inspect":
-			return runImageInspect(ctx, env, args[1:])
-		case "rewrap":
-			return runRewrap(ctx, env, args[1:])
-		}
-	}
-	return usagef("usage: kmsagent image encrypt IN OUT --key-id ID | decrypt IMG OUT | inspect IMG | rewrap IMG --key-id ID")
-}
-
 // inputSize is the size of an input that can tell it (a regular file or
 // a block device), or -1 (a pipe).
 func inputSize(r io.Reader) int64 {

@@ -15,42 +15,20 @@ import (
 	"kmsagent/kmsclient/local"
 )
 
-type kmsCommand struct {
-	name, args, summary string
-	run                 func(ctx context.Context, env *cliEnv, args []string) error
-}
-
-func kmsCommands() []kmsCommand {
-	return []kmsCommand{
-		{"create-key", "[--alias NAME] [--description TEXT]", "create a master key; prints its id", runCreateKey},
-		{"list-keys", "[--json]", "list the master keys", runListKeys},
-		{"describe-key", "ID|ALIAS [--json]", "show a key of the configured provider", runDescribeKey},
-		{"enable-key", "ID|ALIAS", "enable a disabled key", keyStateCmd("enable-key", (*local.Store).EnableKey)},
-		{"disable-key", "ID|ALIAS", "disable a key: nothing wrapped by it unwraps until it is enabled", keyStateCmd("disable-key", (*local.Store).DisableKey)},
-		{"rotate-key", "ID|ALIAS", "add a key version; new wraps use it, old ones still unwrap", runRotateKey},
-		{"schedule-deletion", "ID|ALIAS --days N", "disable a key now and delete it after N days (7 to 1096)", runScheduleDeletion},
-		{"cancel-deletion", "ID|ALIAS", "cancel a scheduled deletion; the key stays disabled", keyStateCmd("cancel-deletion", (*local.Store).CancelDeletion)},
-		{"serve", "--listen ADDR [--access-key AK --secret-key-file FILE] [--project-id ID]", "serve the embedded KMS with the Huawei Cloud KMS v1.0 API", runServe},
+// kmsCommands are the subcommands of kmsagent kms. The key commands manage
+// the embedded local KMS ([kms.local] state_dir, or --state-dir).
+func kmsCommands() []*command {
+	return []*command{
+		{name: "create-key", summary: "create a master key; prints its id", run: runCreateKey},
+		{name: "list-keys", summary: "list the master keys", run: runListKeys},
+		{name: "describe-key", summary: "show a key of the configured provider", run: runDescribeKey},
+		{name: "enable-key", summary: "enable a disabled key", run: keyStateCmd("enable-key", (*local.Store).EnableKey)},
+		{name: "disable-key", summary: "disable a key: nothing wrapped by it unwraps until it is enabled", run: keyStateCmd("disable-key", (*local.Store).DisableKey)},
+		{name: "rotate-key", summary: "add a key version; new wraps use it, old ones still unwrap", run: runRotateKey},
+		{name: "schedule-deletion", summary: "disable a key now and delete it after N days (7 to 1096)", run: runScheduleDeletion},
+		{name: "cancel-deletion", summary: "cancel a scheduled deletion; the key stays disabled", run: keyStateCmd("cancel-deletion", (*local.Store).CancelDeletion)},
+		{name: "serve", summary: "serve the embedded KMS with the Huawei Cloud KMS v1.0 API", run: runServe},
 	}
-}
-
-func runKMS(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) == 0 || args[0] == "--help" || args[0] == "-h" || args[0] == "help" {
-		fmt.Fprintln(env.stdout, "usage: kmsagent kms COMMAND [ARGS]\n\nThe key commands manage the embedded local KMS ([kms.local] state_dir, or --state-dir).\n\nCommands:")
-		for _, c := range kmsCommands() {
-			fmt.Fprintf(env.stdout, "  %-18s %s\n", c.name, c.summary)
-		}
-		if len(args) == 0 {
-			return usagef("kms: missing command")
-		}
-		return nil
-	}
-	for _, c := range kmsCommands() {
-		if c.name == args[0] {
-			return c.run(ctx, env, args[1:])
-		}
-	}
-	return usagef("kms: unknown command %q; see kmsagent kms --help", args[0])
 }
 
 func loadConfig(env *cliEnv) (*config.Config, error) {

@@ -98,7 +98,7 @@ func TestKeyLifecycle(t *testing.T) {
 		{[]string{"kms", "describe-key", "db"}, 0, "PendingDeletion", ""},
 		{[]string{"kms", "cancel-deletion", "db"}, 0, "", ""},
 		{[]string{"kms", "describe-key", "db"}, 0, "Disabled", ""},
-		{[]string{"kms", "describe-key", "nope"}, 1, "", "not found"},
+		{[]string{"kms", "describe-key", "nope"}, exitKey, "", "not found"},
 		{[]string{"kms", "create-key", "extra"}, 2, "", "create-key"},
 		{[]string{"kms", "frobnicate"}, 2, "", "unknown command"},
 		{[]string{"kms", "list-keys", "--bogus"}, 2, "", "bogus"},
@@ -213,10 +213,10 @@ func TestServeEndToEnd(t *testing.T) {
 	if r := client("AK1", "proj").run("kms", "describe-key", id); r.code != 0 || !strings.Contains(r.stdout, "huaweicloud") || !strings.Contains(r.stdout, "shared") {
 		t.Fatalf("describe-key through serve: %d %q %q", r.code, r.stdout, r.stderr)
 	}
-	if r := client("AK2", "proj").run("kms", "describe-key", id); r.code != 1 || !strings.Contains(r.stderr, "access denied") {
+	if r := client("AK2", "proj").run("kms", "describe-key", id); r.code != exitKey || !strings.Contains(r.stderr, "access denied") {
 		t.Fatalf("wrong access key: %d %q", r.code, r.stderr)
 	}
-	if r := client("AK1", "other").run("kms", "describe-key", id); r.code != 1 {
+	if r := client("AK1", "other").run("kms", "describe-key", id); r.code != exitKey {
 		t.Fatalf("wrong project: %d %q", r.code, r.stderr)
 	}
 }

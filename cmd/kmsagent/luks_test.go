@@ -44,13 +44,18 @@ func (c *cli) mustRun(args ...string) result {
 	return r
 }
 
-// refuseRun runs a command that must fail with exit 1 and a one-line
-// error containing want.
+// refuseRun runs a command that must fail with a one-line error
+// containing want and exit 1, or exitKey when the KMS refused the key
+// ("not found").
 func (c *cli) refuseRun(want string, args ...string) {
 	c.t.Helper()
+	code := exitFailure
+	if want == "not found" {
+		code = exitKey
+	}
 	r := c.run(args...)
-	if r.code != 1 || !strings.Contains(r.stderr, want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
-		c.t.Fatalf("kmsagent %s: exit %d, stderr %q; want exit 1 and one line with %q", strings.Join(args, " "), r.code, r.stderr, want)
+	if r.code != code || !strings.Contains(r.stderr, want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		c.t.Fatalf("kmsagent %s: exit %d, stderr %q; want exit %d and one line with %q", strings.Join(args, " "), r.code, r.stderr, code, want)
 	}
 }
 
