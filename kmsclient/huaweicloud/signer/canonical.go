@@ -26,15 +26,24 @@ func canonicalRequest(r *http.Request, signed []string, body []byte) (string, er
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(body)
 	return strings.Join([]string{
 		r.Method,
 		uri,
 		canonicalQuery(query),
 		headers,
 		strings.Join(signed, ";"),
-		hex.EncodeToString(sum[:]),
+		payloadHash(r, body),
 	}, "\n"), nil
+}
+
+// payloadHash is X-Sdk-Content-Sha256 when set, else the hex SHA-256 of
+// the body.
+func payloadHash(r *http.Request, body []byte) string {
+	if v := r.Header.Get(HeaderContentSHA256); v != "" {
+		return v
+	}
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
 }
 
 // canonicalURI re-escapes every path segment the way the signer does, so
@@ -129,7 +138,7 @@ func signableHeaders(h http.Header) []string {
 
 // signable reports whether a lower-case header name may be signed.
 func signable(name string) bool {
-	return name != "" && name != "content-type" && name != "authorization" && !strings.Contains(name, "_")
+	return name != "" && !strings.HasPrefix(name, "content-type") && name != "authorization" && !strings.Contains(name, "_")
 }
 
 // escape percent-encodes everything but the RFC 3986 unreserved characters,

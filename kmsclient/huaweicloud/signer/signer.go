@@ -12,9 +12,13 @@
 //
 // The canonical URI is the path with every segment percent-encoded and a
 // trailing '/' added for signing only. The query is sorted by name, then by
-// value. Headers are signed by lower-case name; Content-Type and names
-// containing '_' are never signed, because gateways on the way may rewrite
-// or drop them.
+// value. Headers are signed by lower-case name: every header set when
+// signing except Content-Type and names containing '_', which gateways on
+// the way may rewrite or drop. Host is not signed, as the official SDK does
+// not sign it: a proxy or gateway that rewrites Host must not break the
+// signature. A request whose Content-Type is neither JSON nor BSON is
+// signed with X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD in place of the body
+// hash, as the SDK does for streamed uploads.
 package signer
 
 import (
@@ -23,7 +27,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 )
@@ -38,6 +41,11 @@ const (
 	HeaderSecurityToken = "X-Security-Token"
 	// DateFormat is the layout of HeaderDate.
 	DateFormat = "20060102T150405Z"
+	// HeaderContentSHA256, when set, is the body hash the signature uses
+	// in place of hashing the body.
+	HeaderContentSHA256 = "X-Sdk-Content-Sha256"
+	// UnsignedPayload in HeaderContentSHA256 leaves the body unsigned.
+	UnsignedPayload = "UNSIGNED-PAYLOAD"
 )
 
 // Credentials sign requests. SecurityToken is set only for temporary
@@ -50,15 +58,9 @@ type Credentials struct {
 
 // Sign sets X-Sdk-Date, X-Security-Token (for temporary credentials) and
 // Authorization on r. body must be exactly the bytes r will send. The
-// signed headers are host plus every header already set on r that may be
-// signed, so set X-Project-Id and the like before calling Sign.
+// signed headers are every header already set on r that may be signed, so
+// set User-Agent, X-Project-Id and the like before calling Sign.
 func Sign(r *http.Request, body []byte, c Credentials, t time.Time) error {
-	return sign(r, body, c, t, true)
-}
-
-// sign exists so the published vectors, which do not sign host, can run
-// through the same code as real requests.
-func sign(r *http.Request, body []byte, c Credentials, t time.Time, withHost bool) error {
 	if c.AccessKey == "" || len(c.SecretKey) == 0 {
 		return errors.New("signer: access key and secret key are required")
 	}
@@ -71,10 +73,10 @@ func sign(r *http.Request, body []byte, c Credentials, t time.Time, withHost boo
 	if c.SecurityToken != "" {
 		r.Header.Set(HeaderSecurityToken, c.SecurityToken)
 	}
-	names := signableHeaders(r.Header)
-	if withHost {
-		names = insertSorted(names, "host")
+	if ct, ok := r.Header["Content-Type"]; ok && len(ct) > 0 && !strings.Contains(ct[0], "application/json") && !strings.Contains(ct[0], "application/bson") {
+		r.Header.Set(HeaderContentSHA256, UnsignedPayload)
 	}
+	names := signableHeaders(r.Header)
 	canonical, err := canonicalRequest(r, names, body)
 	if err != nil {
 		return err
@@ -98,12 +100,4 @@ func signature(secretKey []byte, sts string) string {
 
 func authorization(accessKey string, signed []string, sig string) string {
 	return Algorithm + " Access=" + accessKey + ", SignedHeaders=" + strings.Join(signed, ";") + ", Signature=" + sig
-}
-
-func insertSorted(names []string, name string) []string {
-	i, found := slices.BinarySearch(names, name)
-	if found {
-		return names
-	}
-	return slices.Insert(names, i, name)
 }

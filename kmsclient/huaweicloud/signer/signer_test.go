@@ -82,7 +82,7 @@ func TestVectors(t *testing.T) {
 					t.Fatalf("body hash %x, vector says %s", sum, c.BodySHA256)
 				}
 			}
-			if err := sign(r, body, creds, date, false); err != nil {
+			if err := Sign(r, body, creds, date); err != nil {
 				t.Fatal(err)
 			}
 			if got := r.Header.Get("Authorization"); got != c.Authorization {
@@ -145,6 +145,7 @@ func TestSignedHeaderSelection(t *testing.T) {
 	h.Set("X-Security-Token", "tok")
 	h.Set("X-Sdk-Date", "20060102T150405Z")
 	h["TEST_UNDERSCORE"] = []string{"x"}
+	h["Content-Type-Extra"] = []string{"x"}
 	h.Set("Authorization", "old")
 	got := strings.Join(signableHeaders(h), ";")
 	if want := "x-project-id;x-sdk-date;x-security-token"; got != want {
@@ -158,7 +159,8 @@ func newSigned(t *testing.T, c Credentials, now time.Time, body string) *http.Re
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Header.Set("Content-Type", "application/json;charset=utf8")
+	r.Header.Set("Content-Type", "application/json;charset=UTF-8")
+	r.Header.Set("User-Agent", "kmsagent")
 	r.Header.Set("X-Project-Id", "p1")
 	if err := Sign(r, []byte(body), c, now); err != nil {
 		t.Fatal(err)
@@ -179,7 +181,7 @@ func TestSignVerify(t *testing.T) {
 
 	r := newSigned(t, good, now, body)
 	auth := r.Header.Get("Authorization")
-	if !strings.Contains(auth, "SignedHeaders=host;x-project-id;x-sdk-date,") {
+	if !strings.Contains(auth, "SignedHeaders=user-agent;x-project-id;x-sdk-date,") {
 		t.Errorf("unexpected signed headers in %s", auth)
 	}
 
@@ -202,7 +204,19 @@ func TestSignVerify(t *testing.T) {
 			return body, now
 		}, ErrBadSignature},
 		{"query", func(r *http.Request) (string, time.Time) { r.URL.RawQuery = "x=2"; return body, now }, ErrBadSignature},
-		{"host", func(r *http.Request) (string, time.Time) { r.Host = "evil.example.com"; return body, now }, ErrBadSignature},
+		// Host is not signed, as the SDK does not sign it: a proxy that
+		// rewrites it must not break the signature.
+		{"host-rewritten", func(r *http.Request) (string, time.Time) { r.Host = "kms.internal:8443"; return body, now }, nil},
+		{"user-agent", func(r *http.Request) (string, time.Time) { r.Header.Set("User-Agent", "other"); return body, now }, ErrBadSignature},
+		{"content-sha256-forged", func(r *http.Request) (string, time.Time) {
+			sum := sha256.Sum256([]byte(body))
+			r.Header.Set(HeaderContentSHA256, hex.EncodeToString(sum[:]))
+			return `{"key_id":"l"}`, now
+		}, ErrMalformed},
+		{"unsigned-payload", func(r *http.Request) (string, time.Time) {
+			r.Header.Set(HeaderContentSHA256, UnsignedPayload)
+			return body, now
+		}, ErrMalformed},
 		{"project", func(r *http.Request) (string, time.Time) { r.Header.Set("X-Project-Id", "p2"); return body, now }, ErrBadSignature},
 		{"method", func(r *http.Request) (string, time.Time) { r.Method = http.MethodPut; return body, now }, ErrBadSignature},
 		{"date-resigned", func(r *http.Request) (string, time.Time) {
@@ -286,4 +300,41 @@ func TestSignVerify(t *testing.T) {
 			t.Fatal("Sign without a secret key succeeded")
 		}
 	})
+}
+
+// TestSignContentType: a body that is neither JSON nor BSON is signed as
+// UNSIGNED-PAYLOAD, as the SDK signs streamed uploads; JSON bodies are
+// hashed. Host is never signed.
+func TestSignContentType(t *testing.T) {
+	now := time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC)
+	c := Credentials{AccessKey: "AK1", SecretKey: []byte("sk-one")}
+	for _, tc := range []struct {
+		contentType string
+		unsigned    bool
+	}{
+		{"", false},
+		{"application/json;charset=UTF-8", false},
+		{"application/bson", false},
+		{"application/octet-stream", true},
+		{"text/plain", true},
+	} {
+		r, err := http.NewRequest(http.MethodPost, "https://kms.example.com/v1.0/p/kms/describe-key", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.contentType != "" {
+			r.Header.Set("Content-Type", tc.contentType)
+		}
+		if err := Sign(r, []byte("{}"), c, now); err != nil {
+			t.Fatal(err)
+		}
+		auth := r.Header.Get("Authorization")
+		got := r.Header.Get(HeaderContentSHA256) == UnsignedPayload
+		if got != tc.unsigned || got != strings.Contains(auth, "x-sdk-content-sha256") {
+			t.Errorf("%q: unsigned payload %v, want %v (%s)", tc.contentType, got, tc.unsigned, auth)
+		}
+		if strings.Contains(auth, "host") || strings.Contains(auth, "content-type") {
+			t.Errorf("%q: %s signs host or content-type", tc.contentType, auth)
+		}
+	}
 }

@@ -2,6 +2,8 @@ package signer
 
 import (
 	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -65,6 +67,14 @@ func (v *Verifier) Verify(r *http.Request, body []byte, now time.Time) (string, 
 	sk, ok := v.SecretKey(auth.accessKey)
 	if !ok || len(sk) == 0 {
 		return "", ErrUnknownAccessKey
+	}
+	if v := r.Header.Get(HeaderContentSHA256); v != "" {
+		// The body carries key material and its binding: it is always
+		// signed, and a stated hash must be the body's.
+		sum := sha256.Sum256(body)
+		if v != hex.EncodeToString(sum[:]) {
+			return "", fmt.Errorf("%w: %s is not the SHA-256 of the body (unsigned payloads are refused)", ErrMalformed, HeaderContentSHA256)
+		}
 	}
 	canonical, err := canonicalRequest(r, auth.signed, body)
 	if err != nil {
