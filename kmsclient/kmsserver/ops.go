@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/huaweicloud/wire"
@@ -26,6 +27,53 @@ type encryptDataKeyRequest struct {
 	EncryptionContext           map[string]string `json:"encryption_context,omitempty"`
 	AdditionalAuthenticatedData string            `json:"additional_authenticated_data,omitempty"`
 	Sequence                    string            `json:"sequence,omitempty"`
+	Pin                         string            `json:"pin,omitempty"`
+	PinType                     string            `json:"pin_type,omitempty"`
+	KeySpec                     string            `json:"key_spec,omitempty"`
+}
+
+// cipher_text goes out in upper-case hex, as the service writes it, and is
+// read in either case.
+
+// unbound is the binding the backend gets for a request without
+// additional_authenticated_data or encryption_context: such keys are valid
+// API calls, bound to nothing. No request can name it, because it is not
+// UTF-8 and every binding decoded from JSON is; so an unbound key unwraps
+// only without a binding, and a bound key never unwraps as unbound.
+const unbound = "\xffunbound"
+
+// checkKeyID answers KMS.0204 or KMS.0205 unless keyID is a key id, as
+// the service does: aliases are resolved by the caller, never here.
+func checkKeyID(w http.ResponseWriter, rec *record, keyID string) (int, bool) {
+	if keyID == "" {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeMissingParameter, "key_id is missing"), false
+	}
+	if !wire.ValidKeyID(keyID) {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadKeyID, "key_id is not a key id (36 characters such as 0d0466b0-e727-4d9c-b35d-f84bb474a37f); aliases are not accepted"), false
+	}
+	return 0, true
+}
+
+// checkSequence answers KMS.0206 for a sequence that is not 36 bytes.
+// The sequence only labels the request; it changes nothing.
+func checkSequence(w http.ResponseWriter, rec *record, seq string) (int, bool) {
+	if seq != "" && len(seq) != wire.SequenceLength {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadSequence, "sequence must be 36 bytes"), false
+	}
+	return 0, true
+}
+
+// checkPin refuses PIN protection, which the service offers only for
+// level-4 (dedicated HSM) key stores; a pin_type alone is checked and
+// ignored.
+func checkPin(w http.ResponseWriter, rec *record, pin, pinType string) (int, bool) {
+	if pinType != "" && pinType != wire.PinTypeCipherText && pinType != wire.PinTypePlainText {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadParameter, "pin_type must be CipherText or PlainText"), false
+	}
+	if pin != "" {
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadParameter, "pin is supported only for keys in a dedicated key store, which this KMS does not have"), false
+	}
+	return 0, true
 }
 
 // decodeRequest decodes body strictly: unknown members, trailing data and
@@ -61,6 +109,9 @@ func bindingOf(aad string, ctxMap map[string]string) (string, error) {
 		return "", fmt.Errorf("additional_authenticated_data is longer than %d bytes", wire.MaxAdditionalAuthenticatedData)
 	}
 	if ctxMap == nil {
+		if aad == "" {
+			return unbound, nil
+		}
 		return aad, nil
 	}
 	if b, ok := ctxMap[wire.ContextBinding]; ok && len(ctxMap) == 1 {
@@ -83,17 +134,28 @@ func (s *server) createDataKey(withPlaintext bool) opFunc {
 			return fail(w, rec, http.StatusBadRequest, wire.CodeBadJSON, err.Error())
 		}
 		rec.keyID = req.KeyID
-		if req.KeyID == "" {
-			return fail(w, rec, http.StatusBadRequest, wire.CodeMissingParameter, "key_id is missing")
+		if status, ok := checkKeyID(w, rec, req.KeyID); !ok {
+			return status
 		}
-		if req.KeySpec != "" && req.KeySpec != "AES_256" && req.KeySpec != "AES_128" {
-			return fail(w, rec, http.StatusBadRequest, wire.CodeBadParameter, "key_spec must be AES_256 or AES_128")
+		if status, ok := checkSequence(w, rec, req.Sequence); !ok {
+			return status
+		}
+		if status, ok := checkPin(w, rec, req.Pin, req.PinType); !ok {
+			return status
 		}
 		bits := 256
-		if req.KeySpec == "AES_128" {
-			bits = 128
+		if req.KeySpec != "" {
+			n, ok := wire.DataKeySpecs[req.KeySpec]
+			switch {
+			case !ok:
+				return fail(w, rec, http.StatusBadRequest, wire.CodeBadParameter, "key_spec must be one of AES_256, AES_128, SM4, HMAC_256, HMAC_384, HMAC_512, HMAC_SM3")
+			case strings.HasPrefix(req.KeySpec, "SM") || strings.HasSuffix(req.KeySpec, "SM3"):
+				return fail(w, rec, http.StatusBadRequest, wire.CodeBadParameter, "key_spec "+req.KeySpec+" needs an SM4 master key; this KMS has AES-256 master keys only")
+			}
+			bits = n
 		}
 		if req.DataKeyLength != "" {
+			// datakey_length wins over key_spec, as the service documents.
 			n, ok := wire.ParseDecimal(req.DataKeyLength, 8, wire.MaxDataKeyBytes*8)
 			if !ok || n%8 != 0 {
 				return fail(w, rec, http.StatusBadRequest, wire.CodeBadDataKeyLength, "datakey_length must be a multiple of 8 bits from 8 to 8192")
@@ -113,7 +175,7 @@ func (s *server) createDataKey(withPlaintext bool) opFunc {
 		if withPlaintext {
 			members = append(members, wire.Member{Name: "plain_text", Hex: [][]byte{dk.Plaintext.Bytes()}})
 		}
-		members = append(members, wire.Member{Name: "cipher_text", String: hex.EncodeToString(dk.Wrapped)})
+		members = append(members, wire.Member{Name: "cipher_text", String: strings.ToUpper(hex.EncodeToString(dk.Wrapped))})
 		return writeSecretJSON(w, rec, members)
 	}
 }
@@ -128,6 +190,19 @@ func (s *server) encryptDataKey(ctx context.Context, w http.ResponseWriter, body
 	rec.keyID = req.KeyID
 	if req.KeyID == "" || req.PlainText == nil || req.DataKeyPlainLength == "" {
 		return fail(w, rec, http.StatusBadRequest, wire.CodeMissingParameter, "key_id, plain_text and datakey_plain_length are required")
+	}
+	if status, ok := checkKeyID(w, rec, req.KeyID); !ok {
+		return status
+	}
+	if status, ok := checkSequence(w, rec, req.Sequence); !ok {
+		return status
+	}
+	if status, ok := checkPin(w, rec, req.Pin, req.PinType); !ok {
+		return status
+	}
+	if req.KeySpec != "" {
+		// SM2 and RSA data keys belong to level-4 key stores.
+		return fail(w, rec, http.StatusBadRequest, wire.CodeBadParameter, "key_spec is supported only for keys in a dedicated key store, which this KMS does not have")
 	}
 	n, ok := wire.ParseDecimal(req.DataKeyPlainLength, 1, wire.MaxDataKeyBytes)
 	if !ok {
@@ -157,7 +232,7 @@ func (s *server) encryptDataKey(ctx context.Context, w http.ResponseWriter, body
 	}
 	return writeJSON(w, rec, http.StatusOK, wire.EncryptDataKeyResponse{
 		KeyID:         req.KeyID,
-		CipherText:    hex.EncodeToString(wrapped),
+		CipherText:    strings.ToUpper(hex.EncodeToString(wrapped)),
 		DataKeyLength: strconv.Itoa(n),
 	})
 }
@@ -170,6 +245,12 @@ func (s *server) decryptDataKey(ctx context.Context, w http.ResponseWriter, body
 	rec.keyID = req.KeyID
 	if req.KeyID == "" || req.CipherText == "" || req.DataKeyCipherLength == "" {
 		return fail(w, rec, http.StatusBadRequest, wire.CodeMissingParameter, "key_id, cipher_text and datakey_cipher_length are required")
+	}
+	if status, ok := checkKeyID(w, rec, req.KeyID); !ok {
+		return status
+	}
+	if status, ok := checkSequence(w, rec, req.Sequence); !ok {
+		return status
 	}
 	n, ok := wire.ParseDecimal(req.DataKeyCipherLength, 1, wire.MaxDataKeyBytes)
 	if !ok {
@@ -205,8 +286,11 @@ func (s *server) describeKey(ctx context.Context, w http.ResponseWriter, body []
 		return fail(w, rec, http.StatusBadRequest, wire.CodeBadJSON, err.Error())
 	}
 	rec.keyID = req.KeyID
-	if req.KeyID == "" {
-		return fail(w, rec, http.StatusBadRequest, wire.CodeMissingParameter, "key_id is missing")
+	if status, ok := checkKeyID(w, rec, req.KeyID); !ok {
+		return status
+	}
+	if status, ok := checkSequence(w, rec, req.Sequence); !ok {
+		return status
 	}
 	info, err := s.store.DescribeKey(ctx, req.KeyID)
 	if err != nil {

@@ -94,7 +94,7 @@ func New(store Backend, opts Options) http.Handler {
 		wire.OpDecryptDataKey:           s.decryptDataKey,
 		wire.OpDescribeKey:              s.describeKey,
 	}
-	return s
+	return withRequestID(s)
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -109,6 +109,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.Int("status", status),
 		slog.Duration("duration", time.Since(start)),
 		slog.String("remote", r.RemoteAddr),
+		slog.String("request_id", requestID(r.Context())),
 	}
 	level := slog.LevelInfo
 	if rec.code != "" {

@@ -250,7 +250,7 @@ func TestRefusals(t *testing.T) {
 		{"number not string", "POST", decryptPath, []byte(`{"key_id":"x","cipher_text":"00","datakey_cipher_length":32}`), testSK, now, 400, wire.CodeBadJSON},
 		{"trailing data", "POST", wire.Path(testProject, wire.OpDescribeKey), []byte(`{"key_id":"x"} {}`), testSK, now, 400, wire.CodeBadJSON},
 		{"missing key", "POST", decryptPath, []byte(`{"cipher_text":"00","datakey_cipher_length":"32"}`), testSK, now, 400, wire.CodeMissingParameter},
-		{"bad length", "POST", decryptPath, []byte(`{"key_id":"x","cipher_text":"00","datakey_cipher_length":"032"}`), testSK, now, 400, wire.CodeBadCipherLength},
+		{"bad length", "POST", decryptPath, []byte(`{"key_id":"` + info.ID + `","cipher_text":"00","datakey_cipher_length":"032"}`), testSK, now, 400, wire.CodeBadCipherLength},
 		{"cipher not hex", "POST", decryptPath, []byte(`{"key_id":"` + info.ID + `","cipher_text":"zz","datakey_cipher_length":"32"}`), testSK, now, 400, wire.CodeBadCipherText},
 		{"garbage cipher", "POST", decryptPath, []byte(`{"key_id":"` + info.ID + `","cipher_text":"0011","datakey_cipher_length":"32","additional_authenticated_data":"b"}`), testSK, now, 400, wire.CodeBadCipherText},
 		{"unknown key", "POST", wire.Path(testProject, wire.OpDescribeKey), []byte(`{"key_id":"3f1b6c9e-0000-4000-8000-000000000000"}`), testSK, now, 404, wire.CodeKeyNotFound},

@@ -20,7 +20,8 @@ const (
 	OpDecryptDataKey               = "decrypt-datakey"
 	OpDescribeKey                  = "describe-key"
 	HeaderProjectID                = "X-Project-Id"
-	ContentType                    = "application/json;charset=utf8"
+	HeaderRequestID                = "X-Request-Id" // set by the service on every answer
+	ContentType                    = "application/json;charset=UTF-8" // as the SDK sends it
 	MaxDataKeyBytes                = 1024 // datakey_length up to 8192 bits
 	MaxAdditionalAuthenticatedData = 128
 	MaxEncryptionContext           = 8192
@@ -45,6 +46,8 @@ type CreateDataKeyRequest struct {
 	EncryptionContext           map[string]string `json:"encryption_context,omitempty"`
 	AdditionalAuthenticatedData string            `json:"additional_authenticated_data,omitempty"`
 	Sequence                    string            `json:"sequence,omitempty"`
+	Pin                         string            `json:"pin,omitempty"`
+	PinType                     string            `json:"pin_type,omitempty"`
 }
 
 // CreateDataKeyResponse answers create-datakey; PlainText is absent for
@@ -119,6 +122,51 @@ const (
 	KeyStatePendingDeletion   = "4"
 	KeyStatePendingImport     = "5"
 )
+
+// Data key specs of create-datakey (key_spec) and their length in bits.
+// The SM ones need an SM4 master key.
+var DataKeySpecs = map[string]int{
+	"AES_256":  256,
+	"AES_128":  128,
+	"SM4":      128,
+	"HMAC_256": 256,
+	"HMAC_384": 384,
+	"HMAC_512": 512,
+	"HMAC_SM3": 256,
+}
+
+// PIN types of pin_type; the service's default is PinTypeCipherText.
+const (
+	PinTypeCipherText = "CipherText"
+	PinTypePlainText  = "PlainText"
+)
+
+// ValidKeyID reports whether s is a key id as the service takes it: 36
+// characters matching ^[0-9a-z]{8}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{12}$.
+// Aliases are not key ids; the service answers KMS.0205 for them.
+func ValidKeyID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// SequenceLength is the length of the optional sequence member, a request
+// serial number such as 919c82d4-8046-4722-9094-35c3c6524cff.
+const SequenceLength = 36
 
 // ParseDecimal parses a JSON-string number: ASCII digits only, no sign, no
 // leading zeros, within [lo, hi].
