@@ -41,6 +41,9 @@ type Error struct {
 	Status   int    // HTTP status, when there was one
 	Message  string // provider's message, trimmed to one line
 	Err      error  // underlying cause (network error, ...), may be nil
+	// RequestID is the id the KMS gave the request (X-Request-Id), which
+	// its operator needs to find the call in their logs.
+	RequestID string
 }
 
 func (e *Error) Error() string {
@@ -62,6 +65,9 @@ func (e *Error) Error() string {
 	}
 	if e.Err != nil {
 		detail = append(detail, oneLine(e.Err.Error()))
+	}
+	if e.RequestID != "" {
+		detail = append(detail, "request id "+oneLine(e.RequestID))
 	}
 	if len(detail) > 0 {
 		fmt.Fprintf(&b, " (%s)", strings.Join(detail, ": "))

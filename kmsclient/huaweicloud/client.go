@@ -10,9 +10,17 @@
 // decrypt-datakey needs the length of the plaintext key, which the KMS
 // ciphertext does not document, so wrapped keys are framed as
 //
-//	0x01 | data key length (uint16, big endian) | KMS cipher_text bytes
+//	0x02 | data key length (uint16, big endian) | cipher_text
 //
-// Strip the first three bytes to hand a wrapped key to other Huawei tools.
+// where cipher_text is the hex text exactly as the service returned it,
+// case included, and is sent back unchanged. Version 0x01 frames, which
+// held the decoded bytes, are still read. Strip the first three bytes to
+// hand a wrapped key to other Huawei tools.
+//
+// Key ids are checked before any request: the service takes only ids (a
+// UUID in lower case) and answers KMS.0205 for anything else, aliases
+// included, so an alias fails here, the same against kms serve as in
+// production (ErrNotKeyID).
 //
 // The client does not retry; wrap it with kmsclient.WithRetry. It does not
 // follow redirects either: a signed request goes to the configured
@@ -93,12 +101,16 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 // Provider is "huaweicloud".
 func (c *Client) Provider() string { return providerName }
 
+// userAgent names the client; it is signed, as the SDK signs its own.
+const userAgent = "kmsagent-huaweicloud-kms/1"
+
 // call signs and POSTs body to a KMS operation and returns the response
-// body of a 2xx answer. The caller zeroes the returned buffer.
+// body of a 2xx answer and the X-Request-Id the service gave the call. The
+// caller zeroes the returned buffer.
 //
 // When wipe is set the body holds key material: call zeroes it once the
 // transport is done with it, and does not let the transport replay it.
-func (c *Client) call(ctx context.Context, op, keyID, apiOp string, body []byte, wipe bool) ([]byte, error) {
+func (c *Client) call(ctx context.Context, op, keyID, apiOp string, body []byte, wipe bool) ([]byte, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	handed := false
@@ -111,7 +123,7 @@ func (c *Client) call(ctx context.Context, op, keyID, apiOp string, body []byte,
 	}
 	cred, err := c.creds.credentials(ctx)
 	if err != nil {
-		return nil, c.credentialsError(op, keyID, err)
+		return nil, "", c.credentialsError(op, keyID, err)
 	}
 	u := *c.base
 	u.Path += wire.Path(c.cfg.ProjectID, apiOp)
@@ -122,37 +134,39 @@ func (c *Client) call(ctx context.Context, op, keyID, apiOp string, body []byte,
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), rd)
 	if err != nil {
-		return nil, c.fail(op, keyID, kmsclient.ErrInvalidRequest, "build request: %v", err)
+		return nil, "", c.fail(op, keyID, kmsclient.ErrInvalidRequest, "build request: %v", err)
 	}
 	if wipe {
 		req.ContentLength = int64(len(body))
 	}
 	req.Header.Set("Content-Type", wire.ContentType)
+	req.Header.Set("User-Agent", userAgent)
 	req.Header.Set(wire.HeaderProjectID, c.cfg.ProjectID)
 	err = signer.Sign(req, body, cred.creds, c.now())
 	runtime.KeepAlive(cred) // cred.sk backs cred.creds.SecretKey
 	if err != nil {
-		return nil, c.fail(op, keyID, kmsclient.ErrInvalidRequest, "sign request: %v", err)
+		return nil, "", c.fail(op, keyID, kmsclient.ErrInvalidRequest, "sign request: %v", err)
 	}
 	handed = true
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Err: err}
+		return nil, "", &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Err: err}
 	}
 	defer resp.Body.Close()
+	reqID := requestIDOf(resp.Header)
 	out, err := secret.ReadAll(resp.Body, resp.ContentLength, maxResponse)
 	if err != nil {
-		return nil, &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Status: resp.StatusCode, Message: "read response", Err: err}
+		return nil, "", &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Status: resp.StatusCode, Message: "read response", Err: err, RequestID: reqID}
 	}
 	if resp.StatusCode/100 == 3 {
 		secret.Zero(out)
-		return nil, c.redirectError(op, keyID, resp)
+		return nil, "", c.redirectError(op, keyID, resp, reqID)
 	}
 	if resp.StatusCode/100 != 2 {
 		defer secret.Zero(out)
-		return nil, responseError(op, keyID, resp.StatusCode, out)
+		return nil, "", responseError(op, keyID, resp.StatusCode, reqID, out)
 	}
-	return out, nil
+	return out, reqID, nil
 }
 
 func (c *Client) fail(op, keyID string, kind error, format string, args ...any) error {
@@ -161,20 +175,20 @@ func (c *Client) fail(op, keyID string, kind error, format string, args ...any) 
 
 // badResponse reports a 2xx answer the client cannot use. It is counted as
 // unavailability: a proxy in the way is the likely cause.
-func (c *Client) badResponse(op, keyID, format string, args ...any) error {
-	return c.fail(op, keyID, kmsclient.ErrUnavailable, "malformed KMS response: "+format, args...)
+func (c *Client) badResponse(op, keyID, reqID, format string, args ...any) error {
+	return &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Message: fmt.Sprintf("malformed KMS response: "+format, args...), RequestID: reqID}
 }
 
 // redirectError reports a redirect, which the client does not follow: it
 // points at a misconfigured endpoint (http for https, a moved host), and a
 // signed request carrying key material goes where the config says or
 // nowhere.
-func (c *Client) redirectError(op, keyID string, resp *http.Response) error {
+func (c *Client) redirectError(op, keyID string, resp *http.Response, reqID string) error {
 	msg := "the endpoint answered with a redirect, which is not followed; set endpoint to the KMS URL itself"
 	if loc := resp.Header.Get("Location"); loc != "" {
 		msg = fmt.Sprintf("the endpoint redirects to %s, which is not followed; set endpoint to the KMS URL itself", redactHex(loc))
 	}
-	return &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrInvalidRequest, Status: resp.StatusCode, Message: msg}
+	return &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrInvalidRequest, Status: resp.StatusCode, Message: msg, RequestID: reqID}
 }
 
 func (c *Client) credentialsError(op, keyID string, err error) error {

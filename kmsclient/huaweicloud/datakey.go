@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strconv"
 
 	"kmsagent/kmsclient"
@@ -14,28 +16,74 @@ import (
 	"kmsagent/kmsclient/secret"
 )
 
-// Framing of wrapped keys; see the package comment.
+// Framing of wrapped keys; see the package comment. Version 1 held the
+// cipher_text decoded from hex; it is still read, and sent back as
+// lower-case hex.
 const (
-	frameVersion = 1
-	frameHeader  = 3
+	frameV1     = 1
+	frameV2     = 2
+	frameHeader = 3
+	// maxCipherText bounds cipher_text: a 1024-byte key wrapped with its
+	// metadata is well under 4 KiB of hex.
+	maxCipherText = 16 << 10
 )
 
-func frame(keyLen int, cipherText []byte) []byte {
+// frame wraps cipher_text exactly as the service returned it, case
+// included: the service reads its own form back, and nothing says it
+// reads any other.
+func frame(keyLen int, cipherText string) []byte {
 	out := make([]byte, frameHeader, frameHeader+len(cipherText))
-	out[0] = frameVersion
+	out[0] = frameV2
 	binary.BigEndian.PutUint16(out[1:], uint16(keyLen))
 	return append(out, cipherText...)
 }
 
-func unframe(wrapped []byte) (keyLen int, cipherText []byte, ok bool) {
-	if len(wrapped) <= frameHeader || wrapped[0] != frameVersion {
-		return 0, nil, false
+func unframe(wrapped []byte) (keyLen int, cipherText string, ok bool) {
+	if len(wrapped) <= frameHeader {
+		return 0, "", false
 	}
 	keyLen = int(binary.BigEndian.Uint16(wrapped[1:]))
 	if keyLen < 1 || keyLen > wire.MaxDataKeyBytes {
-		return 0, nil, false
+		return 0, "", false
 	}
-	return keyLen, wrapped[frameHeader:], true
+	rest := wrapped[frameHeader:]
+	switch wrapped[0] {
+	case frameV1:
+		return keyLen, hex.EncodeToString(rest), true
+	case frameV2:
+		if !validCipherText(string(rest)) {
+			return 0, "", false
+		}
+		return keyLen, string(rest), true
+	}
+	return 0, "", false
+}
+
+// validCipherText reports whether s is a cipher_text as the service
+// writes it: hex digits of either case, a whole number of bytes.
+func validCipherText(s string) bool {
+	if s == "" || len(s)%2 != 0 || len(s) > maxCipherText {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isHex(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// ErrNotKeyID is the cause of the error for a key id the service would
+// refuse (KMS.0205): it takes key ids only, so aliases are resolved to
+// ids before they reach this client.
+var ErrNotKeyID = errors.New("Huawei Cloud KMS takes key ids (36 characters such as 0d0466b0-e727-4d9c-b35d-f84bb474a37f), not aliases")
+
+// checkKeyID refuses, before any request, a key id the service refuses.
+func (c *Client) checkKeyID(op, keyID string) error {
+	if wire.ValidKeyID(keyID) {
+		return nil
+	}
+	return &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrInvalidRequest, Message: "not a key id", Err: ErrNotKeyID}
 }
 
 // binding returns the request members that carry the binding. Every
@@ -63,6 +111,9 @@ func checkSize(n int) bool { return n >= 1 && n <= wire.MaxDataKeyBytes }
 // GenerateDataKey calls create-datakey.
 func (c *Client) GenerateDataKey(ctx context.Context, keyID string, size int, binding string) (*kmsclient.DataKey, error) {
 	const op = "generate-data-key"
+	if err := c.checkKeyID(op, keyID); err != nil {
+		return nil, err
+	}
 	if !checkSize(size) {
 		return nil, c.fail(op, keyID, kmsclient.ErrInvalidRequest, "data key size %d bytes, want 1 to %d", size, wire.MaxDataKeyBytes)
 	}
@@ -79,7 +130,7 @@ func (c *Client) GenerateDataKey(ctx context.Context, keyID string, size int, bi
 	if err != nil {
 		return nil, c.fail(op, keyID, kmsclient.ErrInvalidRequest, "encode request: %v", err)
 	}
-	resp, err := c.call(ctx, op, keyID, wire.OpCreateDataKey, body, false)
+	resp, reqID, err := c.call(ctx, op, keyID, wire.OpCreateDataKey, body, false)
 	if err != nil {
 		return nil, err
 	}
@@ -88,14 +139,13 @@ func (c *Client) GenerateDataKey(ctx context.Context, keyID string, size int, bi
 	err = json.Unmarshal(resp, &out)
 	defer out.PlainText.Wipe()
 	if err != nil {
-		return nil, c.badResponse(op, keyID, "create-datakey: %v", err)
+		return nil, c.badResponse(op, keyID, reqID, "create-datakey: %v", err)
 	}
 	if len(out.PlainText) != size {
-		return nil, c.badResponse(op, keyID, "create-datakey returned a %d-byte key, asked for %d", len(out.PlainText), size)
+		return nil, c.badResponse(op, keyID, reqID, "create-datakey returned a %d-byte key, asked for %d", len(out.PlainText), size)
 	}
-	cipherText, err := hex.DecodeString(out.CipherText)
-	if err != nil || len(cipherText) == 0 {
-		return nil, c.badResponse(op, keyID, "create-datakey cipher_text is not hex")
+	if !validCipherText(out.CipherText) {
+		return nil, c.badResponse(op, keyID, reqID, "create-datakey cipher_text is not hex")
 	}
 	pt, err := secret.FromBytes(out.PlainText)
 	if err != nil {
@@ -105,7 +155,7 @@ func (c *Client) GenerateDataKey(ctx context.Context, keyID string, size int, bi
 	if id == "" {
 		id = keyID
 	}
-	return &kmsclient.DataKey{Plaintext: pt, Wrapped: frame(size, cipherText), KeyID: id}, nil
+	return &kmsclient.DataKey{Plaintext: pt, Wrapped: frame(size, out.CipherText), KeyID: id}, nil
 }
 
 // Encrypt calls encrypt-datakey, which takes the key followed by its
@@ -115,6 +165,9 @@ func (c *Client) Encrypt(ctx context.Context, keyID string, plaintext *secret.Ke
 }
 
 func (c *Client) encrypt(ctx context.Context, op, keyID string, plaintext *secret.Key, binding string) ([]byte, error) {
+	if err := c.checkKeyID(op, keyID); err != nil {
+		return nil, err
+	}
 	n := plaintext.Len()
 	if !checkSize(n) {
 		return nil, c.fail(op, keyID, kmsclient.ErrInvalidRequest, "key size %d bytes, want 1 to %d", n, wire.MaxDataKeyBytes)
@@ -142,23 +195,22 @@ func (c *Client) encrypt(ctx context.Context, op, keyID string, plaintext *secre
 	if err != nil {
 		return nil, c.fail(op, keyID, kmsclient.ErrInvalidRequest, "encode request: %v", err)
 	}
-	resp, err := c.call(ctx, op, keyID, wire.OpEncryptDataKey, body, true)
+	resp, reqID, err := c.call(ctx, op, keyID, wire.OpEncryptDataKey, body, true)
 	if err != nil {
 		return nil, err
 	}
 	defer secret.Zero(resp)
 	var out wire.EncryptDataKeyResponse
 	if err := json.Unmarshal(resp, &out); err != nil {
-		return nil, c.badResponse(op, keyID, "encrypt-datakey: %v", err)
+		return nil, c.badResponse(op, keyID, reqID, "encrypt-datakey: %v", err)
 	}
 	if out.DataKeyLength != "" && out.DataKeyLength != strconv.Itoa(n) {
-		return nil, c.badResponse(op, keyID, "encrypt-datakey reports a %s-byte key, sent %d", out.DataKeyLength, n)
+		return nil, c.badResponse(op, keyID, reqID, "encrypt-datakey reports a %q-byte key, sent %d", redactHex(out.DataKeyLength), n)
 	}
-	cipherText, err := hex.DecodeString(out.CipherText)
-	if err != nil || len(cipherText) == 0 {
-		return nil, c.badResponse(op, keyID, "encrypt-datakey cipher_text is not hex")
+	if !validCipherText(out.CipherText) {
+		return nil, c.badResponse(op, keyID, reqID, "encrypt-datakey cipher_text is not hex")
 	}
-	return frame(n, cipherText), nil
+	return frame(n, out.CipherText), nil
 }
 
 // Decrypt calls decrypt-datakey and checks the returned key against the
@@ -168,6 +220,9 @@ func (c *Client) Decrypt(ctx context.Context, keyID string, wrapped []byte, bind
 }
 
 func (c *Client) decrypt(ctx context.Context, op, keyID string, wrapped []byte, binding string) (*secret.Key, error) {
+	if err := c.checkKeyID(op, keyID); err != nil {
+		return nil, err
+	}
 	n, cipherText, ok := unframe(wrapped)
 	if !ok {
 		return nil, c.fail(op, keyID, kmsclient.ErrInvalidCiphertext, "not a huaweicloud wrapped key (bad framing)")
@@ -178,7 +233,7 @@ func (c *Client) decrypt(ctx context.Context, op, keyID string, wrapped []byte, 
 	}
 	body, err := json.Marshal(wire.DecryptDataKeyRequest{
 		KeyID:                       keyID,
-		CipherText:                  hex.EncodeToString(cipherText),
+		CipherText:                  cipherText,
 		DataKeyCipherLength:         strconv.Itoa(n),
 		EncryptionContext:           ctxMap,
 		AdditionalAuthenticatedData: aad,
@@ -186,7 +241,7 @@ func (c *Client) decrypt(ctx context.Context, op, keyID string, wrapped []byte, 
 	if err != nil {
 		return nil, c.fail(op, keyID, kmsclient.ErrInvalidRequest, "encode request: %v", err)
 	}
-	resp, err := c.call(ctx, op, keyID, wire.OpDecryptDataKey, body, false)
+	resp, reqID, err := c.call(ctx, op, keyID, wire.OpDecryptDataKey, body, false)
 	if err != nil {
 		return nil, err
 	}
@@ -195,15 +250,17 @@ func (c *Client) decrypt(ctx context.Context, op, keyID string, wrapped []byte, 
 	err = json.Unmarshal(resp, &out)
 	defer out.DataKey.Wipe()
 	if err != nil {
-		return nil, c.badResponse(op, keyID, "decrypt-datakey: %v", err)
+		return nil, c.badResponse(op, keyID, reqID, "decrypt-datakey: %v", err)
 	}
 	if len(out.DataKey) != n || (out.DataKeyLength != "" && out.DataKeyLength != strconv.Itoa(n)) {
-		return nil, c.fail(op, keyID, kmsclient.ErrInvalidCiphertext, "decrypt-datakey returned a %d-byte key, the wrapped key says %d", len(out.DataKey), n)
+		return nil, &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrInvalidCiphertext, RequestID: reqID,
+			Message: fmt.Sprintf("decrypt-datakey returned a %d-byte key, the wrapped key says %d", len(out.DataKey), n)}
 	}
 	want, err := hex.DecodeString(out.DataKeyDigest)
 	got := sha256.Sum256(out.DataKey)
 	if err != nil || subtle.ConstantTimeCompare(got[:], want) != 1 {
-		return nil, c.fail(op, keyID, kmsclient.ErrInvalidCiphertext, "datakey_dgst does not match the returned key")
+		return nil, &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrInvalidCiphertext, RequestID: reqID,
+			Message: "datakey_dgst does not match the returned key"}
 	}
 	key, err := secret.FromBytes(out.DataKey)
 	if err != nil {
@@ -217,6 +274,9 @@ func (c *Client) decrypt(ctx context.Context, op, keyID string, wrapped []byte, 
 // memory, between the two calls.
 func (c *Client) ReEncrypt(ctx context.Context, srcKeyID string, wrapped []byte, dstKeyID string, binding string) ([]byte, error) {
 	const op = "re-encrypt"
+	if err := c.checkKeyID(op, dstKeyID); err != nil {
+		return nil, err
+	}
 	pt, err := c.decrypt(ctx, op, srcKeyID, wrapped, binding)
 	if err != nil {
 		return nil, err

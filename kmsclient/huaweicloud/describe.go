@@ -20,21 +20,24 @@ var keyStates = map[string]kmsclient.KeyState{
 // DescribeKey calls describe-key.
 func (c *Client) DescribeKey(ctx context.Context, keyID string) (*kmsclient.KeyInfo, error) {
 	const op = "describe-key"
+	if err := c.checkKeyID(op, keyID); err != nil {
+		return nil, err
+	}
 	body, err := json.Marshal(wire.DescribeKeyRequest{KeyID: keyID})
 	if err != nil {
 		return nil, c.fail(op, keyID, kmsclient.ErrInvalidRequest, "encode request: %v", err)
 	}
-	resp, err := c.call(ctx, op, keyID, wire.OpDescribeKey, body, false)
+	resp, reqID, err := c.call(ctx, op, keyID, wire.OpDescribeKey, body, false)
 	if err != nil {
 		return nil, err
 	}
 	var out wire.DescribeKeyResponse
 	if err := json.Unmarshal(resp, &out); err != nil {
-		return nil, c.badResponse(op, keyID, "describe-key: %v", err)
+		return nil, c.badResponse(op, keyID, reqID, "describe-key: %v", err)
 	}
 	k := out.KeyInfo
 	if k.KeyID == "" {
-		return nil, c.badResponse(op, keyID, "describe-key: no key_info")
+		return nil, c.badResponse(op, keyID, reqID, "describe-key: no key_info")
 	}
 	state, ok := keyStates[k.KeyState]
 	if !ok {

@@ -3,7 +3,9 @@ package huaweicloud
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 
 	"kmsagent/kmsclient"
@@ -56,21 +58,15 @@ func kindOf(status int, code string) error {
 	}
 }
 
-// responseError builds the error of a non-2xx response. KMS wraps the code
-// in {"error":{...}}; the API gateway puts it at the top level.
-func responseError(op, keyID string, status int, body []byte) error {
-	var code, msg string
-	var wrapped wire.ErrorBody
-	var top wire.ErrorDetail
-	switch {
-	case json.Unmarshal(body, &wrapped) == nil && wrapped.Error.Code != "":
-		code, msg = wrapped.Error.Code, wrapped.Error.Message
-	case json.Unmarshal(body, &top) == nil && top.Code != "":
-		code, msg = top.Code, top.Message
-	default:
+// responseError builds the error of a non-2xx response, reading the code
+// and message where the SDK's ServiceResponseError reads them (see
+// errorFields). reqID is the response's X-Request-Id.
+func responseError(op, keyID string, status int, reqID string, body []byte) error {
+	code, msg, ok := errorFields(body)
+	if !ok {
 		// Not a KMS answer (a proxy page, say); keep its first line.
 		line, _, _ := bytes.Cut(bytes.TrimSpace(body), []byte("\n"))
-		msg = string(line)
+		code, msg = "", string(line)
 	}
 	if !plausibleCode(code) {
 		// Codes are printed as they are; anything else is not a code.
@@ -79,17 +75,73 @@ func responseError(op, keyID string, status int, body []byte) error {
 	return &kmsclient.Error{
 		Provider: providerName, Op: op, KeyID: keyID,
 		Kind: kindOf(status, code), Code: code, Status: status,
-		Message: redactHex(msg),
+		Message: redactHex(msg), RequestID: reqID,
 	}
 }
 
+// maxErrorDepth bounds how deep errorFields looks for a code.
+const maxErrorDepth = 8
+
+// errorFields reads an error body as the SDK does: error_code with
+// error_msg, else code with message, both non-empty strings, in the top
+// level object or else in any object nested in it (KMS wraps them in
+// "error", other services in other keys). Where the SDK takes whichever
+// nested object its map iteration meets last, this takes "error" first,
+// then the others in name order, so the answer does not vary.
+func errorFields(body []byte) (code, msg string, ok bool) {
+	var m map[string]any
+	if json.Unmarshal(body, &m) != nil {
+		return "", "", false
+	}
+	return findError(m, maxErrorDepth)
+}
+
+func findError(m map[string]any, depth int) (code, msg string, ok bool) {
+	for _, names := range [][2]string{{"error_code", "error_msg"}, {"code", "message"}} {
+		c, _ := m[names[0]].(string)
+		s, _ := m[names[1]].(string)
+		if c != "" && s != "" {
+			return c, s, true
+		}
+	}
+	if depth == 0 {
+		return "", "", false
+	}
+	keys := slices.Sorted(maps.Keys(m))
+	if i := slices.Index(keys, "error"); i > 0 {
+		keys = append(append([]string{"error"}, keys[:i]...), keys[i+1:]...)
+	}
+	for _, k := range keys {
+		if inner, isObj := m[k].(map[string]any); isObj {
+			if code, msg, ok := findError(inner, depth-1); ok {
+				return code, msg, true
+			}
+		}
+	}
+	return "", "", false
+}
+
+// requestIDOf returns the X-Request-Id of a response, if it is printable
+// and of a sensible length.
+func requestIDOf(h http.Header) string {
+	id := h.Get(wire.HeaderRequestID)
+	if !plausibleToken(id, 64) {
+		return ""
+	}
+	return id
+}
+
 // plausibleCode reports whether code looks like KMS.0207 or APIGW.0308.
-func plausibleCode(code string) bool {
-	if len(code) > 24 {
+func plausibleCode(code string) bool { return plausibleToken(code, 24) }
+
+// plausibleToken reports whether s is at most n letters, digits, '.', '_'
+// and '-'.
+func plausibleToken(s string, n int) bool {
+	if len(s) > n {
 		return false
 	}
-	for i := 0; i < len(code); i++ {
-		c := code[i]
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
 			return false
 		}

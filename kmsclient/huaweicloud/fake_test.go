@@ -82,10 +82,15 @@ func (r received) str(name string) string {
 	return s
 }
 
-// fakeKMS follows the Huawei KMS v1.0 wire format: signed POSTs to
-// /v1.0/{project_id}/kms/{op}, numbers as JSON strings, key material as
-// hex, errors as {"error":{"error_code","error_msg"}}. Data keys are
-// sealed with AES-GCM under the CMK, the binding as additional data.
+// fakeKMS follows the Huawei KMS v1.0 wire format as the official SDK's
+// models publish it (testdata/README.md of package wire): signed POSTs to
+// /v1.0/{project_id}/kms/{op}, request members as in the SDK's request
+// bodies and no others, numbers as JSON strings, key ids as lower-case
+// UUIDs (KMS.0205 otherwise), key material and cipher_text as upper-case
+// hex, an X-Request-Id on every answer, errors as
+// {"error":{"error_code","error_msg"}} from KMS and at the top level from
+// the API gateway. Data keys are sealed with AES-GCM under the CMK, the
+// binding (possibly none) as additional data.
 type fakeKMS struct {
 	t   *testing.T
 	srv *httptest.Server
@@ -167,17 +172,23 @@ func (f *fakeKMS) setMutate(fn func(op string, resp map[string]any)) {
 	f.mutate = fn
 }
 
+// fakeRequestID is the X-Request-Id of every answer of the fake.
+const fakeRequestID = "5f0c8e1d2b3a49a6b7c8d9e0f1a2b3c4"
+
+// upperHex is how the service writes cipher_text and key material.
+func upperHex(b []byte) string { return strings.ToUpper(hex.EncodeToString(b)) }
+
 func kmsError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(wire.ErrorBody{Error: wire.ErrorDetail{Code: code, Message: msg}})
 }
 
 // gatewayError is the API gateway's shape: the code at the top level.
 func gatewayError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]string{"error_code": code, "error_msg": msg, "request_id": "0123"})
+	json.NewEncoder(w).Encode(map[string]string{"error_code": code, "error_msg": msg, "request_id": fakeRequestID})
 }
 
 func (f *fakeKMS) secretKey(ak string) ([]byte, bool) {
@@ -191,6 +202,7 @@ func (f *fakeKMS) secretKey(ak string) ([]byte, bool) {
 }
 
 func (f *fakeKMS) serve(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(wire.HeaderRequestID, fakeRequestID)
 	path, hasPrefix := strings.CutPrefix(r.URL.Path, f.prefix+"/v1.0/")
 	project, op, ok := strings.Cut(path, "/kms/")
 	if r.Method != http.MethodPost || !hasPrefix || !ok {
@@ -268,7 +280,7 @@ func (f *fakeKMS) serve(w http.ResponseWriter, r *http.Request) {
 	if mutate != nil {
 		mutate(op, resp)
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 	json.NewEncoder(w).Encode(resp)
 }
 
@@ -280,8 +292,25 @@ func decodeStrict(body []byte, v any) bool {
 	return d.Decode(v) == nil
 }
 
+// checkOptional answers as the service does for the optional members that
+// a plain (not level-4) KMS refuses or checks.
+func checkOptional(sequence, pin, pinType string) (int, string, string) {
+	switch {
+	case sequence != "" && len(sequence) != wire.SequenceLength:
+		return http.StatusBadRequest, wire.CodeBadSequence, "sequence is invalid."
+	case pin != "":
+		return http.StatusBadRequest, wire.CodeBadParameter, "pin is not supported."
+	case pinType != "" && pinType != wire.PinTypeCipherText && pinType != wire.PinTypePlainText:
+		return http.StatusBadRequest, wire.CodeBadParameter, "pin_type is invalid."
+	}
+	return 0, "", ""
+}
+
 // usableKey looks up a CMK for a data key operation.
 func (f *fakeKMS) usableKey(id string) (*fakeKey, int, string, string) {
+	if !wire.ValidKeyID(id) {
+		return nil, http.StatusBadRequest, wire.CodeBadKeyID, "key_id is invalid."
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	k, ok := f.keys[id]
@@ -339,16 +368,26 @@ func (f *fakeKMS) createDataKey(body []byte) (map[string]any, int, string, strin
 	if k == nil {
 		return nil, status, code, msg
 	}
-	bits, ok := wire.ParseDecimal(req.DataKeyLength, 8, 8192)
-	if !ok || bits%8 != 0 || req.KeySpec != "" {
+	if status, code, msg := checkOptional(req.Sequence, req.Pin, req.PinType); code != "" {
+		return nil, status, code, msg
+	}
+	// datakey_length wins over key_spec; neither means 256 bits.
+	bits, ok := 256, true
+	if req.KeySpec != "" {
+		bits, ok = wire.DataKeySpecs[req.KeySpec]
+	}
+	if req.DataKeyLength != "" {
+		bits, ok = wire.ParseDecimal(req.DataKeyLength, 8, 8192)
+	}
+	if !ok || bits%8 != 0 {
 		return badRequest(wire.CodeBadDataKeyLength, "datakey_length is invalid.")
 	}
 	dek := make([]byte, bits/8)
 	rand.Read(dek)
 	return map[string]any{
 		"key_id":      req.KeyID,
-		"plain_text":  hex.EncodeToString(dek),
-		"cipher_text": hex.EncodeToString(seal(k, dek, bindingOf(req.AdditionalAuthenticatedData, req.EncryptionContext))),
+		"plain_text":  upperHex(dek),
+		"cipher_text": upperHex(seal(k, dek, bindingOf(req.AdditionalAuthenticatedData, req.EncryptionContext))),
 	}, 0, "", ""
 }
 
@@ -359,6 +398,9 @@ type encryptRequest struct {
 	EncryptionContext           map[string]string `json:"encryption_context"`
 	AdditionalAuthenticatedData string            `json:"additional_authenticated_data"`
 	Sequence                    string            `json:"sequence"`
+	Pin                         string            `json:"pin"`
+	PinType                     string            `json:"pin_type"`
+	KeySpec                     string            `json:"key_spec"`
 }
 
 func (f *fakeKMS) encryptDataKey(body []byte) (map[string]any, int, string, string) {
@@ -369,6 +411,12 @@ func (f *fakeKMS) encryptDataKey(body []byte) (map[string]any, int, string, stri
 	k, status, code, msg := f.usableKey(req.KeyID)
 	if k == nil {
 		return nil, status, code, msg
+	}
+	if status, code, msg := checkOptional(req.Sequence, req.Pin, req.PinType); code != "" {
+		return nil, status, code, msg
+	}
+	if req.KeySpec != "" {
+		return badRequest(wire.CodeBadParameter, "key_spec is not supported.")
 	}
 	n, ok := wire.ParseDecimal(req.DataKeyPlainLength, 1, wire.MaxDataKeyBytes)
 	if !ok {
@@ -383,7 +431,7 @@ func (f *fakeKMS) encryptDataKey(body []byte) (map[string]any, int, string, stri
 	}
 	return map[string]any{
 		"key_id":         req.KeyID,
-		"cipher_text":    hex.EncodeToString(seal(k, plain[:n], bindingOf(req.AdditionalAuthenticatedData, req.EncryptionContext))),
+		"cipher_text":    upperHex(seal(k, plain[:n], bindingOf(req.AdditionalAuthenticatedData, req.EncryptionContext))),
 		"datakey_length": strconv.Itoa(n),
 	}, 0, "", ""
 }
@@ -395,6 +443,9 @@ func (f *fakeKMS) decryptDataKey(body []byte) (map[string]any, int, string, stri
 	}
 	k, status, code, msg := f.usableKey(req.KeyID)
 	if k == nil {
+		return nil, status, code, msg
+	}
+	if status, code, msg := checkOptional(req.Sequence, "", ""); code != "" {
 		return nil, status, code, msg
 	}
 	n, ok := wire.ParseDecimal(req.DataKeyCipherLength, 1, wire.MaxDataKeyBytes)
@@ -414,9 +465,9 @@ func (f *fakeKMS) decryptDataKey(body []byte) (map[string]any, int, string, stri
 	}
 	sum := sha256.Sum256(plain)
 	return map[string]any{
-		"data_key":       hex.EncodeToString(plain),
+		"data_key":       upperHex(plain),
 		"datakey_length": strconv.Itoa(n),
-		"datakey_dgst":   hex.EncodeToString(sum[:]),
+		"datakey_dgst":   upperHex(sum[:]),
 	}, 0, "", ""
 }
 
@@ -424,6 +475,12 @@ func (f *fakeKMS) describeKey(body []byte) (map[string]any, int, string, string)
 	var req wire.DescribeKeyRequest
 	if !decodeStrict(body, &req) {
 		return badRequest(wire.CodeBadJSON, "The request body is invalid.")
+	}
+	if !wire.ValidKeyID(req.KeyID) {
+		return badRequest(wire.CodeBadKeyID, "key_id is invalid.")
+	}
+	if status, code, msg := checkOptional(req.Sequence, "", ""); code != "" {
+		return nil, status, code, msg
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -446,6 +503,9 @@ func (f *fakeKMS) describeKey(body []byte) (map[string]any, int, string, string)
 		"key_type":                "1",
 		"expiration_time":         "",
 		"origin":                  "kms",
+		"key_rotation_enabled":    "false",
+		"sys_enterprise_project_id": "0",
+		"keystore_id":             "0",
 	}}, 0, "", ""
 }
 

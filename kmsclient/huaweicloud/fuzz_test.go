@@ -19,6 +19,7 @@ import (
 // that is not a valid answer, and must never hand out a key from a reply
 // whose digest does not match.
 func FuzzResponse(f *testing.F) {
+	const fuzzKeyID = "0d0466b0-e727-4d9c-b35d-f84bb474a37f"
 	var status int
 	var body string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -35,7 +36,7 @@ func FuzzResponse(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	wrapped := frame(32, []byte{1, 2, 3})
+	wrapped := frame(32, "0A0B0C")
 	f.Add(uint8(0), 200, `{"data_key":"00","datakey_length":"1","datakey_dgst":"6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"}`)
 	f.Add(uint8(1), 200, `{"key_id":"k","plain_text":"`+strings.Repeat("ab", 32)+`","cipher_text":"0102"}`)
 	f.Add(uint8(2), 200, `{"key_info":{"key_id":"k","key_state":"2","creation_date":"1700000000000"}}`)
@@ -52,18 +53,18 @@ func FuzzResponse(f *testing.F) {
 		switch op % 3 {
 		case 0:
 			var k interface{ Wipe() }
-			k, err = c.Decrypt(ctx, "k", wrapped, "vol")
+			k, err = c.Decrypt(ctx, fuzzKeyID, wrapped, "vol")
 			if err == nil {
 				k.Wipe()
 			}
 		case 1:
 			var dk *kmsclient.DataKey
-			dk, err = c.GenerateDataKey(ctx, "k", 32, "vol")
+			dk, err = c.GenerateDataKey(ctx, fuzzKeyID, 32, "vol")
 			if err == nil {
 				dk.Wipe()
 			}
 		case 2:
-			_, err = c.DescribeKey(ctx, "k")
+			_, err = c.DescribeKey(ctx, fuzzKeyID)
 		}
 		if err == nil {
 			return
