@@ -20,9 +20,9 @@ const (
 	OpDecryptDataKey               = "decrypt-datakey"
 	OpDescribeKey                  = "describe-key"
 	HeaderProjectID                = "X-Project-Id"
-	HeaderRequestID                = "X-Request-Id" // set by the service on every answer
+	HeaderRequestID                = "X-Request-Id"                   // set by the service on every answer
 	ContentType                    = "application/json;charset=UTF-8" // as the SDK sends it
-	MaxDataKeyBytes                = 1024 // datakey_length up to 8192 bits
+	MaxDataKeyBytes                = 1024                             // datakey_length up to 8192 bits
 	MaxAdditionalAuthenticatedData = 128
 	MaxEncryptionContext           = 8192
 )
