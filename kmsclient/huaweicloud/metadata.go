@@ -1,6 +1,7 @@
 package huaweicloud
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,10 +19,17 @@ import (
 
 // ECS metadata paths. The token step is the metadata service's optional
 // session protection: where it is enforced, securitykey needs the token.
+// As the SDK does, a token answer of 404, 405 or 503 means carry on
+// without one, and a securitykey answer of 401 that is not "no agency"
+// means the token was missing or stale: fetch one, now required, and try
+// once more.
 const (
 	metadataKeyPath   = "/openstack/latest/securitykey"
 	metadataTokenPath = "/meta-data/latest/api/token"
 	metadataTokenTTL  = 300 // seconds; one token per refresh is enough
+	// metadataNoAgency is in the 401 answer of an ECS without an agency,
+	// which a token does not fix.
+	metadataNoAgency = "Please configure Cloud Service Agency first"
 )
 
 // Refresh policy for temporary credentials (one hour by default on ECS;
@@ -170,20 +178,22 @@ type securityKeyResponse struct {
 func (m *metadataCredentials) fetch(ctx context.Context) (*credential, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.timeout)
 	defer cancel()
-	token, err := m.sessionToken(ctx)
+	token, err := m.sessionToken(ctx, false)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.endpoint+metadataKeyPath, nil)
-	if err != nil {
-		return nil, &credError{kind: kmsclient.ErrInvalidRequest, msg: "ECS metadata request", err: err}
-	}
-	if token != "" {
-		req.Header.Set("X-Metadata-Token", token)
-	}
-	status, body, err := m.do(req)
+	status, body, err := m.securityKey(ctx, token)
 	if err != nil {
 		return nil, err
+	}
+	if status == http.StatusUnauthorized && !bytes.Contains(body, []byte(metadataNoAgency)) {
+		secret.Zero(body)
+		if token, err = m.sessionToken(ctx, true); err != nil {
+			return nil, err
+		}
+		if status, body, err = m.securityKey(ctx, token); err != nil {
+			return nil, err
+		}
 	}
 	defer secret.Zero(body)
 	if status != http.StatusOK {
@@ -221,9 +231,23 @@ func (m *metadataCredentials) fetch(ctx context.Context) (*credential, error) {
 	}, nil
 }
 
+// securityKey asks for the temporary credential, with token when not empty.
+func (m *metadataCredentials) securityKey(ctx context.Context, token string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.endpoint+metadataKeyPath, nil)
+	if err != nil {
+		return 0, nil, &credError{kind: kmsclient.ErrInvalidRequest, msg: "ECS metadata request", err: err}
+	}
+	if token != "" {
+		req.Header.Set("X-Metadata-Token", token)
+	}
+	return m.do(req)
+}
+
 // sessionToken asks for a metadata session token. Services that do not
-// have the token step answer 404 or 405, and then none is needed.
-func (m *metadataCredentials) sessionToken(ctx context.Context) (string, error) {
+// have the token step, or cannot hand one out now, answer 404, 405 or 503:
+// then the caller goes on without one, unless a token is required because
+// securitykey refused to answer without it.
+func (m *metadataCredentials) sessionToken(ctx context.Context, required bool) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, m.endpoint+metadataTokenPath, nil)
 	if err != nil {
 		return "", &credError{kind: kmsclient.ErrInvalidRequest, msg: "ECS metadata request", err: err}
@@ -237,7 +261,7 @@ func (m *metadataCredentials) sessionToken(ctx context.Context) (string, error) 
 	switch {
 	case status == http.StatusOK:
 		return strings.TrimSpace(string(body)), nil
-	case status == http.StatusNotFound || status == http.StatusMethodNotAllowed:
+	case !required && (status == http.StatusNotFound || status == http.StatusMethodNotAllowed || status == http.StatusServiceUnavailable):
 		return "", nil
 	default:
 		return "", metadataStatusError("token", status, body)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -33,6 +34,8 @@ type fakeMetadata struct {
 	mu          sync.Mutex
 	life        time.Duration
 	tokenStatus int             // answer to PUT token; 0 serves a token
+	tokenSeq    []int           // answers to the next PUT token requests, before tokenStatus applies
+	needToken   bool            // securitykey answers 401 without the latest token
 	keyStatus   int             // answer to GET securitykey; 0 serves a credential
 	keyBody     string          // body of a securitykey answer instead of a credential, or of its failure
 	gate        chan struct{}   // when set, securitykey waits for it to close
@@ -74,8 +77,12 @@ func (m *fakeMetadata) serve(w http.ResponseWriter, r *http.Request) {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		m.ttl = append(m.ttl, r.Header.Get("X-Metadata-Token-Ttl-Seconds"))
-		if m.tokenStatus != 0 {
-			http.Error(w, http.StatusText(m.tokenStatus), m.tokenStatus)
+		status := m.tokenStatus
+		if len(m.tokenSeq) > 0 {
+			status, m.tokenSeq = m.tokenSeq[0], m.tokenSeq[1:]
+		}
+		if status != 0 {
+			http.Error(w, http.StatusText(status), status)
 			return
 		}
 		tok := fmt.Sprintf("mdtoken-%d", len(m.tokens)+1)
@@ -92,7 +99,7 @@ func (m *fakeMetadata) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		if len(m.tokens) > 0 && m.tokenStatus == 0 && r.Header.Get("X-Metadata-Token") != m.tokens[len(m.tokens)-1] {
+		if (len(m.tokens) > 0 && m.tokenStatus == 0 || m.needToken) && (len(m.tokens) == 0 || r.Header.Get("X-Metadata-Token") != m.tokens[len(m.tokens)-1]) {
 			http.Error(w, "missing or stale metadata token", http.StatusUnauthorized)
 			return
 		}
@@ -346,7 +353,7 @@ func TestMetadataCallerGivesUp(t *testing.T) {
 }
 
 func TestMetadataTokenStep(t *testing.T) {
-	for _, status := range []int{0, http.StatusNotFound, http.StatusMethodNotAllowed} {
+	for _, status := range []int{0, http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusServiceUnavailable} {
 		t.Run(fmt.Sprint(status), func(t *testing.T) {
 			c, f, md, _ := metadataClient(t)
 			md.set(func(m *fakeMetadata) { m.tokenStatus = status })
@@ -364,6 +371,52 @@ func TestMetadataTokenStep(t *testing.T) {
 			}
 			if len(md.seenTokens) != 1 || md.seenTokens[0] != want {
 				t.Fatalf("securitykey saw tokens %q, want %q", md.seenTokens, want)
+			}
+		})
+	}
+}
+
+// TestMetadataTokenRetry: a securitykey 401 that is not "no agency" gets
+// one more try with a fresh token, which is then required; "no agency" is
+// final at once.
+func TestMetadataTokenRetry(t *testing.T) {
+	tests := []struct {
+		name       string
+		tokenSeq   []int
+		keyStatus  int
+		keyBody    string
+		ok         bool
+		msg        string
+		seenTokens []string
+		tokenAsks  int
+	}{
+		{"token came back", []int{503, 0}, 0, "", true, "", []string{"", "mdtoken-1"}, 2},
+		{"token still unavailable", []int{503, 503}, 0, "", false, "ECS metadata token: HTTP 503", []string{""}, 2},
+		{"no token step", []int{404, 404}, 0, "", false, "ECS metadata token: HTTP 404", []string{""}, 2},
+		{"still refused", nil, 401, "token expired", false, "securitykey: HTTP 401: token expired", []string{"mdtoken-1", "mdtoken-2"}, 2},
+		{"no agency", nil, 401, metadataNoAgency, false, "securitykey: HTTP 401: " + metadataNoAgency, []string{"mdtoken-1"}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, f, md, _ := metadataClient(t)
+			md.set(func(m *fakeMetadata) {
+				m.tokenSeq, m.needToken, m.keyStatus, m.keyBody = tc.tokenSeq, true, tc.keyStatus, tc.keyBody
+			})
+			_, err := c.DescribeKey(t.Context(), keyA)
+			if tc.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r := f.last(t); r.accessKey != "TMPAK001" {
+					t.Fatalf("signed by %s", r.accessKey)
+				}
+			} else if !errors.Is(err, kmsclient.ErrAccessDenied) && !errors.Is(err, kmsclient.ErrUnavailable) || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("got %v, want %q", err, tc.msg)
+			}
+			md.mu.Lock()
+			defer md.mu.Unlock()
+			if !slices.Equal(md.seenTokens, tc.seenTokens) || len(md.ttl) != tc.tokenAsks {
+				t.Fatalf("securitykey saw tokens %q after %d token requests, want %q after %d", md.seenTokens, len(md.ttl), tc.seenTokens, tc.tokenAsks)
 			}
 		})
 	}
