@@ -31,7 +31,7 @@ const (
 
 // Config configures a Client.
 type Config struct {
-	Endpoint         string        // e.g. https://kms.<region>.myhuaweicloud.com; derived from Region when empty
+	Endpoint         string        // e.g. https://kms.<region>.myhuaweicloud.com; from Region (regions.go) when empty
 	ProjectID        string        // required
 	Region           string        // reported by DescribeKey; names the default endpoint
 	Credentials      string        // "static" (default) or "metadata"
@@ -55,7 +55,11 @@ func (c Config) check() (Config, *url.URL, error) {
 		if c.Region == "" {
 			return c, nil, errors.New("huaweicloud kms: set endpoint or region")
 		}
-		c.Endpoint = "https://kms." + c.Region + ".myhuaweicloud.com"
+		ep, err := regionEndpoint(c.Region)
+		if err != nil {
+			return c, nil, err
+		}
+		c.Endpoint = ep
 	}
 	base, err := url.Parse(strings.TrimSuffix(c.Endpoint, "/"))
 	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" || base.RawQuery != "" || base.Fragment != "" {

@@ -29,7 +29,7 @@ const (
 	testProject = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 	testAK      = "HPUATESTACCESSKEY0001"
 	testSK      = "s3cr3tK3yF0rT3st1ngOnlyXXXXXXXXXXXXXXXXX"
-	testRegion  = "xx-test-1"
+	testRegion  = "cn-north-4"
 	testBinding = "6b1c1c0e-8a3e-4b8e-9f8c-2c9a6f0d1e01"
 )
 
