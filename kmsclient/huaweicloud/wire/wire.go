@@ -112,6 +112,9 @@ type KeyInfo struct {
 	KeyType               string `json:"key_type"`
 	ExpirationTime        string `json:"expiration_time"`
 	Origin                string `json:"origin"`
+	KeyRotationEnabled    string `json:"key_rotation_enabled,omitempty"`
+	SysEnterpriseProject  string `json:"sys_enterprise_project_id,omitempty"`
+	KeystoreID            string `json:"keystore_id,omitempty"`
 }
 
 // Key states, as key_state reports them.

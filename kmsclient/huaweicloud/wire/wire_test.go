@@ -3,6 +3,10 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -79,6 +83,68 @@ func TestParseDecimal(t *testing.T) {
 		got, ok := ParseDecimal(tc.in, tc.lo, tc.hi)
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("ParseDecimal(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestSDKFixtures: the wire types hold every member of the SDK's request
+// and response models (testdata/README.md), with the same names, and
+// encode a request back to the same members.
+func TestSDKFixtures(t *testing.T) {
+	for name, v := range map[string]func() any{
+		"create-datakey.request.json":                    func() any { return new(CreateDataKeyRequest) },
+		"create-datakey.request.spec.json":               func() any { return new(CreateDataKeyRequest) },
+		"create-datakey.request.all.json":                func() any { return new(CreateDataKeyRequest) },
+		"decrypt-datakey.request.json":                   func() any { return new(DecryptDataKeyRequest) },
+		"describe-key.request.json":                      func() any { return new(DescribeKeyRequest) },
+		"create-datakey.response.json":                   func() any { return new(CreateDataKeyResponse) },
+		"create-datakey-without-plaintext.response.json": func() any { return new(CreateDataKeyResponse) },
+		"encrypt-datakey.response.json":                  func() any { return new(EncryptDataKeyResponse) },
+		"decrypt-datakey.response.json":                  func() any { return new(DecryptDataKeyResponse) },
+		"describe-key.response.json":                     func() any { return new(DescribeKeyResponse) },
+		"error.kms.json":                                 func() any { return new(ErrorBody) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join("testdata/sdk", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			val := v()
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(val); err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if !strings.Contains(name, ".request") {
+				return
+			}
+			out, err := json.Marshal(val)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want, got map[string]any
+			json.Unmarshal(raw, &want)
+			json.Unmarshal(out, &got)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("re-encoded as %s\nwant %s", out, raw)
+			}
+		})
+	}
+}
+
+func TestValidKeyID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"0d0466b0-e727-4d9c-b35d-f84bb474a37f":  true,
+		"zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz":  true, // the service's pattern is [0-9a-z]
+		"0D0466B0-E727-4D9C-B35D-F84BB474A37F":  false,
+		"0d0466b0e727-4d9c-b35d-f84bb474a37f-":  false,
+		"0d0466b0-e727-4d9c-b35d-f84bb474a37":   false,
+		"0d0466b0-e727-4d9c-b35d-f84bb474a37f0": false,
+		"alias/vol-keys":                        false,
+		"":                                      false,
+	} {
+		if got := ValidKeyID(id); got != want {
+			t.Errorf("ValidKeyID(%q) = %v, want %v", id, got, want)
 		}
 	}
 }
