@@ -34,6 +34,11 @@ func FuzzRequest(f *testing.F) {
 		`{"key_id":"fuzz","cipher_text":"01","datakey_cipher_length":"32","additional_authenticated_data":"v"}`,
 		`{"key_id":"alias/fuzz"}`,
 		`{"key_id":"fuzz","encryption_context":{"a":"b","c":"d"}}`,
+		`{"key_id":"` + info.ID + `"}`,
+		`{"key_id":"` + info.ID + `","key_spec":"HMAC_384","sequence":"919c82d4-8046-4722-9094-35c3c6524cff","pin_type":"PlainText"}`,
+		`{"key_id":"` + info.ID + `","key_spec":"SM4","datakey_length":"128","pin":"1"}`,
+		`{"key_id":"` + info.ID + `","plain_text":"00","datakey_plain_length":"1","key_spec":"RSA","pin_type":"x"}`,
+		`{"key_id":"` + info.ID + `","cipher_text":"0A0b","datakey_cipher_length":"1","sequence":"1"}`,
 		`[]`, `null`, `{"key_id":1}`, ``,
 	}
 	for i, s := range seeds {
