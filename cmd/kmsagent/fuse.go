@@ -47,7 +47,7 @@ func runFormatFuse(ctx context.Context, env *cliEnv, args []string) error {
 	var keyID, importFile string
 	var force bool
 	pos, err := parseFlags(env, "format fuse", "DIR", args, 1, 1, func(fs *flag.FlagSet) {
-		fs.StringVar(&keyID, "key-id", "", "KMS key (id or alias) that wraps the share's master key")
+		fs.StringVar(&keyID, "key-id", "", "KMS key id (the local provider also takes an alias) that wraps the share's master key")
 		fs.BoolVar(&force, "force", false, "format a non-empty directory or replace an envelope (nothing is overwritten; the old envelope is kept as a backup)")
 		fs.StringVar(&importFile, "import-master-key-file", "", "adopt an existing gocryptfs directory whose master key (hex) is in FILE")
 	})

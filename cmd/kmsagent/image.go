@@ -47,7 +47,7 @@ func runImageEncrypt(ctx context.Context, env *cliEnv, args []string) error {
 	var keyID string
 	var sectorSize int
 	pos, err := parseFlags(env, "image encrypt", "IN OUT", args, 2, 2, func(fs *flag.FlagSet) {
-		fs.StringVar(&keyID, "key-id", "", "KMS key (id or alias) that wraps the image's data key")
+		fs.StringVar(&keyID, "key-id", "", "KMS key id (the local provider also takes an alias) that wraps the image's data key")
 		fs.IntVar(&sectorSize, "sector-size", volume.DefaultSectorSize, "encryption sector size in bytes, 512 or 4096")
 	})
 	if err != nil {

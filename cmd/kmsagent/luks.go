@@ -62,7 +62,7 @@ func runFormatLuks(ctx context.Context, env *cliEnv, args []string) error {
 	var memoryKiB uint
 	var force bool
 	pos, err := parseFlags(env, "format luks", "DEVICE|FILE", args, 1, 1, func(fs *flag.FlagSet) {
-		fs.StringVar(&keyID, "key-id", "", "KMS key (id or alias) that wraps the volume's data key")
+		fs.StringVar(&keyID, "key-id", "", "KMS key id (the local provider also takes an alias) that wraps the volume's data key")
 		fs.IntVar(&sectorSize, "sector-size", volume.DefaultSectorSize, "encryption sector size in bytes, 512 or 4096")
 		fs.StringVar(&recoveryFile, "recovery-passphrase-file", "", "also add a keyslot for the passphrase in FILE (exact bytes, as cryptsetup --key-file): the break-glass path with stock cryptsetup")
 		fs.UintVar(&memoryKiB, "pbkdf-memory", 0, "argon2id memory of the recovery keyslot in KiB (default 1 GiB, at most half the RAM)")
@@ -116,7 +116,7 @@ func runFormatLuks(ctx context.Context, env *cliEnv, args []string) error {
 func runEnroll(ctx context.Context, env *cliEnv, args []string) error {
 	var keyID, passFile string
 	pos, err := parseFlags(env, "enroll", "DEVICE|FILE", args, 1, 1, func(fs *flag.FlagSet) {
-		fs.StringVar(&keyID, "key-id", "", "KMS key (id or alias) that wraps the new data key")
+		fs.StringVar(&keyID, "key-id", "", "KMS key id (the local provider also takes an alias) that wraps the new data key")
 		fs.StringVar(&passFile, "passphrase-file", "", "a passphrase that opens a keyslot of the volume (exact bytes, as cryptsetup --key-file)")
 	})
 	if err != nil {
