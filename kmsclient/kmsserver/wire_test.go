@@ -8,6 +8,9 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"kmsagent/kmsclient/huaweicloud"
 	"kmsagent/kmsclient/huaweicloud/signer"
 	"kmsagent/kmsclient/huaweicloud/wire"
 )
@@ -306,4 +310,39 @@ func TestRequestID(t *testing.T) {
 		t.Fatalf("unsigned: %d", resp.StatusCode)
 	}
 	check("unsigned", resp.Header)
+}
+
+// TestBehindProxyRewritingHost: the client does not sign Host, as the SDK
+// does not, so a reverse proxy that sends the backend its own Host name
+// does not break the signature.
+func TestBehindProxyRewritingHost(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, authOpts())
+	backend, err := url.Parse(f.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(backend)
+	director := rp.Director
+	rp.Director = func(r *http.Request) {
+		director(r)
+		r.Host = "kms-backend.internal"
+	}
+	proxy := httptest.NewServer(rp)
+	t.Cleanup(proxy.Close)
+	skFile := filepath.Join(t.TempDir(), "sk")
+	if err := os.WriteFile(skFile, []byte(testSK), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := huaweicloud.New(ctx, huaweicloud.Config{Endpoint: proxy.URL, ProjectID: testProject, AccessKey: testAK, SecretKeyFile: skFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := f.store.CreateKey(ctx, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DescribeKey(ctx, info.ID); err != nil {
+		t.Fatalf("through a Host-rewriting proxy: %v", err)
+	}
 }
