@@ -149,7 +149,7 @@ func (s *server) createDataKey(withPlaintext bool) opFunc {
 			switch {
 			case !ok:
 				return fail(w, rec, http.StatusBadRequest, wire.CodeBadParameter, "key_spec must be one of AES_256, AES_128, SM4, HMAC_256, HMAC_384, HMAC_512, HMAC_SM3")
-			case strings.HasPrefix(req.KeySpec, "SM") || strings.HasSuffix(req.KeySpec, "SM3"):
+			case req.DataKeyLength == "" && (strings.HasPrefix(req.KeySpec, "SM") || strings.HasSuffix(req.KeySpec, "SM3")):
 				return fail(w, rec, http.StatusBadRequest, wire.CodeBadParameter, "key_spec "+req.KeySpec+" needs an SM4 master key; this KMS has AES-256 master keys only")
 			}
 			bits = n

@@ -141,6 +141,7 @@ func TestSDKRequests(t *testing.T) {
 		{"create-datakey.request.spec.json", wire.OpCreateDataKey, map[string]string{"key_spec": "HMAC_512"}, 200, "", "create-datakey.response.json", 64},
 		{"create-datakey.request.spec.json", wire.OpCreateDataKey, map[string]string{"key_spec": "SM4"}, 400, wire.CodeBadParameter, "", 0},
 		{"create-datakey.request.spec.json", wire.OpCreateDataKey, map[string]string{"key_spec": "AES_512"}, 400, wire.CodeBadParameter, "", 0},
+		{"create-datakey.request.all.json", wire.OpCreateDataKey, map[string]string{"pin": "", "key_spec": "SM4", "datakey_length": "128"}, 200, "", "create-datakey.response.json", 16},
 		{"create-datakey.request.spec.json", wire.OpCreateDataKey, map[string]string{"sequence": "short"}, 400, wire.CodeBadSequence, "", 0},
 		{"create-datakey.request.all.json", wire.OpCreateDataKey, nil, 400, wire.CodeBadParameter, "", 0},
 		{"create-datakey.request.all.json", wire.OpCreateDataKey, map[string]string{"pin": ""}, 200, "", "create-datakey.response.json", 64},
