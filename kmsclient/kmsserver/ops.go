@@ -32,8 +32,9 @@ type encryptDataKeyRequest struct {
 	KeySpec                     string            `json:"key_spec,omitempty"`
 }
 
-// cipher_text goes out in upper-case hex, as the service writes it, and is
-// read in either case.
+// cipherTextHex writes a wrapped key as cipher_text: upper-case hex, as
+// the service writes it. It is read back in either case.
+func cipherTextHex(wrapped []byte) string { return cipherTextHex(wrapped) }
 
 // unbound is the binding the backend gets for a request without
 // additional_authenticated_data or encryption_context: such keys are valid
@@ -149,7 +150,7 @@ func (s *server) createDataKey(withPlaintext bool) opFunc {
 			switch {
 			case !ok:
 				return fail(w, rec, http.StatusBadRequest, wire.CodeBadParameter, "key_spec must be one of AES_256, AES_128, SM4, HMAC_256, HMAC_384, HMAC_512, HMAC_SM3")
-			case req.DataKeyLength == "" && (strings.HasPrefix(req.KeySpec, "SM") || strings.HasSuffix(req.KeySpec, "SM3")):
+			case req.DataKeyLength == "" && (req.KeySpec == "SM4" || req.KeySpec == "HMAC_SM3"):
 				return fail(w, rec, http.StatusBadRequest, wire.CodeBadParameter, "key_spec "+req.KeySpec+" needs an SM4 master key; this KMS has AES-256 master keys only")
 			}
 			bits = n
@@ -175,7 +176,7 @@ func (s *server) createDataKey(withPlaintext bool) opFunc {
 		if withPlaintext {
 			members = append(members, wire.Member{Name: "plain_text", Hex: [][]byte{dk.Plaintext.Bytes()}})
 		}
-		members = append(members, wire.Member{Name: "cipher_text", String: strings.ToUpper(hex.EncodeToString(dk.Wrapped))})
+		members = append(members, wire.Member{Name: "cipher_text", String: cipherTextHex(dk.Wrapped)})
 		return writeSecretJSON(w, rec, members)
 	}
 }
@@ -232,7 +233,7 @@ func (s *server) encryptDataKey(ctx context.Context, w http.ResponseWriter, body
 	}
 	return writeJSON(w, rec, http.StatusOK, wire.EncryptDataKeyResponse{
 		KeyID:         req.KeyID,
-		CipherText:    strings.ToUpper(hex.EncodeToString(wrapped)),
+		CipherText:    cipherTextHex(wrapped),
 		DataKeyLength: strconv.Itoa(n),
 	})
 }
