@@ -34,7 +34,7 @@ type encryptDataKeyRequest struct {
 
 // cipherTextHex writes a wrapped key as cipher_text: upper-case hex, as
 // the service writes it. It is read back in either case.
-func cipherTextHex(wrapped []byte) string { return cipherTextHex(wrapped) }
+func cipherTextHex(wrapped []byte) string { return strings.ToUpper(hex.EncodeToString(wrapped)) }
 
 // unbound is the binding the backend gets for a request without
 // additional_authenticated_data or encryption_context: such keys are valid
