@@ -22,6 +22,13 @@
 // included, so an alias fails here, the same against kms serve as in
 // production (ErrNotKeyID).
 //
+// Requests are what the official SDK sends: Content-Type
+// application/json;charset=UTF-8, signed headers user-agent, x-project-id,
+// x-sdk-date (and x-security-token), never host. Errors are read where
+// the SDK reads them (error_code/error_msg or code/message, at the top
+// level or nested) and keep the service's X-Request-Id. Without an
+// endpoint, the region's comes from the SDK's region table (regions.go).
+//
 // The client does not retry; wrap it with kmsclient.WithRetry. It does not
 // follow redirects either: a signed request goes to the configured
 // endpoint or nowhere.
