@@ -213,6 +213,12 @@ func TestServeEndToEnd(t *testing.T) {
 	if r := client("AK1", "proj").run("kms", "describe-key", id); r.code != 0 || !strings.Contains(r.stdout, "huaweicloud") || !strings.Contains(r.stdout, "shared") {
 		t.Fatalf("describe-key through serve: %d %q %q", r.code, r.stdout, r.stderr)
 	}
+	// Huawei Cloud KMS takes key ids only, and so does serve: an alias
+	// that the local provider resolves is refused here, before any
+	// request, as it would be in production.
+	if r := client("AK1", "proj").run("kms", "describe-key", "shared"); r.code != 1 || !strings.Contains(r.stderr, "not aliases") {
+		t.Fatalf("alias through serve: %d %q", r.code, r.stderr)
+	}
 	if r := client("AK2", "proj").run("kms", "describe-key", id); r.code != exitKey || !strings.Contains(r.stderr, "access denied") {
 		t.Fatalf("wrong access key: %d %q", r.code, r.stderr)
 	}
