@@ -83,7 +83,7 @@ func (c *Client) checkKeyID(op, keyID string) error {
 	if wire.ValidKeyID(keyID) {
 		return nil
 	}
-	return &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrInvalidRequest, Message: "not a key id", Err: ErrNotKeyID}
+	return &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrInvalidRequest, Err: ErrNotKeyID}
 }
 
 // binding returns the request members that carry the binding. Every
