@@ -76,7 +76,7 @@ func validCipherText(s string) bool {
 // ErrNotKeyID is the cause of the error for a key id the service would
 // refuse (KMS.0205): it takes key ids only, so aliases are resolved to
 // ids before they reach this client.
-var ErrNotKeyID = errors.New("Huawei Cloud KMS takes key ids (36 characters such as 0d0466b0-e727-4d9c-b35d-f84bb474a37f), not aliases")
+var ErrNotKeyID = errors.New("not a key id: Huawei Cloud KMS takes key ids (36 characters such as 0d0466b0-e727-4d9c-b35d-f84bb474a37f), not aliases")
 
 // checkKeyID refuses, before any request, a key id the service refuses.
 func (c *Client) checkKeyID(op, keyID string) error {
