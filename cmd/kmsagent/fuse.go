@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"kmsagent/blockdev/crypt"
 	"kmsagent/blockdev/dm"
 	"kmsagent/fuse/envelope"
+	cryptfs "kmsagent/fuse/fs"
 	"kmsagent/fuse/share"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/secret"
@@ -48,7 +50,7 @@ func runFormatFuse(ctx context.Context, env *cliEnv, args []string) error {
 	var force bool
 	pos, err := parseFlags(env, "format fuse", "DIR", args, 1, 1, func(fs *flag.FlagSet) {
 		fs.StringVar(&keyID, "key-id", "", "KMS key id (the local provider also takes an alias) that wraps the share's master key")
-		fs.BoolVar(&force, "force", false, "format a non-empty directory or replace an envelope (nothing is overwritten; the old envelope is kept as a backup)")
+		fs.BoolVar(&force, "force", false, "format a non-empty directory or replace an envelope (nothing is overwritten; the old envelope is kept as a backup); with --import-master-key-file, adopt a tree too empty to check the key against (a key the tree shows wrong is refused still)")
 		fs.StringVar(&importFile, "import-master-key-file", "", "adopt an existing gocryptfs directory whose master key (hex) is in FILE")
 	})
 	if err != nil {
@@ -75,6 +77,9 @@ func runFormatFuse(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		defer master.Wipe()
 		e, err = share.Import(ctx, kms, dir, keyID, master, force)
+		if errors.Is(err, cryptfs.ErrKeyUnverified) {
+			return fmt.Errorf("%w; if you are sure the key is this tree's, pass --force", err)
+		}
 		if err != nil {
 			return err
 		}

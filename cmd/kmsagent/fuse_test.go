@@ -314,11 +314,13 @@ func TestGocryptfsInterop(t *testing.T) {
 		if err != nil || m == nil {
 			t.Fatalf("gocryptfs-xray -dumpmasterkey: %v\n%s", err, xout)
 		}
+		// Nothing encrypted yet: no key can be checked against the tree.
+		wrong := writeFile(t, filepath.Join(h.dir, "wrong"), strings.Repeat("ab", 32), 0o600)
+		h.refuse("pass --force", "format", "fuse", cipher, "--key-id", "k", "--import-master-key-file", wrong)
 		gocryptfs(cipher, gplain, nil, "-passfile", pw)
 		write(gplain)
 		exec.Command("fusermount3", "-u", gplain).Run()
 
-		wrong := writeFile(t, filepath.Join(h.dir, "wrong"), strings.Repeat("ab", 32), 0o600)
 		h.refuse("wrong master key", "format", "fuse", cipher, "--key-id", "k", "--import-master-key-file", wrong)
 		if _, err := os.Stat(filepath.Join(cipher, envelope.FileName)); err == nil {
 			t.Fatal("an envelope was written for a wrong key")

@@ -2,6 +2,7 @@ package cryptfs
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -261,8 +262,8 @@ func TestCheckKey(t *testing.T) {
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	other := newTestKey(t)
-	if err := CheckKey(cipher, other.core); err != nil {
-		t.Fatalf("empty root: %v", err)
+	if err := CheckKey(cipher, other.core); !errors.Is(err, ErrKeyUnverified) {
+		t.Fatalf("empty root: %v, want ErrKeyUnverified", err)
 	}
 	m := mountFS(t, cipher, k, Options{}, MountOptions{})
 	os.Mkdir(m.path("only-a-dir"), 0o755)

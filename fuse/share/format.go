@@ -51,8 +51,11 @@ func Format(ctx context.Context, kms kmsclient.KMS, dir, keyID string, force boo
 
 // Import adopts an existing gocryptfs tree (default v2 flags) by wrapping
 // its master key under keyID. Nothing but the envelope is written. The key
-// must decrypt the names in the root, so a wrong key is refused before it
-// is wrapped.
+// must authenticate file content or decrypt enough names in the tree
+// (cryptfs.CheckKey), so a wrong key is refused before it is wrapped: once
+// wrapped, every mount would trust it and show an empty directory. A tree
+// with too little in it to tell is refused too (cryptfs.ErrKeyUnverified)
+// unless force is set; a key the tree shows wrong is refused even then.
 func Import(ctx context.Context, kms kmsclient.KMS, dir, keyID string, master *secret.Key, force bool) (*envelope.Envelope, error) {
 	d, err := openCipherDir(dir)
 	if err != nil {
@@ -66,10 +69,14 @@ func Import(ctx context.Context, kms kmsclient.KMS, dir, keyID string, master *s
 		return nil, fmt.Errorf("%s is not a gocryptfs v2 directory (%v); run kmsagent format fuse without --import-master-key-file for a new share", dir, err)
 	}
 	if err := checkKey(dir, master); err != nil {
-		if errors.Is(err, cryptfs.ErrWrongKey) {
+		switch {
+		case errors.Is(err, cryptfs.ErrWrongKey):
 			return nil, fmt.Errorf("wrong master key for this directory, nothing written: %w", err)
+		case errors.Is(err, cryptfs.ErrKeyUnverified) && force:
+			// The admin vouches for the key of a tree that cannot.
+		default:
+			return nil, fmt.Errorf("the master key cannot be checked against %s, nothing written: %w", dir, err)
 		}
-		return nil, err
 	}
 	e, err := envelope.Import(ctx, kms, keyID, master)
 	if err != nil {

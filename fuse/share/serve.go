@@ -2,6 +2,7 @@ package share
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -68,7 +69,10 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		return err
 	}
 	defer core.Wipe()
-	if err := cryptfs.CheckKey(o.CipherDir, core); err != nil {
+	// The envelope's key check has vouched for the key; the tree can
+	// still tell that the envelope was put on the wrong one. An empty
+	// tree cannot, which is no reason to refuse it.
+	if err := cryptfs.CheckKey(o.CipherDir, core); err != nil && !errors.Is(err, cryptfs.ErrKeyUnverified) {
 		return err
 	}
 	root, err := cryptfs.NewRoot(cryptfs.Options{CipherDir: o.CipherDir, Core: core, ReadOnly: o.ReadOnly, Logger: log})

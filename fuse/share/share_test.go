@@ -95,7 +95,7 @@ func makeTree(t *testing.T, master *secret.Key) string {
 	}
 	defer core.Wipe()
 	nt := nametransform.New(core.NameBlock())
-	for _, name := range []string{"a.txt", "photos"} {
+	for _, name := range []string{"a.txt", "photos", "notes"} {
 		c, err := nt.EncryptName(name, iv)
 		if err != nil {
 			t.Fatal(err)
