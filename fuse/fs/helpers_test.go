@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"kmsagent/fuse/cryptocore"
@@ -133,7 +132,7 @@ func newCipherDir(t testing.TB) string {
 // testMount is a mounted file system.
 type testMount struct {
 	cipher, mnt string
-	server      *fuse.Server
+	server      *Server
 	logs        *syncBuffer
 	once        sync.Once
 }

@@ -1,13 +1,19 @@
 package cryptfs
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"kmsagent/agent/safepath"
 )
 
 // Subtype is the FUSE subtype of our mounts: they show as fuse.kmsagent
@@ -50,7 +56,16 @@ type MountOptions struct {
 // background. Unmount with the returned server's Unmount (or umount(8));
 // server.Wait returns once the mount is gone, after which the root has
 // closed all its descriptors.
-func Mount(mountpoint string, root fs.InodeEmbedder, mo MountOptions) (*fuse.Server, error) {
+//
+// The mount point is opened without following symlinks and checked
+// through its descriptor (safepath.OpenMountpoint): a directory, nothing
+// mounted on it yet. As root, mount(2) is then given /proc/self/fd/N, so
+// the kernel mounts on the directory checked even if its path has been
+// swapped for a symlink meanwhile, and the mount table shows its real
+// path. Other users mount through fusermount3, the setuid helper, which
+// guards its own lookup of the path (it changes into the directory and
+// mounts on ".") and only mounts where that user may write.
+func Mount(mountpoint string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) {
 	sec := time.Second
 	pick := func(d *time.Duration) *time.Duration {
 		if d == nil {
@@ -86,17 +101,163 @@ func Mount(mountpoint string, root fs.InodeEmbedder, mo MountOptions) (*fuse.Ser
 			// security.capability query on every write in go-fuse
 			// saves a round trip per write.
 			IgnoreSecurityLabels: true,
-			// As root, mount(2) directly; fusermount3 otherwise.
-			DirectMount: true,
-			Debug:       mo.Debug,
+			Debug:                mo.Debug,
 		},
 	}
-	server, err := fs.Mount(mountpoint, root, opts)
+	mp, err := safepath.OpenMountpoint(mountpoint)
 	if err != nil {
-		return nil, fmt.Errorf("cryptfs: mount %s on %s: %w", fsName, mountpoint, err)
+		return nil, fmt.Errorf("cryptfs: %w", err)
 	}
-	setReadAhead(mountpoint, readAheadKB)
+	if os.Geteuid() != 0 {
+		mp.Close()
+		server, err := fs.Mount(mp.Path, root, opts)
+		if err != nil {
+			return nil, fmt.Errorf("cryptfs: mount %s on %s: %w", fsName, mp.Path, err)
+		}
+		return &Server{Server: server}, nil
+	}
+	server, err := mountAt(mp, root, opts)
+	if err != nil {
+		mp.Close()
+		return nil, fmt.Errorf("cryptfs: mount %s on %s: %w", fsName, mp.Path, err)
+	}
 	return server, nil
+}
+
+// Server serves one mount: go-fuse's server, with an Unmount that finds
+// the mount from the directory opened at Mount rather than by its path.
+type Server struct {
+	*fuse.Server
+
+	mu   sync.Mutex
+	mp   *safepath.Mountpoint // nil when fusermount3 mounted it
+	done bool                 // the mount is gone and mp closed
+}
+
+// Unmount unmounts and waits for the server to stop. It is idempotent.
+func (s *Server) Unmount() error {
+	if s.mp == nil && !s.done {
+		return s.Server.Unmount()
+	}
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return nil
+	}
+	var err error
+	delay := 5 * time.Millisecond
+	for try := 0; ; try++ {
+		// The kernel may not have released the last open files of a
+		// process that just exited.
+		err = s.mp.Unmount(0)
+		if !errors.Is(err, unix.EBUSY) || try == 4 {
+			break
+		}
+		time.Sleep(delay)
+		delay *= 2
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.Server.Wait()
+	s.finish()
+	return nil
+}
+
+// finish closes the mount point once the mount is gone.
+func (s *Server) finish() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.done {
+		s.done = true
+		s.mp.Close()
+	}
+}
+
+// mountAt mounts as root: /dev/fuse opened here, mount(2) on the
+// descriptor of the mount point, and go-fuse handed the connection
+// through its /dev/fd/N convention so it does not mount again by path.
+func mountAt(mp *safepath.Mountpoint, root fs.InodeEmbedder, opts *fs.Options) (*Server, error) {
+	mo := &opts.MountOptions
+	dev, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: "/dev/fuse", Err: err}
+	}
+	// As go-fuse's direct mount and fusermount3 do: nosuid and nodev
+	// unless asked otherwise, the flag options as flags, the rest as
+	// data for the kernel.
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
+	data := []string{
+		"fd=" + strconv.Itoa(dev),
+		fmt.Sprintf("rootmode=%o", unix.S_IFDIR),
+		"user_id=" + strconv.Itoa(os.Geteuid()),
+		"group_id=" + strconv.Itoa(os.Getegid()),
+		"max_read=" + strconv.Itoa(mo.MaxWrite),
+	}
+	for _, o := range mo.Options {
+		switch o {
+		case "nodev":
+			flags |= unix.MS_NODEV
+		case "dev":
+			flags &^= unix.MS_NODEV
+		case "nosuid":
+			flags |= unix.MS_NOSUID
+		case "suid":
+			flags &^= unix.MS_NOSUID
+		case "noexec":
+			flags |= unix.MS_NOEXEC
+		case "exec":
+			flags &^= unix.MS_NOEXEC
+		default:
+			data = append(data, o)
+		}
+	}
+	if mo.AllowOther {
+		data = append(data, "allow_other")
+	}
+	if err := mp.Mount(mo.FsName, "fuse."+mo.Name, flags, strings.Join(data, ",")); err != nil {
+		unix.Close(dev)
+		return nil, err
+	}
+	mo.DirectMount, mo.DirectMountStrict = false, false
+	server, err := fuse.NewServer(fs.NewNodeFS(root, opts), "/dev/fd/"+strconv.Itoa(dev), mo)
+	if err != nil {
+		// NewServer closed dev if it got as far as INIT; the detach
+		// drops the mount either way.
+		mp.Unmount(unix.MNT_DETACH)
+		return nil, err
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		mp.Unmount(unix.MNT_DETACH)
+		return nil, err
+	}
+	s := &Server{Server: server, mp: mp}
+	go func() {
+		server.Wait()
+		s.finish()
+	}()
+	if r, err := mp.OpenMounted(); err == nil {
+		pollHack(r)
+		setReadAhead(r, readAheadKB)
+		r.Close()
+	}
+	return s, nil
+}
+
+// pollHack makes the kernel ask our server about poll(2) once, now: the
+// answer (not supported) is cached, so a later poll from this process
+// on its own mount cannot wait on itself. go-fuse does this by path for
+// the mounts it makes; it serves pollHackName in the root for it.
+func pollHack(root *os.File) {
+	const pollHackName = ".go-fuse-epoll-hack"
+	fd, err := unix.Openat(int(root.Fd()), pollHackName, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLPRI | unix.POLLOUT}}, 0)
+	unix.Close(fd)
 }
 
 // readAheadKB is the kernel read-ahead we ask for: one maximal request.
@@ -108,9 +269,9 @@ const readAheadKB = maxWrite / 1024
 // setReadAhead raises the read-ahead of the mount's backing device info,
 // which FUSE can only lower through INIT. Writing it needs root; without,
 // the kernel default stays, which is only slower.
-func setReadAhead(mountpoint string, kb int) {
+func setReadAhead(root *os.File, kb int) {
 	var st unix.Stat_t
-	if err := unix.Stat(mountpoint, &st); err != nil {
+	if err := unix.Fstat(int(root.Fd()), &st); err != nil {
 		return
 	}
 	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))

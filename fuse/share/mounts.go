@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/mountinfo"
+	"kmsagent/agent/safepath"
 	cryptfs "kmsagent/fuse/fs"
 )
 
@@ -46,23 +47,22 @@ func ours(all []mountinfo.Entry) []Mount {
 	return out
 }
 
-// CheckMountpoint refuses a directory something is mounted on already:
-// mounting over it would hide that mount, or stack on a dead one.
+// CheckMountpoint refuses a mount point that Mount would refuse, before
+// any key is unwrapped: a path with a symlink in it, and a directory
+// something is mounted on already (mounting over it would hide that
+// mount, or stack on a dead one).
 func CheckMountpoint(mountpoint string) error {
-	all, err := mountinfo.Read()
-	if err != nil {
-		return fmt.Errorf("list mounts: %w", err)
+	mp, err := safepath.OpenMountpoint(mountpoint)
+	var me *safepath.MountedError
+	switch {
+	case errors.As(err, &me) && me.FSType == "fuse."+cryptfs.Subtype:
+		return fmt.Errorf("%s is already a kmsagent mount of %s; run kmsagent umount %s first", me.Path, me.Source, me.Path)
+	case errors.As(err, &me):
+		return fmt.Errorf("%w; mount the share on an unused directory", err)
+	case err != nil:
+		return err
 	}
-	for _, m := range all {
-		if m.Mountpoint != mountpoint {
-			continue
-		}
-		if m.FSType == "fuse."+cryptfs.Subtype {
-			return fmt.Errorf("%s is already a kmsagent mount of %s; run kmsagent umount %s first", mountpoint, m.Source, mountpoint)
-		}
-		return fmt.Errorf("%s is already a mount point (%s from %s); mount the share on an unused directory", mountpoint, m.FSType, m.Source)
-	}
-	return nil
+	return mp.Close()
 }
 
 // FindMount returns our mount at mountpoint (absolute).
@@ -123,9 +123,11 @@ func unmount(mountpoint string, lazy bool) error {
 		}
 		return nil
 	}
-	flags := 0
+	// The path comes from the mount table, free of symlinks; one
+	// planted since is not followed.
+	flags := unix.UMOUNT_NOFOLLOW
 	if lazy {
-		flags = unix.MNT_DETACH
+		flags |= unix.MNT_DETACH
 	}
 	err := unix.Unmount(mountpoint, flags)
 	if errors.Is(err, unix.EBUSY) {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
-	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"kmsagent/fuse/cryptocore"
 	"kmsagent/fuse/envelope"
@@ -98,7 +97,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	return nil
 }
 
-func mount(o ServeOptions, root gofs.InodeEmbedder) (*fuse.Server, error) {
+func mount(o ServeOptions, root gofs.InodeEmbedder) (*cryptfs.Server, error) {
 	return cryptfs.Mount(o.Mountpoint, root, cryptfs.MountOptions{
 		FsName:     o.CipherDir,
 		AllowOther: o.AllowOther,
