@@ -225,6 +225,14 @@ func TestGuestFailuresLeaveNothing(t *testing.T) {
 			args:  []string{"/dev/vda", "/mnt/f"}, want: crypt.StepKMS,
 		},
 		{name: "image, no file system", args: []string{"/tmp/vdb.img", "/mnt/f"}, want: crypt.StepMount},
+		{
+			// Whoever owns /mnt could point the link anywhere; the
+			// mount must not follow it to /mnt/f.
+			name:  "symlinked mount point",
+			setup: func() { os.Symlink("/mnt/f", "/mnt/link") },
+			undo:  func() { os.Remove("/mnt/link") },
+			args:  []string{"/dev/vda", "/mnt/link"}, want: "symbolic link",
+		},
 	}
 	if out, err := exec.Command("dd", "if=/dev/vdb", "of=/tmp/vdb.img", "bs=1M").CombinedOutput(); err != nil {
 		t.Fatalf("dd: %v %s", err, out)

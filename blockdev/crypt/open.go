@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/mountinfo"
+	"kmsagent/agent/safepath"
 	"kmsagent/blockdev/dm"
 	"kmsagent/blockdev/volume"
 )
@@ -87,14 +88,15 @@ func Open(ctx context.Context, ctl *dm.Control, source string, o Options, unlock
 	if err != nil {
 		return nil, err
 	}
+	var mp *safepath.Mountpoint
 	if o.Mountpoint != "" {
-		fi, err := os.Stat(o.Mountpoint)
+		// Opened now, without following symlinks, and mounted on
+		// through this descriptor: the path is not looked up again.
+		mp, err = safepath.OpenMountpoint(o.Mountpoint)
 		if err != nil {
-			return nil, fmt.Errorf("mount point: %w", err)
+			return nil, err
 		}
-		if !fi.IsDir() {
-			return nil, fmt.Errorf("mount point %s is not a directory", o.Mountpoint)
-		}
+		defer mp.Close()
 	}
 	fi, err := os.Stat(source)
 	if err != nil {
@@ -170,7 +172,7 @@ func Open(ctx context.Context, ctl *dm.Control, source string, o Options, unlock
 	}
 
 	progress(StepMount)
-	if err := mount(v, o, flags, data); err != nil {
+	if err := mount(v, mp, o.FSType, flags, data); err != nil {
 		if _, derr := ctl.Deactivate(v.Name, dm.RemoveOptions{}); derr != nil {
 			err = fmt.Errorf("%w (and closing the mapping failed: %v)", err, derr)
 		}
@@ -179,8 +181,7 @@ func Open(ctx context.Context, ctl *dm.Control, source string, o Options, unlock
 	return v, nil
 }
 
-func mount(v *Volume, o Options, flags uintptr, data string) error {
-	fstype := o.FSType
+func mount(v *Volume, mp *safepath.Mountpoint, fstype string, flags uintptr, data string) error {
 	if fstype == "" {
 		f, err := os.Open(v.Device)
 		if err != nil {
@@ -195,10 +196,10 @@ func mount(v *Volume, o Options, flags uintptr, data string) error {
 			return fmt.Errorf("no known file system on %s (wrong key, or not formatted yet?); give --fs-type to try anyway", v.Device)
 		}
 	}
-	if err := unix.Mount(v.Device, o.Mountpoint, fstype, flags, data); err != nil {
-		return fmt.Errorf("mount %s (%s) on %s: %w", v.Device, fstype, o.Mountpoint, err)
+	if err := mp.Mount(v.Device, fstype, flags, data); err != nil {
+		return fmt.Errorf("mount %s (%s) on %s: %w", v.Device, fstype, mp.Path, err)
 	}
-	v.Mountpoint, v.FSType = o.Mountpoint, fstype
+	v.Mountpoint, v.FSType = mp.Path, fstype
 	return nil
 }
 
