@@ -42,7 +42,10 @@ type SymlinkError struct {
 }
 
 func (e *SymlinkError) Error() string {
-	msg := fmt.Sprintf("%s: %s is a symbolic link, which root does not follow here", e.Path, e.Link)
+	msg := fmt.Sprintf("%s is a symbolic link, which root does not follow here", e.Link)
+	if e.Link != e.Path {
+		msg = e.Path + ": " + msg
+	}
 	if real, err := filepath.EvalSymlinks(e.Path); err == nil && real != e.Path {
 		msg += fmt.Sprintf("; give the path without symlinks (%s now)", real)
 	}

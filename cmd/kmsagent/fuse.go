@@ -381,19 +381,15 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 // runRewrapShare re-wraps a share's master key under keyID; the data and
 // the master key do not change.
 func runRewrapShare(ctx context.Context, env *cliEnv, dir, keyID string) error {
-	e, err := envelope.Read(dir)
-	if err != nil {
+	if _, err := envelope.Read(dir); err != nil {
 		return err
 	}
 	kms, err := openKMS(ctx, env)
 	if err != nil {
 		return err
 	}
-	old := e.KMS.KeyID
-	if err := e.Rewrap(ctx, kms, keyID); err != nil {
-		return err
-	}
-	if err := e.Write(dir, true); err != nil {
+	_, old, err := share.Rewrap(ctx, kms, dir, keyID)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "%s: master key re-wrapped from %s to %s\n", dir, old, keyID)

@@ -12,7 +12,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -213,12 +215,16 @@ func Read(dir string) (*Envelope, error) {
 		return nil, fmt.Errorf("open envelope: %w", err)
 	}
 	defer f.Close()
+	return read(f, dir)
+}
+
+func read(f *os.File, dir string) (*Envelope, error) {
 	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, fmt.Errorf("read %s: %w", f.Name(), err)
 	}
 	if len(b) > maxFileSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes: not an envelope", path, maxFileSize)
+		return nil, fmt.Errorf("%s is larger than %d bytes: not an envelope", f.Name(), maxFileSize)
 	}
 	e, err := Parse(b)
 	if err != nil {
@@ -227,10 +233,42 @@ func Read(dir string) (*Envelope, error) {
 	return e, nil
 }
 
-// Write stores the envelope in dir atomically: a temporary file, fsync,
-// rename, fsync of the directory. Unless replace is set it refuses to
-// overwrite an existing envelope.
-func (e *Envelope) Write(dir string, replace bool) error {
+// ReadAt reads the envelope of the cipher directory open as dir, without
+// following a symlink in its place.
+func ReadAt(dir *os.File) (*Envelope, error) {
+	fd, err := unix.Openat(int(dir.Fd()), FileName, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.ENOENT {
+		return nil, fmt.Errorf("%s has no %s: not a kmsagent share; run kmsagent format fuse %s --key-id ID", dir.Name(), FileName, dir.Name())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open envelope in %s: %w", dir.Name(), err)
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(dir.Name(), FileName))
+	defer f.Close()
+	return read(f, dir.Name())
+}
+
+// Mode is the mode of a new envelope. The wrapped key is no secret by
+// itself, but whoever reads it and reaches a KMS credential that may
+// decrypt under its key unwraps the master key with the volume UUID,
+// which is public; so only root reads it, as only root enters the cipher
+// directory (0700, see fuse/share).
+//
+// A share that other hosts mount over NFS with root squash (their root
+// is nobody here) needs both readable by a group those hosts' users map
+// to: chgrp GROUP DIR DIR/kmsagent.json; chmod 0750 DIR; chmod 0640
+// DIR/kmsagent.json. That widens who can try the KMS; it is the admin's
+// call. Replacing an envelope (rewrap) keeps such a group and its read
+// bit, and nothing more: an old envelope readable by everyone (written
+// 0444 by earlier versions) is replaced by a 0600 one.
+const Mode = 0o600
+
+// WriteAt stores the envelope in the directory open as dir atomically: a
+// new temporary file, fsync, rename (or link, which fails when the name
+// exists, unless replace is set), fsync of the directory. Every step is
+// relative to dir's descriptor and refuses to follow a symlink, so a
+// directory renamed or swapped meanwhile cannot redirect the write.
+func (e *Envelope) WriteAt(dir *os.File, replace bool) error {
 	if err := e.validate(); err != nil {
 		return err
 	}
@@ -239,55 +277,94 @@ func (e *Envelope) Write(dir string, replace bool) error {
 		return fmt.Errorf("encode envelope: %w", err)
 	}
 	b = append(b, '\n')
-	path := filepath.Join(dir, FileName)
-	if !replace {
-		if _, err := os.Lstat(path); err == nil {
-			return fmt.Errorf("%s already exists; pass --force to replace it (the old wrapped key is lost)", path)
-		}
+	dfd := int(dir.Fd())
+	path := filepath.Join(dir.Name(), FileName)
+	mode, gid := uint32(Mode), -1
+	var old unix.Stat_t
+	switch err := unix.Fstatat(dfd, FileName, &old, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil && !replace:
+		return fmt.Errorf("%s already exists; pass --force to replace it (the old wrapped key is lost)", path)
+	case err == nil && old.Mode&unix.S_IFMT != unix.S_IFREG:
+		return fmt.Errorf("%s is not a regular file; move it away", path)
+	case err == nil && old.Mode&0o004 == 0:
+		mode |= old.Mode & 0o040
+		gid = int(old.Gid)
+	case err != nil && err != unix.ENOENT:
+		return fmt.Errorf("write envelope: %w", &os.PathError{Op: "stat", Path: path, Err: err})
 	}
-	tmp, err := os.CreateTemp(dir, "."+FileName+".tmp-*")
+	tmp, f, err := createTemp(dfd, "."+FileName+".tmp-")
 	if err != nil {
-		return fmt.Errorf("write envelope: %w", err)
+		return fmt.Errorf("write envelope in %s: %w", dir.Name(), err)
 	}
-	defer os.Remove(tmp.Name())
-	// gocryptfs writes its config 0400; the envelope holds no secret but
-	// is as precious, so it is read-only for everyone but root.
-	if err := tmp.Chmod(0o444); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write envelope: %w", err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write envelope: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write envelope: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
+	committed := false
+	defer func() {
+		if !committed {
+			unix.Unlinkat(dfd, tmp, 0)
+		}
+	}()
+	err = func() error {
+		defer f.Close()
+		// The umask does not decide: the mode is set, not requested.
+		if err := unix.Fchmod(int(f.Fd()), mode); err != nil {
+			return err
+		}
+		if gid >= 0 {
+			if err := unix.Fchown(int(f.Fd()), -1, gid); err != nil {
+				return err
+			}
+		}
+		if _, err := f.Write(b); err != nil {
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		return f.Close()
+	}()
+	if err != nil {
 		return fmt.Errorf("write envelope: %w", err)
 	}
 	if replace {
-		err = os.Rename(tmp.Name(), path)
+		err = unix.Renameat(dfd, tmp, dfd, FileName)
+		committed = err == nil
 	} else {
 		// link(2) fails if the name exists, closing the race with a
 		// concurrent format.
-		err = os.Link(tmp.Name(), path)
+		err = unix.Linkat(dfd, tmp, dfd, FileName, 0)
+		if err == unix.EEXIST {
+			return fmt.Errorf("%s already exists; pass --force to replace it (the old wrapped key is lost)", path)
+		}
 	}
 	if err != nil {
-		return fmt.Errorf("write envelope: %w", err)
+		return fmt.Errorf("write envelope: %w", &os.PathError{Op: "rename", Path: path, Err: err})
 	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
+	if !replace {
+		unix.Unlinkat(dfd, tmp, 0)
+		committed = true
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
+	if err := dir.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir.Name(), err)
 	}
 	return nil
+}
+
+// createTemp makes a new file named prefix and random digits in dirfd,
+// with O_EXCL and O_NOFOLLOW, mode 0600.
+func createTemp(dirfd int, prefix string) (string, *os.File, error) {
+	for range 100 {
+		var r [8]byte
+		if _, err := rand.Read(r[:]); err != nil {
+			return "", nil, err
+		}
+		name := prefix + hex.EncodeToString(r[:])
+		fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err == unix.EEXIST {
+			continue
+		}
+		if err != nil {
+			return "", nil, err
+		}
+		return name, os.NewFile(uintptr(fd), name), nil
+	}
+	return "", nil, errors.New("cannot find an unused temporary name")
 }

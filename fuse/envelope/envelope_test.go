@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/local"
 	"kmsagent/kmsclient/secret"
@@ -37,14 +39,15 @@ func TestNewWriteReadUnwrap(t *testing.T) {
 	}
 	defer master.Wipe()
 	dir := t.TempDir()
-	if err := e.Write(dir, false); err != nil {
+	d := openDir(t, dir)
+	if err := e.WriteAt(d, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Write(dir, false); err == nil || !strings.Contains(err.Error(), "--force") {
+	if err := e.WriteAt(d, false); err == nil || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("second write: %v", err)
 	}
 	fi, err := os.Stat(filepath.Join(dir, FileName))
-	if err != nil || fi.Mode().Perm() != 0o444 {
+	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("envelope mode: %v %v", fi.Mode(), err)
 	}
 	got, err := Read(dir)
@@ -65,10 +68,10 @@ func TestNewWriteReadUnwrap(t *testing.T) {
 	if err := got.Rewrap(ctx, s, info.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := got.Write(dir, true); err != nil {
+	if err := got.WriteAt(d, true); err != nil {
 		t.Fatal(err)
 	}
-	again, _ := Read(dir)
+	again, _ := ReadAt(d)
 	k2, err := again.Unwrap(ctx, s)
 	if err != nil || !k2.Equal(master) || again.KMS.KeyID != info.ID {
 		t.Fatalf("after rewrap: %v", err)
@@ -190,6 +193,98 @@ func FuzzParse(f *testing.F) {
 		}
 		if err := e.validate(); err != nil {
 			t.Fatalf("accepted an invalid envelope: %v", err)
+		}
+	})
+}
+
+func openDir(t *testing.T, dir string) *os.File {
+	t.Helper()
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// TestWriteAtMode: a new envelope is 0600 whatever the umask; a
+// replacement keeps a group the admin granted read to, and drops the
+// world-readable mode earlier versions wrote; a symlink in the
+// envelope's place is neither followed nor replaced.
+func TestWriteAtMode(t *testing.T) {
+	ctx := context.Background()
+	s, keyID := newStore(t)
+	e, master, err := New(ctx, s, keyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	master.Wipe()
+	old := unix.Umask(0)
+	defer unix.Umask(old)
+
+	tests := []struct {
+		name     string
+		existing os.FileMode // 0: none
+		gid      int
+		wantMode os.FileMode
+		wantGid  int
+	}{
+		{name: "new", wantMode: 0o600},
+		{name: "replace 0600", existing: 0o600, wantMode: 0o600},
+		{name: "replace group-readable", existing: 0o640, gid: 4321, wantMode: 0o640, wantGid: 4321},
+		{name: "replace world-readable", existing: 0o444, gid: 4321, wantMode: 0o600},
+		{name: "replace group-writable", existing: 0o660, wantMode: 0o640},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, FileName)
+			if tt.existing != 0 {
+				os.WriteFile(path, []byte("{}"), tt.existing)
+				os.Chmod(path, tt.existing)
+				if tt.gid != 0 {
+					if err := os.Chown(path, -1, tt.gid); err != nil {
+						t.Skipf("chown: %v", err)
+					}
+				}
+			}
+			if err := e.WriteAt(openDir(t, dir), tt.existing != 0); err != nil {
+				t.Fatal(err)
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(path, &st); err != nil {
+				t.Fatal(err)
+			}
+			if got := os.FileMode(st.Mode & 0o7777); got != tt.wantMode {
+				t.Errorf("mode %v, want %v", got, tt.wantMode)
+			}
+			wantGid := tt.wantGid
+			if wantGid == 0 {
+				wantGid = os.Getegid()
+			}
+			if int(st.Gid) != wantGid {
+				t.Errorf("gid %d, want %d", st.Gid, wantGid)
+			}
+			if left, _ := filepath.Glob(filepath.Join(dir, ".*tmp*")); len(left) != 0 {
+				t.Errorf("temporary files left: %v", left)
+			}
+		})
+	}
+
+	t.Run("symlink in place", func(t *testing.T) {
+		dir, elsewhere := t.TempDir(), t.TempDir()
+		target := filepath.Join(elsewhere, "x")
+		os.WriteFile(target, []byte("keep"), 0o644)
+		os.Symlink(target, filepath.Join(dir, FileName))
+		d := openDir(t, dir)
+		if err := e.WriteAt(d, true); err == nil {
+			t.Fatal("replaced a symlink")
+		}
+		if _, err := ReadAt(d); err == nil {
+			t.Fatal("read through a symlink")
+		}
+		if b, _ := os.ReadFile(target); string(b) != "keep" {
+			t.Fatal("wrote through the symlink")
 		}
 	})
 }

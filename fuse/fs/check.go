@@ -45,6 +45,21 @@ func CheckKey(cipherDir string, core *cryptocore.CryptoCore) error {
 	if err != nil {
 		return &os.PathError{Op: "open", Path: cipherDir, Err: err}
 	}
+	return checkKey(fd, cipherDir, core)
+}
+
+// CheckKeyDir is CheckKey on the cipher directory open as dir, which
+// stays open.
+func CheckKeyDir(dir *os.File, core *cryptocore.CryptoCore) error {
+	fd, err := unix.Openat(int(dir.Fd()), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: dir.Name(), Err: err}
+	}
+	return checkKey(fd, dir.Name(), core)
+}
+
+// checkKey checks the tree in fd, which it closes.
+func checkKey(fd int, cipherDir string, core *cryptocore.CryptoCore) error {
 	if _, err := nametransform.ReadDirIVAt(fd); err != nil {
 		unix.Close(fd)
 		if errors.Is(err, syscall.ENOENT) {
