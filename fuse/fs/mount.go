@@ -136,7 +136,7 @@ type Server struct {
 
 // Unmount unmounts and waits for the server to stop. It is idempotent.
 func (s *Server) Unmount() error {
-	if s.mp == nil && !s.done {
+	if s.mp == nil {
 		return s.Server.Unmount()
 	}
 	s.mu.Lock()
