@@ -5,7 +5,7 @@
 // # Use
 //
 //	core, _ := cryptocore.New(masterKey) // the caller wipes core after unmount
-//	err := cryptfs.CheckKey(dir, core)   // ErrWrongKey before anything is mounted
+//	err := cryptfs.CheckKey(dir, core)   // ErrWrongKey (or ErrKeyUnverified) before anything is mounted
 //	root, err := cryptfs.NewRoot(cryptfs.Options{CipherDir: dir, Core: core, Logger: log})
 //	server, err := cryptfs.Mount(mnt, root, cryptfs.MountOptions{AllowOther: true})
 //	server.Wait() // returns after umount; the root has closed its descriptors

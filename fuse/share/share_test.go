@@ -201,3 +201,29 @@ func FuzzParseMountInfo(f *testing.F) {
 		ParseMountInfo(strings.NewReader(s))
 	})
 }
+
+// TestCheckMountpoint: the early check refuses what the mount would: a
+// symlink anywhere in the path, a missing directory, a file.
+func TestCheckMountpoint(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real")
+	os.Mkdir(real, 0o755)
+	os.Symlink(real, filepath.Join(dir, "link"))
+	os.WriteFile(filepath.Join(dir, "file"), nil, 0o644)
+	tests := []struct {
+		path string
+		want string // "" means accepted
+	}{
+		{real, ""},
+		{filepath.Join(dir, "link"), "symbolic link"},
+		{filepath.Join(dir, "link", "."), "symbolic link"},
+		{filepath.Join(dir, "missing"), "no such file"},
+		{filepath.Join(dir, "file"), "not a directory"},
+	}
+	for _, tt := range tests {
+		err := CheckMountpoint(tt.path)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%s: %v, want %q", tt.path, err, tt.want)
+		}
+	}
+}
