@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/blockdev/luks2"
+	"kmsagent/blockdev/probe"
 	"kmsagent/blockdev/token"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/secret"
@@ -181,7 +182,7 @@ func Format(ctx context.Context, dev Device, kms kmsclient.KMS, o FormatOptions)
 		return nil, fmt.Errorf("the data area (%d bytes) is not a multiple of the %d-byte sector size; use --sector-size 512", size-dataOffset, sector)
 	}
 	if !o.Force {
-		what, err := Signature(dev)
+		what, err := probe.Describe(dev)
 		if err != nil {
 			return nil, fmt.Errorf("probe for existing data: %w", err)
 		}
@@ -525,7 +526,7 @@ func hasLUKS2Magic(dev Device) bool {
 	if n, _ := dev.ReadAt(magic, 0); n == len(magic) && string(magic) == "LUKS\xba\xbe" {
 		return true
 	}
-	for _, off := range secondaryOffsets {
+	for _, off := range probe.SecondaryOffsets {
 		if n, _ := dev.ReadAt(magic, off); n == len(magic) && string(magic) == "SKUL\xba\xbe" {
 			return true
 		}

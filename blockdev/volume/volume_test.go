@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"kmsagent/blockdev/luks2"
+	"kmsagent/blockdev/probe"
 	"kmsagent/blockdev/token"
 	"kmsagent/kmsclient"
 )
@@ -117,7 +118,7 @@ func TestFormatRefuses(t *testing.T) {
 				if _, err := Format(ctx, f, k.store, o); err != nil {
 					t.Fatalf("forced format: %v", err)
 				}
-				if what, _ := Signature(f); what != "a LUKS2 header" {
+				if what, _ := probe.Describe(f); what != "a LUKS2 header" {
 					t.Fatalf("after format the device holds %q", what)
 				}
 			}

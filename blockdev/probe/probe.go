@@ -1,4 +1,6 @@
-package volume
+// Package probe recognises what a device or image holds from its
+// signatures, as blkid does.
+package probe
 
 import (
 	"bytes"
@@ -11,16 +13,16 @@ import (
 // is the farthest, LUKS2's secondary header copy aside.
 const probeSize = 0x10000 + 4096
 
-// secondaryOffsets are where a LUKS2 secondary header can start: right
+// SecondaryOffsets are where a LUKS2 secondary header can start: right
 // after a primary of each allowed metadata size.
-var secondaryOffsets = []int64{0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000}
+var SecondaryOffsets = []int64{0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000}
 
-// Signature names what the start of a device holds, as blkid would
+// Describe names what the start of a device holds, as blkid would
 // report it, or returns "" when it finds nothing it knows. It looks for
 // the formats an admin is most likely to destroy by mistake: LUKS
 // headers (either copy), ext2/3/4, XFS, Btrfs, swap, FAT and partition
 // tables. A device of random or zero bytes has none of them.
-func Signature(dev io.ReaderAt) (string, error) {
+func Describe(dev io.ReaderAt) (string, error) {
 	buf := make([]byte, probeSize)
 	n, err := dev.ReadAt(buf, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -63,7 +65,7 @@ func Signature(dev io.ReaderAt) (string, error) {
 	// A damaged primary LUKS2 header leaves the secondary copy, which
 	// cryptsetup would still open.
 	magic := make([]byte, 6)
-	for _, off := range secondaryOffsets {
+	for _, off := range SecondaryOffsets {
 		if _, err := dev.ReadAt(magic, off); err != nil {
 			break
 		}
