@@ -13,4 +13,10 @@
 // then the primary), so a refused or failed operation leaves the volume
 // as it was. Format is the exception by nature; it refuses a device that
 // holds a LUKS header or a file system unless forced.
+//
+// Before any header write the device is probed (package probe): a LUKS2
+// header beside another signature (an LVM2 label, a file system, a RAID
+// superblock) or behind a primary header of another version is
+// ambiguous, and is refused with an AmbiguousError rather than written,
+// since luks2 would rewrite both header copies over the other format.
 package volume

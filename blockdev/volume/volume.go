@@ -182,12 +182,8 @@ func Format(ctx context.Context, dev Device, kms kmsclient.KMS, o FormatOptions)
 		return nil, fmt.Errorf("the data area (%d bytes) is not a multiple of the %d-byte sector size; use --sector-size 512", size-dataOffset, sector)
 	}
 	if !o.Force {
-		what, err := probe.Describe(dev)
-		if err != nil {
-			return nil, fmt.Errorf("probe for existing data: %w", err)
-		}
-		if what != "" {
-			return nil, fmt.Errorf("the device holds %s; formatting destroys it, pass --force if that is intended", what)
+		if err := checkEmpty(dev); err != nil {
+			return nil, err
 		}
 	}
 	h, vk, res, err := Create(ctx, dev, kms, o.CreateOptions)
@@ -392,6 +388,9 @@ func Enroll(ctx context.Context, dev Device, kms kmsclient.KMS, passphrase []byt
 func readForChange(dev Device) (*luks2.Header, []kmsToken, error) {
 	h, err := readHeader(dev)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkOnlyLUKS2(dev); err != nil {
 		return nil, nil, err
 	}
 	if err := checkChangeable(h); err != nil {

@@ -80,11 +80,17 @@ func TestFormatRefuses(t *testing.T) {
 		want    string
 		force   bool // --force formats it
 	}{
-		{"ext4", imageSize, put(1024+56, le16(0xEF53)), FormatOptions{}, "ext2/3/4", true},
-		{"xfs", imageSize, put(0, []byte("XFSB")), FormatOptions{}, "XFS", true},
-		{"btrfs", imageSize, put(0x10040, []byte("_BHRfS_M")), FormatOptions{}, "Btrfs", true},
+		{"ext2", imageSize, put(1024+56, le16(0xEF53)), FormatOptions{}, "an ext2 file system (1024-byte blocks)", true},
+		{"xfs", imageSize, func(f *os.File) { f.WriteAt([]byte("XFSB\x00\x00\x10\x00"), 0); f.WriteAt([]byte{2, 0}, 102) }, FormatOptions{}, "XFS file system (512-byte sectors)", true},
+		{"btrfs", imageSize, func(f *os.File) { f.WriteAt([]byte("_BHRfS_M"), 0x10040); f.WriteAt(le16(4096), 0x10090) }, FormatOptions{}, "Btrfs", true},
 		{"swap", imageSize, put(4086, []byte("SWAPSPACE2")), FormatOptions{}, "swap", true},
-		{"vfat", imageSize, func(f *os.File) { f.WriteAt([]byte("FAT32   "), 82); f.WriteAt([]byte{0x55, 0xAA}, 510) }, FormatOptions{}, "FAT", true},
+		{"vfat", imageSize, func(f *os.File) {
+			f.WriteAt([]byte("FAT32   "), 82)
+			f.WriteAt(le16(512), 11)
+			f.WriteAt([]byte{0x55, 0xAA}, 510)
+		}, FormatOptions{}, "FAT", true},
+		{"lvm2", imageSize, put(512, []byte("LABELONE\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00LVM2 001")), FormatOptions{}, "LVM2 physical volume (at offset 0x218)", true},
+		{"ext4 and swap", imageSize, func(f *os.File) { f.WriteAt(le16(0xEF53), 1024+56); f.WriteAt([]byte("SWAPSPACE2"), 4086) }, FormatOptions{}, "file system (1024-byte blocks) (at offset 0x438) and a swap area (at offset 0xff6)", true},
 		{"mbr", imageSize, put(510, []byte{0x55, 0xAA}), FormatOptions{}, "MBR", true},
 		{"gpt", imageSize, put(512, []byte("EFI PART")), FormatOptions{}, "GPT", true},
 		{"luks1", imageSize, put(0, []byte("LUKS\xba\xbe\x00\x01")), FormatOptions{}, "LUKS1", true},
@@ -110,6 +116,10 @@ func TestFormatRefuses(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Format: %v, want an error with %q", err, tt.want)
 			}
+			var existing *ExistingDataError
+			if errors.As(err, &existing) != tt.force {
+				t.Fatalf("Format: %v is an ExistingDataError: %v, want %v", err, !tt.force, tt.force)
+			}
 			if fileHash(t, path) != before {
 				t.Fatal("a refused format changed the device")
 			}
@@ -118,8 +128,9 @@ func TestFormatRefuses(t *testing.T) {
 				if _, err := Format(ctx, f, k.store, o); err != nil {
 					t.Fatalf("forced format: %v", err)
 				}
-				if what, _ := probe.Describe(f); what != "a LUKS2 header" {
-					t.Fatalf("after format the device holds %q", what)
+				sigs, err := probe.Scan(f, tt.size)
+				if err != nil || len(sigs) != 2 || sigs[0].Name != "a LUKS2 header" || !sigs[1].Secondary {
+					t.Fatalf("after format the device holds %v (%v)", sigs, err)
 				}
 			}
 		})

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -44,6 +45,22 @@ func openKMSRegion(ctx context.Context, env *cliEnv) (kmsclient.KMS, string, err
 		}
 	}
 	return k, region, nil
+}
+
+// deviceError prefixes err with the device and adds what the admin can
+// do about a device kmsagent refused to write to.
+func deviceError(path string, err error) error {
+	var existing *volume.ExistingDataError
+	var ambiguous *volume.AmbiguousError
+	switch {
+	case errors.As(err, &existing):
+		return fmt.Errorf("%s: %w; pass --force if that is intended", path, err)
+	case errors.As(err, &ambiguous) && ambiguous.LUKSVersion() == 1:
+		return fmt.Errorf("%s: %w; kmsagent writes only LUKS2: if the LUKS1 volume is in use, convert it first (cryptsetup convert --type luks2 %s), if it is stale, erase it (wipefs --offset 0x0 %s)", path, err, path, path)
+	case errors.As(err, &ambiguous):
+		return fmt.Errorf("%s: %w; find out which is in use (wipefs %s lists the signatures without erasing any), then erase the stale ones with wipefs --offset OFFSET %s", path, err, path, path)
+	}
+	return fmt.Errorf("%s: %w", path, err)
 }
 
 // readPassphrase reads a passphrase file byte for byte, as cryptsetup's
@@ -103,7 +120,7 @@ func runFormatLuks(ctx context.Context, env *cliEnv, args []string) error {
 	o.Region = region
 	res, err := volume.Format(ctx, dev, kms, o)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return deviceError(path, err)
 	}
 	fmt.Fprintf(env.stdout, "%s: LUKS2 volume %s, %d-byte sectors, key wrapped by %s key %s (keyslot %d, token %d)", path, res.UUID, sectorSize, kms.Provider(), res.KeyID, res.Keyslot, res.TokenID)
 	if res.RecoveryKeyslot >= 0 {
@@ -142,7 +159,7 @@ func runEnroll(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	res, err := volume.Enroll(ctx, dev, kms, pass.Bytes(), volume.EnrollOptions{KeyID: keyID, Region: region})
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return deviceError(path, err)
 	}
 	fmt.Fprintf(env.stdout, "%s: LUKS2 volume %s enrolled: %s key %s opens keyslot %d (token %d); the data is unchanged\n", path, res.UUID, kms.Provider(), res.KeyID, res.Keyslot, res.TokenID)
 	return nil
@@ -161,7 +178,7 @@ func runUnenroll(ctx context.Context, env *cliEnv, args []string) error {
 	defer dev.Close()
 	removed, err := volume.Unenroll(ctx, dev)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return deviceError(path, err)
 	}
 	fmt.Fprintf(env.stdout, "%s: kmsagent token and keyslot %v removed; the remaining keyslots still open the volume\n", path, removed)
 	return nil
@@ -181,7 +198,7 @@ func runRewrapLuks(ctx context.Context, env *cliEnv, path, keyID string) error {
 	}
 	old, err := volume.Rewrap(ctx, dev, kms, keyID)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return deviceError(path, err)
 	}
 	fmt.Fprintf(env.stdout, "%s: data key re-wrapped from %s to %s; only the token changed\n", path, strings.Join(old, ", "), keyID)
 	return nil

@@ -144,6 +144,18 @@ func TestLuksRefusals(t *testing.T) {
 	f.WriteAt([]byte("xxxx"), 0x1000)
 	f.WriteAt([]byte("xxxx"), 0x5000)
 	f.Close()
+	// A LUKS2 volume with an LVM2 label in its header padding, and one
+	// whose primary header is LUKS1 with a LUKS2 copy behind it.
+	lvm := sparseFile(t, t.TempDir(), 17<<20)
+	c.mustRun("format", "luks", lvm, "--key-id", "disks")
+	f, _ = os.OpenFile(lvm, os.O_RDWR, 0)
+	f.WriteAt([]byte("LABELONE\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00LVM2 001"), 512)
+	f.Close()
+	luks1 := sparseFile(t, t.TempDir(), 17<<20)
+	c.mustRun("format", "luks", luks1, "--key-id", "disks")
+	f, _ = os.OpenFile(luks1, os.O_RDWR, 0)
+	f.WriteAt([]byte{0, 1}, 6)
+	f.Close()
 	pass := writeFile(t, filepath.Join(dir, "pass"), "secret", 0o600)
 	open := writeFile(t, filepath.Join(dir, "open"), "secret", 0o644)
 	unenrolled := sparseFile(t, t.TempDir(), 17<<20) // a passphrase keyslot only
@@ -156,7 +168,11 @@ func TestLuksRefusals(t *testing.T) {
 		file string // must stay unchanged
 	}{
 		{"does not exist", []string{"format", "luks", filepath.Join(dir, "missing"), "--key-id", "disks"}, ""},
-		{"ext2/3/4 file system", []string{"format", "luks", ext4, "--key-id", "disks"}, ext4},
+		{"the device holds an ext2 file system (1024-byte blocks) (at offset 0x438); formatting destroys it; pass --force", []string{"format", "luks", ext4, "--key-id", "disks"}, ext4},
+		{"ambiguous device: besides a LUKS2 header (at offset 0x0) it holds an LVM2 physical volume (at offset 0x218), which writing the LUKS2 header would destroy; find out which is in use (wipefs " + lvm, []string{"rewrap", lvm, "--key-id", "disks"}, lvm},
+		{"ambiguous device", []string{"unenroll", lvm}, lvm},
+		{"ambiguous device", []string{"enroll", lvm, "--key-id", "disks", "--passphrase-file", pass}, lvm},
+		{"it holds a LUKS1 header (at offset 0x0), which writing the LUKS2 header would destroy; kmsagent writes only LUKS2: if the LUKS1 volume is in use, convert it first (cryptsetup convert --type luks2 " + luks1, []string{"rewrap", luks1, "--key-id", "disks"}, luks1},
 		{"not found", []string{"format", "luks", plain, "--key-id", "nope"}, plain},
 		{"not a LUKS2 volume", []string{"enroll", plain, "--key-id", "disks", "--passphrase-file", pass}, plain},
 		{"already enrolled", []string{"enroll", only, "--key-id", "disks", "--passphrase-file", pass}, only},

@@ -1,0 +1,120 @@
+package volume
+
+import (
+	"fmt"
+
+	"kmsagent/blockdev/probe"
+)
+
+// ExistingDataError is Format's refusal of a device that already holds
+// something: a LUKS header, a file system, a RAID or LVM member, a
+// partition table.
+type ExistingDataError struct {
+	Found []probe.Signature
+}
+
+func (e *ExistingDataError) Error() string {
+	return fmt.Sprintf("the device holds %s; formatting destroys it", probe.Names(withoutSecondary(e.Found)))
+}
+
+// AmbiguousError is the refusal to write a LUKS2 header on a device that
+// holds something besides a LUKS2 header (an LVM2 label, a file system,
+// a RAID superblock), or whose primary header is of a version kmsagent
+// does not write (a LUKS1 header beside a stale LUKS2 copy). luks2 would
+// read the valid LUKS2 copy and rewrite both copies, destroying the
+// other format, though the device may well be in use as that format.
+// Which one is live only the admin can tell; like blkid, which reports
+// such a device as ambiguous, kmsagent does not guess.
+type AmbiguousError struct {
+	Found []probe.Signature
+}
+
+func (e *AmbiguousError) Error() string {
+	var luks, other []probe.Signature
+	for _, s := range e.Found {
+		if s.Type == probe.TypeLUKS && s.Version == 2 {
+			luks = append(luks, s)
+		} else {
+			other = append(other, s)
+		}
+	}
+	return fmt.Sprintf("ambiguous device: besides %s it holds %s, which writing the LUKS2 header would destroy",
+		probe.Names(withoutSecondary(luks)), probe.Names(other))
+}
+
+// withoutSecondary drops LUKS2 secondary copies when their primary is
+// listed: one LUKS2 header is one thing to the reader.
+func withoutSecondary(sigs []probe.Signature) []probe.Signature {
+	primary := false
+	for _, s := range sigs {
+		primary = primary || (s.Type == probe.TypeLUKS && !s.Secondary)
+	}
+	var out []probe.Signature
+	for _, s := range sigs {
+		if !(primary && s.Secondary) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// scan probes dev for signatures; the size is only needed for the
+// signatures at the end of a device, so an unknown size is no error.
+func scan(dev Device) ([]probe.Signature, error) {
+	size, err := deviceSize(dev)
+	if err != nil {
+		size = -1
+	}
+	sigs, err := probe.Scan(dev, size)
+	if err != nil {
+		return nil, fmt.Errorf("probe for existing data: %w", err)
+	}
+	return sigs, nil
+}
+
+// checkEmpty refuses a device that holds any signature (see Format).
+func checkEmpty(dev Device) error {
+	sigs, err := scan(dev)
+	if err != nil {
+		return err
+	}
+	if len(sigs) > 0 {
+		return &ExistingDataError{Found: sigs}
+	}
+	return nil
+}
+
+// checkOnlyLUKS2 refuses to change the LUKS2 header of a device that
+// holds anything besides LUKS2 header copies. A device without any LUKS
+// signature passes: reading its header then fails with the plain "not a
+// LUKS2 volume".
+func checkOnlyLUKS2(dev Device) error {
+	sigs, err := scan(dev)
+	if err != nil {
+		return err
+	}
+	luks, ambiguous := false, false
+	for _, s := range sigs {
+		if s.Type == probe.TypeLUKS {
+			luks = true
+		}
+		if s.Type != probe.TypeLUKS || s.Version != 2 {
+			ambiguous = true
+		}
+	}
+	if luks && ambiguous {
+		return &AmbiguousError{Found: sigs}
+	}
+	return nil
+}
+
+// LUKSVersion is the version of a LUKS header found that kmsagent does
+// not write (1 for a LUKS1 volume, which cryptsetup can convert), or 0.
+func (e *AmbiguousError) LUKSVersion() int {
+	for _, s := range e.Found {
+		if s.Type == probe.TypeLUKS && s.Version != 2 {
+			return s.Version
+		}
+	}
+	return 0
+}
