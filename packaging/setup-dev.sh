@@ -5,7 +5,7 @@ bash "$(dirname "$0")/go-toolchain.sh"
 export PATH="/usr/local/go/bin:$PATH"
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in cryptsetup-bin gocryptfs fuse3 ca-certificates xz-utils bc python3 qemu-system-x86 linux-image-cloud-amd64 busybox-static qemu-utils gcc libc6-dev; do
+for p in cryptsetup-bin gocryptfs fuse3 ca-certificates xz-utils bc python3 qemu-system-x86 linux-image-cloud-amd64 busybox-static qemu-utils gcc libc6-dev e2fsprogs xfsprogs dosfstools; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -26,6 +26,18 @@
 // TestCryptsetupOfflineEncrypt checks this against cryptsetup's own
 // encryption.
 //
+// # Sector size
+//
+// The encryption sector size is the logical block size of the device
+// dm-crypt makes, and a file system cannot be mounted from a device whose
+// blocks are larger than its own: an ext4 made with 1024-byte blocks (what
+// mkfs picks for small file systems) on 4096-byte sectors fails with "bad
+// block size 1024". Encrypt therefore looks at the start of the input
+// (package probe) before anything is written: without an explicit sector
+// size it takes 4096 unless the file system or partition table there
+// needs 512, and an explicit size the content cannot use is refused with
+// a SectorSizeError.
+//
 // # Speed
 //
 // Input is read, encrypted and written by three goroutines connected by

@@ -1,6 +1,8 @@
 package image
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"slices"
 
 	"kmsagent/blockdev/luks2"
+	"kmsagent/blockdev/probe"
 	"kmsagent/blockdev/token"
 	"kmsagent/blockdev/volume"
 	"kmsagent/kmsclient"
@@ -19,7 +22,8 @@ type EncryptOptions struct {
 	KMS    kmsclient.KMS
 	KeyID  string // KMS key that wraps the data key
 	Region string // recorded in the token
-	// SectorSize is the encryption sector size, 512 or 4096 (default).
+	// SectorSize is the encryption sector size, 512 or 4096; 0 chooses
+	// from the input (see ChooseSectorSize).
 	SectorSize int
 	// InputSize is the number of bytes the input will give, or -1 when
 	// unknown (a pipe). Encrypt needs it to record the size in the header
@@ -36,6 +40,10 @@ type Result struct {
 	KeyID       string // the KMS key as the provider names it (encrypt)
 	InputSize   int64  // raw bytes read (encrypt) or written (decrypt)
 	PayloadSize int64  // encrypted payload bytes, whole sectors
+	SectorSize  int    // encryption sector size (encrypt)
+	// SectorSizeFor names what in the input decided the sector size when
+	// it was chosen automatically and is not the default (encrypt).
+	SectorSizeFor string
 	// SizeRecorded reports whether the header records InputSize, so that
 	// decrypt gives back exactly the input (encrypt), or whether the
 	// output was cut to a recorded size (decrypt).
@@ -70,24 +78,85 @@ func (m *memDevice) ReadAt(p []byte, off int64) (int, error) {
 
 func (m *memDevice) Sync() error { return nil }
 
-// newImage is a header under construction and the cipher of its payload.
-type newImage struct {
-	h      *luks2.Header
-	mem    *memDevice
-	sc     *sectorCrypt
-	offset int64
-	res    *volume.Result
+// SectorSizeError is the refusal of an encryption sector size larger
+// than the block size of the file system (or the sector size of the
+// partition table) in the input: the kernel would refuse to mount it from
+// the encrypted device, whose logical blocks are the encryption sectors
+// (ext4 says "bad block size 1024").
+type SectorSizeError struct {
+	SectorSize int
+	Found      probe.Signature // what the input holds, with its BlockSize
 }
 
-// prepare asks the KMS for the data key and builds the header in memory,
-// before any input is read or output written.
-func prepare(ctx context.Context, o EncryptOptions) (*newImage, error) {
+func (e *SectorSizeError) Error() string {
+	return fmt.Sprintf("the input holds %s, which cannot be used on a device with %d-byte sectors", e.Found.Name, e.SectorSize)
+}
+
+// ChooseSectorSize returns the encryption sector size for an input that
+// holds sigs (from probe.Scan of its start). An explicit size (requested
+// != 0) is checked: a file system whose blocks are smaller than the
+// sectors cannot be mounted from the encrypted device. With requested 0
+// it picks volume.DefaultSectorSize unless the content needs smaller
+// sectors; the string then names what decided.
+//
+// An MBR does not record its sector size, so it constrains no explicit
+// choice, but the automatic one picks 512: partition tables are made on
+// 512-byte sectors (loop devices, most disks) far more often than on 4Kn
+// disks, and a table read with the wrong sector size points nowhere.
+func ChooseSectorSize(sigs []probe.Signature, requested int) (int, string, error) {
+	if requested != 0 {
+		for _, s := range sigs {
+			if s.BlockSize != 0 && s.BlockSize < requested {
+				return 0, "", &SectorSizeError{SectorSize: requested, Found: s}
+			}
+		}
+		return requested, "", nil
+	}
+	gpt := slices.ContainsFunc(sigs, func(s probe.Signature) bool { return s.Type == probe.TypeGPT })
+	for _, s := range sigs {
+		// A GPT's protective MBR says nothing; the GPT header does.
+		if (s.BlockSize != 0 && s.BlockSize < volume.DefaultSectorSize) || (s.Type == probe.TypeDOS && !gpt) {
+			return 512, s.Name, nil
+		}
+	}
+	return volume.DefaultSectorSize, "", nil
+}
+
+// newImage is a header under construction and the cipher of its payload.
+type newImage struct {
+	h         *luks2.Header
+	mem       *memDevice
+	sc        *sectorCrypt
+	offset    int64
+	res       *volume.Result
+	in        io.Reader // the input, its start already looked at
+	sectorFor string    // what chose the sector size, if not the default
+}
+
+// prepare looks at the start of the input to choose or check the sector
+// size, asks the KMS for the data key and builds the header in memory,
+// before any output is written. The input is read through the returned
+// image's in, which gives back what was looked at.
+func prepare(ctx context.Context, in io.Reader, o EncryptOptions) (*newImage, error) {
 	if o.KMS == nil {
 		return nil, errors.New("no KMS configured")
 	}
+	br := bufio.NewReaderSize(in, probe.PrefixSize)
+	head, err := br.Peek(probe.PrefixSize)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read input: %w", err)
+	}
+	sigs, err := probe.Scan(bytes.NewReader(head), -1)
+	if err != nil {
+		return nil, fmt.Errorf("read input: %w", err)
+	}
+	sector, why, err := ChooseSectorSize(sigs, o.SectorSize)
+	if err != nil {
+		return nil, err
+	}
 	// 16 MiB is the header region luks2.Format lays out by default.
 	mem := &memDevice{b: make([]byte, 0, 16<<20)}
-	h, vk, res, err := volume.Create(ctx, mem, o.KMS, volume.CreateOptions{KeyID: o.KeyID, Region: o.Region, SectorSize: o.SectorSize})
+	h, vk, res, err := volume.Create(ctx, mem, o.KMS, volume.CreateOptions{KeyID: o.KeyID, Region: o.Region, SectorSize: sector})
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +175,7 @@ func prepare(ctx context.Context, o EncryptOptions) (*newImage, error) {
 		mem.WriteAt(nil, int64(seg.Offset))
 	}
 	mem.b = mem.b[:seg.Offset]
-	return &newImage{h: h, mem: mem, sc: sc, offset: int64(seg.Offset), res: res}, nil
+	return &newImage{h: h, mem: mem, sc: sc, offset: int64(seg.Offset), res: res, in: br, sectorFor: why}, nil
 }
 
 // header commits the header into the memory region, with the input size
@@ -129,17 +198,18 @@ func (im *newImage) header(size int64) ([]byte, error) {
 
 func (im *newImage) result(size int64, recorded bool) *Result {
 	ss := int64(im.sc.sectorSize)
-	return &Result{UUID: im.res.UUID, KeyID: im.res.KeyID, InputSize: size, PayloadSize: (size + ss - 1) / ss * ss, SizeRecorded: recorded}
+	return &Result{UUID: im.res.UUID, KeyID: im.res.KeyID, InputSize: size, PayloadSize: (size + ss - 1) / ss * ss, SizeRecorded: recorded,
+		SectorSize: im.sc.sectorSize, SectorSizeFor: im.sectorFor}
 }
 
 // payload runs the pipeline over the input: read, pad the last sector
 // with zeros, encrypt, hand to write. It returns the input size.
-func (im *newImage) payload(ctx context.Context, in io.Reader, write func(off int64, b []byte) error, progress func(int64)) (int64, error) {
+func (im *newImage) payload(ctx context.Context, write func(off int64, b []byte) error, progress func(int64)) (int64, error) {
 	var total int64
 	ss := im.sc.sectorSize
 	err := stages{
 		read: func(buf []byte, off int64) (int, error) {
-			n, err := io.ReadFull(in, buf)
+			n, err := io.ReadFull(im.in, buf)
 			if errors.Is(err, io.ErrUnexpectedEOF) {
 				err = io.EOF
 			}
@@ -173,7 +243,7 @@ func (im *newImage) payload(ctx context.Context, in io.Reader, write func(off in
 // encrypted payload. The input size is recorded when o.InputSize gives
 // it; the input must then be exactly that long.
 func Encrypt(ctx context.Context, in io.Reader, out io.Writer, o EncryptOptions) (*Result, error) {
-	im, err := prepare(ctx, o)
+	im, err := prepare(ctx, in, o)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +255,7 @@ func Encrypt(ctx context.Context, in io.Reader, out io.Writer, o EncryptOptions)
 	if _, err := out.Write(hdr); err != nil {
 		return nil, fmt.Errorf("write output: %w", err)
 	}
-	size, err := im.payload(ctx, in, func(_ int64, b []byte) error {
+	size, err := im.payload(ctx, func(_ int64, b []byte) error {
 		if _, err := out.Write(b); err != nil {
 			return fmt.Errorf("write output: %w", err)
 		}
@@ -207,12 +277,12 @@ func Encrypt(ctx context.Context, in io.Reader, out io.Writer, o EncryptOptions)
 // EncryptFile writes an image into out, a new file: the encrypted payload
 // first, then the header with the input size, then fsync.
 func EncryptFile(ctx context.Context, in io.Reader, out *os.File, o EncryptOptions) (*Result, error) {
-	im, err := prepare(ctx, o)
+	im, err := prepare(ctx, in, o)
 	if err != nil {
 		return nil, err
 	}
 	defer im.sc.wipe()
-	size, err := im.payload(ctx, in, func(off int64, b []byte) error {
+	size, err := im.payload(ctx, func(off int64, b []byte) error {
 		if _, err := out.WriteAt(b, im.offset+off); err != nil {
 			return fmt.Errorf("write output: %w", err)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,7 +49,7 @@ func runImageEncrypt(ctx context.Context, env *cliEnv, args []string) error {
 	var sectorSize int
 	pos, err := parseFlags(env, "image encrypt", "IN OUT", args, 2, 2, func(fs *flag.FlagSet) {
 		fs.StringVar(&keyID, "key-id", "", "KMS key id (the local provider also takes an alias) that wraps the image's data key")
-		fs.IntVar(&sectorSize, "sector-size", volume.DefaultSectorSize, "encryption sector size in bytes, 512 or 4096")
+		fs.IntVar(&sectorSize, "sector-size", 0, fmt.Sprintf("encryption sector size in bytes, 512 or 4096 (default %d, or 512 when the input's file system or partition table needs it)", volume.DefaultSectorSize))
 	})
 	if err != nil {
 		return err
@@ -56,7 +57,7 @@ func runImageEncrypt(ctx context.Context, env *cliEnv, args []string) error {
 	if keyID == "" {
 		return usagef("image encrypt: --key-id is required")
 	}
-	if sectorSize != 512 && sectorSize != 4096 {
+	if sectorSize != 0 && sectorSize != 512 && sectorSize != 4096 {
 		return usagef("image encrypt: --sector-size must be 512 or 4096")
 	}
 	inPath, outPath := pos[0], pos[1]
@@ -91,6 +92,10 @@ func runImageEncrypt(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	}
 	bar.done()
+	var sse *image.SectorSizeError
+	if errors.As(err, &sse) {
+		return fmt.Errorf("%s: %w; use --sector-size %d, or leave --sector-size out to have it chosen", inPath, err, largestSectorSize(sse.Found.BlockSize))
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", outPath, err)
 	}
@@ -98,11 +103,24 @@ func runImageEncrypt(ctx context.Context, env *cliEnv, args []string) error {
 	if outPath == stdio {
 		report = env.stderr // stdout carries the image
 	}
+	why := ""
+	if res.SectorSizeFor != "" {
+		why = " to suit " + res.SectorSizeFor
+	}
 	for _, w := range res.Warnings {
 		fmt.Fprintf(env.stderr, "kmsagent: warning: %s\n", w)
 	}
-	fmt.Fprintf(report, "%s: LUKS2 image %s, %d bytes of input in %d-byte sectors, key wrapped by %s key %s\n", outPath, res.UUID, res.InputSize, sectorSize, kms.Provider(), res.KeyID)
+	fmt.Fprintf(report, "%s: LUKS2 image %s, %d bytes of input in %d-byte sectors%s, key wrapped by %s key %s\n", outPath, res.UUID, res.InputSize, res.SectorSize, why, kms.Provider(), res.KeyID)
 	return nil
+}
+
+// largestSectorSize is the largest LUKS2 sector size kmsagent writes
+// that content with blocks of blockSize bytes can be used with.
+func largestSectorSize(blockSize int) int {
+	if blockSize >= 4096 {
+		return 4096
+	}
+	return 512
 }
 
 func runImageDecrypt(ctx context.Context, env *cliEnv, args []string) error {

@@ -151,6 +151,46 @@ func TestImageCLIRefusals(t *testing.T) {
 	}
 }
 
+// TestImageEncryptSectorSize: an ext4 with 1024-byte blocks gets
+// 512-byte sectors unless told otherwise (4096 would make an image the
+// kernel cannot mount: "bad block size 1024"), and an explicit 4096 is
+// refused with what to pass instead.
+func TestImageEncryptSectorSize(t *testing.T) {
+	c := localCLI(t)
+	dir := t.TempDir()
+	c.mustRun("kms", "create-key", "--alias", "images")
+	fs := make([]byte, 1<<20) // an ext2 superblock: 1024-byte blocks
+	fs[1024+0x38], fs[1024+0x39] = 0x53, 0xEF
+	raw := filepath.Join(dir, "fs.raw")
+	if err := os.WriteFile(raw, fs, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "fs.img")
+	r := c.mustRun("image", "encrypt", raw, img, "--key-id", "images")
+	if !strings.Contains(r.stdout, "in 512-byte sectors to suit an ext2 file system (1024-byte blocks),") {
+		t.Fatalf("encrypt: %q", r.stdout)
+	}
+	inspect := c.mustRun("image", "inspect", "--json", img)
+	var info struct {
+		Segment struct {
+			SectorSize int `json:"sector_size"`
+		} `json:"segment"`
+	}
+	if err := json.Unmarshal([]byte(inspect.stdout), &info); err != nil || info.Segment.SectorSize != 512 {
+		t.Fatalf("inspect: %s %v", inspect.stdout, err)
+	}
+	out := filepath.Join(dir, "fs4k.img")
+	c.refuseRun(raw+": the input holds an ext2 file system (1024-byte blocks), which cannot be used on a device with 4096-byte sectors; use --sector-size 512, or leave --sector-size out",
+		"image", "encrypt", raw, out, "--key-id", "images", "--sector-size", "4096")
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("a refused encrypt left its output")
+	}
+	r = c.mustRun("image", "encrypt", raw, out, "--key-id", "images", "--sector-size", "512")
+	if !strings.Contains(r.stdout, "in 512-byte sectors,") {
+		t.Fatalf("encrypt --sector-size 512: %q", r.stdout)
+	}
+}
+
 // TestImageDecryptCryptsetupImage: any LUKS2 image opens with a
 // passphrase, here one made by cryptsetup luksFormat.
 func TestImageDecryptCryptsetupImage(t *testing.T) {

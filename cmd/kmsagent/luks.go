@@ -73,6 +73,13 @@ func readPassphrase(path string) (*secret.Key, error) {
 	return k, nil
 }
 
+// runFormatLuks formats a device. Unlike image encrypt it does not fit
+// the sector size to a file system's block size: a device with a file
+// system is refused without --force, and with --force the file system is
+// gone (what was its data reads as noise through the new key), so there
+// is nothing to fit. mkfs later run on the opened volume takes the
+// device's logical block size, which is the sector size, so either size
+// works for a new file system.
 func runFormatLuks(ctx context.Context, env *cliEnv, args []string) error {
 	var keyID, recoveryFile string
 	var sectorSize int
@@ -130,6 +137,11 @@ func runFormatLuks(ctx context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
+// runEnroll binds an existing volume to the KMS. The file system is
+// inside the encrypted payload and its sector size was chosen when the
+// volume was formatted; enroll only adds a keyslot and a token and
+// changes neither, so it cannot make a mountable volume unmountable and
+// checks no block size.
 func runEnroll(ctx context.Context, env *cliEnv, args []string) error {
 	var keyID, passFile string
 	pos, err := parseFlags(env, "enroll", "DEVICE|FILE", args, 1, 1, func(fs *flag.FlagSet) {
