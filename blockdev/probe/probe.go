@@ -65,8 +65,10 @@ type Signature struct {
 	// GPT's LBA size, a swap area's page size. 0 when the format does not
 	// say (an MBR's LBA size, for one, is not recorded in it).
 	BlockSize int
-
-	magicLen int // bytes of magic at Offset, for telling overlaps
+	// Len is how many bytes from Offset hold the signature: zeroing them
+	// erases it, as wipefs does (a ZFS label's whole uberblock ring, the
+	// magic of anything else).
+	Len int
 }
 
 // String is the name and where it is, in wipefs's notation.
@@ -134,7 +136,7 @@ func (p *prober) start() {
 	p.md1(b, 0, "1.1")
 	p.md1(b, 4096, "1.2")
 	if at(b, 4096+24, bcacheMagic) {
-		p.add(Signature{Type: "bcache", Name: "a bcache device", Offset: 4096 + 24, magicLen: len(bcacheMagic)})
+		p.add(Signature{Type: "bcache", Name: "a bcache device", Offset: 4096 + 24, Len: len(bcacheMagic)})
 	}
 	p.zfs(b, 0, 0)
 	p.zfs(b, 0, 256<<10)
@@ -146,7 +148,7 @@ func (p *prober) start() {
 	p.dos(b)
 	for _, lba := range []int{512, 4096} {
 		if at(b, lba, "EFI PART") {
-			p.add(Signature{Type: TypeGPT, Name: fmt.Sprintf("a GPT partition table (%d-byte sectors)", lba), Offset: int64(lba), BlockSize: lba, magicLen: 8})
+			p.add(Signature{Type: TypeGPT, Name: fmt.Sprintf("a GPT partition table (%d-byte sectors)", lba), Offset: int64(lba), BlockSize: lba, Len: 8})
 		}
 	}
 }
@@ -160,7 +162,7 @@ func (p *prober) luks(b []byte) {
 	if v == 1 || v == 2 {
 		name = fmt.Sprintf("a LUKS%d header", v)
 	}
-	p.add(Signature{Type: TypeLUKS, Name: name, Offset: 0, Version: v, magicLen: 6})
+	p.add(Signature{Type: TypeLUKS, Name: name, Offset: 0, Version: v, Len: 6})
 }
 
 // luks2Secondary looks for a LUKS2 secondary header copy, which
@@ -177,7 +179,7 @@ func (p *prober) luks2Secondary(dev io.ReaderAt) error {
 		}
 		if at(hdr, 0, "SKUL\xba\xbe") {
 			v := int(binary.BigEndian.Uint16(hdr[6:]))
-			p.add(Signature{Type: TypeLUKS, Name: "a LUKS2 header (secondary copy)", Offset: off, Version: v, Secondary: true, magicLen: 6})
+			p.add(Signature{Type: TypeLUKS, Name: "a LUKS2 header (secondary copy)", Offset: off, Version: v, Secondary: true, Len: 6})
 		}
 	}
 	return nil
@@ -189,7 +191,7 @@ func (p *prober) lvm2(b []byte) {
 	for sector := 0; sector < 4; sector++ {
 		off := sector * 512
 		if at(b, off, "LABELONE") && at(b, off+24, "LVM2 001") && le64(b, off+8) == uint64(sector) {
-			p.add(Signature{Type: "LVM2_member", Name: "an LVM2 physical volume", Offset: int64(off + 24), magicLen: 8})
+			p.add(Signature{Type: "LVM2_member", Name: "an LVM2 physical volume", Offset: int64(off + 24), Len: 8})
 		}
 	}
 }
@@ -205,7 +207,7 @@ func (p *prober) md1(b []byte, off int, format string) {
 	if !has(b, off, 136) || le32(b, off) != mdMagic || le32(b, off+4) != 1 || le64(b, off+128) != uint64(off)/512 {
 		return
 	}
-	p.add(Signature{Type: "linux_raid_member", Name: "an MD RAID member (superblock " + format + ")", Offset: int64(off), magicLen: 4})
+	p.add(Signature{Type: "linux_raid_member", Name: "an MD RAID member (superblock " + format + ")", Offset: int64(off), Len: 4})
 }
 
 // md090 finds an MD RAID 0.90 superblock at off, written in the byte
@@ -213,7 +215,7 @@ func (p *prober) md1(b []byte, off int, format string) {
 func (p *prober) md090(b []byte, off int64) {
 	for _, bo := range []binary.ByteOrder{binary.LittleEndian, binary.BigEndian} {
 		if len(b) >= 12 && bo.Uint32(b) == mdMagic && bo.Uint32(b[4:]) == 0 && bo.Uint32(b[8:]) == 90 {
-			p.add(Signature{Type: "linux_raid_member", Name: "an MD RAID member (superblock 0.90)", Offset: off, magicLen: 4})
+			p.add(Signature{Type: "linux_raid_member", Name: "an MD RAID member (superblock 0.90)", Offset: off, Len: 4})
 			return
 		}
 	}
@@ -221,18 +223,21 @@ func (p *prober) md090(b []byte, off int64) {
 
 // zfs finds a ZFS label at off (relative to b, which starts at device
 // offset base) by its uberblocks: 1 KiB slots from 128 KiB into the
-// label, each starting with a magic number in the byte order of the
-// host, then a plausible version.
+// label (larger slots start on 1 KiB boundaries too), each starting with
+// a magic number in the byte order of the host, then a plausible version.
 func (p *prober) zfs(b []byte, base, off int64) {
 	const ubMagic = 0x00bab10c
-	for slot := off + 128<<10; slot < off+256<<10; slot += 1 << 10 {
+	ring := off + 128<<10
+	for slot := ring; slot < off+256<<10; slot += 1 << 10 {
 		i := int(slot)
 		if !has(b, i, 16) {
 			return
 		}
 		for _, bo := range []binary.ByteOrder{binary.LittleEndian, binary.BigEndian} {
 			if v := bo.Uint64(b[i+8:]); bo.Uint64(b[i:]) == ubMagic && v >= 1 && v <= 5000 {
-				p.add(Signature{Type: "zfs_member", Name: "a ZFS pool member", Offset: base + slot, magicLen: 8})
+				// Any uberblock in the ring makes the label; the ring
+				// is what erasing it takes.
+				p.add(Signature{Type: "zfs_member", Name: "a ZFS pool member", Offset: base + ring, Len: 128 << 10})
 				return
 			}
 		}
@@ -251,7 +256,7 @@ func (p *prober) xfs(b []byte) {
 	if !pow2In(blockSize, 512, 65536) || !pow2In(sectSize, 512, 32768) || sectSize > blockSize {
 		return
 	}
-	p.add(Signature{Type: "xfs", Name: fmt.Sprintf("an XFS file system (%d-byte sectors)", sectSize), BlockSize: int(sectSize), magicLen: 4})
+	p.add(Signature{Type: "xfs", Name: fmt.Sprintf("an XFS file system (%d-byte sectors)", sectSize), BlockSize: int(sectSize), Len: 4})
 }
 
 // Feature bits of ext2/3/4 that tell them apart, as blkid does.
@@ -288,7 +293,7 @@ func (p *prober) ext(b []byte) {
 	if typ == "jbd" {
 		name = fmt.Sprintf("an ext3/4 external journal (%d-byte blocks)", size)
 	}
-	p.add(Signature{Type: typ, Name: name, Offset: sb + 0x38, BlockSize: size, magicLen: 2})
+	p.add(Signature{Type: typ, Name: name, Offset: sb + 0x38, BlockSize: size, Len: 2})
 }
 
 // btrfs finds a Btrfs superblock (64 KiB in) and its sector size.
@@ -301,7 +306,7 @@ func (p *prober) btrfs(b []byte) {
 	if !pow2In(sector, 512, 65536) {
 		return
 	}
-	p.add(Signature{Type: "btrfs", Name: fmt.Sprintf("a Btrfs file system (%d-byte sectors)", sector), Offset: sb + 0x40, BlockSize: int(sector), magicLen: 8})
+	p.add(Signature{Type: "btrfs", Name: fmt.Sprintf("a Btrfs file system (%d-byte sectors)", sector), Offset: sb + 0x40, BlockSize: int(sector), Len: 8})
 }
 
 // iso9660 finds an ISO 9660 primary volume descriptor (32 KiB in) and
@@ -315,7 +320,7 @@ func (p *prober) iso9660(b []byte) {
 	if !pow2In(size, 512, 32768) || int(binary.BigEndian.Uint16(b[vd+130:])) != int(size) {
 		size = 2048
 	}
-	p.add(Signature{Type: "iso9660", Name: "an ISO 9660 file system", Offset: vd + 1, BlockSize: int(size), magicLen: 5})
+	p.add(Signature{Type: "iso9660", Name: "an ISO 9660 file system", Offset: vd + 1, BlockSize: int(size), Len: 5})
 }
 
 // swap finds a swap area, whose signature ends the first page; its page
@@ -324,7 +329,7 @@ func (p *prober) swap(b []byte) {
 	for _, page := range []int{4096, 8192, 16384, 65536} {
 		for _, magic := range []string{"SWAPSPACE2", "SWAP-SPACE"} {
 			if at(b, page-10, magic) {
-				p.add(Signature{Type: "swap", Name: "a swap area", Offset: int64(page - 10), BlockSize: page, magicLen: 10})
+				p.add(Signature{Type: "swap", Name: "a swap area", Offset: int64(page - 10), BlockSize: page, Len: 10})
 			}
 		}
 	}
@@ -349,7 +354,7 @@ func (p *prober) dos(b []byte) {
 		if !pow2In(bps, 512, 4096) {
 			return
 		}
-		p.add(Signature{Type: "vfat", Name: fmt.Sprintf("a FAT file system (%d-byte sectors)", bps), Offset: int64(m.off), BlockSize: int(bps), magicLen: len(m.magic)})
+		p.add(Signature{Type: "vfat", Name: fmt.Sprintf("a FAT file system (%d-byte sectors)", bps), Offset: int64(m.off), BlockSize: int(bps), Len: len(m.magic)})
 		return
 	}
 	// Every partition entry's boot indicator is 0x00 or 0x80: random
@@ -359,7 +364,7 @@ func (p *prober) dos(b []byte) {
 			return
 		}
 	}
-	p.add(Signature{Type: TypeDOS, Name: "an MBR partition table", Offset: 510, magicLen: 2})
+	p.add(Signature{Type: TypeDOS, Name: "an MBR partition table", Offset: 510, Len: 2})
 }
 
 // end looks for the signatures kept at the end of a device.
@@ -384,7 +389,7 @@ func (p *prober) end(dev io.ReaderAt, size int64) error {
 			return err
 		}
 		if b != nil && le32(b, 0) == mdMagic && le32(b, 4) == 1 && le64(b, 128) == uint64(off)/512 {
-			p.add(Signature{Type: "linux_raid_member", Name: "an MD RAID member (superblock 1.0)", Offset: off, magicLen: 4})
+			p.add(Signature{Type: "linux_raid_member", Name: "an MD RAID member (superblock 1.0)", Offset: off, Len: 4})
 		}
 	}
 	// MD 0.90: in the last whole 64 KiB block.
@@ -439,7 +444,7 @@ func (p *prober) result() []Signature {
 	for _, s := range p.found {
 		inLUKS := false
 		for _, o := range owned {
-			if s.Type != TypeLUKS && s.Offset >= o.lo && s.Offset+int64(s.magicLen) <= o.hi {
+			if s.Type != TypeLUKS && s.Offset >= o.lo && s.Offset+int64(s.Len) <= o.hi {
 				inLUKS = true
 			}
 		}

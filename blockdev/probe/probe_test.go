@@ -139,7 +139,7 @@ func TestScanCrafted(t *testing.T) {
 		{"md 0.90 little-endian", put(mib, mib-0x10000, append(le32b(mdMagic), append(le32b(0), le32b(90)...)...)), []want{{"linux_raid_member", mib - 0x10000, 0}}},
 		{"md 0.90 big-endian", put(mib, mib-0x10000, append(be32b(mdMagic), append(be32b(0), be32b(90)...)...)), []want{{"linux_raid_member", mib - 0x10000, 0}}},
 		{"bcache", put(mib, 4096+24, bcacheMagic), []want{{"bcache", 4096 + 24, 0}}},
-		{"zfs label 0", put(mib, 128<<10+3<<10, append(le64b(0x00bab10c), le64b(5000)...)), []want{{"zfs_member", 128<<10 + 3<<10, 0}}},
+		{"zfs label 0", put(mib, 128<<10+3<<10, append(le64b(0x00bab10c), le64b(5000)...)), []want{{"zfs_member", 128 << 10, 0}}},
 		{"zfs label 3", put(2*mib, 2*mib-128<<10, append(le64b(0x00bab10c), le64b(28)...)), []want{{"zfs_member", 2*mib - 128<<10, 0}}},
 		{"zfs magic with a bad version", put(mib, 128<<10, append(le64b(0x00bab10c), le64b(0)...)), nil},
 		{"ext4 64 KiB blocks", put(mib, 1024+0x18, le32b(6), 1024+0x38, "\x53\xef", 1024+0x60, le32b(0x40)), []want{{"ext4", 0x438, 65536}}},
@@ -227,7 +227,7 @@ func FuzzScan(f *testing.F) {
 				t.Fatal(err)
 			}
 			for _, s := range sigs {
-				if s.Offset < 0 || s.Offset+int64(s.magicLen) > int64(len(b)) || s.Type == "" || s.Name == "" {
+				if s.Offset < 0 || s.Offset+int64(s.Len) > int64(len(b)) || s.Type == "" || s.Name == "" {
 					t.Fatalf("%+v on a %d-byte device", s, len(b))
 				}
 				if bs := s.BlockSize; bs != 0 && (bs < 512 || bs > 65536 || bits.OnesCount(uint(bs)) != 1) {

@@ -72,14 +72,37 @@ func scan(dev Device) ([]probe.Signature, error) {
 	return sigs, nil
 }
 
-// checkEmpty refuses a device that holds any signature (see Format).
-func checkEmpty(dev Device) error {
+// checkFormat probes a device about to be formatted: it refuses one that
+// holds any signature unless force is set, and returns what it found.
+func checkFormat(dev Device, force bool) ([]probe.Signature, error) {
 	sigs, err := scan(dev)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if len(sigs) > 0 {
-		return &ExistingDataError{Found: sigs}
+	if len(sigs) > 0 && !force {
+		return nil, &ExistingDataError{Found: sigs}
+	}
+	return sigs, nil
+}
+
+// wipeStale erases, after a forced format, the signatures the new header
+// did not overwrite: those in the data area, from dataOffset on (an MD
+// RAID 1.0 superblock or ZFS labels at the end of the device). Left
+// there, they would make the new volume ambiguous, and the next enroll
+// or rewrap would refuse it. cryptsetup luksFormat wipes them too.
+func wipeStale(dev Device, sigs []probe.Signature, dataOffset int64) error {
+	wiped := false
+	for _, s := range sigs {
+		if s.Offset < dataOffset {
+			continue // zeroed or overwritten by the header and keyslot area
+		}
+		if _, err := dev.WriteAt(make([]byte, s.Len), s.Offset); err != nil {
+			return fmt.Errorf("erase %s: %w", s, err)
+		}
+		wiped = true
+	}
+	if wiped {
+		return dev.Sync()
 	}
 	return nil
 }

@@ -13,6 +13,15 @@ import (
 // lvmLabel is the label pvcreate writes into sector 1.
 var lvmLabel = []byte("LABELONE\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00LVM2 001")
 
+// mdSuperblock is the start of an MD RAID 1.x superblock at off.
+func mdSuperblock(off int64) []byte {
+	b := make([]byte, 136)
+	binary.LittleEndian.PutUint32(b, 0xa92b4efc)
+	binary.LittleEndian.PutUint32(b[4:], 1)
+	binary.LittleEndian.PutUint64(b[128:], uint64(off)/512)
+	return b
+}
+
 // TestChangeRefusesAmbiguous checks that enroll, unenroll and rewrap
 // refuse a LUKS2 volume that also holds another signature, or whose
 // primary header is not LUKS2, and leave it as it was: luks2 reads the
@@ -28,10 +37,6 @@ func TestChangeRefusesAmbiguous(t *testing.T) {
 			}
 		}
 	}
-	md10 := make([]byte, 136) // an MD RAID 1.0 superblock, 8 KiB before the end
-	binary.LittleEndian.PutUint32(md10, 0xa92b4efc)
-	binary.LittleEndian.PutUint32(md10[4:], 1)
-	binary.LittleEndian.PutUint64(md10[128:], (imageSize-8192)/512)
 	tests := []struct {
 		name  string
 		spoil func(*os.File)
@@ -47,7 +52,7 @@ func TestChangeRefusesAmbiguous(t *testing.T) {
 		}, "LVM2"},
 		{"ext4 superblock", at(1024+56, []byte{0x53, 0xEF}), "an ext2 file system"},
 		{"swap signature", at(4086, []byte("SWAPSPACE2")), "a swap area"},
-		{"md raid 1.0 at the end", at(imageSize-8192, md10), "MD RAID member (superblock 1.0)"},
+		{"md raid 1.0 at the end", at(imageSize-8192, mdSuperblock(imageSize-8192)), "MD RAID member (superblock 1.0)"},
 		{"btrfs in the keyslot area", func(f *os.File) {
 			at(0x10040, []byte("_BHRfS_M"))(f)
 			at(0x10090, []byte{0, 0x10, 0, 0})(f)

@@ -163,8 +163,10 @@ func addKMSKeyslot(h *luks2.Header, dev luks2.WriterAtSyncer, vk *secret.Key, pr
 
 // Format writes a new LUKS2 header to dev (see Create). Unless o.Force
 // is set it refuses a device that holds a LUKS header, a file system or
-// a partition table; it always refuses one too small for the header and
-// one whole sector of data.
+// a partition table (an ExistingDataError); forced, it also erases the
+// signatures beyond the header, which would make the new volume
+// ambiguous. It always refuses a device too small for the header and one
+// whole sector of data.
 func Format(ctx context.Context, dev Device, kms kmsclient.KMS, o FormatOptions) (*Result, error) {
 	size, err := deviceSize(dev)
 	if err != nil {
@@ -181,10 +183,9 @@ func Format(ctx context.Context, dev Device, kms kmsclient.KMS, o FormatOptions)
 	if (size-dataOffset)%int64(sector) != 0 {
 		return nil, fmt.Errorf("the data area (%d bytes) is not a multiple of the %d-byte sector size; use --sector-size 512", size-dataOffset, sector)
 	}
-	if !o.Force {
-		if err := checkEmpty(dev); err != nil {
-			return nil, err
-		}
+	stale, err := checkFormat(dev, o.Force)
+	if err != nil {
+		return nil, err
 	}
 	h, vk, res, err := Create(ctx, dev, kms, o.CreateOptions)
 	if err != nil {
@@ -192,6 +193,9 @@ func Format(ctx context.Context, dev Device, kms kmsclient.KMS, o FormatOptions)
 	}
 	defer vk.Wipe()
 	if err := h.Write(dev); err != nil {
+		return nil, err
+	}
+	if err := wipeStale(dev, stale, dataOffset); err != nil {
 		return nil, err
 	}
 	return res, nil

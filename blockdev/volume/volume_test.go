@@ -93,6 +93,10 @@ func TestFormatRefuses(t *testing.T) {
 		{"ext4 and swap", imageSize, func(f *os.File) { f.WriteAt(le16(0xEF53), 1024+56); f.WriteAt([]byte("SWAPSPACE2"), 4086) }, FormatOptions{}, "file system (1024-byte blocks) (at offset 0x438) and a swap area (at offset 0xff6)", true},
 		{"mbr", imageSize, put(510, []byte{0x55, 0xAA}), FormatOptions{}, "MBR", true},
 		{"gpt", imageSize, put(512, []byte("EFI PART")), FormatOptions{}, "GPT", true},
+		// Signatures in the data area survive the header write; a forced
+		// format must erase them, or the new volume is ambiguous.
+		{"md 1.0 at the end", imageSize, put(imageSize-8192, mdSuperblock(imageSize-8192)), FormatOptions{}, "MD RAID member (superblock 1.0)", true},
+		{"zfs label at the end", imageSize, put(imageSize-256<<10+128<<10+5<<10, []byte("\x0c\xb1\xba\x00\x00\x00\x00\x00\x1c")), FormatOptions{}, "ZFS pool member", true},
 		{"luks1", imageSize, put(0, []byte("LUKS\xba\xbe\x00\x01")), FormatOptions{}, "LUKS1", true},
 		{"luks2", imageSize, put(0, []byte("LUKS\xba\xbe\x00\x02")), FormatOptions{}, "LUKS2 header", true},
 		{"luks2 secondary", imageSize, put(0x8000, []byte("SKUL\xba\xbe\x00\x02")), FormatOptions{}, "secondary", true},
