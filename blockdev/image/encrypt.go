@@ -23,7 +23,8 @@ type EncryptOptions struct {
 	KeyID  string // KMS key that wraps the data key
 	Region string // recorded in the token
 	// SectorSize is the encryption sector size, 512 or 4096; 0 chooses
-	// from the input (see ChooseSectorSize).
+	// 4096, or 512 when the input's file system or partition table needs
+	// it (see chooseSectorSize).
 	SectorSize int
 	// InputSize is the number of bytes the input will give, or -1 when
 	// unknown (a pipe). Encrypt needs it to record the size in the header
@@ -92,7 +93,7 @@ func (e *SectorSizeError) Error() string {
 	return fmt.Sprintf("the input holds %s, which cannot be used on a device with %d-byte sectors", e.Found.Name, e.SectorSize)
 }
 
-// ChooseSectorSize returns the encryption sector size for an input that
+// chooseSectorSize returns the encryption sector size for an input that
 // holds sigs (from probe.Scan of its start). An explicit size (requested
 // != 0) is checked: a file system whose blocks are smaller than the
 // sectors cannot be mounted from the encrypted device. With requested 0
@@ -103,7 +104,7 @@ func (e *SectorSizeError) Error() string {
 // choice, but the automatic one picks 512: partition tables are made on
 // 512-byte sectors (loop devices, most disks) far more often than on 4Kn
 // disks, and a table read with the wrong sector size points nowhere.
-func ChooseSectorSize(sigs []probe.Signature, requested int) (int, string, error) {
+func chooseSectorSize(sigs []probe.Signature, requested int) (int, string, error) {
 	if requested != 0 {
 		for _, s := range sigs {
 			if s.BlockSize != 0 && s.BlockSize < requested {
@@ -150,7 +151,7 @@ func prepare(ctx context.Context, in io.Reader, o EncryptOptions) (*newImage, er
 	if err != nil {
 		return nil, fmt.Errorf("read input: %w", err)
 	}
-	sector, why, err := ChooseSectorSize(sigs, o.SectorSize)
+	sector, why, err := chooseSectorSize(sigs, o.SectorSize)
 	if err != nil {
 		return nil, err
 	}
