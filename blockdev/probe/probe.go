@@ -5,7 +5,8 @@
 // Scan reports every signature it finds, not the first: a device that
 // holds a LUKS2 header and, say, an LVM2 label is ambiguous, and only the
 // full list lets the caller refuse it instead of guessing (blkid likewise
-// reports "ambiguous probing result" rather than pick one). The formats
+// reports an "ambivalent result" for two file systems rather than pick
+// one). The formats
 // are the ones an admin is most likely to lose by mistake: LUKS headers
 // (both LUKS2 copies), LVM2, MD RAID, bcache, ZFS, ext2/3/4, XFS, Btrfs,
 // FAT, ISO 9660, swap and partition tables.

@@ -23,8 +23,9 @@ func (e *ExistingDataError) Error() string {
 // does not write (a LUKS1 header beside a stale LUKS2 copy). luks2 would
 // read the valid LUKS2 copy and rewrite both copies, destroying the
 // other format, though the device may well be in use as that format.
-// Which one is live only the admin can tell; like blkid, which reports
-// such a device as ambiguous, kmsagent does not guess.
+// Which one is live only the admin can tell, so kmsagent does not guess:
+// blkid's rule for two file systems on one device ("ambivalent result"),
+// applied to header writes.
 type AmbiguousError struct {
 	Found []probe.Signature
 }
@@ -47,7 +48,7 @@ func (e *AmbiguousError) Error() string {
 func withoutSecondary(sigs []probe.Signature) []probe.Signature {
 	primary := false
 	for _, s := range sigs {
-		primary = primary || (s.Type == probe.TypeLUKS && !s.Secondary)
+		primary = primary || (s.Type == probe.TypeLUKS && s.Version == 2 && !s.Secondary)
 	}
 	var out []probe.Signature
 	for _, s := range sigs {
