@@ -36,7 +36,9 @@
 // (package probe) before anything is written: without an explicit sector
 // size it takes 4096 unless the file system or partition table there
 // needs 512, and an explicit size the content cannot use is refused with
-// a SectorSizeError.
+// a SectorSizeError. cryptsetup 2.6's reencrypt --encrypt, the in-place
+// counterpart of encrypt, refuses the same ("Requested --sector-size 4096
+// is incompatible with ext4 superblock (block size: 1024 bytes)").
 //
 // # Speed
 //
