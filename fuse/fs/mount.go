@@ -30,15 +30,9 @@ type MountOptions struct {
 	// FsName is the source shown in the mount table; default the cipher
 	// directory.
 	FsName string
-	// AllowOther lets users other than the mounting one in. Permissions
-	// are then checked by the kernel against the file modes
-	// (default_permissions is set with it). Without AllowOther only the
-	// mounting user gets in, and the cipher files, which carry the same
-	// modes, are accessed with the server's rights, which are that
-	// user's, as in gocryptfs. There default_permissions would cost a
-	// GETATTR of the parent directory after every create and unlink
-	// (the kernel invalidates the directory's attributes and refreshes
-	// them for the next check); Options may still ask for it.
+	// AllowOther lets users other than the mounting one in. Without it
+	// only the mounting user gets in. Either way the kernel checks
+	// permissions against the file modes and POSIX ACLs (see Mount).
 	AllowOther bool
 	// ReadOnly mounts read-only.
 	ReadOnly bool
@@ -65,6 +59,16 @@ type MountOptions struct {
 // path. Other users mount through fusermount3, the setuid helper, which
 // guards its own lookup of the path (it changes into the directory and
 // mounts on ".") and only mounts where that user may write.
+//
+// The mount negotiates POSIX ACLs with the kernel (FUSE_POSIX_ACL), as
+// gocryptfs -acl does. The kernel then checks every access against the
+// modes and ACLs of the plaintext view itself, with or without
+// allow_other, and reads the ACLs from us (they are stored unencrypted,
+// see xattr.go). Without it setfacl would fail with EOPNOTSUPP on kernels
+// before 6.2 and set ACLs that nothing enforces on later ones. The price
+// is that of default_permissions on a private mount: after a create or an
+// unlink the kernel refreshes the parent directory's attributes with a
+// GETATTR before its next permission check.
 func Mount(mountpoint string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) {
 	sec := time.Second
 	pick := func(d *time.Duration) *time.Duration {
@@ -82,6 +86,9 @@ func Mount(mountpoint string, root fs.InodeEmbedder, mo MountOptions) (*Server, 
 		options = append(options, "default_permissions")
 	}
 	options = append(options, mo.Options...)
+	if n, ok := root.(*node); ok {
+		n.r.suid = allowsSetID(options)
+	}
 	if mo.ReadOnly {
 		options = append(options, "ro")
 	}
@@ -97,11 +104,11 @@ func Mount(mountpoint string, root fs.InodeEmbedder, mo MountOptions) (*Server, 
 			AllowOther: mo.AllowOther,
 			Options:    options,
 			MaxWrite:   maxWrite,
-			// Only user.* xattrs exist here; answering the kernel's
-			// security.capability query on every write in go-fuse
-			// saves a round trip per write.
-			IgnoreSecurityLabels: true,
-			Debug:                mo.Debug,
+			// POSIX ACLs: the kernel enforces them and always checks
+			// permissions itself (FUSE_POSIX_ACL implies
+			// default_permissions), as gocryptfs -acl does.
+			EnableAcl: true,
+			Debug:     mo.Debug,
 		},
 	}
 	mp, err := safepath.OpenMountpoint(mountpoint)
@@ -281,4 +288,20 @@ func setReadAhead(root *os.File, kb int) {
 	}
 	defer unix.Close(fd)
 	_, _ = unix.Write(fd, []byte(strconv.Itoa(kb)))
+}
+
+// allowsSetID reports whether mount options leave set-id bits effective:
+// the mount is nosuid unless "suid" is given, and the last of suid and
+// nosuid wins, as go-fuse applies them.
+func allowsSetID(options []string) bool {
+	suid := false
+	for _, o := range options {
+		switch o {
+		case "suid":
+			suid = true
+		case "nosuid":
+			suid = false
+		}
+	}
+	return suid
 }

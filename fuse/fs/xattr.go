@@ -6,20 +6,58 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"kmsagent/fuse/contentenc"
 	"kmsagent/fuse/nametransform"
 )
 
-// Extended attributes are stored the gocryptfs way: the whole plaintext
-// name ("user.foo") is encrypted into "user.gocryptfs.<cipher>", the value
-// is sealed like a content block. Only the user namespace is offered: the
-// others carry kernel semantics (security labels, ACLs, trusted) that an
-// encrypted copy cannot honour, so they read as absent and cannot be set.
+// Extended attributes follow gocryptfs 2.3, which decides per name:
+//
+//   - The POSIX ACLs, system.posix_acl_access and system.posix_acl_default,
+//     are stored as they are on the cipher file. The kernel must be able
+//     to read them: the cipher directory's file system applies a default
+//     ACL when we create an entry and updates the mode when an access ACL
+//     is set, and the FUSE mount reads them back for its own permission
+//     checks (see Mount). An ACL names only numeric ids and permissions.
+//   - Every other name, of any namespace (user, trusted, security,
+//     system), is encrypted whole into "user.gocryptfs.<name cipher>" and
+//     its value is sealed like a content block (package nametransform and
+//     contentenc). So a share can be an overlayfs upper directory
+//     (trusted.overlay.*) and hold file capabilities, and the cipher
+//     directory needs only user xattrs, which any file system with xattrs
+//     offers to any user. The kernel still checks the plaintext name's
+//     namespace on the mount: trusted.* needs CAP_SYS_ADMIN,
+//     security.capability CAP_SETFCAP, and user.* exists only on regular
+//     files and directories.
+//   - security.capability reads as EOPNOTSUPP, and is not listed, unless
+//     the mount allows set-id (the "suid" option): file capabilities are
+//     ignored on a nosuid mount anyway, and the kernel asks for this name
+//     before every write, which would otherwise cost a lookup in the
+//     cipher directory each time. Setting it is stored all the same, so a
+//     later suid mount sees it, as in gocryptfs.
+//   - Stored names that are neither ACLs nor ours (an SELinux label of the
+//     cipher file, for instance) are hidden, and so are our names that
+//     decrypt to an ACL name: gocryptfs 1.8 stored ACLs encrypted, and
+//     such an ACL would never be enforced.
+//
+// Listing hides trusted.* names from callers other than root, as local
+// file systems do: the kernel would refuse to read them for such a caller
+// with ENODATA, which makes tools that list and then read fail.
 
-const xattrUserPrefix = "user."
+const (
+	xattrACLAccess  = "system.posix_acl_access"
+	xattrACLDefault = "system.posix_acl_default"
+	xattrCapability = "security.capability"
+	xattrTrusted    = "trusted."
+)
+
+// isACL reports whether name is a POSIX ACL, which is stored as it is.
+func isACL(name string) bool { return name == xattrACLAccess || name == xattrACLDefault }
+
+// xattrSizeMax is the kernel's limit on an xattr value (XATTR_SIZE_MAX) and
+// on a listing.
+const xattrSizeMax = 64 << 10
 
 // xattrTarget is where the cipher xattrs of a node live: the root by its
 // descriptor, anything else by a /proc path through its parent's
@@ -69,33 +107,77 @@ func (t xattrTarget) list(buf []byte) (int, error) {
 	return unix.Llistxattr(t.path, buf)
 }
 
+// readAll reads a whole value or listing with fn, which has the calling
+// convention of getxattr(2): a nil buffer asks for the size. A value that
+// grows between the two calls is read again.
+func readAll(fn func([]byte) (int, error)) ([]byte, error) {
+	for {
+		k, err := fn(nil)
+		if err != nil {
+			return nil, err
+		}
+		if k == 0 {
+			return []byte{}, nil
+		}
+		buf := make([]byte, min(k, xattrSizeMax))
+		k, err = fn(buf)
+		if err == unix.ERANGE && len(buf) < xattrSizeMax {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:k], nil
+	}
+}
+
+// copyOut answers a getxattr or listxattr request for value: the size for
+// an empty dest, ERANGE for one too small.
+func copyOut(dest, value []byte) (uint32, syscall.Errno) {
+	if len(dest) == 0 {
+		return uint32(len(value)), 0
+	}
+	if len(value) > len(dest) {
+		return uint32(len(value)), syscall.ERANGE
+	}
+	return uint32(copy(dest, value)), 0
+}
+
+// storedName maps a plaintext xattr name to the name in the cipher
+// directory.
+func (n *node) storedName(attr string) (string, syscall.Errno) {
+	if isACL(attr) {
+		return attr, 0
+	}
+	c, err := n.r.nt.EncryptXattrName(attr)
+	if err != nil {
+		return "", errno(err)
+	}
+	return c, 0
+}
+
 // Getxattr implements fs.NodeGetxattrer.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if !strings.HasPrefix(attr, xattrUserPrefix) {
-		return 0, fs.ENOATTR
+	if attr == xattrCapability && !n.r.suid {
+		return 0, syscall.EOPNOTSUPP
 	}
-	cAttr, err := n.r.nt.EncryptXattrName(attr)
-	if err != nil {
-		return 0, errno(err)
+	cAttr, e := n.storedName(attr)
+	if e != 0 {
+		return 0, e
 	}
 	t, release, e := n.xattrTarget()
 	if e != 0 {
 		return 0, e
 	}
 	defer release()
-	if len(dest) == 0 {
-		k, err := t.get(cAttr, nil)
-		if err != nil {
-			return 0, errno(err)
-		}
-		return uint32(max(k-contentenc.Overhead, 0)), 0
-	}
-	buf := make([]byte, len(dest)+contentenc.Overhead)
-	k, err := t.get(cAttr, buf)
+	stored, err := readAll(func(b []byte) (int, error) { return t.get(cAttr, b) })
 	if err != nil {
 		return 0, errno(err)
 	}
-	plain, err := n.r.ce.DecryptXattrValue(buf[:k])
+	if isACL(attr) {
+		return copyOut(dest, stored)
+	}
+	plain, err := n.r.ce.DecryptXattrValue(stored)
 	if err != nil {
 		ino := n.StableAttr().Ino
 		if n.r.reported.first(reportKey{kind: reportXattr, ino: ino, name: attr}) {
@@ -103,30 +185,29 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		}
 		return 0, syscall.EIO
 	}
-	if len(plain) > len(dest) {
-		return uint32(len(plain)), syscall.ERANGE
-	}
-	return uint32(copy(dest, plain)), 0
+	return copyOut(dest, plain)
 }
 
-// Setxattr implements fs.NodeSetxattrer.
+// Setxattr implements fs.NodeSetxattrer. The flags (XATTR_CREATE,
+// XATTR_REPLACE) are passed on: a name encrypts to one stored name, so
+// the cipher file system answers them for us.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	if n.r.ro {
 		return syscall.EROFS
 	}
-	if !strings.HasPrefix(attr, xattrUserPrefix) {
-		return syscall.EOPNOTSUPP
+	cAttr, e := n.storedName(attr)
+	if e != 0 {
+		return e
 	}
-	cAttr, err := n.r.nt.EncryptXattrName(attr)
-	if err != nil {
-		return errno(err)
+	if !isACL(attr) {
+		data = n.r.ce.EncryptXattrValue(data)
 	}
 	t, release, e := n.xattrTarget()
 	if e != 0 {
 		return e
 	}
 	defer release()
-	return errno(t.set(cAttr, n.r.ce.EncryptXattrValue(data), int(flags)))
+	return errno(t.set(cAttr, data, int(flags)))
 }
 
 // Removexattr implements fs.NodeRemovexattrer.
@@ -134,12 +215,9 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if n.r.ro {
 		return syscall.EROFS
 	}
-	if !strings.HasPrefix(attr, xattrUserPrefix) {
-		return fs.ENOATTR
-	}
-	cAttr, err := n.r.nt.EncryptXattrName(attr)
-	if err != nil {
-		return errno(err)
+	cAttr, e := n.storedName(attr)
+	if e != 0 {
+		return e
 	}
 	t, release, e := n.xattrTarget()
 	if e != 0 {
@@ -149,51 +227,45 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	return errno(t.remove(cAttr))
 }
 
-// Listxattr implements fs.NodeListxattrer. Stored names that are not ours
-// or do not decrypt are left out.
+// Listxattr implements fs.NodeListxattrer.
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	t, release, e := n.xattrTarget()
 	if e != 0 {
 		return 0, e
 	}
 	defer release()
-	var raw []byte
-	for {
-		k, err := t.list(nil)
-		if err != nil {
-			return 0, errno(err)
-		}
-		if k == 0 {
-			return 0, 0
-		}
-		raw = make([]byte, k)
-		k, err = t.list(raw)
-		if err == unix.ERANGE {
-			continue // grew meanwhile
-		}
-		if err != nil {
-			return 0, errno(err)
-		}
-		raw = raw[:k]
-		break
+	raw, err := readAll(t.list)
+	if err != nil {
+		return 0, errno(err)
+	}
+	privileged := false
+	if caller, ok := fuse.FromContext(ctx); ok && caller.Uid == 0 {
+		privileged = true
 	}
 	var out []byte
 	for name := range bytes.SplitSeq(raw, []byte{0}) {
-		if !bytes.HasPrefix(name, []byte(nametransform.XattrStorePrefix)) {
-			continue
-		}
-		plain, err := n.r.nt.DecryptXattrName(string(name))
-		if err != nil {
+		plain := string(name)
+		switch {
+		case isACL(plain):
+		case bytes.HasPrefix(name, []byte(nametransform.XattrStorePrefix)):
+			var err error
+			if plain, err = n.r.nt.DecryptXattrName(plain); err != nil {
+				ino := n.StableAttr().Ino
+				if n.r.reported.first(reportKey{kind: reportXattr, ino: ino, name: string(name)}) {
+					n.r.log.Warn("cryptfs: xattr name does not decrypt", "file", n.plainPath(), "ino", ino, "stored", string(name), "err", err)
+				}
+				continue
+			}
+			if isACL(plain) ||
+				plain == xattrCapability && !n.r.suid ||
+				strings.HasPrefix(plain, xattrTrusted) && !privileged {
+				continue
+			}
+		default:
 			continue
 		}
 		out = append(out, plain...)
 		out = append(out, 0)
 	}
-	if len(dest) == 0 {
-		return uint32(len(out)), 0
-	}
-	if len(out) > len(dest) {
-		return uint32(len(out)), syscall.ERANGE
-	}
-	return uint32(copy(dest, out)), 0
+	return copyOut(dest, out)
 }

@@ -1,0 +1,336 @@
+package cryptfs
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// xattrNames lists the xattr names of p, not following a symlink.
+func xattrNames(t testing.TB, p string) []string {
+	t.Helper()
+	sz, err := unix.Llistxattr(p, nil)
+	if err != nil {
+		t.Fatalf("listxattr %s: %v", p, err)
+	}
+	buf := make([]byte, sz)
+	sz, err = unix.Llistxattr(p, buf)
+	if err != nil {
+		t.Fatalf("listxattr %s: %v", p, err)
+	}
+	var names []string
+	for n := range bytes.SplitSeq(buf[:sz], []byte{0}) {
+		if len(n) > 0 {
+			names = append(names, string(n))
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// getXattr reads a whole value of p, not following a symlink.
+func getXattr(p, name string) ([]byte, error) {
+	sz, err := unix.Lgetxattr(p, name, nil)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, sz)
+	sz, err = unix.Lgetxattr(p, name, buf)
+	return buf[:sz], err
+}
+
+// cipherXattrNames collects the stored xattr names of every entry of a
+// cipher tree.
+func cipherXattrNames(t testing.TB, cipher string) []string {
+	t.Helper()
+	var names []string
+	filepath.WalkDir(cipher, func(p string, d os.DirEntry, err error) error {
+		if err == nil {
+			names = append(names, xattrNames(t, p)...)
+		}
+		return nil
+	})
+	return names
+}
+
+// runAs runs a shell script as uid:gid with $M set to dir.
+func runAs(t testing.TB, uid, gid uint32, dir, script string) error {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	cmd.Env = []string{"M=" + dir, "PATH=/usr/bin:/bin:/usr/sbin:/sbin"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Logf("as %d: %s: %v: %s", uid, script, err, out)
+	}
+	return err
+}
+
+// openMount makes the mount point and its parents searchable by others.
+func openMount(t testing.TB, m *testMount) {
+	t.Helper()
+	for _, p := range []string{m.mnt, m.mnt + "/..", m.mnt + "/../.."} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestXattrNamespaces sets, reads, lists and removes names of every
+// namespace on a file, a directory and the root, and checks that only
+// encrypted names reach the cipher directory.
+func TestXattrNamespaces(t *testing.T) {
+	requireRoot(t)
+	k := newTestKey(t)
+	cipher := newCipherDir(t)
+	m := mountFS(t, cipher, k, Options{}, MountOptions{Options: []string{"suid"}})
+	if err := os.WriteFile(m.path("f"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A v3 capability blob (cap_net_raw=ep), as setcap writes it.
+	capValue := []byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	attrs := []struct {
+		name  string
+		value []byte
+	}{
+		{"user.plain", []byte("v")},
+		{"user.empty", []byte{}},
+		{"user.big", bytes.Repeat([]byte{0xa5}, 3000)},
+		{"trusted.overlay.opaque", []byte("y")},
+		{"security.test", []byte("label")},
+		{"security.capability", capValue},
+		{"system.other", []byte("s")},
+	}
+	for _, target := range []string{m.path("f"), m.path("d"), m.mnt} {
+		for _, a := range attrs {
+			if err := unix.Lsetxattr(target, a.name, a.value, 0); err != nil {
+				t.Fatalf("setxattr %s %s: %v", target, a.name, err)
+			}
+		}
+		var want []string
+		for _, a := range attrs {
+			want = append(want, a.name)
+			got, err := getXattr(target, a.name)
+			if err != nil || !bytes.Equal(got, a.value) {
+				t.Errorf("%s %s = %q, %v; want %q", target, a.name, got, err, a.value)
+			}
+		}
+		slices.Sort(want)
+		if got := xattrNames(t, target); !slices.Equal(got, want) {
+			t.Errorf("%s lists %q, want %q", target, got, want)
+		}
+	}
+	stored := cipherXattrNames(t, cipher)
+	for _, s := range stored {
+		if !strings.HasPrefix(s, "user.gocryptfs.") {
+			t.Errorf("stored name %q is not encrypted", s)
+		}
+	}
+	if len(stored) < 3*len(attrs) {
+		t.Errorf("%d stored names, want at least %d", len(stored), 3*len(attrs))
+	}
+	for _, a := range attrs {
+		if err := unix.Lremovexattr(m.path("f"), a.name); err != nil {
+			t.Errorf("removexattr %s: %v", a.name, err)
+		}
+		_, err := getXattr(m.path("f"), a.name)
+		mustErrno(t, err, syscall.ENODATA)
+	}
+	if got := xattrNames(t, m.path("f")); len(got) != 0 {
+		t.Errorf("after remove: %q", got)
+	}
+}
+
+// TestXattrSizes: a too small buffer gets ERANGE from getxattr and
+// listxattr, and a size query answers the exact size.
+func TestXattrSizes(t *testing.T) {
+	m, _ := newFS(t)
+	p := m.path("f")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"user.a", "user.bb", "trusted.ccc"}
+	for _, n := range names {
+		if err := unix.Setxattr(p, n, []byte("12345"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	listLen := 0
+	for _, n := range names {
+		listLen += len(n) + 1
+	}
+	sz, err := unix.Listxattr(p, nil)
+	if err != nil || sz != listLen {
+		t.Fatalf("listxattr size %d, %v; want %d", sz, err, listLen)
+	}
+	_, err = unix.Listxattr(p, make([]byte, listLen-1))
+	mustErrno(t, err, syscall.ERANGE)
+	if sz, err := unix.Listxattr(p, make([]byte, listLen)); err != nil || sz != listLen {
+		t.Fatalf("listxattr exact buffer: %d, %v", sz, err)
+	}
+	sz, err = unix.Getxattr(p, "user.a", nil)
+	if err != nil || sz != 5 {
+		t.Fatalf("getxattr size %d, %v; want 5", sz, err)
+	}
+	_, err = unix.Getxattr(p, "user.a", make([]byte, 4))
+	mustErrno(t, err, syscall.ERANGE)
+}
+
+// TestXattrFlags: XATTR_CREATE and XATTR_REPLACE hold for every
+// namespace.
+func TestXattrFlags(t *testing.T) {
+	m, _ := newFS(t)
+	p := m.path("f")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"user.x", "trusted.x", "security.x"} {
+		mustErrno(t, unix.Setxattr(p, name, []byte("1"), unix.XATTR_REPLACE), syscall.ENODATA)
+		if err := unix.Setxattr(p, name, []byte("1"), unix.XATTR_CREATE); err != nil {
+			t.Fatalf("%s create: %v", name, err)
+		}
+		mustErrno(t, unix.Setxattr(p, name, []byte("2"), unix.XATTR_CREATE), syscall.EEXIST)
+		if err := unix.Setxattr(p, name, []byte("3"), unix.XATTR_REPLACE); err != nil {
+			t.Fatalf("%s replace: %v", name, err)
+		}
+		if v, err := getXattr(p, name); err != nil || string(v) != "3" {
+			t.Fatalf("%s = %q, %v", name, v, err)
+		}
+	}
+}
+
+// TestXattrSymlink: a symlink carries no user xattrs (the kernel refuses
+// them), and the encrypted form of other namespaces, which is a user
+// xattr in the cipher directory, is refused the same way rather than
+// landing on the symlink's target.
+func TestXattrSymlink(t *testing.T) {
+	m, _ := newFS(t)
+	if err := os.WriteFile(m.path("target"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("target", m.path("l")); err != nil {
+		t.Fatal(err)
+	}
+	mustErrno(t, unix.Lsetxattr(m.path("l"), "user.x", []byte("1"), 0), syscall.EPERM)
+	mustErrno(t, unix.Lsetxattr(m.path("l"), "trusted.x", []byte("1"), 0), syscall.EPERM)
+	if got := xattrNames(t, m.path("l")); len(got) != 0 {
+		t.Errorf("symlink lists %q", got)
+	}
+	if got := xattrNames(t, m.path("target")); len(got) != 0 {
+		t.Errorf("target got %q through the symlink", got)
+	}
+	// Through the symlink, the target's xattrs.
+	if err := unix.Setxattr(m.path("l"), "user.y", []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := xattrNames(t, m.path("target")); !slices.Equal(got, []string{"user.y"}) {
+		t.Errorf("target lists %q", got)
+	}
+}
+
+// TestXattrLongName: names whose encrypted form exceeds the kernel's
+// 255 bytes are refused with ERANGE, like names over 255 bytes.
+func TestXattrLongName(t *testing.T) {
+	m, _ := newFS(t)
+	p := m.path("f")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		n    int // name length, "user." included
+		want syscall.Errno
+	}{
+		{175, 0}, // pads to 176 bytes: 250 stored
+		{176, syscall.ERANGE},
+		{255, syscall.ERANGE},
+		{256, syscall.ERANGE}, // the kernel's own limit
+	} {
+		name := "user." + strings.Repeat("n", tc.n-len("user."))
+		err := unix.Setxattr(p, name, []byte("v"), 0)
+		if tc.want == 0 {
+			if err != nil {
+				t.Errorf("%d-byte name: %v", tc.n, err)
+				continue
+			}
+			if v, err := getXattr(p, name); err != nil || string(v) != "v" {
+				t.Errorf("%d-byte name reads %q, %v", tc.n, v, err)
+			}
+			continue
+		}
+		mustErrno(t, err, tc.want)
+	}
+}
+
+// TestXattrCapability: without the suid mount option the capability
+// reads as EOPNOTSUPP (as in gocryptfs) and is not listed, but setting
+// it is kept for a suid mount; with suid, setcap and getcap round-trip.
+func TestXattrCapability(t *testing.T) {
+	requireRoot(t)
+	setcap := requireTool(t, "setcap")
+	getcap := requireTool(t, "getcap")
+	k := newTestKey(t)
+	cipher := newCipherDir(t)
+	m := mountFS(t, cipher, k, Options{}, MountOptions{})
+	p := m.path("prog")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(setcap, "cap_net_raw=ep", p).CombinedOutput(); err != nil {
+		t.Fatalf("setcap: %v: %s", err, out)
+	}
+	_, err := getXattr(p, "security.capability")
+	mustErrno(t, err, syscall.EOPNOTSUPP)
+	if got := xattrNames(t, p); len(got) != 0 {
+		t.Errorf("nosuid mount lists %q", got)
+	}
+	m.unmount(t)
+
+	m = mountFS(t, cipher, k, Options{}, MountOptions{Options: []string{"suid"}})
+	out, err := exec.Command(getcap, m.path("prog")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "cap_net_raw=ep") {
+		t.Fatalf("getcap: %v: %q", err, out)
+	}
+	// A write drops the capability, as on a local file system.
+	if err := os.WriteFile(m.path("prog"), []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err = getXattr(m.path("prog"), "security.capability")
+	mustErrno(t, err, syscall.ENODATA)
+}
+
+// TestXattrTrustedHidden: trusted.* names are listed for root only, as a
+// local file system lists them; others could not read them anyway.
+func TestXattrTrustedHidden(t *testing.T) {
+	requireRoot(t)
+	k := newTestKey(t)
+	m := mountFS(t, newCipherDir(t), k, Options{}, MountOptions{AllowOther: true})
+	openMount(t, m)
+	p := m.path("f")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"user.u", "trusted.t"} {
+		if err := unix.Setxattr(p, n, []byte("1"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := xattrNames(t, p); !slices.Equal(got, []string{"trusted.t", "user.u"}) {
+		t.Errorf("root lists %q", got)
+	}
+	getfattr := requireTool(t, "getfattr")
+	// getfattr -d reads every listed name of the match and fails on one
+	// it cannot read.
+	if err := runAs(t, 4242, 4242, m.mnt, getfattr+` -d -m - "$M/f" | grep -q user.u && ! `+getfattr+` -d -m - "$M/f" | grep -q trusted`); err != nil {
+		t.Error("other user: trusted.* listed or user.* not")
+	}
+}
