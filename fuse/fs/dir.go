@@ -129,16 +129,17 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	return ch, &fileHandle{fd: fd}, fuse.FOPEN_NOFLUSH, 0
 }
 
-// Mkdir implements fs.NodeMkdirer. The directory is created accessible to
-// us first so that its gocryptfs.diriv can be written, then given the
-// requested mode.
+// Mkdir implements fs.NodeMkdirer. The directory is created with the
+// requested mode plus the owner's rwx, which writing its gocryptfs.diriv
+// needs, so that a default ACL of the parent applies to the requested
+// mode; owner bits it lacks are taken away afterwards, as gocryptfs does.
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ne, e := n.prepareNew(name)
 	if e != 0 {
 		return nil, e
 	}
 	defer n.closeDir()
-	if err := unix.Mkdirat(ne.fd, ne.cName, 0o700); err != nil {
+	if err := unix.Mkdirat(ne.fd, ne.cName, mode&0o7777|0o700); err != nil {
 		ne.undo()
 		return nil, errno(err)
 	}
@@ -155,10 +156,17 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		unix.Close(cfd)
 		return fail(errno(err))
 	}
-	if err := unix.Fchmod(cfd, mode&0o7777); err != nil {
-		_ = unix.Unlinkat(cfd, nametransform.DirIVFilename, 0)
-		unix.Close(cfd)
-		return fail(errno(err))
+	if mode&0o700 != 0o700 {
+		var st unix.Stat_t
+		err := unix.Fstat(cfd, &st)
+		if err == nil {
+			err = unix.Fchmod(cfd, st.Mode&0o7777&^0o700|mode&0o700)
+		}
+		if err != nil {
+			_ = unix.Unlinkat(cfd, nametransform.DirIVFilename, 0)
+			unix.Close(cfd)
+			return fail(errno(err))
+		}
 	}
 	n.r.setOwner(ctx, cfd, -1, "")
 	var x unix.Statx_t

@@ -69,6 +69,9 @@ type MountOptions struct {
 // is that of default_permissions on a private mount: after a create or an
 // unlink the kernel refreshes the parent directory's attributes with a
 // GETATTR before its next permission check.
+//
+// Mount sets the process's umask to 0: the kernel applies the caller's
+// umask before a create request reaches us.
 func Mount(mountpoint string, root fs.InodeEmbedder, mo MountOptions) (*Server, error) {
 	sec := time.Second
 	pick := func(d *time.Duration) *time.Duration {
@@ -111,6 +114,11 @@ func Mount(mountpoint string, root fs.InodeEmbedder, mo MountOptions) (*Server, 
 			Debug:     mo.Debug,
 		},
 	}
+	// The kernel has applied the caller's umask to the mode of every
+	// create request already (go-fuse does not negotiate
+	// FUSE_DONT_MASK); ours must not mask it a second time. The umask is
+	// the process's, so this holds for every mount it serves.
+	unix.Umask(0)
 	mp, err := safepath.OpenMountpoint(mountpoint)
 	if err != nil {
 		return nil, fmt.Errorf("cryptfs: %w", err)

@@ -92,7 +92,7 @@ func writeTree(t testing.TB, root string) map[string]treeEntry {
 	sparse := make([]byte, 5<<20+17+3)
 	copy(sparse, "start")
 	copy(sparse[5<<20+17:], "end")
-	f, err := os.Create(filepath.Join(root, "sparse"))
+	f, err := os.OpenFile(filepath.Join(root, "sparse"), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
