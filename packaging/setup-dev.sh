@@ -5,7 +5,17 @@ bash "$(dirname "$0")/go-toolchain.sh"
 export PATH="/usr/local/go/bin:$PATH"
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for p in cryptsetup-bin gocryptfs fuse3 ca-certificates xz-utils bc python3 qemu-system-x86 linux-image-cloud-amd64 busybox-static qemu-utils gcc libc6-dev e2fsprogs xfsprogs dosfstools; do
+# One package a line: what the tests need and why.
+packages=(
+  cryptsetup-bin     # LUKS2 interop (luksDump, test-passphrase, token)
+  gocryptfs fuse3    # share interop; fusermount3 for non-root mounts
+  acl attr libcap2-bin  # ACL, xattr and file-capability tests of shares
+  e2fsprogs xfsprogs dosfstools  # file systems for probes, images and full-disk tests
+  ca-certificates xz-utils bc python3
+  qemu-system-x86 linux-image-cloud-amd64 busybox-static qemu-utils  # dm-crypt in a VM
+  gcc libc6-dev      # go test -race needs cgo
+)
+for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
