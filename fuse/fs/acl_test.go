@@ -137,3 +137,46 @@ func TestACLEnforced(t *testing.T) {
 		t.Error("access stayed after setfacl -b")
 	}
 }
+
+// TestACLClearsSetGID: setting an access ACL clears the set-group-ID bit
+// when the caller is neither in the file's group nor privileged, as on a
+// local file system (xfstests generic/375), although the server runs as
+// root.
+func TestACLClearsSetGID(t *testing.T) {
+	requireRoot(t)
+	setfacl := requireTool(t, "setfacl")
+	m := mountFS(t, newCipherDir(t), newTestKey(t), Options{}, MountOptions{AllowOther: true})
+	openMount(t, m)
+	for _, tc := range []struct {
+		name   string
+		groups []uint32
+		want   os.FileMode
+	}{
+		{"not in group", nil, 0o755},
+		{"in group", []uint32{4343}, os.ModeSetgid | 0o755},
+	} {
+		p := m.path("f")
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, 4242, 4343); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, os.ModeSetgid|0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := runAs(t, 4242, 4242, m.mnt, setfacl+` -m u:4444:r "$M/f"`, tc.groups...); err != nil {
+			t.Fatalf("%s: owner cannot set an ACL", tc.name)
+		}
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Mode() & (os.ModeSetgid | os.ModePerm); got != tc.want {
+			t.Errorf("%s: mode %v after setfacl, want %v", tc.name, got, tc.want)
+		}
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

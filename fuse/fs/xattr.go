@@ -207,7 +207,15 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return e
 	}
 	defer release()
-	return errno(t.set(cAttr, data, int(flags)))
+	set := func() error { return t.set(cAttr, data, int(flags)) }
+	// Setting an access ACL clears the set-group-ID bit unless the
+	// caller is in the file's group or privileged; the cipher file
+	// system decides that by who asks, so a server running as root asks
+	// as the caller, as gocryptfs does.
+	if caller, ok := fuse.FromContext(ctx); ok && isACL(attr) && n.r.chown && caller.Uid != 0 {
+		return errno(asCaller(caller, set))
+	}
+	return errno(set())
 }
 
 // Removexattr implements fs.NodeRemovexattrer.

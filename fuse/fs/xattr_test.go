@@ -60,11 +60,12 @@ func cipherXattrNames(t testing.TB, cipher string) []string {
 	return names
 }
 
-// runAs runs a shell script as uid:gid with $M set to dir.
-func runAs(t testing.TB, uid, gid uint32, dir, script string) error {
+// runAs runs a shell script as uid:gid with the supplementary groups
+// given and $M set to dir.
+func runAs(t testing.TB, uid, gid uint32, dir, script string, groups ...uint32) error {
 	t.Helper()
 	cmd := exec.Command("/bin/sh", "-c", script)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: groups}}
 	cmd.Env = []string{"M=" + dir, "PATH=/usr/bin:/bin:/usr/sbin:/sbin"}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
