@@ -11,8 +11,9 @@
 //	server.Wait() // returns after umount; the root has closed its descriptors
 //
 // InitDir writes the root gocryptfs.diriv of a new, empty cipher
-// directory. Mount sets default_permissions with allow_other (the kernel
-// checks modes), shows modes as they are (mode 0 included), uses 1 MiB
+// directory. Mount negotiates POSIX ACLs with the kernel, which then
+// checks every access against modes and ACLs itself, with or without
+// allow_other; it shows modes as they are (mode 0 included), uses 1 MiB
 // requests and read-ahead and gocryptfs's one-second cache timeouts, and
 // leaves flock and POSIX locks to the kernel.
 //
@@ -39,6 +40,33 @@
 // read-modify-write of partial blocks and the one-time creation of the
 // header. go-fuse maps hard links to one inode, so all names of a file
 // share the lock.
+//
+// Extended attributes and ACLs are stored as gocryptfs 2.3 stores them,
+// so either reads what the other wrote. Every name except the two POSIX
+// ACL names, whatever its namespace (user, trusted, security, system), is
+// encrypted whole into "user.gocryptfs.<cipher>" with its value sealed
+// like a content block; the cipher directory then needs nothing but user
+// xattrs, and a share can hold overlayfs's trusted.overlay.* state and
+// file capabilities. The ACLs, system.posix_acl_access and
+// system.posix_acl_default, are stored as they are (numeric ids and
+// permission bits, in the clear), because the kernel has to act on them:
+// the cipher directory's file system applies a default ACL to each entry
+// we create and updates the mode when an access ACL is set, and the FUSE
+// mount reads them back for its permission checks. That is gocryptfs -acl,
+// which is always on here; ACLs without kernel enforcement would promise
+// an access control that nothing applies. Consequences:
+//   - the kernel checks permissions on private mounts too (FUSE_POSIX_ACL
+//     implies default_permissions), which costs a GETATTR of the parent
+//     directory after a create or unlink;
+//   - an access ACL is set with the caller's credentials when we run as
+//     root, so that the set-group-ID bit is cleared as on a local file
+//     system;
+//   - the kernel applies the caller's umask before a create reaches us,
+//     also under a default ACL, where a local file system would ignore it
+//     (go-fuse does not pass the umask on; gocryptfs behaves the same);
+//   - security.capability reads as EOPNOTSUPP unless the mount has the
+//     suid option, as in gocryptfs: capabilities do nothing on a nosuid
+//     mount, and the kernel asks for this name before every write.
 //
 // Integrity: a block that fails authentication makes the whole read
 // request fail with EIO (a short read would make the kernel shrink the
