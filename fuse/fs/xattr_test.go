@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"kmsagent/fuse/nametransform"
 )
 
 // xattrNames lists the xattr names of p, not following a symlink.
@@ -333,5 +335,47 @@ func TestXattrTrustedHidden(t *testing.T) {
 	// it cannot read.
 	if err := runAs(t, 4242, 4242, m.mnt, getfattr+` -d -m - "$M/f" | grep -q user.u && ! `+getfattr+` -d -m - "$M/f" | grep -q trusted`); err != nil {
 		t.Error("other user: trusted.* listed or user.* not")
+	}
+}
+
+// TestXattrHiddenStored: stored names that are not ours (a label of the
+// cipher file's own file system), that do not decrypt, or that decrypt to
+// an ACL name (gocryptfs 1.8 encrypted ACLs) are not listed.
+func TestXattrHiddenStored(t *testing.T) {
+	requireRoot(t)
+	k := newTestKey(t)
+	cipher := newCipherDir(t)
+	m := mountFS(t, cipher, k, Options{}, MountOptions{})
+	if err := os.WriteFile(m.path("f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(m.path("f"), "user.kept", []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	files := cipherFiles(t, cipher)
+	if len(files) != 1 {
+		t.Fatalf("cipher files %q", files)
+	}
+	nt := nametransform.New(k.core.NameBlock())
+	oldACL, err := nt.EncryptXattrName(xattrACLAccess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, value := range map[string][]byte{
+		"user.foreign":                          []byte("1"),
+		"user.gocryptfs.notavalidname":          []byte("1"),
+		oldACL:                                  []byte("1"),
+		"trusted.foreign":                       []byte("1"),
+		"user.gocryptfs.AAAAAAAAAAAAAAAAAAAAAA": []byte("1"),
+	} {
+		if err := unix.Lsetxattr(files[0], name, value, 0); err != nil {
+			t.Fatalf("setxattr %s on the cipher file: %v", name, err)
+		}
+	}
+	if got := xattrNames(t, m.path("f")); !slices.Equal(got, []string{"user.kept"}) {
+		t.Errorf("lists %q, want only user.kept", got)
+	}
+	if !strings.Contains(m.logs.String(), "xattr name does not decrypt") {
+		t.Errorf("undecryptable name not logged:\n%s", m.logs.String())
 	}
 }
