@@ -67,7 +67,7 @@ func requireTool(t testing.TB, name string) string {
 		return p
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not installed, and CI=true forbids skipping (apt-get install -y gocryptfs fuse3)", name)
+		t.Fatalf("%s not installed, and CI=true forbids skipping (packaging/setup-dev.sh installs the test tools)", name)
 	}
 	t.Skipf("%s not installed", name)
 	return ""
