@@ -115,6 +115,9 @@ func TestACLEnforced(t *testing.T) {
 	if err := runAs(t, 4444, 4444, m.mnt, `cat "$M/f"`); err != nil {
 		t.Error("others lost read access")
 	}
+	if runAs(t, 4343, 4343, m.mnt, setfacl+` -m u:4343:rwx "$M/f"`) == nil {
+		t.Error("a user other than the owner changed the ACL")
+	}
 	// A root-owned 0755 directory whose default ACL lets 4242 in: the new
 	// subdirectory inherits it.
 	if err := os.Mkdir(m.path("d"), 0o755); err != nil {
