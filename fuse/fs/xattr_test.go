@@ -379,3 +379,20 @@ func TestXattrHiddenStored(t *testing.T) {
 		t.Errorf("undecryptable name not logged:\n%s", m.logs.String())
 	}
 }
+
+func TestAllowsSetID(t *testing.T) {
+	for _, tc := range []struct {
+		opts []string
+		want bool
+	}{
+		{nil, false},
+		{[]string{"default_permissions", "nodev"}, false},
+		{[]string{"suid"}, true},
+		{[]string{"suid", "nosuid"}, false},
+		{[]string{"nosuid", "suid"}, true},
+	} {
+		if got := allowsSetID(tc.opts); got != tc.want {
+			t.Errorf("allowsSetID(%q) = %v, want %v", tc.opts, got, tc.want)
+		}
+	}
+}
