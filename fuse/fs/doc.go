@@ -64,9 +64,11 @@
 //   - the kernel applies the caller's umask before a create reaches us,
 //     also under a default ACL, where a local file system would ignore it
 //     (go-fuse does not pass the umask on; gocryptfs behaves the same);
-//   - security.capability reads as EOPNOTSUPP unless the mount has the
-//     suid option, as in gocryptfs: capabilities do nothing on a nosuid
-//     mount, and the kernel asks for this name before every write.
+//   - security.capability is served on every mount, so a write drops a
+//     capability as on a local file system. gocryptfs hides it unless
+//     mounted -suid, to save work on the kernel's query before every
+//     write, and a binary changed on a nosuid mount then keeps its
+//     capability; here each node remembers that it has none instead.
 //
 // Integrity: a block that fails authentication makes the whole read
 // request fail with EIO (a short read would make the kernel shrink the

@@ -89,9 +89,6 @@ func Mount(mountpoint string, root fs.InodeEmbedder, mo MountOptions) (*Server, 
 		options = append(options, "default_permissions")
 	}
 	options = append(options, mo.Options...)
-	if n, ok := root.(*node); ok {
-		n.r.suid = allowsSetID(options)
-	}
 	if mo.ReadOnly {
 		options = append(options, "ro")
 	}
@@ -296,20 +293,4 @@ func setReadAhead(root *os.File, kb int) {
 	}
 	defer unix.Close(fd)
 	_, _ = unix.Write(fd, []byte(strconv.Itoa(kb)))
-}
-
-// allowsSetID reports whether mount options leave set-id bits effective:
-// the mount is nosuid unless "suid" is given, and the last of suid and
-// nosuid wins, as go-fuse applies them.
-func allowsSetID(options []string) bool {
-	suid := false
-	for _, o := range options {
-		switch o {
-		case "suid":
-			suid = true
-		case "nosuid":
-			suid = false
-		}
-	}
-	return suid
 }

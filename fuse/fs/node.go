@@ -50,6 +50,8 @@ type node struct {
 	// so that open handles drop their cached file ID. Guarded by
 	// content (written with it held exclusively).
 	hdrGen uint64
+
+	caps capCache // see xattr.go
 }
 
 var (

@@ -56,9 +56,6 @@ type rootData struct {
 	// chown is set when running as root: new entries get the caller's
 	// owner, as on a local file system.
 	chown bool
-	// suid is set by Mount when the mount allows set-id bits; see
-	// xattr.go for what it changes.
-	suid bool
 
 	root     *node
 	fds      dirFds

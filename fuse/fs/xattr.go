@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -30,12 +31,13 @@ import (
 //     namespace on the mount: trusted.* needs CAP_SYS_ADMIN,
 //     security.capability CAP_SETFCAP, and user.* exists only on regular
 //     files and directories.
-//   - security.capability reads as EOPNOTSUPP, and is not listed, unless
-//     the mount allows set-id (the "suid" option): file capabilities are
-//     ignored on a nosuid mount anyway, and the kernel asks for this name
-//     before every write, which would otherwise cost a lookup in the
-//     cipher directory each time. Setting it is stored all the same, so a
-//     later suid mount sees it, as in gocryptfs.
+//   - security.capability is served like any other name, on every mount.
+//     gocryptfs answers EOPNOTSUPP for it unless mounted -suid, because
+//     the kernel asks for it before every write; but then a write does not
+//     drop a capability either, and a binary changed on a nosuid mount
+//     keeps its capability for the next suid mount. Here each node
+//     remembers instead that its cipher file has none (capCache), so the
+//     question costs no system call after the first.
 //   - Stored names that are neither ACLs nor ours (an SELinux label of the
 //     cipher file, for instance) are hidden, and so are our names that
 //     decrypt to an ACL name: gocryptfs 1.8 stored ACLs encrypted, and
@@ -51,6 +53,34 @@ const (
 	xattrCapability = "security.capability"
 	xattrTrusted    = "trusted."
 )
+
+// capCache remembers that a node's cipher file has no
+// security.capability. Only this mount changes the cipher directory while
+// it is mounted, so that stays true until we set the name ourselves. The
+// low bit means "known absent"; the rest counts our changes of the name,
+// so that a read that raced with a set cannot record a stale absence: the
+// set bumps the count after its write, and the read records absence only
+// if the count is still the one it saw before reading.
+type capCache struct{ v atomic.Uint64 }
+
+// absent reports a known absence, and the state to pass to markAbsent.
+func (c *capCache) absent() (bool, uint64) {
+	v := c.v.Load()
+	return v&1 != 0, v
+}
+
+// markAbsent records an absence read in state seen.
+func (c *capCache) markAbsent(seen uint64) { c.v.CompareAndSwap(seen, seen|1) }
+
+// changed forgets the absence; call it after setting or removing the name.
+func (c *capCache) changed() {
+	for {
+		old := c.v.Load()
+		if c.v.CompareAndSwap(old, old&^1+2) {
+			return
+		}
+	}
+}
 
 // isACL reports whether name is a POSIX ACL, which is stored as it is.
 func isACL(name string) bool { return name == xattrACLAccess || name == xattrACLDefault }
@@ -158,8 +188,12 @@ func (n *node) storedName(attr string) (string, syscall.Errno) {
 
 // Getxattr implements fs.NodeGetxattrer.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if attr == xattrCapability && !n.r.suid {
-		return 0, syscall.EOPNOTSUPP
+	var capSeen uint64
+	if attr == xattrCapability {
+		var absent bool
+		if absent, capSeen = n.caps.absent(); absent {
+			return 0, syscall.ENODATA
+		}
 	}
 	cAttr, e := n.storedName(attr)
 	if e != 0 {
@@ -171,6 +205,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	}
 	defer release()
 	stored, err := readAll(func(b []byte) (int, error) { return t.get(cAttr, b) })
+	if err == unix.ENODATA && attr == xattrCapability {
+		n.caps.markAbsent(capSeen)
+	}
 	if err != nil {
 		return 0, errno(err)
 	}
@@ -207,6 +244,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return e
 	}
 	defer release()
+	if attr == xattrCapability {
+		defer n.caps.changed() // after the write, see capCache
+	}
 	set := func() error { return t.set(cAttr, data, int(flags)) }
 	// Setting an access ACL clears the set-group-ID bit unless the
 	// caller is in the file's group or privileged; the cipher file
@@ -232,6 +272,9 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		return e
 	}
 	defer release()
+	if attr == xattrCapability {
+		defer n.caps.changed()
+	}
 	return errno(t.remove(cAttr))
 }
 
@@ -264,9 +307,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 				}
 				continue
 			}
-			if isACL(plain) ||
-				plain == xattrCapability && !n.r.suid ||
-				strings.HasPrefix(plain, xattrTrusted) && !privileged {
+			if isACL(plain) || strings.HasPrefix(plain, xattrTrusted) && !privileged {
 				continue
 			}
 		default:

@@ -10,7 +10,8 @@ import (
 )
 
 // Interop of xattrs and ACLs with Debian's gocryptfs 2.3 (mounted with
-// -acl, as ACLs need, and -suid, so that it reads file capabilities).
+// -acl, as ACLs need, and -suid, without which it does not read file
+// capabilities).
 
 // interopXattrs are set on "f" and "d" of a mount.
 var interopXattrs = []struct{ name, value string }{
@@ -85,7 +86,7 @@ func TestInteropXattrsOursToGocryptfs(t *testing.T) {
 	requireTool(t, "gocryptfs")
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
-	m := mountFS(t, cipher, k, Options{}, MountOptions{Options: []string{"suid"}})
+	m := mountFS(t, cipher, k, Options{}, MountOptions{})
 	acls := writeXattrs(t, m.mnt)
 	m.unmount(t)
 	gmnt := gocryptfsMount(t, cipher, k.hex+"\n", "-masterkey=stdin", "-acl", "-suid")
@@ -100,6 +101,6 @@ func TestInteropXattrsGocryptfsToOurs(t *testing.T) {
 	gmnt := gocryptfsMount(t, cipher, k.hex+"\n", "-masterkey=stdin", "-acl", "-suid")
 	acls := writeXattrs(t, gmnt)
 	gocryptfsUnmount(t, gmnt)
-	m := mountFS(t, cipher, k, Options{}, MountOptions{Options: []string{"suid"}})
+	m := mountFS(t, cipher, k, Options{}, MountOptions{})
 	checkXattrs(t, m.mnt, acls)
 }
