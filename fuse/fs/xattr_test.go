@@ -392,3 +392,29 @@ func TestXattrHiddenStored(t *testing.T) {
 		t.Errorf("undecryptable name not logged:\n%s", m.logs.String())
 	}
 }
+
+// TestCapCache: an absence read before a concurrent set of the name is
+// not recorded once the set has finished.
+func TestCapCache(t *testing.T) {
+	var c capCache
+	if absent, _ := c.absent(); absent {
+		t.Fatal("absent before any read")
+	}
+	_, seen := c.absent()
+	c.markAbsent(seen)
+	if absent, _ := c.absent(); !absent {
+		t.Fatal("absence not recorded")
+	}
+	c.changed()
+	if absent, _ := c.absent(); absent {
+		t.Fatal("absence kept after a change")
+	}
+	// A read starts, a set completes, the read finds nothing (it read
+	// before the write) and tries to record that.
+	_, seen = c.absent()
+	c.changed()
+	c.markAbsent(seen)
+	if absent, _ := c.absent(); absent {
+		t.Fatal("stale absence recorded")
+	}
+}
