@@ -35,6 +35,14 @@
 // blocks are whole all-zero cipher blocks; growing truncate does the same
 // and writes the new last partial block explicitly.
 //
+// Full disk: every write, truncation and fallocate first reserves the
+// cipher bytes it will write (fallocate with FALLOC_FL_KEEP_SIZE, as
+// gocryptfs does), so running out of space fails the operation with
+// ENOSPC before anything changed. Without that, a write cut short would
+// leave a partial cipher block that no longer authenticates: the old
+// content of the block, fsync'ed or not, would be lost and the file size
+// would exceed what was acknowledged.
+//
 // Concurrency: each regular file inode has a content lock. Reads share it;
 // writes, truncates and fallocate hold it exclusively, which serialises
 // read-modify-write of partial blocks and the one-time creation of the

@@ -355,16 +355,55 @@ func (n *node) plainSizeOf(fh *fileHandle) (plain, cipher uint64, e syscall.Errn
 // writeLocked writes data at off. The caller holds the content lock
 // exclusively. A partial last block before a gap is first padded to a
 // full block, so the gap consists of whole all-zero cipher blocks (holes).
+//
+// Everything the write will store is reserved first (see reserve), so a
+// full file system fails the write before any byte of the file changed.
 func (n *node) writeLocked(fh *fileHandle, data []byte, off uint64) syscall.Errno {
+	size, cipherSize, e := n.plainSizeOf(fh)
+	if e != 0 {
+		return e
+	}
+	end := off + uint64(len(data))
+	first, last := off/bs, (end-1)/bs
+	rest := size % bs
+	pad := rest != 0 && off >= size-rest+bs
+	// In file order: a new header, the padding of the old last block, the
+	// blocks written, whose last one runs to the end of the write or, if
+	// the file is longer, to the old end within that block.
+	var header, padding span
+	if cipherSize == 0 {
+		header = span{0, contentenc.HeaderLen}
+	}
+	if pad {
+		padding = span{contentenc.CipherOff(size / bs), contentenc.CipherOff(size/bs + 1)}
+	}
+	blocks := span{contentenc.CipherOff(first), contentenc.CipherSize(max(end, min(size, (last+1)*bs)))}
+	if e := n.r.reserve(fh.fd, header, padding, blocks); e != 0 {
+		return e
+	}
 	id, _, e := fh.fileID(n, true)
 	if e != 0 {
 		return e
 	}
-	size, _, e := n.plainSizeOf(fh)
-	if e != 0 {
+	if e := n.writeBlocks(fh, id, data, off, size, pad); e != 0 {
+		// Where fallocate is missing, a full file system still fails
+		// writes midway. A write that only appended is undone, so the
+		// size stays what was acknowledged and no cut block remains.
+		if !pad && contentenc.CipherOff(first) >= cipherSize {
+			if unix.Ftruncate(fh.fd, int64(cipherSize)) == nil && cipherSize == 0 {
+				n.hdrGen++
+			}
+		}
 		return e
 	}
-	if rest := size % bs; rest != 0 && off >= size-rest+bs {
+	return 0
+}
+
+// writeBlocks does the writing for writeLocked: the padding of the old
+// last block if pad, then data in batches that fit the pooled buffers.
+func (n *node) writeBlocks(fh *fileHandle, id, data []byte, off, size uint64, pad bool) syscall.Errno {
+	if pad {
+		rest := size % bs
 		if e := n.writeRange(fh, id, zeroBlock[:bs-rest], size, size); e != 0 {
 			return e
 		}
@@ -372,7 +411,6 @@ func (n *node) writeLocked(fh *fileHandle, data []byte, off uint64) syscall.Errn
 	}
 	for len(data) > 0 {
 		chunk := data
-		// Keep each batch within the pooled buffers.
 		if limit := (maxBatch-2)*bs - int(off%bs); len(chunk) > limit {
 			chunk = chunk[:limit]
 		}
@@ -382,6 +420,59 @@ func (n *node) writeLocked(fh *fileHandle, data []byte, off uint64) syscall.Errn
 		off += uint64(len(chunk))
 		size = max(size, off)
 		data = data[len(chunk):]
+	}
+	return 0
+}
+
+// span is a range [off, end) of a cipher file; empty if end <= off.
+type span struct{ off, end uint64 }
+
+// reserve allocates the cipher file ranges spans (in file order) without
+// changing the file size (FALLOC_FL_KEEP_SIZE) before they are written,
+// as gocryptfs does. A write that runs out of space midway would leave a
+// cut cipher block, which no longer authenticates: the block's old
+// content, possibly fsync'ed data, is lost, and the file size no longer
+// matches what was acknowledged. Reserving first turns a full file system
+// into ENOSPC before anything changed. Only the ranges are reserved, not
+// what lies between them, so the holes of a sparse file stay holes. On an
+// allocated range fallocate is only an extent lookup. A file system
+// without fallocate goes without the protection (logged once).
+func (r *rootData) reserve(fd int, spans ...span) syscall.Errno {
+	if r.noFallocate.Load() {
+		return 0
+	}
+	var cur span
+	for _, s := range spans {
+		switch {
+		case s.end <= s.off:
+		case cur.end > cur.off && cur.end == s.off:
+			cur.end = s.end // adjacent: one call
+		default:
+			if e := r.fallocate(fd, cur); e != 0 {
+				return e
+			}
+			cur = s
+		}
+	}
+	return r.fallocate(fd, cur)
+}
+
+// fallocate reserves s for reserve; an empty span is nothing to do.
+func (r *rootData) fallocate(fd int, s span) syscall.Errno {
+	for s.end > s.off {
+		err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, int64(s.off), int64(s.end-s.off))
+		switch err {
+		case nil:
+			return 0
+		case unix.EINTR:
+			continue
+		case unix.EOPNOTSUPP:
+			if !r.noFallocate.Swap(true) {
+				r.log.Warn("cryptfs: the cipher file system does not support fallocate; a full disk can now cut a cipher block and make it unreadable", "cipher_dir", r.cipherDir)
+			}
+			return 0
+		}
+		return errno(err)
 	}
 	return 0
 }
@@ -490,6 +581,9 @@ func (n *node) truncateLocked(fh *fileHandle, newSize uint64) syscall.Errno {
 	if newSize == oldSize && cipherSize == contentenc.CipherSize(oldSize) {
 		return 0
 	}
+	if e := n.r.reserve(fh.fd, truncateSpans(oldSize, cipherSize, newSize)...); e != 0 {
+		return e
+	}
 	id, _, e := fh.fileID(n, true)
 	if e != 0 {
 		return e
@@ -537,6 +631,36 @@ func (n *node) truncateLocked(fh *fileHandle, newSize uint64) syscall.Errno {
 	return errno(unix.Ftruncate(fh.fd, int64(contentenc.CipherOff(last))+int64(len(ct))))
 }
 
+// truncateSpans returns, in file order, the cipher ranges a truncation
+// from oldSize (cipher size cipherSize) to newSize writes: a new header,
+// the old partial last block grown (to a full block, or to newSize when
+// that lies within it), and a new partial last block. The whole blocks
+// between are holes and are not written.
+func truncateSpans(oldSize, cipherSize, newSize uint64) []span {
+	var header, grown, last span
+	if cipherSize == 0 {
+		header = span{0, contentenc.HeaderLen}
+	}
+	if newSize <= oldSize {
+		// Shrink: the new last block is rewritten shorter.
+		if newSize%bs != 0 {
+			last = span{contentenc.CipherOff(newSize / bs), contentenc.CipherSize(newSize)}
+		}
+		return []span{header, last}
+	}
+	if rest := oldSize % bs; rest != 0 {
+		pb := oldSize / bs
+		grown = span{contentenc.CipherOff(pb), contentenc.CipherSize(min(newSize, (pb+1)*bs))}
+		if newSize <= (pb+1)*bs {
+			return []span{header, grown}
+		}
+	}
+	if newSize%bs != 0 {
+		last = span{contentenc.CipherOff(newSize / bs), contentenc.CipherSize(newSize)}
+	}
+	return []span{header, grown, last}
+}
+
 // Allocate implements fs.NodeAllocater for mode 0 and
 // FALLOC_FL_KEEP_SIZE: the cipher blocks covering the range are allocated
 // (reading as holes), and without KEEP_SIZE the file grows to cover the
@@ -561,16 +685,17 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, size u
 	if e != 0 {
 		return e
 	}
-	first, last := off/bs, (off+size-1)/bs
-	cOff := contentenc.CipherOff(first)
-	cEnd := contentenc.CipherOff(last + 1)
-	// Only allocate what lies beyond the current cipher data, so that
-	// existing blocks are not touched and new ones read as holes.
-	cOff = max(cOff, cipherSize)
-	if cEnd > cOff {
-		if err := unix.Fallocate(fh.fd, unix.FALLOC_FL_KEEP_SIZE, int64(cOff), int64(cEnd-cOff)); err != nil {
-			return errno(err)
-		}
+	// The cipher bytes that plaintext [off, off+size) occupies: from its
+	// first block (or the header of an empty file) to the end of its last
+	// byte. Holes in the range are allocated too, as on a plain file
+	// system; they keep reading as zeros, so they stay holes in the
+	// plaintext view.
+	start := contentenc.CipherOff(off / bs)
+	if cipherSize == 0 {
+		start = 0
+	}
+	if err := unix.Fallocate(fh.fd, unix.FALLOC_FL_KEEP_SIZE, int64(start), int64(contentenc.CipherSize(off+size)-start)); err != nil {
+		return errno(err)
 	}
 	if mode&unix.FALLOC_FL_KEEP_SIZE == 0 && off+size > oldSize {
 		return n.truncateLocked(fh, off+size)

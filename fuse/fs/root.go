@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -56,6 +57,9 @@ type rootData struct {
 	// chown is set when running as root: new entries get the caller's
 	// owner, as on a local file system.
 	chown bool
+	// noFallocate is set once the cipher file system refused fallocate,
+	// so that writes stop asking (see reserve).
+	noFallocate atomic.Bool
 
 	root     *node
 	fds      dirFds
