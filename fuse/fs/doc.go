@@ -10,6 +10,11 @@
 //	server, err := cryptfs.Mount(mnt, root, cryptfs.MountOptions{AllowOther: true})
 //	server.Wait() // returns after umount; the root has closed its descriptors
 //
+// Mount sets the process's umask to 0: the kernel applies the caller's
+// umask to the modes it passes, and the process's own umask would apply a
+// second time (0666 under umask 002 would become 0644). A process serving
+// shares does nothing else, so the process-wide setting is ours to make.
+//
 // InitDir writes the root gocryptfs.diriv of a new, empty cipher
 // directory. Mount negotiates POSIX ACLs with the kernel, which then
 // checks every access against modes and ACLs itself, with or without
