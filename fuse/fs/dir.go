@@ -67,9 +67,14 @@ func (ne newEntry) undo() {
 }
 
 // setOwner gives a new entry the caller's owner when we run as root, as
-// a local file system would. fd >= 0 names the entry itself; otherwise
-// dirfd/name is changed without following a symlink.
-func (r *rootData) setOwner(ctx context.Context, fd int, dirfd int, name string) {
+// a local file system would: the caller's user, and the caller's group
+// unless the parent directory (dirfd) is set-group-ID, where the entry
+// keeps the directory's group, which the kernel already gave it. fd >= 0
+// names the entry itself; otherwise dirfd/name is changed without
+// following a symlink. A change of owner clears the set-user-ID and
+// set-group-ID bits of a non-directory, so mode, if it has either, is
+// applied again.
+func (r *rootData) setOwner(ctx context.Context, dirfd, fd int, name string, mode uint32) {
 	if !r.chown {
 		return
 	}
@@ -77,11 +82,28 @@ func (r *rootData) setOwner(ctx context.Context, fd int, dirfd int, name string)
 	if !ok || (caller.Uid == 0 && caller.Gid == 0) {
 		return
 	}
+	gid := int(caller.Gid)
+	if setgidDir(dirfd) {
+		gid = -1
+	}
 	if fd >= 0 {
-		_ = unix.Fchown(fd, int(caller.Uid), int(caller.Gid))
+		_ = unix.Fchown(fd, int(caller.Uid), gid)
+		if mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+			_ = unix.Fchmod(fd, mode&0o7777)
+		}
 		return
 	}
-	_ = unix.Fchownat(dirfd, name, int(caller.Uid), int(caller.Gid), unix.AT_SYMLINK_NOFOLLOW)
+	_ = unix.Fchownat(dirfd, name, int(caller.Uid), gid, unix.AT_SYMLINK_NOFOLLOW)
+	if mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		_ = chmodAt(dirfd, name, mode&0o7777)
+	}
+}
+
+// setgidDir reports whether directory dirfd is set-group-ID: its new
+// entries take its group, and its new subdirectories the bit.
+func setgidDir(dirfd int) bool {
+	var st unix.Stat_t
+	return unix.Fstat(dirfd, &st) == nil && st.Mode&unix.S_ISGID != 0
 }
 
 // Create implements fs.NodeCreater.
@@ -119,7 +141,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		ne.undo()
 		return nil, nil, 0, errno(err)
 	}
-	n.r.setOwner(ctx, fd, -1, "")
+	n.r.setOwner(ctx, ne.fd, fd, "", mode)
 	var x unix.Statx_t
 	if e := statAt(fd, "", &x); e != 0 {
 		unix.Close(fd)
@@ -168,7 +190,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 			return fail(errno(err))
 		}
 	}
-	n.r.setOwner(ctx, cfd, -1, "")
+	n.r.setOwner(ctx, ne.fd, cfd, "", 0)
 	var x unix.Statx_t
 	if e := statAt(cfd, "", &x); e != 0 {
 		unix.Close(cfd)
@@ -194,7 +216,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 		ne.undo()
 		return nil, errno(err)
 	}
-	n.r.setOwner(ctx, -1, ne.fd, ne.cName)
+	n.r.setOwner(ctx, ne.fd, -1, ne.cName, mode)
 	var x unix.Statx_t
 	if e := statAt(ne.fd, ne.cName, &x); e != 0 {
 		return nil, e
@@ -221,7 +243,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		ne.undo()
 		return nil, errno(err)
 	}
-	n.r.setOwner(ctx, -1, ne.fd, ne.cName)
+	n.r.setOwner(ctx, ne.fd, -1, ne.cName, 0)
 	var x unix.Statx_t
 	if e := statAt(ne.fd, ne.cName, &x); e != 0 {
 		return nil, e

@@ -67,6 +67,30 @@ func helper(h, path string) error {
 			return fmt.Errorf("mapped content differs")
 		}
 		return nil
+	case "mkentries":
+		// Create one entry of each kind in directory path, with the
+		// modes a program passes to the system calls (umask 022).
+		unix.Umask(0o022)
+		for _, c := range []struct {
+			name string
+			mode uint32
+		}{{"f", 0o666}, {"suid", 0o4755}, {"sgid", 0o2755}} {
+			fd, err := unix.Open(path+"/"+c.name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, c.mode)
+			if err != nil {
+				return fmt.Errorf("create %s: %w", c.name, err)
+			}
+			unix.Close(fd)
+		}
+		if err := unix.Mkdir(path+"/d", 0o777); err != nil {
+			return fmt.Errorf("mkdir: %w", err)
+		}
+		if err := unix.Mknod(path+"/fifo", unix.S_IFIFO|0o2676, 0); err != nil {
+			return fmt.Errorf("mknod: %w", err)
+		}
+		if err := unix.Symlink("f", path+"/l"); err != nil {
+			return fmt.Errorf("symlink: %w", err)
+		}
+		return nil
 	}
 	return fmt.Errorf("unknown helper %q", h)
 }
