@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kmsagent/fuse/contentenc"
 )
 
 // model applies the same operations to an in-memory byte slice.
@@ -917,4 +919,113 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// TestSeekLikePlainFile lays out the same sparse files in the mount and
+// on the backing file system and compares SEEK_DATA and SEEK_HOLE at
+// interesting offsets. Holes here span whole blocks and several file
+// system blocks, where the answers must be exact.
+func TestSeekLikePlainFile(t *testing.T) {
+	m, _ := newFS(t)
+	plain := t.TempDir()
+	type write struct {
+		off int64
+		n   int
+	}
+	cases := []struct {
+		name   string
+		writes []write
+		size   int64 // truncate to this afterwards, if not 0
+	}{
+		{"hole-first", []write{{1 << 20, 1}}, 0},
+		{"hole-first-aligned", []write{{64 << 10, bs}}, 1 << 20},
+		{"data-hole-data", []write{{0, 10}, {2 << 20, 10}}, 0},
+		{"only-hole", nil, 1 << 20},
+		{"data-hole", []write{{0, 3 * bs}}, 1 << 20},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var files [2]*os.File
+			for j, dir := range []string{m.mnt, plain} {
+				f, err := os.Create(filepath.Join(dir, c.name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				for _, w := range c.writes {
+					if _, err := f.WriteAt(randBytes(uint64(i), w.n), w.off); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if c.size != 0 {
+					if err := f.Truncate(c.size); err != nil {
+						t.Fatal(err)
+					}
+				}
+				files[j] = f
+			}
+			st, err := files[1].Stat()
+			if err != nil {
+				t.Fatal(err)
+			}
+			size := st.Size()
+			offs := []int64{0, 1, bs - 1, bs, 3*bs + 5, 64 << 10, 1 << 20, 2 << 20, size - 1, size}
+			for _, w := range c.writes {
+				offs = append(offs, w.off, w.off+int64(w.n)-1)
+			}
+			for _, off := range offs {
+				if off < 0 {
+					continue
+				}
+				for _, whence := range []int{unix.SEEK_DATA, unix.SEEK_HOLE} {
+					got, gerr := unix.Seek(int(files[0].Fd()), off, whence)
+					want, werr := unix.Seek(int(files[1].Fd()), off, whence)
+					if got != want || gerr != werr {
+						name := map[int]string{unix.SEEK_DATA: "SEEK_DATA", unix.SEEK_HOLE: "SEEK_HOLE"}[whence]
+						t.Errorf("%s %d: %d, %v; plain file: %d, %v", name, off, got, gerr, want, werr)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestFallocateSize checks that fallocate reserves the cipher bytes the
+// range takes, not more, and that mode 0 sets the size.
+func TestFallocateSize(t *testing.T) {
+	m, _ := newFS(t)
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(m.cipher, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	fsb := uint64(sfs.Bsize)
+	for _, n := range []uint64{100, 4000, 5000, 2 * bs, 10000} {
+		for _, mode := range []uint32{0, unix.FALLOC_FL_KEEP_SIZE} {
+			p := m.path("falloc-" + strconv.FormatUint(n, 10) + "-" + strconv.Itoa(int(mode)))
+			f, err := os.Create(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Fallocate(int(f.Fd()), mode, 0, int64(n)); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			var st unix.Stat_t
+			if err := unix.Stat(p, &st); err != nil {
+				t.Fatal(err)
+			}
+			wantSize := int64(n)
+			if mode != 0 {
+				wantSize = 0
+			}
+			// What a file of n bytes takes on the backing file system.
+			want := (contentenc.CipherSize(n) + fsb - 1) / fsb * fsb / 512
+			if st.Size != wantSize || uint64(st.Blocks) != want {
+				t.Errorf("fallocate(mode %d, 0, %d): size %d, %d blocks; want %d, %d blocks", mode, n, st.Size, st.Blocks, wantSize, want)
+			}
+			if mode == 0 {
+				mustEqualFile(t, p, make([]byte, n))
+			}
+		}
+	}
 }

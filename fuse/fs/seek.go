@@ -17,10 +17,14 @@ var _ fs.NodeLseeker = (*node)(nil)
 // file, which is always correct.
 const seekHoleTries = 64
 
-// Lseek implements fs.NodeLseeker for SEEK_DATA and SEEK_HOLE from the
-// holes of the cipher file. A plaintext block is a hole when its whole
-// cipher block is; answers are conservative: data may be reported where a
-// hole is, never the reverse.
+// Lseek implements fs.NodeLseeker for SEEK_DATA and SEEK_HOLE. A
+// plaintext block is a hole when its cipher block reads as all zeros. The
+// cipher file's own data and holes point to the candidates, which are
+// read to decide, so the answers match a plain file's where holes span a
+// few blocks. They are conservative: a lone hole block between data
+// blocks is not seen by the file system (the blocks around it share its
+// file system blocks) and may be reported as data; a hole is never
+// reported where there is data.
 func (n *node) Lseek(ctx context.Context, f fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
 	fh, ok := f.(*fileHandle)
 	if !ok {
@@ -67,8 +71,17 @@ func (n *node) Lseek(ctx context.Context, f fs.FileHandle, off uint64, whence ui
 		}
 		return max(off, b*bs), 0
 	}
+	// A hole block shares the file system blocks at its ends with the
+	// data of its neighbours (or the header), where the file system sees
+	// data, so the file system's holes only say where to look.
 	b := off / bs
 	for range seekHoleTries {
+		if b*bs >= size {
+			return size, 0
+		}
+		if n.zeroCipherBlock(fh.fd, b) {
+			return max(off, b*bs), 0
+		}
 		ch, err := unix.Seek(fh.fd, int64(contentenc.CipherOff(b)), unix.SEEK_HOLE)
 		if err != nil {
 			return 0, errno(err)
@@ -76,22 +89,8 @@ func (n *node) Lseek(ctx context.Context, f fs.FileHandle, off uint64, whence ui
 		if uint64(ch) >= cipherSize {
 			return size, 0
 		}
-		// The first block starting inside the hole.
-		b2 := blockOf(ch)
-		if contentenc.CipherOff(b2) < uint64(ch) {
-			b2++
-		}
-		if b2*bs >= size {
-			return size, 0
-		}
-		cd, err := unix.Seek(fh.fd, int64(contentenc.CipherOff(b2)), unix.SEEK_DATA)
-		if err == unix.ENXIO || (err == nil && uint64(cd) >= contentenc.CipherOff(b2+1)) {
-			return max(off, b2*bs), 0
-		}
-		if err != nil {
-			return 0, errno(err)
-		}
-		b = blockOf(cd) + 1
+		// The block holding ch has never been written: a hole.
+		b = max(b+1, blockOf(ch))
 	}
 	return size, 0
 }
