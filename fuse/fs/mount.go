@@ -81,8 +81,19 @@ func Mount(mountpoint string, root fs.InodeEmbedder, mo MountOptions) (*Server, 
 		return d
 	}
 	fsName := mo.FsName
-	if n, ok := root.(*node); ok && fsName == "" {
-		fsName = n.r.cipherDir
+	// The root shows the cipher directory's inode number, as in
+	// gocryptfs; go-fuse would otherwise report 0.
+	var rootAttr *fs.StableAttr
+	if n, ok := root.(*node); ok {
+		if fsName == "" {
+			fsName = n.r.cipherDir
+		}
+		var x unix.Statx_t
+		if e := statAt(n.r.rootFd, "", &x); e != 0 {
+			return nil, fmt.Errorf("cryptfs: stat %s: %w", n.r.cipherDir, e)
+		}
+		a := n.r.stableAttr(&x)
+		rootAttr = &a
 	}
 	var options []string
 	if mo.AllowOther {
@@ -96,6 +107,7 @@ func Mount(mountpoint string, root fs.InodeEmbedder, mo MountOptions) (*Server, 
 		EntryTimeout:    pick(mo.EntryTimeout),
 		AttrTimeout:     pick(mo.AttrTimeout),
 		NegativeTimeout: pick(mo.NegativeTimeout),
+		RootStableAttr:  rootAttr,
 		// Show modes as they are, 0000 included.
 		NullPermissions: true,
 		MountOptions: fuse.MountOptions{

@@ -1029,3 +1029,26 @@ func TestFallocateSize(t *testing.T) {
 		}
 	}
 }
+
+// TestRootInode checks that the mount root has the inode number of the
+// cipher directory, as in gocryptfs, stable across mounts.
+func TestRootInode(t *testing.T) {
+	requireRoot(t)
+	k := newTestKey(t)
+	cipher := newCipherDir(t)
+	var want unix.Stat_t
+	if err := unix.Stat(cipher, &want); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		m := mountFS(t, cipher, k, Options{}, MountOptions{})
+		var st unix.Stat_t
+		if err := unix.Stat(m.mnt, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Ino != want.Ino {
+			t.Errorf("root inode %d, want %d (the cipher directory's)", st.Ino, want.Ino)
+		}
+		m.unmount(t)
+	}
+}
