@@ -40,13 +40,15 @@
 // blocks are whole all-zero cipher blocks; growing truncate does the same
 // and writes the new last partial block explicitly.
 //
-// Full disk: every write, truncation and fallocate first reserves the
-// cipher bytes it will write (fallocate with FALLOC_FL_KEEP_SIZE, as
-// gocryptfs does), so running out of space fails the operation with
-// ENOSPC before anything changed. Without that, a write cut short would
-// leave a partial cipher block that no longer authenticates: the old
-// content of the block, fsync'ed or not, would be lost and the file size
-// would exceed what was acknowledged.
+// Full disk: a write cut short would leave a partial cipher block that
+// no longer authenticates: the old content of the block, fsync'ed or
+// not, would be lost and the file size would exceed what was
+// acknowledged. So every write, truncation and fallocate that rewrites a
+// block first reserves the cipher bytes it will write (fallocate with
+// FALLOC_FL_KEEP_SIZE, as gocryptfs does), and running out of space
+// fails it with ENOSPC before anything changed. A write that only
+// appends whole blocks (streaming to a file that ends at a block
+// boundary) skips the reservation and is truncated back if it fails.
 //
 // Concurrency: each regular file inode has a content lock. Reads share it;
 // writes, truncates and fallocate hold it exclusively, which serialises

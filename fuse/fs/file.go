@@ -138,7 +138,7 @@ func (fh *fileHandle) fileID(n *node, create bool) (id []byte, ok bool, e syscal
 		if err != nil {
 			return id, false, syscall.EIO
 		}
-		if _, err := unix.Pwrite(fh.fd, h.Pack(), 0); err != nil {
+		if err := pwriteFull(fh.fd, h.Pack(), 0); err != nil {
 			return id, false, errno(err)
 		}
 		fh.id = h.ID
@@ -356,8 +356,10 @@ func (n *node) plainSizeOf(fh *fileHandle) (plain, cipher uint64, e syscall.Errn
 // exclusively. A partial last block before a gap is first padded to a
 // full block, so the gap consists of whole all-zero cipher blocks (holes).
 //
-// Everything the write will store is reserved first (see reserve), so a
-// full file system fails the write before any byte of the file changed.
+// A full file system must fail the write before any old byte of the file
+// changed, and a failed write must leave the size as it was: a write
+// that rewrites a block reserves its space first (see reserve); one that
+// only appends is truncated back if it fails.
 func (n *node) writeLocked(fh *fileHandle, data []byte, off uint64) syscall.Errno {
 	size, cipherSize, e := n.plainSizeOf(fh)
 	if e != 0 {
@@ -378,25 +380,27 @@ func (n *node) writeLocked(fh *fileHandle, data []byte, off uint64) syscall.Errn
 		padding = span{contentenc.CipherOff(size / bs), contentenc.CipherOff(size/bs + 1)}
 	}
 	blocks := span{contentenc.CipherOff(first), contentenc.CipherSize(max(end, min(size, (last+1)*bs)))}
-	if e := n.r.reserve(fh.fd, header, padding, blocks); e != 0 {
-		return e
+	// A write that touches no old byte, as streaming appends to a file
+	// that ends at a block boundary do, is undone by truncating back if
+	// it fails, which costs nothing while it does not. Any other write
+	// rewrites a block in place and must not fail midway: it reserves
+	// first.
+	appending := !pad && blocks.off >= cipherSize
+	if !appending {
+		if e := n.r.reserve(fh.fd, header, padding, blocks); e != 0 {
+			return e
+		}
 	}
 	id, _, e := fh.fileID(n, true)
-	if e != 0 {
-		return e
+	if e == 0 {
+		e = n.writeBlocks(fh, id, data, off, size, pad)
 	}
-	if e := n.writeBlocks(fh, id, data, off, size, pad); e != 0 {
-		// Where fallocate is missing, a full file system still fails
-		// writes midway. A write that only appended is undone, so the
-		// size stays what was acknowledged and no cut block remains.
-		if !pad && contentenc.CipherOff(first) >= cipherSize {
-			if unix.Ftruncate(fh.fd, int64(cipherSize)) == nil && cipherSize == 0 {
-				n.hdrGen++
-			}
+	if e != 0 && appending {
+		if unix.Ftruncate(fh.fd, int64(cipherSize)) == nil && cipherSize == 0 {
+			n.hdrGen++ // the new header is gone
 		}
-		return e
 	}
-	return 0
+	return e
 }
 
 // writeBlocks does the writing for writeLocked: the padding of the old
@@ -436,7 +440,8 @@ type span struct{ off, end uint64 }
 // into ENOSPC before anything changed. Only the ranges are reserved, not
 // what lies between them, so the holes of a sparse file stay holes. On an
 // allocated range fallocate is only an extent lookup. A file system
-// without fallocate goes without the protection (logged once).
+// without fallocate goes without the protection (logged once); appends
+// are still undone when they fail.
 func (r *rootData) reserve(fd int, spans ...span) syscall.Errno {
 	if r.noFallocate.Load() {
 		return 0
