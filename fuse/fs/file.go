@@ -369,25 +369,21 @@ func (n *node) writeLocked(fh *fileHandle, data []byte, off uint64) syscall.Errn
 	first, last := off/bs, (end-1)/bs
 	rest := size % bs
 	pad := rest != 0 && off >= size-rest+bs
-	// In file order: a new header, the padding of the old last block, the
-	// blocks written, whose last one runs to the end of the write or, if
-	// the file is longer, to the old end within that block.
-	var header, padding span
-	if cipherSize == 0 {
-		header = span{0, contentenc.HeaderLen}
-	}
-	if pad {
-		padding = span{contentenc.CipherOff(size / bs), contentenc.CipherOff(size/bs + 1)}
-	}
+	// The blocks written; the last one runs to the end of the write or,
+	// if the file is longer, to the old end within that block.
 	blocks := span{contentenc.CipherOff(first), contentenc.CipherSize(max(end, min(size, (last+1)*bs)))}
-	// A write that touches no old byte, as streaming appends to a file
-	// that ends at a block boundary do, is undone by truncating back if
-	// it fails, which costs nothing while it does not. Any other write
-	// rewrites a block in place and must not fail midway: it reserves
-	// first.
+	// A write that touches no old byte (a new file, or streaming appends
+	// to a file that ends at a block boundary) is undone by truncating
+	// back if it fails, which costs nothing while it does not. Any other
+	// write rewrites a block in place (the old last block, padded or
+	// extended) and must not fail midway: it reserves first.
 	appending := !pad && blocks.off >= cipherSize
 	if !appending {
-		if e := n.r.reserve(fh.fd, header, padding, blocks); e != 0 {
+		var padding span
+		if pad {
+			padding = span{contentenc.CipherOff(size / bs), contentenc.CipherOff(size/bs + 1)}
+		}
+		if e := n.r.reserve(fh.fd, padding, blocks); e != 0 {
 			return e
 		}
 	}
