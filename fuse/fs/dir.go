@@ -118,7 +118,6 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		ne.undo()
 		return nil, nil, 0, e
 	}
-	oflags |= unix.O_CREAT | int(flags&unix.O_EXCL)
 	// Truncating an existing file removes its header: do it under the
 	// file's content lock so that its open handles notice.
 	var existing *node
@@ -130,7 +129,14 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if existing != nil {
 		existing.content.Lock()
 	}
-	fd, err := unix.Openat(ne.fd, ne.cName, oflags, mode)
+	fd, err := unix.Openat(ne.fd, ne.cName, oflags|unix.O_CREAT|unix.O_EXCL, mode)
+	created := err == nil
+	if err == unix.EEXIST && flags&unix.O_EXCL == 0 {
+		// The kernel saw no such name, yet it exists (created
+		// meanwhile, or through another mount of the cipher
+		// directory): open it as open(2) would, keeping its owner.
+		fd, err = unix.Openat(ne.fd, ne.cName, oflags, 0)
+	}
 	if existing != nil {
 		if err == nil {
 			existing.hdrGen++
@@ -141,7 +147,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		ne.undo()
 		return nil, nil, 0, errno(err)
 	}
-	n.r.setOwner(ctx, ne.fd, fd, "", mode)
+	if created {
+		n.r.setOwner(ctx, ne.fd, fd, "", mode)
+	}
 	var x unix.Statx_t
 	if e := statAt(fd, "", &x); e != 0 {
 		unix.Close(fd)

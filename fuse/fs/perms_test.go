@@ -1,12 +1,14 @@
 package cryptfs
 
 import (
+	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // runHelperAs runs the helper copy of the test binary bin as helper h on
@@ -109,4 +111,48 @@ func TestNewEntryOwnerAndMode(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestCreateExistingKeepsOwner makes the kernel send CREATE for a name
+// that exists (its negative entry is cached while another mount of the
+// same cipher directory creates the file): the file must be opened as it
+// is, not given to the caller.
+func TestCreateExistingKeepsOwner(t *testing.T) {
+	requireRoot(t)
+	k := newTestKey(t)
+	cipher := newCipherDir(t)
+	long := time.Hour
+	m := mountFS(t, cipher, k, Options{}, MountOptions{AllowOther: true, NegativeTimeout: &long})
+	other := mountFS(t, cipher, k, Options{}, MountOptions{})
+	for _, d := range []string{m.mnt + "/..", m.mnt + "/../.."} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(m.mnt, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(m.path("f")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat: %v", err)
+	}
+	if err := os.WriteFile(other.path("f"), []byte("root's\n"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(other.path("f"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/sh", "-c", `echo more >> "$M/f"`)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4242, Gid: 4242}}
+	cmd.Env = []string{"M=" + m.mnt}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("append as another user: %v\n%s", err, out)
+	}
+	st, err := os.Stat(other.path("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := st.Sys().(*syscall.Stat_t); s.Uid != 0 || s.Gid != 0 {
+		t.Errorf("owner %d:%d, want 0:0: the existing file was given to the caller", s.Uid, s.Gid)
+	}
+	mustEqualFile(t, other.path("f"), []byte("root's\nmore\n"))
 }
