@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"log/syslog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -138,6 +139,9 @@ func runMountFuse(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if mf.foreground {
+		// A hangup closes the terminal the mount was served from.
+		ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
+		defer stop()
 		return serveShare(ctx, env, o, func() {
 			fmt.Fprintf(env.stderr, "kmsagent: %s mounted on %s; serving in the foreground\n", o.CipherDir, o.Mountpoint)
 		})
@@ -225,6 +229,10 @@ func runFuseWorker(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The worker has no terminal (it runs in its own session); a SIGHUP
+	// is someone's "reload", and there is nothing to reload. Dying of it
+	// would leave a dead mount. SIGINT and SIGTERM end ctx: unmount.
+	signal.Ignore(syscall.SIGHUP)
 	err = func() error {
 		var mf mountFlags
 		pos, err := parseFlags(env, fuseWorkerCommand, "DIR MOUNTPOINT", args, 2, 2, mf.define)

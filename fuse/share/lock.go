@@ -106,15 +106,24 @@ func Held(runDir, dir string) (bool, error) {
 	return false, nil
 }
 
-// OpenLog opens the log file of the share in dir, next to its lock, for
-// workers on hosts without syslog.
-func OpenLog(runDir, dir string) (*os.File, error) {
+// LogPath names the log file of the share in dir, next to its lock.
+func LogPath(runDir, dir string) (string, error) {
 	path, err := LockPath(runDir, dir)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(path, ".lock") + ".log", nil
+}
+
+// OpenLog opens the log file of the share in dir, for workers on hosts
+// without syslog.
+func OpenLog(runDir, dir string) (*os.File, error) {
+	path, err := LogPath(runDir, dir)
 	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return nil, fmt.Errorf("share log: %w", err)
 	}
-	return os.OpenFile(strings.TrimSuffix(path, ".lock")+".log", os.O_WRONLY|os.O_APPEND|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 }

@@ -87,9 +87,17 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		o.Ready()
 	}
 	stop := context.AfterFunc(ctx, func() {
-		if err := server.Unmount(); err != nil {
-			log.Warn("unmount on shutdown failed; the mount stays until kmsagent umount --lazy", "mountpoint", o.Mountpoint, "err", err)
+		if server.Unmount() == nil {
+			return
 		}
+		// Busy: detach it, so no mount is left behind, and serve the
+		// open files until the last one is closed; then the kernel
+		// ends the connection and Wait returns.
+		if err := unmount(o.Mountpoint, true); err != nil {
+			log.Warn("unmount on shutdown failed", "mountpoint", o.Mountpoint, "err", err)
+			return
+		}
+		log.Info("share busy; detached, serving open files until they are closed", "share", e.VolumeUUID, "mountpoint", o.Mountpoint)
 	})
 	defer stop()
 	server.Wait()
