@@ -17,8 +17,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"kmsagent/agent/kmsconn"
 	"kmsagent/blockdev/crypt"
 	"kmsagent/blockdev/dm"
@@ -144,7 +142,7 @@ func runMountFuse(ctx context.Context, env *cliEnv, args []string) error {
 		defer stop()
 		return serveShare(ctx, env, o, func() {
 			fmt.Fprintf(env.stderr, "kmsagent: %s mounted on %s; serving in the foreground\n", o.CipherDir, o.Mountpoint)
-		})
+		}, func(string) {})
 	}
 	return startWorker(ctx, env, o, args[1:])
 }
@@ -191,18 +189,21 @@ func serveOptions(dir, mountpoint, options string) (share.ServeOptions, error) {
 
 // serveShare serves until unmounted or ctx ends, as the worker or in the
 // foreground.
-func serveShare(ctx context.Context, env *cliEnv, o share.ServeOptions, ready func()) error {
-	// No core dumps or ptrace by other users of a process holding keys.
-	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+// Warnings go to the log and to warn.
+func serveShare(ctx context.Context, env *cliEnv, o share.ServeOptions, ready func(), warn func(string)) error {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(env.stderr, nil))
+	}
+	if err := hardenWorker(); err != nil {
+		o.Logger.Warn(err.Error())
+		warn(err.Error())
+	}
 	kms, err := openKMS(ctx, env)
 	if err != nil {
 		return err
 	}
 	o.KMS = kms
 	o.Ready = ready
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(env.stderr, nil))
-	}
 	return share.Serve(ctx, o)
 }
 
@@ -251,7 +252,7 @@ func runFuseWorker(ctx context.Context, env *cliEnv, args []string) error {
 			defer f.Close()
 			o.Logger = slog.New(slog.NewTextHandler(f, nil))
 		}
-		return serveShare(ctx, env, o, func() { status.done(nil) })
+		return serveShare(ctx, env, o, func() { status.done(nil) }, status.warn)
 	}()
 	if err != nil {
 		status.done(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -198,4 +199,92 @@ func workerLog(t *testing.T, cipher string) (log string, ok bool) {
 		t.Fatal(err)
 	}
 	return string(b), true
+}
+
+// TestWorkerMemoryLocked: the share worker's memory is locked (VmLck of
+// the running worker), and where RLIMIT_MEMLOCK would refuse it, mount
+// says so in one line naming the limit and how to raise it, and serves
+// anyway.
+func TestWorkerMemoryLocked(t *testing.T) {
+	h := newHost(t)
+	h.must("kms", "create-key", "--alias", "k")
+
+	cipher, plain := shareDirs(h)
+	h.mount(cipher, plain)
+	os.WriteFile(filepath.Join(plain, "f"), randomBytes(1<<20), 0o600)
+	pid := workerPID(t, cipher)
+	if kb := procStatusKB(t, pid, "VmLck"); kb == 0 {
+		t.Fatalf("worker %d has VmLck 0 kB: its keys can be swapped out", pid)
+	}
+	t.Logf("worker: VmLck %d kB, VmRSS %d kB", procStatusKB(t, pid, "VmLck"), procStatusKB(t, pid, "VmRSS"))
+	h.must("umount", plain)
+
+	// Without CAP_IPC_LOCK and with a small limit.
+	cipher, plain = shareDirs(h)
+	cmd := exec.Command("prlimit", "--memlock=65536:65536", "setpriv", "--bounding-set=-ipc_lock", "--inh-caps=-ipc_lock",
+		h.bin, "--config", h.config, "mount", "fuse", cipher, plain)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("mount under a small RLIMIT_MEMLOCK: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { h.kmsagent(nil, "umount", "--lazy", plain) })
+	msg := strings.TrimSpace(string(out))
+	if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "RLIMIT_MEMLOCK is 64 KiB") || !strings.Contains(msg, "LimitMEMLOCK=") || !strings.Contains(msg, "ulimit -l") {
+		t.Fatalf("mount under a small RLIMIT_MEMLOCK printed %q; want one warning naming the limit and how to raise it", msg)
+	}
+	if err := os.WriteFile(filepath.Join(plain, "f"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.must("umount", plain)
+}
+
+// TestLuksWorkerMemoryLocked runs the real unlock worker on the host. It
+// reads its configuration from a FIFO, which holds it after it locked its
+// memory and before it needs device-mapper (not on this host): VmLck is
+// read while it waits there.
+func TestLuksWorkerMemoryLocked(t *testing.T) {
+	h := newHost(t)
+	fifo := filepath.Join(h.dir, "config.fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(h.bin, "--config", fifo, luksWorkerCommand, "--name", "t", "--", filepath.Join(h.dir, "vol.img"))
+	cmd.ExtraFiles = []*os.File{w}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	defer cmd.Wait()
+	// Opening the FIFO for writing returns once the worker opened it.
+	cfg, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		cmd.Process.Kill()
+		t.Fatal(err)
+	}
+	kb := procStatusKB(t, cmd.Process.Pid, "VmLck")
+	cfg.WriteString(fmt.Sprintf("[kms.local]\nstate_dir = %q\n", filepath.Join(h.dir, "kms")))
+	cfg.Close()
+	report, _ := io.ReadAll(r)
+	if kb == 0 {
+		t.Fatalf("unlock worker has VmLck 0 kB; it reported:\n%s", report)
+	}
+	if strings.Contains(string(report), "warning") {
+		t.Fatalf("unlock worker warned: %s", report)
+	}
+}
+
+// procStatusKB returns a "NNN kB" field of /proc/PID/status.
+func procStatusKB(t *testing.T, pid int, field string) int {
+	t.Helper()
+	v := procStatus(t, pid, field)
+	n, err := strconv.Atoi(strings.TrimSuffix(v, " kB"))
+	if err != nil {
+		t.Fatalf("%s %q: %v", field, v, err)
+	}
+	return n
 }

@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"kmsagent/blockdev/crypt"
 	"kmsagent/blockdev/dm"
 )
@@ -142,8 +140,9 @@ func runLuksWorker(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	// No core dumps or ptrace by other users while the key is here.
-	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	if err := hardenWorker(); err != nil {
+		status.warn(err.Error())
+	}
 	err = func() error {
 		var lf luksFlags
 		pos, err := parseFlags(env, luksWorkerCommand, "DEVICE", args, 1, 1, lf.define)
