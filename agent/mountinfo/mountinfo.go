@@ -14,6 +14,7 @@ import (
 
 // Entry is one mount.
 type Entry struct {
+	ID         int    // mount ID, as in /proc/PID/fdinfo's mnt_id
 	Dev        uint64 // st_dev of the mounted file system
 	Mountpoint string
 	Options    string // per-mount options (rw, nosuid, ...)
@@ -50,12 +51,14 @@ func Parse(r io.Reader) ([]Entry, error) {
 		if !ok {
 			continue
 		}
+		id, err0 := strconv.Atoi(f[0])
 		ma, err1 := strconv.ParseUint(maj, 10, 32)
 		mi, err2 := strconv.ParseUint(min, 10, 32)
-		if err1 != nil || err2 != nil {
+		if err0 != nil || err1 != nil || err2 != nil {
 			continue
 		}
 		out = append(out, Entry{
+			ID:         id,
 			Dev:        unix.Mkdev(uint32(ma), uint32(mi)),
 			Mountpoint: unescape(f[4]),
 			Options:    f[5],

@@ -19,7 +19,7 @@ func TestParse(t *testing.T) {
 	if ms[0].Mountpoint != "/mnt/with blank" || ms[0].FSType != "ext4" || ms[0].Dev != unix.Mkdev(98, 0) || ms[0].Options != "rw,noatime" {
 		t.Errorf("%+v", ms[0])
 	}
-	if ms[1].Dev != unix.Mkdev(254, 3) || ms[1].Source != "/dev/dm-3" {
+	if ms[1].ID != 37 || ms[1].Dev != unix.Mkdev(254, 3) || ms[1].Source != "/dev/dm-3" {
 		t.Errorf("%+v", ms[1])
 	}
 	if ms[2].Source != "/srv/cipher dir" || ms[2].FSType != "fuse.kmsagent" {

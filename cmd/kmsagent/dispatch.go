@@ -26,7 +26,7 @@ func runUmount(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	if found, err := runUmountShare(ctx, mp, lazy); found {
+	if found, err := runUmountShare(ctx, env, mp, lazy); found {
 		return err
 	}
 	return runUmountLuks(ctx, env, pos[0], lazy)

@@ -9,13 +9,17 @@ import (
 	"log/slog"
 	"log/syslog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/kmsconn"
 	"kmsagent/blockdev/crypt"
@@ -132,6 +136,9 @@ func runMountFuse(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := removeStaleMounts(env, pos[0], pos[1]); err != nil {
+		return err
+	}
 	o, err := serveOptions(pos[0], pos[1], mf.options)
 	if err != nil {
 		return err
@@ -140,7 +147,7 @@ func runMountFuse(ctx context.Context, env *cliEnv, args []string) error {
 		// A hangup closes the terminal the mount was served from.
 		ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
 		defer stop()
-		return serveShare(ctx, env, o, func() {
+		return serveShare(ctx, env, o, func(share.Worker) {
 			fmt.Fprintf(env.stderr, "kmsagent: %s mounted on %s; serving in the foreground\n", o.CipherDir, o.Mountpoint)
 		}, func(string) {})
 	}
@@ -190,7 +197,7 @@ func serveOptions(dir, mountpoint, options string) (share.ServeOptions, error) {
 // serveShare serves until unmounted or ctx ends, as the worker or in the
 // foreground.
 // Warnings go to the log and to warn.
-func serveShare(ctx context.Context, env *cliEnv, o share.ServeOptions, ready func(), warn func(string)) error {
+func serveShare(ctx context.Context, env *cliEnv, o share.ServeOptions, ready func(share.Worker), warn func(string)) error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(env.stderr, nil))
 	}
@@ -244,20 +251,118 @@ func runFuseWorker(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		if sl, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_INFO, "kmsagent-fuse"); err == nil {
-			o.Logger = slog.New(slog.NewTextHandler(sl, &slog.HandlerOptions{ReplaceAttr: dropTime}))
-		} else if f, err := share.OpenLog(o.RunDir, o.CipherDir); err == nil {
-			// No syslog (a container, a rescue shell): tampered blocks
-			// must still be reported somewhere an admin can find.
-			defer f.Close()
-			o.Logger = slog.New(slog.NewTextHandler(f, nil))
+		var closeLog func()
+		o.Logger, closeLog = shareLogger(o.RunDir, o.CipherDir)
+		defer closeLog()
+		ready := func(w share.Worker) {
+			if err := startReaper(w); err != nil {
+				o.Logger.Warn("no reaper: if this worker dies, its mount stays until the next kmsagent mount or umount", "err", err)
+			}
+			status.done(nil)
 		}
-		return serveShare(ctx, env, o, func() { status.done(nil) }, status.warn)
+		return serveShare(ctx, env, o, ready, status.warn)
 	}()
 	if err != nil {
 		status.done(err)
 	}
 	return err
+}
+
+// shareLogger logs to syslog (the journal under systemd), or where there
+// is none (a container, a rescue shell) to the share's log file: tampered
+// blocks must be reported somewhere an admin can find.
+func shareLogger(runDir, cipherDir string) (*slog.Logger, func()) {
+	if sl, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_INFO, "kmsagent-fuse"); err == nil {
+		return slog.New(slog.NewTextHandler(sl, &slog.HandlerOptions{ReplaceAttr: dropTime})), func() { sl.Close() }
+	}
+	if f, err := share.OpenLog(runDir, cipherDir); err == nil {
+		return slog.New(slog.NewTextHandler(f, nil)), func() { f.Close() }
+	}
+	return slog.New(slog.DiscardHandler), func() {}
+}
+
+// fuseReaperCommand is the hidden command of the reaper, which a worker
+// starts once its mount is up: a process without keys that removes the
+// mount if the worker ends without unmounting it. Nothing inside the
+// worker can do that for every end: SIGKILL, and fatal runtime errors
+// (an unrecovered panic in a go-fuse serving goroutine, a concurrent map
+// write, out of memory), run no deferred function. What the reaper
+// misses (it was killed too) the next mount, umount or status finds
+// stale.
+const fuseReaperCommand = "fuse-reaper"
+
+// startReaper starts the reaper of w.
+func startReaper(w share.Worker) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, fuseReaperCommand,
+		"--pid", strconv.Itoa(w.PID), "--start", strconv.FormatUint(w.Start, 10),
+		"--mount-id", strconv.Itoa(w.MountID), "--dev", strconv.FormatUint(w.Dev, 10),
+		"--", w.CipherDir, w.Mountpoint)
+	cmd.Dir = "/"
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start reaper: %w", err)
+	}
+	go cmd.Wait()
+	return nil
+}
+
+// runFuseReaper waits for its worker to end, then removes the worker's
+// mount if it is still there.
+func runFuseReaper(ctx context.Context, env *cliEnv, args []string) error {
+	var w share.Worker
+	pos, err := parseFlags(env, fuseReaperCommand, "CIPHER-DIR MOUNTPOINT", args, 2, 2, func(fs *flag.FlagSet) {
+		fs.IntVar(&w.PID, "pid", 0, "worker process")
+		fs.Uint64Var(&w.Start, "start", 0, "worker start time")
+		fs.IntVar(&w.MountID, "mount-id", 0, "mount ID of the worker's mount")
+		fs.Uint64Var(&w.Dev, "dev", 0, "device number of the worker's mount")
+	})
+	if err != nil {
+		return err
+	}
+	w.CipherDir, w.Mountpoint = pos[0], pos[1]
+	// It must outlive its worker: a hangup or an interrupt sent to the
+	// worker's process group is the worker's to handle.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT)
+	log, closeLog := shareLogger(share.DefaultRunDir, w.CipherDir)
+	defer closeLog()
+	if err := waitProcess(w); err != nil {
+		log.Error("reaper cannot watch its worker", "pid", w.PID, "err", err)
+		return err
+	}
+	removed, err := share.Reap(share.DefaultRunDir, w)
+	if err != nil {
+		log.Error("worker ended without unmounting, and its mount could not be removed", "mountpoint", w.Mountpoint, "pid", w.PID, "err", err)
+		return err
+	}
+	if removed {
+		log.Warn("worker ended without unmounting; removed its mount", "mountpoint", w.Mountpoint, "pid", w.PID)
+	}
+	return nil
+}
+
+// waitProcess waits for w's process to exit (it may have already).
+func waitProcess(w share.Worker) error {
+	fd, err := unix.PidfdOpen(w.PID, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pidfd: %w", err)
+	}
+	defer unix.Close(fd)
+	// The PID is the worker's only while its start time matches.
+	if w.Liveness() == share.Gone {
+		return nil
+	}
+	for {
+		_, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, -1)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
 }
 
 // dropTime leaves the timestamp to syslog.
@@ -269,12 +374,34 @@ func dropTime(groups []string, a slog.Attr) slog.Attr {
 }
 
 // runUmountShare unmounts the share mounted on mp, if there is one.
-func runUmountShare(ctx context.Context, mp string, lazy bool) (found bool, err error) {
+func runUmountShare(ctx context.Context, env *cliEnv, mp string, lazy bool) (found bool, err error) {
 	m, err := share.FindMount(mp)
 	if err != nil {
 		return false, nil
 	}
-	return true, share.Unmount(ctx, m, lazy)
+	st, err := share.Unmount(ctx, m, lazy)
+	if err == nil && st == share.StateStale {
+		fmt.Fprintf(env.stdout, "%s: removed a stale mount (its worker had died)\n", mp)
+	}
+	return true, err
+}
+
+// removeStaleMounts removes stale mounts of ours (their worker died) on
+// the mount point or of the share, which would stand in the new mount's
+// way.
+func removeStaleMounts(env *cliEnv, dir, mountpoint string) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if mountpoint, err = filepath.Abs(mountpoint); err != nil {
+		return err
+	}
+	removed, err := share.RemoveStale(share.DefaultRunDir, mountpoint, dir)
+	for _, m := range removed {
+		fmt.Fprintf(env.stderr, "kmsagent: removed a stale mount of %s on %s (its worker had died)\n", m.CipherDir, m.Mountpoint)
+	}
+	return err
 }
 
 // runExportKeyShare prints a share's master key; runExportKey has checked
@@ -310,8 +437,35 @@ type shareStatus struct {
 	Share      string `json:"share,omitempty"`
 	Provider   string `json:"kms_provider,omitempty"`
 	KeyID      string `json:"kms_key_id,omitempty"`
-	Worker     string `json:"worker"`
-	Error      string `json:"error,omitempty"`
+	// State is running, stale, detached or unknown (share.State).
+	State     string `json:"state"`
+	Worker    string `json:"worker"` // State in words, with what to do
+	PID       int    `json:"worker_pid,omitempty"`
+	OpenFiles *int   `json:"open_files,omitempty"` // detached only
+	// OpenFilesPartial: some processes' files could not be seen.
+	OpenFilesPartial bool   `json:"open_files_partial,omitempty"`
+	Error            string `json:"error,omitempty"`
+}
+
+// describeWorker says what a mount's worker is doing, and what to do
+// about it.
+func describeWorker(m share.MountStatus) string {
+	switch m.State {
+	case share.StateStale:
+		return "stale: worker gone (run kmsagent umount " + m.Mountpoint + ")"
+	case share.StateDetached:
+		files := "files"
+		if m.OpenFiles == 1 {
+			files = "file"
+		}
+		if m.OpenFilesPartial {
+			return fmt.Sprintf("detached: unmounting, at least %d open %s", m.OpenFiles, files)
+		}
+		return fmt.Sprintf("detached: unmounting, %d open %s", m.OpenFiles, files)
+	case share.StateUnknown:
+		return "unknown (run as root to check)"
+	}
+	return string(m.State)
 }
 
 func runStatus(ctx context.Context, env *cliEnv, args []string) error {
@@ -321,15 +475,19 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	}); err != nil {
 		return err
 	}
-	mounts, err := share.Mounts()
+	mounts, err := share.Status(share.DefaultRunDir)
 	if err != nil {
-		return fmt.Errorf("list mounts: %w", err)
+		return err
 	}
 	out := []shareStatus{}
 	for _, m := range mounts {
-		s := shareStatus{Mountpoint: m.Mountpoint, CipherDir: m.CipherDir, Options: m.Options, Worker: "running"}
-		if held, err := share.Held(share.DefaultRunDir, m.CipherDir); err == nil && !held {
-			s.Worker = "gone (run kmsagent umount " + m.Mountpoint + ")"
+		s := shareStatus{Mountpoint: m.Mountpoint, CipherDir: m.CipherDir, Options: m.Options, State: string(m.State), Worker: describeWorker(m)}
+		if m.Worker != nil {
+			s.PID = m.Worker.PID
+		}
+		if m.State == share.StateDetached {
+			s.OpenFiles = &m.OpenFiles
+			s.OpenFilesPartial = m.OpenFilesPartial
 		}
 		if e, err := envelope.Read(m.CipherDir); err != nil {
 			s.Error = err.Error()

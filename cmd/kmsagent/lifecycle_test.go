@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -287,4 +289,172 @@ func procStatusKB(t *testing.T, pid int, field string) int {
 		t.Fatalf("%s %q: %v", field, v, err)
 	}
 	return n
+}
+
+// TestWorkerDies: a worker that ends without unmounting (SIGKILL, or a
+// fatal runtime error, here SIGABRT, which takes the runtime's crash
+// path as an unrecovered panic does) leaves no mount behind: its reaper
+// removes it, lazily if busy, and the share mounts again.
+func TestWorkerDies(t *testing.T) {
+	h := newHost(t)
+	h.must("kms", "create-key", "--alias", "k")
+	for _, tc := range []struct {
+		name string
+		sig  syscall.Signal
+		busy bool
+	}{
+		{"killed", syscall.SIGKILL, false},
+		{"killed busy", syscall.SIGKILL, true},
+		{"runtime crash", syscall.SIGABRT, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := h.with(t)
+			cipher, plain := shareDirs(h)
+			h.mount(cipher, plain)
+			if tc.busy {
+				f, err := os.Create(filepath.Join(plain, "open"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+			}
+			if err := syscall.Kill(workerPID(t, cipher), tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			waitUnmounted(t, plain, 10*time.Second)
+			if st := statusLine(h.must("status"), plain); st != "" {
+				t.Fatalf("status after the reaper: %q", st)
+			}
+			h.mount(cipher, plain)
+			h.must("umount", plain)
+		})
+	}
+}
+
+// TestStaleMount: a worker killed with its reaper (kill -9 of its process
+// group) leaves a dead mount. status reports it as stale, to root and to
+// other users; mount on it removes it first; umount removes it, busy or
+// not.
+func TestStaleMount(t *testing.T) {
+	h := newHost(t)
+	h.must("kms", "create-key", "--alias", "k")
+	cipher, plain := shareDirs(h)
+	h.mount(cipher, plain)
+	if st := statusLine(statusAs(t, h, 65534), plain); !strings.HasSuffix(st, "running") {
+		t.Fatalf("status as nobody of a live worker: %q", st)
+	}
+	killGroup := func() {
+		t.Helper()
+		pid := workerPID(t, cipher)
+		exited := pidExit(t, pid)
+		// The worker leads its own process group, with its reaper.
+		if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-exited
+	}
+	killGroup()
+	for _, uid := range []int{0, 65534} {
+		st := statusLine(statusAs(t, h, uid), plain)
+		if !strings.Contains(st, "stale") {
+			t.Fatalf("status as uid %d of a dead worker: %q", uid, st)
+		}
+	}
+	var js struct {
+		Shares []shareStatus `json:"shares"`
+	}
+	if err := json.Unmarshal([]byte(h.must("status", "--json")), &js); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, s := range js.Shares {
+		if s.Mountpoint == plain {
+			found = s.State == "stale"
+		}
+	}
+	if !found {
+		t.Fatalf("status --json does not show %s stale: %+v", plain, js)
+	}
+
+	_, errs, code := h.kmsagent(nil, "mount", "fuse", cipher, plain)
+	if code != 0 || !strings.Contains(errs, "removed a stale mount") {
+		t.Fatalf("mount over a stale mount: exit %d, %s", code, errs)
+	}
+	if err := os.WriteFile(filepath.Join(plain, "f"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	f, err := os.Open(filepath.Join(plain, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	killGroup()
+	if out := h.must("umount", plain); !strings.Contains(out, "removed a stale mount") {
+		t.Fatalf("umount of a busy stale mount printed %q", out)
+	}
+	if isMounted(plain) {
+		t.Fatal("stale mount still there after umount")
+	}
+	h.refuse("not a kmsagent mount", "umount", plain)
+}
+
+// TestStatusDetached: after umount --lazy with a file open, the worker
+// still serves it and holds its keys; status lists it as detached, with
+// the number of open files, until the worker exits.
+func TestStatusDetached(t *testing.T) {
+	h := newHost(t)
+	h.must("kms", "create-key", "--alias", "k")
+	cipher, plain := shareDirs(h)
+	h.mount(cipher, plain)
+	f, err := os.Create(filepath.Join(plain, "open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pid := workerPID(t, cipher)
+	exited := pidExit(t, pid)
+	h.must("umount", "--lazy", plain)
+	if isMounted(plain) {
+		t.Fatal("still in the mount table after umount --lazy")
+	}
+	// Processes root may not trace (a sandbox's PID 1) make the count a
+	// lower bound.
+	if st := statusLine(h.must("status"), plain); !regexp.MustCompile(`detached: unmounting, (at least )?1 open file$`).MatchString(st) {
+		t.Fatalf("status of a detached mount: %q", st)
+	}
+	if st := statusLine(statusAs(t, h, 65534), plain); !strings.Contains(st, "detached") {
+		t.Fatalf("status as nobody of a detached mount: %q", st)
+	}
+	f.Close()
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("worker still running 10s after the last file was closed")
+	}
+	if st := statusLine(h.must("status"), plain); st != "" {
+		t.Fatalf("status after the worker exited: %q", st)
+	}
+}
+
+// statusLine returns the line of status output for mount point mp.
+func statusLine(out, mp string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, mp+" ") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
+}
+
+// statusAs runs kmsagent status as uid.
+func statusAs(t *testing.T, h *host, uid int) string {
+	t.Helper()
+	cmd := exec.Command(h.bin, "status")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("status as uid %d: %v\n%s", uid, err, out)
+	}
+	return string(out)
 }

@@ -50,6 +50,7 @@ func commandTree() *command {
 		{name: "version", summary: "print the version", run: runVersion},
 		{name: fuseWorkerCommand, run: runFuseWorker, hidden: true},
 		{name: luksWorkerCommand, run: runLuksWorker, hidden: true},
+		{name: fuseReaperCommand, run: runFuseReaper, hidden: true},
 	}}
 }
 

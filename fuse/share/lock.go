@@ -10,10 +10,30 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultRunDir holds the mount locks. It is host-local on purpose: a lock
-// inside the share would be seen by, and block, the other servers that
-// mount the same share over the network.
+// DefaultRunDir holds the mount locks and the workers' records. It is
+// host-local on purpose: a lock inside the share would be seen by, and
+// block, the other servers that mount the same share over the network.
+//
+// The directory is readable by all, for the records (see Worker); the
+// locks and logs in it are root's only.
 const DefaultRunDir = "/run/kmsagent/fuse"
+
+// makeRunDir creates runDir, readable by all, in a parent others may
+// pass through (but not list).
+func makeRunDir(runDir string) error {
+	if err := os.MkdirAll(runDir, 0o755); err != nil {
+		return err
+	}
+	// Directories made before the records existed were private.
+	if err := os.Chmod(runDir, 0o755); err != nil {
+		return err
+	}
+	parent := filepath.Dir(runDir)
+	if fi, err := os.Stat(parent); err == nil && fi.Mode().Perm()&0o001 == 0 {
+		return os.Chmod(parent, fi.Mode().Perm()|0o011)
+	}
+	return nil
+}
 
 // Lock is held by the process serving a share, for as long as it serves.
 type Lock struct {
@@ -39,7 +59,7 @@ func Acquire(runDir, dir, info string) (*Lock, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(runDir, 0o700); err != nil {
+	if err := makeRunDir(runDir); err != nil {
 		return nil, fmt.Errorf("mount lock: %w", err)
 	}
 	for {
@@ -76,10 +96,11 @@ func sameFile(f *os.File, path string) bool {
 	return err == nil && os.SameFile(a, b)
 }
 
-// Release removes the lock file and drops the lock; see Acquire for why
-// removing it first is safe.
+// Release removes the worker record and the lock file and drops the
+// lock; see Acquire for why removing it first is safe.
 func (l *Lock) Release() {
 	if l != nil && l.f != nil {
+		os.Remove(recordPath(l.path))
 		os.Remove(l.path)
 		l.f.Close()
 		l.f = nil
@@ -122,7 +143,7 @@ func OpenLog(runDir, dir string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(runDir, 0o700); err != nil {
+	if err := makeRunDir(runDir); err != nil {
 		return nil, fmt.Errorf("share log: %w", err)
 	}
 	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)

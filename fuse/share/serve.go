@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
 
 	"kmsagent/fuse/cryptocore"
 	"kmsagent/fuse/envelope"
@@ -25,8 +27,9 @@ type ServeOptions struct {
 	KernelOptions []string
 	RunDir        string // mount locks; DefaultRunDir
 	Logger        *slog.Logger
-	// Ready is called once the mount is serving.
-	Ready func()
+	// Ready is called once the mount is serving, with the record of the
+	// serving process.
+	Ready func(Worker)
 }
 
 // AllOptions gives the options back in -o form.
@@ -82,9 +85,15 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err != nil {
 		return err
 	}
+	w, err := publish(lock, o)
+	if err != nil {
+		// Without a record, status cannot tell this worker from a dead
+		// one; serve anyway, the lock still guards the share.
+		log.Warn("no worker record; kmsagent status may not see this worker", "mountpoint", o.Mountpoint, "err", err)
+	}
 	log.Info("share mounted", "share", e.VolumeUUID, "cipher_dir", o.CipherDir, "mountpoint", o.Mountpoint, "read_only", o.ReadOnly)
 	if o.Ready != nil {
-		o.Ready()
+		o.Ready(w)
 	}
 	stop := context.AfterFunc(ctx, func() {
 		if server.Unmount() == nil {
@@ -103,6 +112,33 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	server.Wait()
 	log.Info("share unmounted; keys wiped", "share", e.VolumeUUID, "mountpoint", o.Mountpoint)
 	return nil
+}
+
+// publish writes the record of this process, serving the mount just made
+// on o.Mountpoint.
+func publish(lock *Lock, o ServeOptions) (Worker, error) {
+	w := Worker{PID: os.Getpid(), CipherDir: o.CipherDir, Mountpoint: o.Mountpoint}
+	var err error
+	if w.Start, err = processStart(w.PID); err != nil {
+		return w, err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(o.Mountpoint, &st); err != nil {
+		return w, err
+	}
+	mounts, err := Mounts()
+	if err != nil {
+		return w, err
+	}
+	for _, m := range mounts {
+		if m.Dev == st.Dev {
+			w.MountID, w.Dev, w.Mountpoint = m.ID, m.Dev, m.Mountpoint
+		}
+	}
+	if w.MountID == 0 {
+		return w, fmt.Errorf("%s: the new mount is not in the mount table", o.Mountpoint)
+	}
+	return w, lock.Publish(w)
 }
 
 func mount(o ServeOptions, root gofs.InodeEmbedder) (*cryptfs.Server, error) {

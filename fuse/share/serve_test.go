@@ -51,7 +51,7 @@ func serve(t *testing.T) string {
 	go func() {
 		done <- Serve(ctx, ServeOptions{
 			CipherDir: dir, Mountpoint: mnt, KMS: kms, RunDir: t.TempDir(),
-			Ready: func() { close(ready) },
+			Ready: func(Worker) { close(ready) },
 		})
 	}()
 	select {

@@ -227,3 +227,53 @@ func TestCheckMountpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkerRecord: a published record is read back and tells a live
+// worker from a dead one; Release removes it.
+func TestWorkerRecord(t *testing.T) {
+	run := filepath.Join(t.TempDir(), "run")
+	dir := t.TempDir()
+	l, err := Acquire(run, dir, "/mnt/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, err := processStart(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := Worker{PID: os.Getpid(), Start: start, CipherDir: dir, Mountpoint: "/mnt/a", MountID: 42, Dev: 77}
+	if err := l.Publish(w); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(run); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("run directory: %v %v; want it readable by all", fi.Mode(), err)
+	}
+	ws, err := Workers(run)
+	if err != nil || len(ws) != 1 || ws[0] != w {
+		t.Fatalf("Workers: %+v %v", ws, err)
+	}
+	if ws[0].Liveness() != Alive {
+		t.Fatal("this process is not alive")
+	}
+	reused := w
+	reused.Start++ // a later process with the same PID
+	if reused.Liveness() != Gone {
+		t.Fatal("a process with another start time taken for the worker")
+	}
+	l.Release()
+	if ws, _ := Workers(run); len(ws) != 0 {
+		t.Fatalf("record left after Release: %+v", ws)
+	}
+}
+
+func FuzzParseWorker(f *testing.F) {
+	f.Add([]byte(`{"pid":12,"start":345,"cipher_dir":"/srv/c","mountpoint":"/mnt/a","mount_id":90,"dev":46}`))
+	f.Add([]byte(`{"pid":0}`))
+	f.Add([]byte(`{"pid":1,"mount_id":1,"cipher_dir":"c","mountpoint":"/m","extra":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		w, err := parseWorker(b)
+		if err == nil && (w.PID <= 0 || w.MountID <= 0 || !filepath.IsAbs(w.Mountpoint) || !filepath.IsAbs(w.CipherDir)) {
+			t.Fatalf("accepted an incomplete record: %+v", w)
+		}
+	})
+}
