@@ -195,8 +195,7 @@ func serveOptions(dir, mountpoint, options string) (share.ServeOptions, error) {
 }
 
 // serveShare serves until unmounted or ctx ends, as the worker or in the
-// foreground.
-// Warnings go to the log and to warn.
+// foreground. Warnings go to the log and to warn.
 func serveShare(ctx context.Context, env *cliEnv, o share.ServeOptions, ready func(share.Worker), warn func(string)) error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(env.stderr, nil))
