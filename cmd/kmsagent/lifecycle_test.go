@@ -458,3 +458,42 @@ func statusAs(t *testing.T, h *host, uid int) string {
 	}
 	return string(out)
 }
+
+// TestForegroundHangup: a mount served in the foreground unmounts when
+// its terminal hangs up, instead of dying and leaving a dead mount.
+func TestForegroundHangup(t *testing.T) {
+	h := newHost(t)
+	h.must("kms", "create-key", "--alias", "k")
+	cipher, plain := shareDirs(h)
+	cmd := exec.Command(h.bin, "--config", h.config, "mount", "fuse", "--foreground", cipher, plain)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if isMounted(plain) {
+			h.kmsagent(nil, "umount", "--lazy", plain)
+		}
+	})
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() && !strings.Contains(sc.Text(), "serving in the foreground") {
+	}
+	if !isMounted(plain) {
+		cmd.Process.Kill()
+		t.Fatalf("foreground mount did not come up: %v", cmd.Wait())
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	// Wait only after the last read: stderr ends when the process does.
+	io.Copy(io.Discard, stderr)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("foreground mount after SIGHUP: %v", err)
+	}
+	if isMounted(plain) {
+		t.Fatal("SIGHUP left the foreground mount behind")
+	}
+}
