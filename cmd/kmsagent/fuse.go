@@ -379,8 +379,12 @@ func runUmountShare(ctx context.Context, env *cliEnv, mp string, lazy bool) (fou
 		return false, nil
 	}
 	st, err := share.Unmount(ctx, m, lazy)
-	if err == nil && st == share.StateStale {
+	switch {
+	case err != nil:
+	case st == share.StateStale:
 		fmt.Fprintf(env.stdout, "%s: removed a stale mount (its worker had died)\n", mp)
+	case lazy:
+		fmt.Fprintf(env.stdout, "%s: detached; its worker serves the files still open and exits, wiping its keys, once they are closed (see kmsagent status)\n", mp)
 	}
 	return true, err
 }

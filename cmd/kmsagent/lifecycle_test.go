@@ -414,7 +414,9 @@ func TestStatusDetached(t *testing.T) {
 	defer f.Close()
 	pid := workerPID(t, cipher)
 	exited := pidExit(t, pid)
-	h.must("umount", "--lazy", plain)
+	if out := h.must("umount", "--lazy", plain); !strings.Contains(out, "detached") {
+		t.Fatalf("umount --lazy printed %q", out)
+	}
 	if isMounted(plain) {
 		t.Fatal("still in the mount table after umount --lazy")
 	}
