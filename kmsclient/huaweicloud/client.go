@@ -37,6 +37,7 @@ package huaweicloud
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +55,7 @@ import (
 
 const (
 	providerName = "huaweicloud"
+	headerNonce  = "X-Sdk-Nonce"
 	// maxResponse bounds a KMS response; the largest, describe-key, is
 	// well under 4 KiB.
 	maxResponse = 1 << 20
@@ -81,7 +83,11 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, base: base, hc: noRedirects(cfg.HTTPClient), now: time.Now}
+	hc, err := cfg.httpClient()
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, base: base, hc: hc, now: time.Now}
 	switch cfg.Credentials {
 	case CredentialsStatic:
 		sk, err := readSecretKeyFile(cfg.SecretKeyFile)
@@ -149,6 +155,10 @@ func (c *Client) call(ctx context.Context, op, keyID, apiOp string, body []byte,
 	req.Header.Set("Content-Type", wire.ContentType)
 	req.Header.Set("User-Agent", userAgent)
 	req.Header.Set(wire.HeaderProjectID, c.cfg.ProjectID)
+	// Signed with the rest, it makes every request's signature unique, so
+	// a server that refuses replayed signatures (kms serve does) accepts
+	// the same call twice within the second of X-Sdk-Date, and a retry.
+	req.Header.Set(headerNonce, rand.Text())
 	err = signer.Sign(req, body, cred.creds, c.now())
 	runtime.KeepAlive(cred) // cred.sk backs cred.creds.SecretKey
 	if err != nil {

@@ -1,10 +1,15 @@
 package huaweicloud
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -31,7 +36,10 @@ const (
 
 // Config configures a Client.
 type Config struct {
-	Endpoint         string        // e.g. https://kms.<region>.myhuaweicloud.com; from Region (regions.go) when empty
+	// Endpoint is e.g. https://kms.<region>.myhuaweicloud.com, derived
+	// from Region (regions.go) when empty; unix:///path for kms serve on this host.
+	// Plain http is accepted only to a loopback address.
+	Endpoint         string
 	ProjectID        string        // required
 	Region           string        // reported by DescribeKey; names the default endpoint
 	Credentials      string        // "static" (default) or "metadata"
@@ -40,8 +48,18 @@ type Config struct {
 	MetadataEndpoint string        // default http://169.254.169.254
 	AADField         string        // "additional_authenticated_data" (default) or "encryption_context"
 	Timeout          time.Duration // per request, default 10s
-	HTTPClient       *http.Client  // optional, tests; also used for the metadata service; its redirects are never followed
+	// CAFile holds the PEM CAs that sign the endpoint's certificate,
+	// trusted instead of the system roots; CertFile and KeyFile are a
+	// client certificate for endpoints that require one (mTLS).
+	CAFile, CertFile, KeyFile string
+	HTTPClient                *http.Client // optional, tests; also used for the metadata service; its redirects are never followed
+
+	socketPath string // from a unix:// endpoint
 }
+
+// unixHost is the host of requests sent over a unix socket; it is signed
+// like any host, and the server takes it from the request as sent.
+const unixHost = "localhost"
 
 // check fills in defaults and validates c.
 func (c Config) check() (Config, *url.URL, error) {
@@ -61,9 +79,18 @@ func (c Config) check() (Config, *url.URL, error) {
 		}
 		c.Endpoint = ep
 	}
-	base, err := url.Parse(strings.TrimSuffix(c.Endpoint, "/"))
-	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" || base.RawQuery != "" || base.Fragment != "" {
-		return c, nil, fmt.Errorf("huaweicloud kms: endpoint %q is not an http(s) URL such as https://kms.<region>.myhuaweicloud.com", c.Endpoint)
+	base, err := c.endpointURL()
+	if err != nil {
+		return c, nil, err
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return c, nil, errors.New("huaweicloud kms: cert_file and key_file go together")
+	}
+	if c.socketPath != "" && (c.CAFile != "" || c.CertFile != "") {
+		return c, nil, errors.New("huaweicloud kms: a unix:// endpoint uses no TLS; drop ca_file, cert_file and key_file")
+	}
+	if c.HTTPClient != nil && (c.CAFile != "" || c.CertFile != "" || c.socketPath != "") {
+		return c, nil, errors.New("huaweicloud kms: set TLS files and unix endpoints on the HTTP client given, not in the config")
 	}
 	switch c.Credentials {
 	case "":
@@ -98,6 +125,34 @@ func (c Config) check() (Config, *url.URL, error) {
 	return c, base, nil
 }
 
+// endpointURL parses c.Endpoint; for unix:///path it records the path and
+// returns an http URL to send over it.
+func (c *Config) endpointURL() (*url.URL, error) {
+	base, err := url.Parse(strings.TrimSuffix(c.Endpoint, "/"))
+	if err == nil && base.Scheme == "unix" {
+		if base.Host != "" || !strings.HasPrefix(base.Path, "/") || base.RawQuery != "" || base.Fragment != "" {
+			return nil, fmt.Errorf("huaweicloud kms: endpoint %q is not a unix socket URL such as unix:///run/kmsagent/kms.sock", c.Endpoint)
+		}
+		c.socketPath = base.Path
+		return &url.URL{Scheme: "http", Host: unixHost}, nil
+	}
+	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" || base.RawQuery != "" || base.Fragment != "" {
+		return nil, fmt.Errorf("huaweicloud kms: endpoint %q is not an http(s) URL such as https://kms.<region>.myhuaweicloud.com", c.Endpoint)
+	}
+	if base.Scheme == "http" && !isLoopback(base.Hostname()) {
+		return nil, fmt.Errorf("huaweicloud kms: endpoint %q would send keys and signatures in clear text; use https, or unix:// for a KMS on this host", c.Endpoint)
+	}
+	return base, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // validProjectID accepts what IAM hands out (32 hex digits) and similar
 // names, and nothing that would need escaping in the request path, where
 // client and server could then disagree on what was signed.
@@ -128,19 +183,54 @@ func readSecretKeyFile(path string) (*secret.Key, error) {
 	return k, nil
 }
 
-// noRedirects returns hc, or a default client, that does not follow
+// httpClient returns the client for KMS requests: cfg.HTTPClient, or one
+// with the TLS files and unix socket of cfg. It does not follow
 // redirects: a signed request, and any key material in it, goes to the
 // configured endpoint or nowhere. A caller's client is copied, not changed.
-func noRedirects(hc *http.Client) *http.Client {
-	var c http.Client
-	if hc != nil {
-		c = *hc
-	} else {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		// Unwrap bursts at boot come from many volumes at once.
-		t.MaxIdleConnsPerHost = 64
-		c.Transport = t
+func (c Config) httpClient() (*http.Client, error) {
+	if c.HTTPClient != nil {
+		return noRedirects(c.HTTPClient), nil
 	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	// Unwrap bursts at boot come from many volumes at once.
+	t.MaxIdleConnsPerHost = 64
+	if c.socketPath != "" {
+		// A proxy from the environment must not take requests meant for
+		// a socket on this host.
+		t.Proxy = nil
+		path := c.socketPath
+		var d net.Dialer
+		t.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", path)
+		}
+	}
+	if c.CAFile != "" || c.CertFile != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.CAFile != "" {
+			pem, err := os.ReadFile(c.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("huaweicloud kms: ca_file: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("huaweicloud kms: ca_file %s holds no PEM certificate", c.CAFile)
+			}
+		}
+		if c.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("huaweicloud kms: cert_file %s, key_file %s: %w", c.CertFile, c.KeyFile, err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		t.TLSClientConfig = tc
+	}
+	return noRedirects(&http.Client{Transport: t}), nil
+}
+
+// noRedirects returns a copy of hc that does not follow redirects.
+func noRedirects(hc *http.Client) *http.Client {
+	c := *hc
 	c.CheckRedirect = func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
 	}

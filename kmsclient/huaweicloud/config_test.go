@@ -43,6 +43,17 @@ func TestConfigCheck(t *testing.T) {
 		{"aad_field other", func(c *Config) { c.AADField = "aad" }, `aad_field "aad"`},
 		{"aad_field wrong case", func(c *Config) { c.AADField = "Encryption_Context" }, `aad_field "Encryption_Context"`},
 		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, "negative timeout"},
+		{"http to loopback", func(c *Config) { c.Endpoint = "http://127.0.0.1:8443" }, ""},
+		{"http to localhost", func(c *Config) { c.Endpoint = "http://localhost:8443" }, ""},
+		{"http to IPv6 loopback", func(c *Config) { c.Endpoint = "http://[::1]:8443" }, ""},
+		{"http off the host", func(c *Config) { c.Endpoint = "http://10.0.0.5:8443" }, "clear text"},
+		{"http by name", func(c *Config) { c.Endpoint = "http://kms.example.com" }, "clear text"},
+		{"unix socket", func(c *Config) { c.Endpoint = "unix:///run/kmsagent/kms.sock" }, ""},
+		{"unix relative", func(c *Config) { c.Endpoint = "unix://run/kms.sock" }, "not a unix socket URL"},
+		{"unix with TLS", func(c *Config) { c.Endpoint = "unix:///run/kms.sock"; c.CAFile = "/ca.pem" }, "uses no TLS"},
+		{"cert without key", func(c *Config) { c.CertFile = "/c.pem" }, "cert_file and key_file go together"},
+		{"key without cert", func(c *Config) { c.KeyFile = "/k.pem" }, "cert_file and key_file go together"},
+		{"TLS files and a client", func(c *Config) { c.CAFile = "/ca.pem"; c.HTTPClient = &http.Client{} }, "on the HTTP client given"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -164,7 +175,10 @@ func TestNewMetadataDoesNotFetch(t *testing.T) {
 }
 
 func TestHTTPClients(t *testing.T) {
-	c := noRedirects(nil)
+	c, err := Config{}.httpClient()
+	if err != nil {
+		t.Fatal(err)
+	}
 	tr, ok := c.Transport.(*http.Transport)
 	if !ok || c.CheckRedirect == nil || tr.MaxIdleConnsPerHost < 64 {
 		t.Fatalf("default client: transport %T, redirect check %v", c.Transport, c.CheckRedirect != nil)
