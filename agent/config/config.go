@@ -19,6 +19,9 @@ import (
 // DefaultPath is used when neither --config nor KMSAGENT_CONFIG is given.
 const DefaultPath = "/etc/kmsagent/agent.toml"
 
+// DefaultServeSocket is where kms serve listens for clients on this host.
+const DefaultServeSocket = "/run/kmsagent/kms.sock"
+
 // EnvPath names the environment variable that overrides DefaultPath.
 const EnvPath = "KMSAGENT_CONFIG"
 
@@ -44,6 +47,7 @@ type KMS struct {
 	Local       Local       `toml:"local"`
 	HuaweiCloud HuaweiCloud `toml:"huaweicloud"`
 	AWS         AWS         `toml:"aws"`
+	Serve       Serve       `toml:"serve"`
 }
 
 // Local is the embedded KMS.
@@ -61,6 +65,41 @@ type HuaweiCloud struct {
 	SecretKeyFile    string `toml:"secret_key_file"`
 	MetadataEndpoint string `toml:"metadata_endpoint"`
 	AADField         string `toml:"aad_field"`
+	// CAFile, CertFile and KeyFile set up TLS to the endpoint: the CA
+	// to trust instead of the system roots, and a client certificate.
+	CAFile   string `toml:"ca_file"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+}
+
+// Serve configures `kmsagent kms serve`, which serves the embedded KMS.
+type Serve struct {
+	// Socket is the unix socket for clients on this host (root and
+	// SocketGroup); empty for none.
+	Socket      string `toml:"socket"`
+	SocketGroup string `toml:"socket_group"`
+	// Listen is a TCP address; it needs clients, and TLS unless it is a
+	// loopback address.
+	Listen            string        `toml:"listen"`
+	TLSCert           string        `toml:"tls_cert"`
+	TLSKey            string        `toml:"tls_key"`
+	ClientCA          string        `toml:"client_ca"`
+	ProjectID         string        `toml:"project_id"`
+	MaxConnections    int           `toml:"max_connections"`
+	RequestsPerSecond float64       `toml:"requests_per_second"`
+	Burst             int           `toml:"burst"`
+	ReadHeaderTimeout Duration      `toml:"read_header_timeout"`
+	ReadTimeout       Duration      `toml:"read_timeout"`
+	WriteTimeout      Duration      `toml:"write_timeout"`
+	IdleTimeout       Duration      `toml:"idle_timeout"`
+	Clients           []ServeClient `toml:"client"`
+}
+
+// ServeClient is one access key kms serve accepts.
+type ServeClient struct {
+	AccessKey     string   `toml:"access_key"`
+	SecretKeyFile string   `toml:"secret_key_file"`
+	Keys          []string `toml:"keys"` // CMK ids or aliases; "*" for all
 }
 
 // AWS is AWS KMS.
@@ -80,6 +119,16 @@ func Default() *Config {
 			Credentials:      "static",
 			MetadataEndpoint: "http://169.254.169.254",
 			AADField:         "additional_authenticated_data",
+		},
+		Serve: Serve{
+			Socket:            DefaultServeSocket,
+			MaxConnections:    256,
+			RequestsPerSecond: 50,
+			Burst:             500,
+			ReadHeaderTimeout: Duration(5 * time.Second),
+			ReadTimeout:       Duration(10 * time.Second),
+			WriteTimeout:      Duration(10 * time.Second),
+			IdleTimeout:       Duration(60 * time.Second),
 		},
 	}}
 }
@@ -176,6 +225,9 @@ func (c *Config) validate() error {
 	if k.Timeout < Duration(100*time.Millisecond) || k.Timeout > Duration(10*time.Minute) {
 		return fmt.Errorf("kms.timeout = %v is out of range: write a duration string from \"100ms\" to \"10m\", e.g. \"10s\"", k.Timeout.Std())
 	}
+	if err := k.Serve.validate(); err != nil {
+		return err
+	}
 	switch k.Provider {
 	case ProviderLocal:
 		if k.Local.StateDir == "" {
@@ -209,6 +261,48 @@ func (c *Config) validate() error {
 		}
 	default:
 		return fmt.Errorf("kms.provider = %q, want \"local\", \"huaweicloud\" or \"aws\"", k.Provider)
+	}
+	return nil
+}
+
+func (s *Serve) validate() error {
+	if (s.TLSCert == "") != (s.TLSKey == "") {
+		return errors.New("kms.serve: tls_cert and tls_key go together")
+	}
+	if s.ClientCA != "" && s.TLSCert == "" {
+		return errors.New("kms.serve: client_ca needs tls_cert and tls_key")
+	}
+	if s.MaxConnections < 1 || s.MaxConnections > 1<<20 {
+		return fmt.Errorf("kms.serve.max_connections = %d is out of range: 1 to 1048576", s.MaxConnections)
+	}
+	if s.RequestsPerSecond <= 0 || s.Burst < 1 {
+		return errors.New("kms.serve: requests_per_second and burst must be positive")
+	}
+	for _, d := range []struct {
+		name string
+		v    Duration
+	}{{"read_header_timeout", s.ReadHeaderTimeout}, {"read_timeout", s.ReadTimeout}, {"write_timeout", s.WriteTimeout}, {"idle_timeout", s.IdleTimeout}} {
+		if d.v < Duration(100*time.Millisecond) || d.v > Duration(time.Hour) {
+			return fmt.Errorf("kms.serve.%s = %v is out of range: write a duration string from \"100ms\" to \"1h\"", d.name, d.v.Std())
+		}
+	}
+	seen := map[string]bool{}
+	for i, c := range s.Clients {
+		if c.AccessKey == "" || c.SecretKeyFile == "" {
+			return fmt.Errorf("kms.serve.client[%d]: access_key and secret_key_file are required", i)
+		}
+		if seen[c.AccessKey] {
+			return fmt.Errorf("kms.serve.client[%d]: access_key %s is listed twice", i, c.AccessKey)
+		}
+		seen[c.AccessKey] = true
+		if len(c.Keys) == 0 {
+			return fmt.Errorf("kms.serve.client[%d] (%s): keys is empty; list the CMK ids or aliases it may use, or \"*\" for all", i, c.AccessKey)
+		}
+		for _, k := range c.Keys {
+			if k == "" {
+				return fmt.Errorf("kms.serve.client[%d] (%s): keys holds an empty name", i, c.AccessKey)
+			}
+		}
 	}
 	return nil
 }

@@ -34,6 +34,9 @@ func Open(ctx context.Context, cfg config.KMS) (kmsclient.KMS, error) {
 			SecretKeyFile:    h.SecretKeyFile,
 			MetadataEndpoint: h.MetadataEndpoint,
 			AADField:         h.AADField,
+			CAFile:           h.CAFile,
+			CertFile:         h.CertFile,
+			KeyFile:          h.KeyFile,
 			Timeout:          timeout,
 		})
 	case config.ProviderAWS:

@@ -27,7 +27,7 @@ func kmsCommands() []*command {
 		{name: "rotate-key", summary: "add a key version; new wraps use it, old ones still unwrap", run: runRotateKey},
 		{name: "schedule-deletion", summary: "disable a key now and delete it after N days (7 to 1096)", run: runScheduleDeletion},
 		{name: "cancel-deletion", summary: "cancel a scheduled deletion; the key stays disabled", run: keyStateCmd("cancel-deletion", (*local.Store).CancelDeletion)},
-		{name: "serve", summary: "serve the embedded KMS with the Huawei Cloud KMS v1.0 API", run: runServe},
+		{name: "serve", summary: "serve the embedded KMS with the Huawei Cloud KMS v1.0 API ([kms.serve])", run: runServe},
 	}
 }
 

@@ -151,35 +151,66 @@ func freePort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// TestServeEndToEnd serves the embedded KMS and uses it through the
-// huaweicloud provider from a second configuration, as a second host would.
+// TestServeEndToEnd serves the embedded KMS on a unix socket and loopback
+// TCP and uses it through the huaweicloud provider from other
+// configurations, as this host and a second host would; each access key
+// reaches only its own keys.
 func TestServeEndToEnd(t *testing.T) {
 	server := localCLI(t)
 	id := strings.TrimSpace(server.run("kms", "create-key", "--alias", "shared").stdout)
+	other := strings.TrimSpace(server.run("kms", "create-key", "--alias", "host2").stdout)
 	dir := t.TempDir()
 	sk := writeFile(t, filepath.Join(dir, "sk"), "c2VjcmV0LWtleS1mb3ItdGVzdHM\n", 0o600)
+	sk2 := writeFile(t, filepath.Join(dir, "sk2"), "b3RoZXItc2VjcmV0LWtleS1mb3ItdGVzdHM\n", 0o600)
 	addr := freePort(t)
+	sock := filepath.Join(dir, "run", "kms.sock")
+
+	base, err := os.ReadFile(server.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withClients := &cli{t: t, config: writeFile(t, filepath.Join(dir, "serve.toml"), string(base)+fmt.Sprintf(`
+[[kms.serve.client]]
+access_key = "AK1"
+secret_key_file = %q
+keys = ["shared"]
+
+[[kms.serve.client]]
+access_key = "AK2"
+secret_key_file = %q
+keys = [%q]
+`, sk, sk2, other), 0o600)}
+	openSK := &cli{t: t, config: writeFile(t, filepath.Join(dir, "open.toml"), string(base)+fmt.Sprintf(`
+[[kms.serve.client]]
+access_key = "AK1"
+secret_key_file = %q
+keys = ["*"]
+`, writeFile(t, filepath.Join(dir, "open"), "x", 0o644)), 0o600)}
 
 	refusals := []struct {
+		c    *cli
 		args []string
 		code int
 		want string
 	}{
-		{[]string{"kms", "serve"}, 2, "--listen"},
-		{[]string{"kms", "serve", "--listen", "0.0.0.0:0"}, 1, "without authentication"},
-		{[]string{"kms", "serve", "--listen", addr, "--access-key", "AK"}, 2, "go together"},
-		{[]string{"kms", "serve", "--listen", addr, "--access-key", "AK", "--secret-key-file", writeFile(t, filepath.Join(dir, "open"), "x", 0o644)}, 1, "chmod 600"},
+		{server, []string{"kms", "serve", "--socket", ""}, 2, "nothing to listen on"},
+		{server, []string{"kms", "serve", "--socket", "", "--listen", addr}, 1, "[[kms.serve.client]]"},
+		{withClients, []string{"kms", "serve", "--socket", "", "--listen", "0.0.0.0:0"}, 1, "tls_cert"},
+		{withClients, []string{"kms", "serve", "--socket", "", "--listen", addr, "--tls-cert", "c.pem"}, 2, "go together"},
+		{withClients, []string{"kms", "serve", "--socket", "", "--listen", addr, "--client-ca", "ca.pem"}, 2, "--client-ca needs"},
+		{withClients, []string{"kms", "serve", "--socket", "", "--listen", addr, "--socket-group", "no-such-group-kmsagent"}, 1, "socket_group"},
+		{openSK, []string{"kms", "serve", "--socket", "", "--listen", addr}, 1, "chmod 600"},
 	}
 	for _, r := range refusals {
-		if res := server.run(r.args...); res.code != r.code || !strings.Contains(res.stderr, r.want) {
-			t.Fatalf("%v: code %d stderr %q", r.args, res.code, res.stderr)
+		if res := r.c.run(r.args...); res.code != r.code || !strings.Contains(res.stderr, r.want) {
+			t.Fatalf("%v: code %d stderr %q, want %d and %q", r.args, res.code, res.stderr, r.code, r.want)
 		}
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan result, 1)
 	go func() {
-		done <- server.runCtx(ctx, "kms", "serve", "--listen", addr, "--access-key", "AK1", "--secret-key-file", sk, "--project-id", "proj")
+		done <- withClients.runCtx(ctx, "kms", "serve", "--socket", sock, "--listen", addr, "--project-id", "proj")
 	}()
 	defer func() {
 		cancel()
@@ -188,7 +219,7 @@ func TestServeEndToEnd(t *testing.T) {
 			if r.code != 0 {
 				t.Errorf("serve exited %d: %s", r.code, r.stderr)
 			}
-			if !strings.Contains(r.stderr, "op=describe-key") {
+			if !strings.Contains(r.stderr, "op=describe-key") || !strings.Contains(r.stderr, "client=AK1") {
 				t.Errorf("no request log: %s", r.stderr)
 			}
 		case <-time.After(15 * time.Second):
@@ -206,23 +237,41 @@ func TestServeEndToEnd(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	client := func(ak, project string) *cli {
-		cfg := fmt.Sprintf("[kms]\nprovider = \"huaweicloud\"\ntimeout = \"5s\"\n[kms.huaweicloud]\nendpoint = \"http://%s\"\nproject_id = %q\naccess_key = %q\nsecret_key_file = %q\n", addr, project, ak, sk)
-		return &cli{t: t, config: writeFile(t, filepath.Join(dir, ak+project+".toml"), cfg, 0o600)}
+	for _, check := range []struct {
+		path string
+		mode os.FileMode
+	}{{filepath.Dir(sock), os.ModeDir | 0o750}, {sock, os.ModeSocket | 0o600}} {
+		if fi, err := os.Stat(check.path); err != nil || fi.Mode() != check.mode {
+			t.Fatalf("%s: %v, want mode %v", check.path, err, check.mode)
+		}
 	}
-	if r := client("AK1", "proj").run("kms", "describe-key", id); r.code != 0 || !strings.Contains(r.stdout, "huaweicloud") || !strings.Contains(r.stdout, "shared") {
-		t.Fatalf("describe-key through serve: %d %q %q", r.code, r.stdout, r.stderr)
+	client := func(endpoint, ak, secretFile, project string) *cli {
+		cfg := fmt.Sprintf("[kms]\nprovider = \"huaweicloud\"\ntimeout = \"5s\"\n[kms.huaweicloud]\nendpoint = %q\nproject_id = %q\naccess_key = %q\nsecret_key_file = %q\n", endpoint, project, ak, secretFile)
+		return &cli{t: t, config: writeFile(t, filepath.Join(dir, fmt.Sprintf("client-%d.toml", time.Now().UnixNano())), cfg, 0o600)}
 	}
-	// Huawei Cloud KMS takes key ids only, and so does serve: an alias
-	// that the local provider resolves is refused here, before any
-	// request, as it would be in production.
-	if r := client("AK1", "proj").run("kms", "describe-key", "shared"); r.code != 1 || !strings.Contains(r.stderr, "not aliases") {
-		t.Fatalf("alias through serve: %d %q", r.code, r.stderr)
-	}
-	if r := client("AK2", "proj").run("kms", "describe-key", id); r.code != exitKey || !strings.Contains(r.stderr, "access denied") {
-		t.Fatalf("wrong access key: %d %q", r.code, r.stderr)
-	}
-	if r := client("AK1", "other").run("kms", "describe-key", id); r.code != exitKey {
-		t.Fatalf("wrong project: %d %q", r.code, r.stderr)
+	tcp, unix := "http://"+addr, "unix://"+sock
+	for _, tc := range []struct {
+		name              string
+		endpoint, ak, sk  string
+		project, key      string
+		code              int
+		stdout, stderrSub string
+	}{
+		{"own key over TCP", tcp, "AK1", sk, "proj", id, 0, "shared", ""},
+		{"own key over the socket", unix, "AK1", sk, "proj", id, 0, "shared", ""},
+		{"own key by id", tcp, "AK2", sk2, "proj", other, 0, "host2", ""},
+		{"another host's key", tcp, "AK1", sk, "proj", other, exitKey, "", "access denied"},
+		{"another host's key, reverse", unix, "AK2", sk2, "proj", id, exitKey, "", "access denied"},
+		// Huawei Cloud KMS takes key ids only, and so does serve: an
+		// alias is refused before any request, as in production.
+		{"alias", tcp, "AK1", sk, "proj", "shared", exitFailure, "", "not aliases"},
+		{"unknown access key", tcp, "AK3", sk, "proj", id, exitKey, "", "access denied"},
+		{"wrong secret", tcp, "AK1", sk2, "proj", id, exitKey, "", "access denied"},
+		{"wrong project", tcp, "AK1", sk, "other", id, exitKey, "", "access denied"},
+	} {
+		r := client(tc.endpoint, tc.ak, tc.sk, tc.project).run("kms", "describe-key", tc.key)
+		if r.code != tc.code || !strings.Contains(r.stdout, tc.stdout) || !strings.Contains(r.stderr, tc.stderrSub) {
+			t.Errorf("%s: %d %q %q", tc.name, r.code, r.stdout, r.stderr)
+		}
 	}
 }

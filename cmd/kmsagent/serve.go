@@ -5,14 +5,21 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
-	"net/http"
+	"os"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 
+	"kmsagent/agent/config"
 	"kmsagent/kmsclient/kmsserver"
 	"kmsagent/kmsclient/secret"
 )
@@ -20,61 +27,138 @@ import (
 // maxSecretKeyFile bounds the SK file; a Huawei SK is 40 characters.
 const maxSecretKeyFile = 4096
 
+// optString is a string flag that knows whether it was given, so an
+// explicit "" can override the config.
+type optString struct {
+	v   string
+	set bool
+}
+
+func (o *optString) String() string     { return o.v }
+func (o *optString) Set(v string) error { o.v, o.set = v, true; return nil }
+
+// apply overrides dst when the flag was given.
+func (o *optString) apply(dst *string) {
+	if o.set {
+		*dst = o.v
+	}
+}
+
 func runServe(ctx context.Context, env *cliEnv, args []string) error {
-	var listen, accessKey, skFile, projectID, dir string
+	var listen, socket, socketGroup, tlsCert, tlsKey, clientCA, projectID optString
+	var stateDir string
 	if _, err := parseFlags(env, "kms serve", "", args, 0, 0, func(fs *flag.FlagSet) {
-		fs.StringVar(&listen, "listen", "", "address to listen on, e.g. 127.0.0.1:8420 (not needed under systemd socket activation)")
-		fs.StringVar(&accessKey, "access-key", "", "require requests signed with this access key (SDK-HMAC-SHA256)")
-		fs.StringVar(&skFile, "secret-key-file", "", "file holding the secret key of --access-key (mode 0600)")
-		fs.StringVar(&projectID, "project-id", "", "serve only this project id")
-		stateDirFlag(fs, &dir)
+		fs.Var(&socket, "socket", "unix socket for clients on this host, checked with SO_PEERCRED (default [kms.serve] socket, "+config.DefaultServeSocket+"); \"\" for none")
+		fs.Var(&socketGroup, "socket-group", "group whose members may use the socket besides root (they must sign their requests)")
+		fs.Var(&listen, "listen", "TCP address, e.g. 0.0.0.0:8443; needs [[kms.serve.client]] access keys, and TLS unless it is a loopback address")
+		fs.Var(&tlsCert, "tls-cert", "PEM certificate (chain) for TCP connections; re-read on SIGHUP")
+		fs.Var(&tlsKey, "tls-key", "PEM private key of --tls-cert; re-read on SIGHUP")
+		fs.Var(&clientCA, "client-ca", "require TLS client certificates signed by these PEM CAs (a second factor)")
+		fs.Var(&projectID, "project-id", "serve only this project id")
+		stateDirFlag(fs, &stateDir)
 	}); err != nil {
 		return err
 	}
-	if (accessKey == "") != (skFile == "") {
-		return usagef("kms serve: --access-key and --secret-key-file go together")
-	}
-	ln, err := serveListener(listen)
+	cfg, err := loadConfig(env)
 	if err != nil {
 		return err
 	}
-	defer ln.Close()
-	if accessKey == "" && !isLoopback(ln.Addr()) {
-		return fmt.Errorf("kms serve: refusing to serve keys on %s without authentication; listen on 127.0.0.1 or set --access-key and --secret-key-file", ln.Addr())
+	sc := cfg.KMS.Serve
+	socket.apply(&sc.Socket)
+	socketGroup.apply(&sc.SocketGroup)
+	listen.apply(&sc.Listen)
+	tlsCert.apply(&sc.TLSCert)
+	tlsKey.apply(&sc.TLSKey)
+	clientCA.apply(&sc.ClientCA)
+	projectID.apply(&sc.ProjectID)
+	if (sc.TLSCert == "") != (sc.TLSKey == "") {
+		return usagef("kms serve: --tls-cert and --tls-key (tls_cert, tls_key) go together")
+	}
+	if sc.ClientCA != "" && sc.TLSCert == "" {
+		return usagef("kms serve: --client-ca needs --tls-cert and --tls-key")
+	}
+	logger := slog.New(slog.NewTextHandler(env.stderr, nil))
+	opts := kmsserver.Options{ProjectID: sc.ProjectID, Logger: logger, SocketGroup: kmsserver.NoGroup,
+		RequestsPerSecond: sc.RequestsPerSecond, Burst: sc.Burst}
+	if sc.SocketGroup != "" {
+		if opts.SocketGroup, err = lookupGroup(sc.SocketGroup); err != nil {
+			return fmt.Errorf("kms serve: socket_group: %w", err)
+		}
+	}
+	for _, c := range sc.Clients {
+		sk, err := secret.ReadTokenFile(c.SecretKeyFile, maxSecretKeyFile)
+		if err != nil {
+			return fmt.Errorf("kms serve: client %s: %w", c.AccessKey, err)
+		}
+		defer sk.Wipe()
+		opts.Clients = append(opts.Clients, kmsserver.Client{AccessKey: c.AccessKey, SecretKey: sk.Bytes(), Keys: c.Keys})
+	}
+	var tlsFiles *kmsserver.TLSFiles
+	if sc.TLSCert != "" {
+		tlsFiles = &kmsserver.TLSFiles{CertFile: sc.TLSCert, KeyFile: sc.TLSKey, ClientCAFile: sc.ClientCA}
+		if err := tlsFiles.Reload(); err != nil {
+			return fmt.Errorf("kms serve: %w", err)
+		}
+	}
+	limits := kmsserver.Limits{
+		MaxConns:          sc.MaxConnections,
+		ReadHeaderTimeout: sc.ReadHeaderTimeout.Std(),
+		ReadTimeout:       sc.ReadTimeout.Std(),
+		WriteTimeout:      sc.WriteTimeout.Std(),
+		IdleTimeout:       sc.IdleTimeout.Std(),
+	}
+	dir := stateDir
+	if dir == "" {
+		if cfg.KMS.Provider != config.ProviderLocal {
+			return fmt.Errorf("kms serve serves the embedded local KMS, but %s selects provider %q; pass --state-dir", cfgName(cfg), cfg.KMS.Provider)
+		}
+		dir = cfg.KMS.Local.StateDir
 	}
 	store, err := openLocal(env, dir)
 	if err != nil {
 		return err
 	}
-	opts := kmsserver.Options{
-		ProjectID: projectID,
-		Logger:    slog.New(slog.NewTextHandler(env.stderr, nil)),
+	srv := kmsserver.NewServer(store, opts, limits, tlsFiles)
+	lns, err := serveListeners(sc, opts.SocketGroup, socket.set || listen.set)
+	if err != nil {
+		return err
 	}
-	if accessKey != "" {
-		sk, err := secret.ReadTokenFile(skFile, maxSecretKeyFile)
-		if err != nil {
-			return fmt.Errorf("kms serve: %w", err)
+	defer closeAll(lns)
+	for _, ln := range lns {
+		if err := srv.Check(ln); err != nil {
+			return serveAdvice(err)
 		}
-		defer sk.Wipe()
-		opts.AccessKey, opts.SecretKey = accessKey, sk.Bytes()
 	}
-	srv := &http.Server{
-		Handler:           kmsserver.New(store, opts),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+
+	done := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { done <- srv.Serve(ln) }()
+		logger.Info("kms serve: listening", "addr", ln.Addr().Network()+":"+ln.Addr().String(), "state_dir", store.Dir(),
+			"clients", len(opts.Clients), "tls", tlsFiles != nil, "client_certs", sc.ClientCA != "")
 	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	opts.Logger.Info("kms serve: listening", "addr", ln.Addr().String(), "state_dir", store.Dir(), "auth", accessKey != "")
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	daemon.SdNotify(false, daemon.SdNotifyReady)
-	select {
-	case err := <-done:
-		return fmt.Errorf("kms serve: %w", err)
-	case <-ctx.Done():
+	for {
+		select {
+		case err := <-done:
+			return fmt.Errorf("kms serve: %w", err)
+		case <-hup:
+			if tlsFiles == nil {
+				continue
+			}
+			daemon.SdNotify(false, daemon.SdNotifyReloading)
+			if err := tlsFiles.Reload(); err != nil {
+				logger.Error("kms serve: TLS reload failed; the previous certificate stays in use", "error", err)
+			} else {
+				logger.Info("kms serve: TLS certificate reloaded", "cert", sc.TLSCert)
+			}
+			daemon.SdNotify(false, daemon.SdNotifyReady)
+			continue
+		case <-ctx.Done():
+		}
+		break
 	}
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -85,32 +169,121 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
-// serveListener takes the socket systemd passed, else listens on addr.
-func serveListener(addr string) (net.Listener, error) {
-	lns, err := activation.Listeners()
+// serveAdvice turns the server's refusal of a listener into what to
+// configure.
+func serveAdvice(err error) error {
+	switch {
+	case errors.Is(err, kmsserver.ErrNoClients):
+		return fmt.Errorf("kms serve: refusing to serve %v: add [[kms.serve.client]] entries (access_key, secret_key_file, keys) to the config, or serve this host on the unix socket only (--socket)", err)
+	case errors.Is(err, kmsserver.ErrNeedsTLS):
+		return fmt.Errorf("kms serve: refusing to serve %v: set tls_cert and tls_key in [kms.serve] (--tls-cert, --tls-key), or listen on 127.0.0.1", err)
+	}
+	return fmt.Errorf("kms serve: %w", err)
+}
+
+// serveListeners takes the sockets systemd passed, else opens the
+// configured unix socket and TCP address.
+func serveListeners(sc config.Serve, group int, flagged bool) ([]net.Listener, error) {
+	passed, err := activation.Listeners()
 	if err != nil {
 		return nil, fmt.Errorf("kms serve: systemd sockets: %w", err)
 	}
-	switch {
-	case len(lns) > 1:
-		return nil, errors.New("kms serve: systemd passed more than one socket; configure one ListenStream")
-	case len(lns) == 1 && lns[0] != nil:
-		if addr != "" {
-			lns[0].Close()
-			return nil, usagef("kms serve: --listen conflicts with the socket systemd passed")
+	var lns []net.Listener
+	for _, ln := range passed {
+		if ln != nil {
+			lns = append(lns, ln)
 		}
-		return lns[0], nil
-	case addr == "":
-		return nil, usagef("kms serve: --listen ADDR is required, e.g. --listen 127.0.0.1:8420")
 	}
-	ln, err := net.Listen("tcp", addr)
+	if len(passed) > 0 {
+		if len(lns) != len(passed) {
+			closeAll(lns)
+			return nil, errors.New("kms serve: systemd passed a socket that is not a stream socket; use ListenStream")
+		}
+		if flagged {
+			closeAll(lns)
+			return nil, usagef("kms serve: --socket and --listen conflict with the sockets systemd passed")
+		}
+		return lns, nil
+	}
+	if sc.Socket == "" && sc.Listen == "" {
+		return nil, usagef("kms serve: nothing to listen on: set --socket PATH (this host) or --listen ADDR with access keys and TLS (other hosts)")
+	}
+	if sc.Socket != "" {
+		ln, err := listenUnix(sc.Socket, group)
+		if err != nil {
+			return nil, fmt.Errorf("kms serve: %w", err)
+		}
+		lns = append(lns, ln)
+	}
+	if sc.Listen != "" {
+		ln, err := net.Listen("tcp", sc.Listen)
+		if err != nil {
+			closeAll(lns)
+			return nil, fmt.Errorf("kms serve: %w", err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
+	}
+}
+
+// listenUnix listens on path: its directory is created 0750 (group-owned
+// by group when there is one), a stale socket left by a crash is removed,
+// and the socket gets mode 0660 with the group, or 0600. The modes keep
+// others from connecting at all; SO_PEERCRED is what the server trusts.
+func listenUnix(path string, group int) (net.Listener, error) {
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, err
+		}
+		if group >= 0 {
+			if err := os.Chown(dir, 0, group); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == fs.ModeSocket {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another server is listening there", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, err
+		}
+	}
+	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("kms serve: %w", err)
+		return nil, err
+	}
+	mode := os.FileMode(0o600)
+	if group >= 0 {
+		mode = 0o660
+		if err := os.Chown(path, 0, group); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, err
 	}
 	return ln, nil
 }
 
-func isLoopback(a net.Addr) bool {
-	tcp, ok := a.(*net.TCPAddr)
-	return ok && tcp.IP.IsLoopback()
+// lookupGroup resolves a group name or number.
+func lookupGroup(name string) (int, error) {
+	if n, err := strconv.Atoi(name); err == nil && n >= 0 {
+		return n, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(g.Gid)
 }

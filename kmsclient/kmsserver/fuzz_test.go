@@ -7,16 +7,20 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
+	"kmsagent/kmsclient/huaweicloud/signer"
 	"kmsagent/kmsclient/huaweicloud/wire"
 	"kmsagent/kmsclient/kmsserver"
 	"kmsagent/kmsclient/local"
 )
 
-// FuzzRequest feeds arbitrary bodies to every operation of an
-// unauthenticated server: it must answer, never panic, and every non-200
-// answer must be a KMS error body.
+// FuzzRequest feeds arbitrary bodies, signed, to every operation: the
+// server must answer, never panic, and every non-200 answer must be a KMS
+// error body. Each request is signed a second later than the one before,
+// so repeated inputs are not refused as replays.
 func FuzzRequest(f *testing.F) {
 	store, err := local.Open(filepath.Join(f.TempDir(), "kms"))
 	if err != nil {
@@ -26,7 +30,21 @@ func FuzzRequest(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	h := kmsserver.New(store, kmsserver.Options{})
+	var clock struct {
+		sync.Mutex
+		t time.Time
+	}
+	clock.t = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := func() time.Time {
+		clock.Lock()
+		defer clock.Unlock()
+		return clock.t
+	}
+	h := kmsserver.New(store, kmsserver.Options{
+		Clients:           []kmsserver.Client{{AccessKey: testAK, SecretKey: []byte(testSK), Keys: []string{kmsserver.AllKeys}}},
+		Now:               now,
+		RequestsPerSecond: 1e9,
+	})
 	ops := []string{wire.OpCreateDataKey, wire.OpCreateDataKeyNoPlaintext, wire.OpEncryptDataKey, wire.OpDecryptDataKey, wire.OpDescribeKey}
 	seeds := []string{
 		`{"key_id":"` + info.ID + `","datakey_length":"256","additional_authenticated_data":"v"}`,
@@ -47,6 +65,13 @@ func FuzzRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, op uint8, body []byte) {
 		path := wire.Path("p", ops[int(op)%len(ops)])
 		req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+		clock.Lock()
+		clock.t = clock.t.Add(time.Second)
+		date := clock.t
+		clock.Unlock()
+		if err := signer.Sign(req, body, signer.Credentials{AccessKey: testAK, SecretKey: []byte(testSK)}, date); err != nil {
+			t.Fatal(err)
+		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code == http.StatusOK {

@@ -90,7 +90,10 @@ func newFixture(t testing.TB, opts kmsserver.Options) *fixture {
 }
 
 func authOpts() kmsserver.Options {
-	return kmsserver.Options{AccessKey: testAK, SecretKey: []byte(testSK), ProjectID: testProject}
+	return kmsserver.Options{
+		Clients:   []kmsserver.Client{{AccessKey: testAK, SecretKey: []byte(testSK), Keys: []string{kmsserver.AllKeys}}},
+		ProjectID: testProject,
+	}
 }
 
 func harness(t *testing.T, f *fixture, k kmsclient.KMS) kmstest.Harness {
@@ -275,7 +278,7 @@ func TestRefusals(t *testing.T) {
 // TestClientSeesAuthFailure: a client with the wrong SK gets
 // ErrAccessDenied, and does not retry it.
 func TestClientSeesAuthFailure(t *testing.T) {
-	f := newFixture(t, kmsserver.Options{AccessKey: testAK, SecretKey: []byte("not-the-secret")})
+	f := newFixture(t, kmsserver.Options{Clients: []kmsserver.Client{{AccessKey: testAK, SecretKey: []byte("not-the-secret"), Keys: []string{kmsserver.AllKeys}}}})
 	c := f.client(t, "")
 	_, err := c.DescribeKey(context.Background(), "3f1b6c9e-0000-4000-8000-000000000000")
 	if !errors.Is(err, kmsclient.ErrAccessDenied) || kmsclient.Retryable(err) {
