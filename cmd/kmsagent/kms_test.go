@@ -199,6 +199,7 @@ keys = ["*"]
 		{withClients, []string{"kms", "serve", "--socket", "", "--listen", addr, "--tls-cert", "c.pem"}, 2, "go together"},
 		{withClients, []string{"kms", "serve", "--socket", "", "--listen", addr, "--client-ca", "ca.pem"}, 2, "--client-ca needs"},
 		{withClients, []string{"kms", "serve", "--socket", "", "--listen", addr, "--socket-group", "no-such-group-kmsagent"}, 1, "socket_group"},
+		{withClients, []string{"kms", "serve", "--socket", "", "--listen", addr, "--socket-group", "root"}, 1, "group 0"},
 		{openSK, []string{"kms", "serve", "--socket", "", "--listen", addr}, 1, "chmod 600"},
 	}
 	for _, r := range refusals {

@@ -234,7 +234,7 @@ func closeAll(lns []net.Listener) {
 
 // listenUnix listens on path: its directory is created 0750 (group-owned
 // by group when there is one), a stale socket left by a crash is removed,
-// and the socket gets mode 0660 with the group, or 0600. The modes keep
+// and the socket gets mode 0660 with the group, or 0600 (group <= 0). The modes keep
 // others from connecting at all; SO_PEERCRED is what the server trusts.
 func listenUnix(path string, group int) (net.Listener, error) {
 	dir := filepath.Dir(path)
@@ -242,7 +242,11 @@ func listenUnix(path string, group int) (net.Listener, error) {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, err
 		}
-		if group >= 0 {
+		// Not left to the umask, which may be 077 under systemd.
+		if err := os.Chmod(dir, 0o750); err != nil {
+			return nil, err
+		}
+		if group > 0 {
 			if err := os.Chown(dir, 0, group); err != nil {
 				return nil, err
 			}
@@ -262,7 +266,7 @@ func listenUnix(path string, group int) (net.Listener, error) {
 		return nil, err
 	}
 	mode := os.FileMode(0o600)
-	if group >= 0 {
+	if group > 0 {
 		mode = 0o660
 		if err := os.Chown(path, 0, group); err != nil {
 			ln.Close()
@@ -276,14 +280,21 @@ func listenUnix(path string, group int) (net.Listener, error) {
 	return ln, nil
 }
 
-// lookupGroup resolves a group name or number.
+// lookupGroup resolves a group name or number. Group 0 is refused: the
+// socket would then be open to whatever else runs with gid 0.
 func lookupGroup(name string) (int, error) {
-	if n, err := strconv.Atoi(name); err == nil && n >= 0 {
-		return n, nil
-	}
-	g, err := user.LookupGroup(name)
+	gid, err := strconv.Atoi(name)
 	if err != nil {
-		return 0, err
+		g, lerr := user.LookupGroup(name)
+		if lerr != nil {
+			return 0, lerr
+		}
+		if gid, err = strconv.Atoi(g.Gid); err != nil {
+			return 0, fmt.Errorf("group %s has gid %q", name, g.Gid)
+		}
 	}
-	return strconv.Atoi(g.Gid)
+	if gid <= 0 {
+		return 0, fmt.Errorf("%q is group 0 or negative; name a dedicated group such as kmsagent, or leave it empty for root only", name)
+	}
+	return gid, nil
 }

@@ -24,19 +24,20 @@ func (p *peer) String() string {
 	return fmt.Sprintf("pid=%d uid=%d", p.pid, p.uid)
 }
 
-// allowed: root, or a member of group (primary or supplementary).
+// allowed: root, or a member of group (primary or supplementary) when
+// group is positive.
 func (p *peer) allowed(group int) bool {
 	if p.err != nil {
 		return false
 	}
-	return p.uid == 0 || group >= 0 && (p.gid == group || slices.Contains(p.groups, group))
+	return p.uid == 0 || group > 0 && (p.gid == group || slices.Contains(p.groups, group))
 }
 
 func (p *peer) refusal(group int) string {
 	if p.err != nil {
 		return "cannot read the credentials of the connecting process: " + p.err.Error()
 	}
-	if group < 0 {
+	if group <= 0 {
 		return fmt.Sprintf("uid %d may not use this socket: only root may", p.uid)
 	}
 	return fmt.Sprintf("uid %d may not use this socket: only root and members of group %d may", p.uid, group)

@@ -80,7 +80,8 @@ type Options struct {
 	Clients   []Client
 	ProjectID string // when set, the {project_id} in the path must match
 	// SocketGroup is the group id whose members, besides root, may
-	// connect to a unix socket; negative for none.
+	// connect to a unix socket; zero (root's group, which cannot be
+	// chosen) or NoGroup for none.
 	SocketGroup int
 	// Logger gets one line per request: method, path, op, key id, client,
 	// status, duration, remote; never key material. Nil discards.
