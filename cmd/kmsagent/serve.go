@@ -119,7 +119,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	srv := kmsserver.NewServer(store, opts, limits, tlsFiles)
-	lns, err := serveListeners(sc, opts.SocketGroup, socket.set || listen.set)
+	lns, err := serveListeners(sc, opts.SocketGroup, logger)
 	if err != nil {
 		return err
 	}
@@ -181,36 +181,45 @@ func serveAdvice(err error) error {
 	return fmt.Errorf("kms serve: %w", err)
 }
 
-// serveListeners takes the sockets systemd passed, else opens the
-// configured unix socket and TCP address.
-func serveListeners(sc config.Serve, group int, flagged bool) ([]net.Listener, error) {
+// serveListeners takes the sockets systemd passed, and opens the
+// configured unix socket and TCP address for the kinds systemd did not
+// pass: the shipped socket unit passes the unix socket, and listen in
+// [kms.serve] adds TCP for other hosts.
+func serveListeners(sc config.Serve, group int, logger *slog.Logger) ([]net.Listener, error) {
 	passed, err := activation.Listeners()
 	if err != nil {
 		return nil, fmt.Errorf("kms serve: systemd sockets: %w", err)
 	}
 	var lns []net.Listener
+	var passedUnix, passedTCP bool
 	for _, ln := range passed {
-		if ln != nil {
-			lns = append(lns, ln)
-		}
-	}
-	if len(passed) > 0 {
-		if len(lns) != len(passed) {
+		if ln == nil {
 			closeAll(lns)
 			return nil, errors.New("kms serve: systemd passed a socket that is not a stream socket; use ListenStream")
 		}
-		if flagged {
-			closeAll(lns)
-			return nil, usagef("kms serve: --socket and --listen conflict with the sockets systemd passed")
+		lns = append(lns, ln)
+		switch ln.Addr().(type) {
+		case *net.UnixAddr:
+			passedUnix = true
+		case *net.TCPAddr:
+			passedTCP = true
 		}
-		return lns, nil
 	}
-	if sc.Socket == "" && sc.Listen == "" {
+	if passedTCP && sc.Listen != "" {
+		closeAll(lns)
+		return nil, usagef("kms serve: listen %s is set and systemd passed a TCP socket; configure one of them", sc.Listen)
+	}
+	if passedUnix && sc.Socket != "" {
+		logger.Info("kms serve: using the unix socket systemd passed", "ignored_socket", sc.Socket)
+		sc.Socket = ""
+	}
+	if len(lns) == 0 && sc.Socket == "" && sc.Listen == "" {
 		return nil, usagef("kms serve: nothing to listen on: set --socket PATH (this host) or --listen ADDR with access keys and TLS (other hosts)")
 	}
 	if sc.Socket != "" {
 		ln, err := listenUnix(sc.Socket, group)
 		if err != nil {
+			closeAll(lns)
 			return nil, fmt.Errorf("kms serve: %w", err)
 		}
 		lns = append(lns, ln)
