@@ -2,8 +2,12 @@ package kmsserver
 
 import (
 	"encoding/binary"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	"kmsagent/kmsclient/huaweicloud/signer"
 )
 
 func keyOf(i int) replayKey {
@@ -75,4 +79,24 @@ func BenchmarkReplayCacheMemory(b *testing.B) {
 			c.add(keyOf(i), now.Add(time.Duration(i%900)*time.Second), now)
 		}
 	}
+}
+
+// FuzzSignatureOf: any Authorization and X-Sdk-Date headers give a key
+// and date or an error, never a panic.
+func FuzzSignatureOf(f *testing.F) {
+	f.Add("SDK-HMAC-SHA256 Access=AK, SignedHeaders=host;x-sdk-date, Signature=9e0d4ea0b4ba7ab9f1e4e2b5bbd1c2bdf7f3b0b6d4b2a2e0e6b9d0b8b7c1f2a3", "20260101T000000Z")
+	f.Add("Signature=", "")
+	f.Add("Signature=zz,Signature=00", "2026")
+	f.Fuzz(func(t *testing.T, auth, date string) {
+		r, _ := http.NewRequest(http.MethodPost, "http://localhost/", nil)
+		r.Header.Set("Authorization", auth)
+		r.Header.Set(signer.HeaderDate, date)
+		_, d, err := signatureOf(r)
+		if err != nil {
+			return
+		}
+		if want, perr := time.Parse(signer.DateFormat, date); perr != nil || !d.Equal(want) || !strings.Contains(auth, "Signature=") {
+			t.Fatalf("accepted %q with date %q as %v", auth, date, d)
+		}
+	})
 }
