@@ -16,7 +16,13 @@
 //     below). Each client may use only the CMKs it lists; another key is
 //     403 KMS.0306, so one host's credential does not unwrap another
 //     host's keys. A signature is accepted once: a replay within the
-//     clock-skew window is refused as a bad signature.
+//     clock-skew window is refused as a bad signature (the cache is
+//     bounded; when full, new requests get 429 rather than old
+//     signatures being forgotten). A request refused for its rate or
+//     failed by the server (5xx) had no effect and is not remembered, so
+//     its retry passes. X-Sdk-Date has one-second resolution, so a client
+//     sending the same request twice in a second must sign something
+//     that differs: the huaweicloud client signs a random X-Sdk-Nonce.
 //   - A unix socket checks its peer with SO_PEERCRED: root, or a member of
 //     Options.SocketGroup (primary group, or a supplementary group read
 //     with SO_PEERGROUPS, which the kernel records at connect() like
