@@ -48,13 +48,13 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	var listen, socket, socketGroup, tlsCert, tlsKey, clientCA, projectID optString
 	var stateDir string
 	if _, err := parseFlags(env, "kms serve", "", args, 0, 0, func(fs *flag.FlagSet) {
-		fs.Var(&socket, "socket", "unix socket for clients on this host, checked with SO_PEERCRED (default [kms.serve] socket, "+config.DefaultServeSocket+"); \"\" for none")
-		fs.Var(&socketGroup, "socket-group", "group whose members may use the socket besides root (they must sign their requests)")
-		fs.Var(&listen, "listen", "TCP address, e.g. 0.0.0.0:8443; needs [[kms.serve.client]] access keys, and TLS unless it is a loopback address")
-		fs.Var(&tlsCert, "tls-cert", "PEM certificate (chain) for TCP connections; re-read on SIGHUP")
-		fs.Var(&tlsKey, "tls-key", "PEM private key of --tls-cert; re-read on SIGHUP")
-		fs.Var(&clientCA, "client-ca", "require TLS client certificates signed by these PEM CAs (a second factor)")
-		fs.Var(&projectID, "project-id", "serve only this project id")
+		fs.Var(&socket, "socket", "`PATH` of the unix socket for clients on this host, checked with SO_PEERCRED (default [kms.serve] socket, "+config.DefaultServeSocket+"); \"\" for none")
+		fs.Var(&socketGroup, "socket-group", "`GROUP` whose members may use the socket besides root (they must sign their requests)")
+		fs.Var(&listen, "listen", "TCP `ADDR`, e.g. 0.0.0.0:8443; needs [[kms.serve.client]] access keys, and TLS unless it is a loopback address")
+		fs.Var(&tlsCert, "tls-cert", "PEM certificate (chain) `FILE` for TCP connections; re-read on SIGHUP")
+		fs.Var(&tlsKey, "tls-key", "PEM private key `FILE` of --tls-cert; re-read on SIGHUP")
+		fs.Var(&clientCA, "client-ca", "require TLS client certificates signed by the PEM CAs in `FILE` (a second factor)")
+		fs.Var(&projectID, "project-id", "serve only this project `ID`")
 		stateDirFlag(fs, &stateDir)
 	}); err != nil {
 		return err
