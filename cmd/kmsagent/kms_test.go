@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -273,6 +274,54 @@ keys = ["*"]
 		r := client(tc.endpoint, tc.ak, tc.sk, tc.project).run("kms", "describe-key", tc.key)
 		if r.code != tc.code || !strings.Contains(r.stdout, tc.stdout) || !strings.Contains(r.stderr, tc.stderrSub) {
 			t.Errorf("%s: %d %q %q", tc.name, r.code, r.stdout, r.stderr)
+		}
+	}
+}
+
+// TestServeSocketGroup: with a socket group, the socket is 0660 and it and
+// its new directory (0750) belong to the group, so its members reach it
+// and nobody else does.
+func TestServeSocketGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to chown the socket, and CI=true forbids skipping")
+		}
+		t.Skip("needs root to chown the socket")
+	}
+	server := localCLI(t)
+	sock := filepath.Join(t.TempDir(), "run", "kms.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan result, 1)
+	go func() { done <- server.runCtx(ctx, "kms", "serve", "--socket", sock, "--socket-group", "4242") }()
+	defer func() {
+		cancel()
+		if r := <-done; r.code != 0 {
+			t.Errorf("serve exited %d: %s", r.code, r.stderr)
+		}
+		if _, err := os.Lstat(sock); err == nil {
+			t.Error("the socket outlived the server")
+		}
+	}()
+	for i := 0; ; i++ {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		if i > 100 {
+			t.Fatal("serve did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, want := range []struct {
+		path string
+		mode os.FileMode
+	}{{filepath.Dir(sock), os.ModeDir | 0o750}, {sock, os.ModeSocket | 0o660}} {
+		fi, err := os.Stat(want.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); fi.Mode() != want.mode || st.Uid != 0 || st.Gid != 4242 {
+			t.Errorf("%s: mode %v owner %d:%d, want %v 0:4242", want.path, fi.Mode(), st.Uid, st.Gid, want.mode)
 		}
 	}
 }
