@@ -138,3 +138,38 @@ func maxInt(a, b int) int {
 	}
 	return b
 }
+
+// TestIdleConnectionsYield: keep-alive connections left idle by clients
+// that are done do not hold the cap against a new client: the server
+// closes one of them instead of making the newcomer wait for IdleTimeout.
+func TestIdleConnectionsYield(t *testing.T) {
+	const maxConns = 2
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serveOn(t, ln, authOpts(), kmsserver.Limits{MaxConns: maxConns, IdleTimeout: time.Hour}, nil)
+	info, err := s.store.CreateKey(context.Background(), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk := skFile(t, testSK)
+	newClient := func() *huaweicloud.Client {
+		c, err := huaweicloud.New(context.Background(), huaweicloud.Config{
+			Endpoint: "http://" + ln.Addr().String(), ProjectID: testProject, AccessKey: testAK, SecretKeyFile: sk,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// Each client has its own pool, so each leaves a connection open.
+	for range maxConns + 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := newClient().DescribeKey(ctx, info.ID)
+		cancel()
+		if err != nil {
+			t.Fatalf("a client after %d idle connections: %v", maxConns, err)
+		}
+	}
+}

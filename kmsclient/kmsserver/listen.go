@@ -67,6 +67,7 @@ type Server struct {
 	h     *server
 	tls   *TLSFiles // nil without TLS
 	slots chan struct{}
+	idle  idleConns
 	http  *http.Server
 }
 
@@ -74,7 +75,7 @@ type Server struct {
 func NewServer(store Backend, opts Options, limits Limits, tlsFiles *TLSFiles) *Server {
 	limits = limits.withDefaults()
 	h := newServer(store, opts)
-	s := &Server{h: h, tls: tlsFiles, slots: make(chan struct{}, limits.MaxConns)}
+	s := &Server{h: h, tls: tlsFiles, slots: make(chan struct{}, limits.MaxConns), idle: idleConns{wake: make(chan struct{}, 1)}}
 	s.http = &http.Server{
 		Handler:           withRequestID(h),
 		ReadHeaderTimeout: limits.ReadHeaderTimeout,
@@ -83,6 +84,7 @@ func NewServer(store Backend, opts Options, limits Limits, tlsFiles *TLSFiles) *
 		IdleTimeout:       limits.IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
+		ConnState:         s.idle.track,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if lc, ok := c.(*limitedConn); ok {
 				if uc, ok := lc.Conn.(*net.UnixConn); ok {
@@ -119,7 +121,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	if err := s.Check(ln); err != nil {
 		return err
 	}
-	var l net.Listener = &limitListener{Listener: ln, slots: s.slots, done: make(chan struct{})}
+	var l net.Listener = &limitListener{Listener: ln, slots: s.slots, idle: &s.idle, done: make(chan struct{})}
 	if _, ok := ln.Addr().(*net.TCPAddr); ok && s.tls != nil {
 		l = tls.NewListener(l, s.tls.config())
 	}
@@ -133,19 +135,35 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // limitListener hands out at most cap(slots) connections at once: Accept
 // waits for a free slot before it takes the next connection from the
-// kernel.
+// kernel. When all slots are taken it first closes an idle keep-alive
+// connection, which its client reopens at the cost of a handshake:
+// clients keep pools of them (the huaweicloud client up to 64 after a
+// burst), and they must not make others wait for IdleTimeout.
 type limitListener struct {
 	net.Listener
 	slots     chan struct{}
+	idle      *idleConns
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
+wait:
+	for {
+		select {
+		case l.slots <- struct{}{}:
+			break wait
+		default:
+		}
+		l.idle.closeOne()
+		select {
+		case l.slots <- struct{}{}:
+			break wait
+		case <-l.idle.wake:
+			// A connection went idle: close it too.
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
 	}
 	c, err := l.Listener.Accept()
 	if err != nil {
@@ -171,4 +189,42 @@ func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
+}
+
+// idleConns tracks the connections waiting between requests.
+type idleConns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wake  chan struct{} // gets a token when a connection goes idle
+}
+
+// track is the http.Server ConnState hook.
+func (ic *idleConns) track(c net.Conn, state http.ConnState) {
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	if state == http.StateIdle {
+		if ic.conns == nil {
+			ic.conns = make(map[net.Conn]struct{})
+		}
+		ic.conns[c] = struct{}{}
+		select {
+		case ic.wake <- struct{}{}:
+		default:
+		}
+		return
+	}
+	delete(ic.conns, c)
+}
+
+// closeOne closes some idle connection, if there is one. The close runs
+// apart: a TLS connection sends its close alert with a deadline, and
+// Accept must not wait for it.
+func (ic *idleConns) closeOne() {
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	for c := range ic.conns {
+		delete(ic.conns, c)
+		go c.Close()
+		return
+	}
 }
