@@ -59,6 +59,11 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	}); err != nil {
 		return err
 	}
+	// Caught from the start: SIGHUP's default action would end the
+	// server.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := loadConfig(env)
 	if err != nil {
 		return err
@@ -107,14 +112,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		WriteTimeout:      sc.WriteTimeout.Std(),
 		IdleTimeout:       sc.IdleTimeout.Std(),
 	}
-	dir := stateDir
-	if dir == "" {
-		if cfg.KMS.Provider != config.ProviderLocal {
-			return fmt.Errorf("kms serve serves the embedded local KMS, but %s selects provider %q; pass --state-dir", cfgName(cfg), cfg.KMS.Provider)
-		}
-		dir = cfg.KMS.Local.StateDir
-	}
-	store, err := openLocal(env, dir)
+	store, err := openLocal(env, stateDir)
 	if err != nil {
 		return err
 	}
@@ -136,29 +134,19 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		logger.Info("kms serve: listening", "addr", ln.Addr().Network()+":"+ln.Addr().String(), "state_dir", store.Dir(),
 			"clients", len(opts.Clients), "tls", tlsFiles != nil, "client_certs", sc.ClientCA != "")
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	daemon.SdNotify(false, daemon.SdNotifyReady)
+wait:
 	for {
 		select {
 		case err := <-done:
 			return fmt.Errorf("kms serve: %w", err)
 		case <-hup:
-			if tlsFiles == nil {
-				continue
+			if tlsFiles != nil {
+				reloadTLS(tlsFiles, logger)
 			}
-			daemon.SdNotify(false, daemon.SdNotifyReloading)
-			if err := tlsFiles.Reload(); err != nil {
-				logger.Error("kms serve: TLS reload failed; the previous certificate stays in use", "error", err)
-			} else {
-				logger.Info("kms serve: TLS certificate reloaded", "cert", sc.TLSCert)
-			}
-			daemon.SdNotify(false, daemon.SdNotifyReady)
-			continue
 		case <-ctx.Done():
+			break wait
 		}
-		break
 	}
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -167,6 +155,17 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		return fmt.Errorf("kms serve: shutdown: %w", err)
 	}
 	return nil
+}
+
+// reloadTLS re-reads the certificate files, telling systemd.
+func reloadTLS(files *kmsserver.TLSFiles, logger *slog.Logger) {
+	daemon.SdNotify(false, daemon.SdNotifyReloading)
+	if err := files.Reload(); err != nil {
+		logger.Error("kms serve: TLS reload failed; the previous certificate stays in use", "error", err)
+	} else {
+		logger.Info("kms serve: TLS certificate reloaded", "cert", files.CertFile)
+	}
+	daemon.SdNotify(false, daemon.SdNotifyReady)
 }
 
 // serveAdvice turns the server's refusal of a listener into what to
