@@ -38,8 +38,8 @@ func clientFor(t testing.TB, url, ak, sk string) *huaweicloud.Client {
 	return c
 }
 
-// TestKeyPolicy: each access key uses only the CMKs it lists, by id or by
-// alias; one host's credential does not unwrap another host's keys, and
+// TestKeyPolicy: each access key uses only the CMKs it lists (the list
+// may name a key by id or by alias; requests name keys by id); one host's credential does not unwrap another host's keys, and
 // a key it may not use is refused the same whether it exists or not.
 func TestKeyPolicy(t *testing.T) {
 	ctx := context.Background()
@@ -60,7 +60,7 @@ func TestKeyPolicy(t *testing.T) {
 	for _, k := range []struct {
 		c   *huaweicloud.Client
 		key string
-	}{{c1, k1.ID}, {c1, "host1-disks"}, {c2, k2.ID}, {c2, "host2-disks"}} {
+	}{{c1, k1.ID}, {c2, k2.ID}} {
 		dk, err := k.c.GenerateDataKey(ctx, k.key, 32, "vol")
 		if err != nil {
 			t.Fatalf("own key %s: %v", k.key, err)
@@ -82,8 +82,6 @@ func TestKeyPolicy(t *testing.T) {
 	}
 	_, err = c1.Decrypt(ctx, k2.ID, dk2.Wrapped, "host2-vol")
 	denied("host1 unwraps host2's key", err)
-	_, err = c1.Decrypt(ctx, "host2-disks", dk2.Wrapped, "host2-vol")
-	denied("host1 unwraps host2's key by alias", err)
 	_, err = c1.GenerateDataKey(ctx, k2.ID, 32, "x")
 	denied("host1 generates with host2's key", err)
 	_, err = c1.Encrypt(ctx, k2.ID, dk2.Plaintext, "x")
@@ -215,7 +213,7 @@ func (failingBackend) Decrypt(context.Context, string, []byte, string) (*secret.
 func TestReplayAfterServerError(t *testing.T) {
 	f := newFixture(t, authOpts())
 	f.srv.Config.Handler = kmsserver.New(failingBackend{f.store}, optsWithLog(authOpts(), f))
-	body := []byte(`{"key_id":"k","cipher_text":"00","datakey_cipher_length":"32"}`)
+	body := []byte(`{"key_id":"3f1b6c9e-0000-4000-8000-000000000000","cipher_text":"00","datakey_cipher_length":"32"}`)
 	r := sign(t, f.srv.URL, wire.Path(testProject, wire.OpDecryptDataKey), body, time.Now())
 	for i := range 2 {
 		if status, code, _ := r.send(t, f.srv.URL); status != 500 || code != wire.CodeInternal {
