@@ -57,6 +57,10 @@ type KeyslotInfo struct {
 	KDF      KDFInfo `json:"kdf"`
 	Cipher   string  `json:"area_cipher"`
 	Tokens   []int   `json:"tokens"` // tokens that name this keyslot
+
+	// Unbound keyslots (cryptsetup luksAddKey --unbound) hold a key that
+	// is not the volume key; they do not open the volume.
+	Unbound bool `json:"unbound"`
 }
 
 // KDFInfo is a keyslot's key derivation.
@@ -130,7 +134,7 @@ func Inspect(img *os.File) (*Info, error) {
 	}
 	for _, ks := range h.Keyslots() {
 		info.Keyslots = append(info.Keyslots, KeyslotInfo{
-			ID: ks.ID, Type: ks.Type, KeyBits: ks.KeySize * 8, Priority: priority(ks.Priority),
+			ID: ks.ID, Type: ks.Type, KeyBits: ks.KeySize * 8, Priority: priority(ks.Priority), Unbound: ks.Type == "luks2" && !ks.Bound,
 			KDF:    KDFInfo{Type: ks.KDF.Type, Hash: ks.KDF.Hash, Iterations: ks.KDF.Iterations, Time: ks.KDF.Time, MemoryKiB: ks.KDF.MemoryKiB, CPUs: ks.KDF.CPUs},
 			Cipher: ks.AreaEncryption, Tokens: nonNil(byKeyslot[ks.ID]),
 		})
@@ -221,7 +225,11 @@ func (i *Info) WriteText(w io.Writer) error {
 		if len(k.Tokens) > 0 {
 			used = fmt.Sprintf(", token %v", k.Tokens)
 		}
-		fmt.Fprintf(w, "  %d: %s, %d-bit key, %s, %s%s\n", k.ID, k.Type, k.KeyBits, k.Priority, kdf, used)
+		typ := k.Type
+		if k.Unbound {
+			typ += " (unbound)" // as cryptsetup luksDump shows it
+		}
+		fmt.Fprintf(w, "  %d: %s, %d-bit key, %s, %s%s\n", k.ID, typ, k.KeyBits, k.Priority, kdf, used)
 	}
 	fmt.Fprintln(w, "Tokens:")
 	sort.Slice(i.Tokens, func(a, b int) bool { return i.Tokens[a].ID < i.Tokens[b].ID })

@@ -17,6 +17,10 @@ var (
 	ErrWrongPassphrase = errors.New("luks2: wrong passphrase")
 	// ErrWrongVolumeKey means a volume key does not match the digest.
 	ErrWrongVolumeKey = errors.New("luks2: volume key does not match the header digest")
+	// ErrUnboundKeyslot means a keyslot's digest is not assigned to the
+	// data segment (cryptsetup luksAddKey --unbound): the key it holds is
+	// not the volume key, so it does not open the volume.
+	ErrUnboundKeyslot = errors.New("luks2: keyslot is unbound (not assigned to the data segment)")
 	// ErrNoSuchKeyslot means the keyslot id is not in use.
 	ErrNoSuchKeyslot = errors.New("luks2: no such keyslot")
 	// ErrNoSuchToken means the token id is not in use.

@@ -158,6 +158,12 @@ type KeyslotInfo struct {
 	AreaKeySize    int
 	AFStripes      int
 	AFHash         string
+
+	// Bound is set when the keyslot's digest is assigned to the data
+	// segment. An unbound keyslot (cryptsetup luksAddKey --unbound)
+	// holds a key that is not the volume key and does not open the
+	// volume.
+	Bound bool
 }
 
 // Keyslots lists the keyslots in id order.
@@ -174,6 +180,7 @@ func (h *Header) Keyslots() []KeyslotInfo {
 		if d, ok := m.digestOf(id); ok {
 			ki.Digest = d.id
 		}
+		ki.Bound = m.bound(id)
 		out = append(out, ki)
 	}
 	return out

@@ -24,8 +24,19 @@ const (
 // OpenKeyslot derives the keyslot key from the passphrase, decrypts the
 // keyslot area read from dev, merges the split and checks the result
 // against the keyslot's digest. A passphrase that does not fit gives
-// ErrWrongPassphrase.
+// ErrWrongPassphrase. Only keyslots bound to the data segment are opened,
+// as cryptsetup does: an unbound one gives ErrUnboundKeyslot, since the
+// key it holds is not the volume key.
 func (h *Header) OpenKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*secret.Key, error) {
+	if _, ok := h.meta.keyslots[slot]; ok && !h.meta.bound(slot) {
+		return nil, fmt.Errorf("%w: keyslot %d", ErrUnboundKeyslot, slot)
+	}
+	return h.openKeyslot(dev, slot, passphrase)
+}
+
+// openKeyslot opens a keyslot whether or not it is bound to the data
+// segment; the key is checked against the keyslot's own digest.
+func (h *Header) openKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*secret.Key, error) {
 	ks, ok := h.meta.keyslots[slot]
 	if !ok {
 		return nil, fmt.Errorf("%w: %d", ErrNoSuchKeyslot, slot)
@@ -79,19 +90,31 @@ func (h *Header) OpenKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*sec
 	return vk, nil
 }
 
-// OpenAny tries the passphrase on every luks2 keyslot as cryptsetup does:
-// "prefer" priority first, then "normal"; "ignore" keyslots are skipped.
-// It returns the volume key and the keyslot that opened.
+// OpenAny tries the passphrase on every luks2 keyslot bound to the data
+// segment as cryptsetup does: "prefer" priority first, then "normal";
+// "ignore" keyslots are skipped. It returns the volume key and the
+// keyslot that opened.
+//
+// When no such keyslot opens, the unbound keyslots are tried too, only to
+// say why: a passphrase that opens one gets an error that is both
+// ErrWrongPassphrase and ErrUnboundKeyslot and names the keyslot, rather
+// than a bare "wrong passphrase" for a passphrase its owner knows is
+// right.
 func (h *Header) OpenAny(dev io.ReaderAt, passphrase []byte) (*secret.Key, int, error) {
-	var order []int
+	var order, unbound []int
 	for _, prio := range []int{2, 1} {
 		for _, id := range sortedKeys(h.meta.keyslots) {
-			if ks := h.meta.keyslots[id]; ks.typ == "luks2" && ks.priority == prio {
+			ks := h.meta.keyslots[id]
+			switch {
+			case ks.typ != "luks2" || ks.priority != prio:
+			case h.meta.bound(id):
 				order = append(order, id)
+			default:
+				unbound = append(unbound, id)
 			}
 		}
 	}
-	if len(order) == 0 {
+	if len(order) == 0 && len(unbound) == 0 {
 		return nil, -1, fmt.Errorf("%w: no usable keyslot", ErrNoSuchKeyslot)
 	}
 	var errs []error
@@ -104,11 +127,28 @@ func (h *Header) OpenAny(dev io.ReaderAt, passphrase []byte) (*secret.Key, int, 
 			errs = append(errs, err)
 		}
 	}
+	for _, id := range unbound {
+		if vk, err := h.openKeyslot(dev, id, passphrase); err == nil {
+			vk.Wipe()
+			return nil, -1, &unboundError{slot: id}
+		}
+	}
 	if len(errs) == 0 {
 		return nil, -1, ErrWrongPassphrase
 	}
 	// Some keyslot could not even be tried; the passphrase may be its.
 	return nil, -1, fmt.Errorf("%w; keyslots that failed otherwise: %w", ErrWrongPassphrase, errors.Join(errs...))
+}
+
+// unboundError says that a passphrase opens only an unbound keyslot.
+type unboundError struct{ slot int }
+
+func (e *unboundError) Error() string {
+	return fmt.Sprintf("luks2: the passphrase opens only keyslot %d, which is unbound (not assigned to the data segment): its key is not the volume key", e.slot)
+}
+
+func (e *unboundError) Is(target error) bool {
+	return target == ErrUnboundKeyslot || target == ErrWrongPassphrase
 }
 
 // AddKeyslot stores the volume key under a passphrase in the lowest free

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -494,6 +495,19 @@ func (m *metadata) digestOf(slot int) (*digest, bool) {
 		}
 	}
 	return nil, false
+}
+
+// dataSegment is the segment whose key opens the volume, as cryptsetup's
+// default segment outside a reencryption.
+const dataSegment = 0
+
+// bound reports whether a keyslot holds the volume key: its digest is
+// assigned to the data segment. An unbound keyslot (cryptsetup
+// luksAddKey --unbound) keeps a key of its own, which must never be
+// taken for the volume key.
+func (m *metadata) bound(slot int) bool {
+	d, ok := m.digestOf(slot)
+	return ok && slices.Contains(d.segments, dataSegment)
 }
 
 func sortedKeys[V any](m map[int]V) []int {

@@ -325,6 +325,9 @@ func OpenWithPassphrase(dev Device, passphrase []byte) (*secret.Key, error) {
 
 func openAny(dev Device, h *luks2.Header, passphrase []byte) (*secret.Key, error) {
 	vk, _, err := h.OpenAny(dev, passphrase)
+	if errors.Is(err, luks2.ErrUnboundKeyslot) {
+		return nil, fmt.Errorf("%w; give the passphrase of a keyslot bound to the data segment (cryptsetup luksDump shows the others as \"luks2 (unbound)\")", err)
+	}
 	if errors.Is(err, luks2.ErrWrongPassphrase) {
 		return nil, fmt.Errorf("the passphrase opens no keyslot (is it the right file? passphrase files are used byte for byte, trailing newline included, as cryptsetup --key-file does): %w", err)
 	}

@@ -1,0 +1,71 @@
+package luks2
+
+import (
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// unboundPass is the passphrase of the unbound keyslot of cryptsetup's
+// test image luks2_keyslot_unassigned.img; the image made here has the
+// same shape.
+const unboundPass = "93R4P4pIqAH8"
+
+// cryptsetupUnbound makes an image with cryptsetup: keyslot 0 holds the
+// volume key under boundPass, keyslot 1 an unbound key of its own
+// (luksAddKey --unbound) under unboundPass.
+func cryptsetupUnbound(t *testing.T, boundPass string) string {
+	t.Helper()
+	needCryptsetup(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "unbound.img")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 17<<20); err != nil {
+		t.Fatal(err)
+	}
+	p0 := writeFile(t, dir, "p0", []byte(boundPass))
+	p1 := writeFile(t, dir, "p1", []byte(unboundPass))
+	fast := []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
+	cryptsetup(t, append([]string{"luksFormat", "--type", "luks2", "--key-file", p0, path}, fast...)...)
+	cryptsetup(t, append([]string{"luksAddKey", "--unbound", "--key-size", "512", path, p1}, fast...)...)
+	return path
+}
+
+func TestUnboundKeyslot(t *testing.T) {
+	path := cryptsetupUnbound(t, "bound")
+	f := openFile(t, path)
+	h := readHeader(t, f)
+	ks := h.Keyslots()
+	if len(ks) != 2 || !ks[0].Bound || ks[1].Bound || ks[1].Digest < 0 {
+		t.Fatalf("keyslots %+v: want 0 bound, 1 unbound with a digest", ks)
+	}
+
+	// The unbound keyslot is never taken for the volume key.
+	if _, err := h.OpenKeyslot(f, 1, []byte(unboundPass)); !errors.Is(err, ErrUnboundKeyslot) {
+		t.Errorf("OpenKeyslot(1) of the unbound keyslot: err = %v, want ErrUnboundKeyslot", err)
+	}
+	_, slot, err := h.OpenAny(f, []byte(unboundPass))
+	if !errors.Is(err, ErrUnboundKeyslot) || !errors.Is(err, ErrWrongPassphrase) || !strings.Contains(err.Error(), "keyslot 1") {
+		t.Errorf("OpenAny with the unbound passphrase: slot %d, err = %v; want ErrUnboundKeyslot naming keyslot 1", slot, err)
+	}
+	if _, _, err := h.OpenAny(f, []byte("neither")); !errors.Is(err, ErrWrongPassphrase) || errors.Is(err, ErrUnboundKeyslot) {
+		t.Errorf("OpenAny with a wrong passphrase: %v", err)
+	}
+	// cryptsetup agrees: the unbound passphrase opens nothing.
+	cryptsetupFails(t, "open", "--test-passphrase", "--key-file", writeFile(t, t.TempDir(), "p", []byte(unboundPass)), path)
+
+	vk, slot, err := h.OpenAny(f, []byte("bound"))
+	if err != nil || slot != 0 {
+		t.Fatalf("OpenAny with the bound passphrase: slot %d, %v", slot, err)
+	}
+	defer vk.Wipe()
+	out := cryptsetup(t, "luksDump", "--dump-volume-key", "--key-file", writeFile(t, t.TempDir(), "p", []byte("bound")), path)
+	if want := hex.EncodeToString(vk.Bytes()); !strings.Contains(strings.Join(strings.Fields(out), ""), want) {
+		t.Errorf("volume key %s is not the one cryptsetup dumps:\n%s", want, out)
+	}
+}

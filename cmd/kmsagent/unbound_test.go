@@ -1,0 +1,91 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// unboundPass is the passphrase of the unbound keyslot of cryptsetup's
+// test image luks2_keyslot_unassigned.img, whose shape unboundImage
+// copies.
+const unboundPass = "93R4P4pIqAH8"
+
+// unboundImage makes a LUKS2 image with cryptsetup: keyslot 0 opens the
+// volume with the returned passphrase file, keyslot 1 is unbound
+// (luksAddKey --unbound) and opens with unboundPass.
+func unboundImage(t *testing.T, dir string) (disk, boundFile, unboundFile string) {
+	t.Helper()
+	cs, err := exec.LookPath("cryptsetup")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("cryptsetup (package cryptsetup-bin) is required in CI")
+		}
+		t.Skip("cryptsetup not installed")
+	}
+	disk = sparseFile(t, dir, 18<<20)
+	boundFile = writeFile(t, filepath.Join(dir, "bound"), "the volume's passphrase\n", 0o600)
+	unboundFile = writeFile(t, filepath.Join(dir, "unbound"), unboundPass, 0o600)
+	fast := []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
+	for _, args := range [][]string{
+		append([]string{"luksFormat", "--type", "luks2", "--key-file", boundFile, disk}, fast...),
+		append([]string{"luksAddKey", "--unbound", "--key-size", "512", disk, unboundFile}, fast...),
+	} {
+		if out, err := exec.Command(cs, append([]string{"--batch-mode", "--disable-locks"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("cryptsetup %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	return disk, boundFile, unboundFile
+}
+
+// TestUnboundKeyslotRefused: the passphrase of an unbound keyslot opens
+// nothing: no command prints, decrypts or enrolls with the key it holds,
+// which is not the volume key.
+func TestUnboundKeyslotRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		needRoot(t) // export-key is root only
+	}
+	c := localCLI(t)
+	dir := t.TempDir()
+	c.mustRun("kms", "create-key", "--alias", "disks")
+	disk, bound, unbound := unboundImage(t, dir)
+	before := sum(t, disk)
+
+	out := filepath.Join(dir, "out.raw")
+	c.refuseRun("keyslot 1, which is unbound", "export-key", disk, "--passphrase-file", unbound)
+	c.refuseRun("keyslot 1, which is unbound", "image", "decrypt", disk, out, "--passphrase-file", unbound)
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("a refused decrypt left %s: %v", out, err)
+	}
+	c.refuseRun("keyslot 1, which is unbound", "enroll", disk, "--key-id", "disks", "--passphrase-file", unbound)
+	if sum(t, disk) != before {
+		t.Fatal("a refused enroll changed the image")
+	}
+
+	r := c.mustRun("image", "inspect", disk)
+	if !strings.Contains(r.stdout, "  1: luks2 (unbound),") || strings.Contains(r.stdout, "  0: luks2 (unbound)") {
+		t.Fatalf("inspect does not mark keyslot 1 (only) unbound:\n%s", r.stdout)
+	}
+	var info struct {
+		Keyslots []struct {
+			ID      int  `json:"id"`
+			Unbound bool `json:"unbound"`
+		} `json:"keyslots"`
+	}
+	r = c.mustRun("image", "inspect", "--json", disk)
+	if err := json.Unmarshal([]byte(r.stdout), &info); err != nil || len(info.Keyslots) != 2 || info.Keyslots[0].Unbound || !info.Keyslots[1].Unbound {
+		t.Fatalf("inspect --json keyslots %+v (%v):\n%s", info.Keyslots, err, r.stdout)
+	}
+
+	// The bound passphrase still works for all of them.
+	vk := strings.TrimSpace(c.mustRun("export-key", disk, "--passphrase-file", bound).stdout)
+	c.mustRun("image", "decrypt", disk, out, "--passphrase-file", bound)
+	c.mustRun("enroll", disk, "--key-id", "disks", "--passphrase-file", bound)
+	if got := strings.TrimSpace(c.mustRun("export-key", disk).stdout); got != vk {
+		t.Fatal("the KMS keyslot holds another key than the bound passphrase's")
+	}
+	cryptsetupOK(t, "open", "--test-passphrase", "--key-file", bound, disk)
+}
