@@ -105,3 +105,20 @@ func cryptsetup(t *testing.T, args ...string) string {
 	}
 	return out
 }
+
+// unboundPass is the passphrase of the unbound keyslot of cryptsetup's
+// test image luks2_keyslot_unassigned.img, whose shape cryptsetupUnbound
+// copies.
+const unboundPass = "93R4P4pIqAH8"
+
+// cryptsetupUnbound makes a volume with cryptsetup: keyslot 0 opens it
+// with pass, keyslot 1 is unbound (luksAddKey --unbound) and opens with
+// unboundPass.
+func cryptsetupUnbound(t *testing.T, pass string) (string, *os.File) {
+	t.Helper()
+	path, f := newFile(t, imageSize)
+	fast := []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
+	cryptsetup(t, append([]string{"luksFormat", "--type", "luks2", "--key-file", writePass(t, pass), path}, fast...)...)
+	cryptsetup(t, append([]string{"luksAddKey", "--unbound", "--key-size", "512", path, writePass(t, unboundPass)}, fast...)...)
+	return path, f
+}

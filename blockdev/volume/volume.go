@@ -437,14 +437,24 @@ func Unenroll(ctx context.Context, dev Device) ([]int, error) {
 		return nil, err
 	}
 	left := 0
+	var unbound []int
 	for _, ks := range h.Keyslots() {
-		// Only keyslots of the data segment's key open the volume.
-		if !ours[ks.ID] && ks.Type == "luks2" && ks.Digest >= 0 && ks.KeySize == seg.KeySize && ks.Priority != 0 {
+		// Only keyslots bound to the data segment open the volume; an
+		// unbound one (luksAddKey --unbound) has a digest too, but of a
+		// key of its own.
+		if !ours[ks.ID] && ks.Type == "luks2" && ks.Bound && ks.KeySize == seg.KeySize && ks.Priority != 0 {
 			left++
+		}
+		if ks.Type == "luks2" && !ks.Bound {
+			unbound = append(unbound, ks.ID)
 		}
 	}
 	if left == 0 {
-		return nil, errors.New("refusing to remove the only keyslot that opens the volume; add a passphrase first (cryptsetup luksAddKey, or kmsagent export-key and cryptsetup luksAddKey --volume-key-file)")
+		note := ""
+		if len(unbound) > 0 {
+			note = fmt.Sprintf(" (unbound keyslots %v hold other keys and do not open it)", unbound)
+		}
+		return nil, fmt.Errorf("refusing to remove the only keyslot that opens the volume%s; add a passphrase first (cryptsetup luksAddKey, or kmsagent export-key and cryptsetup luksAddKey --volume-key-file)", note)
 	}
 	for _, t := range toks {
 		if err := h.RemoveToken(t.id); err != nil {

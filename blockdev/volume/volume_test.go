@@ -473,3 +473,53 @@ func TestRewrapSameKeyAfterRotation(t *testing.T) {
 	}
 	vk1.Wipe()
 }
+
+// TestUnenrollCountsOnlyBoundKeyslots: an unbound keyslot does not open
+// the volume, so it does not count as the keyslot left after unenroll.
+func TestUnenrollCountsOnlyBoundKeyslots(t *testing.T) {
+	k := newKMS(t)
+	path, f := cryptsetupUnbound(t, "installer")
+	if _, err := Enroll(ctx, f, k.store, []byte("installer"), EnrollOptions{KeyID: k.key}); err != nil {
+		t.Fatal(err)
+	}
+	// Drop the passphrase keyslot: the KMS keyslot is the only one left
+	// that opens the volume, next to the unbound keyslot 1.
+	h, err := ReadHeader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RemoveKeyslot(f, 0); err != nil {
+		t.Fatal(err)
+	}
+	before := fileHash(t, path)
+	if _, err := Unenroll(ctx, f); err == nil || !strings.Contains(err.Error(), "only keyslot") {
+		t.Fatalf("Unenroll with only an unbound keyslot left: %v", err)
+	}
+	if fileHash(t, path) != before {
+		t.Fatal("a refused unenroll changed the volume")
+	}
+	vk, err := Unlock(ctx, f, k.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vk.Wipe()
+	cryptsetup(t, "open", "--test-passphrase", "--volume-key-file", writePass(t, string(vk.Bytes())), path)
+}
+
+// TestEnrollRefusesUnboundPassphrase: the passphrase of an unbound
+// keyslot does not give the volume key, so it cannot enroll.
+func TestEnrollRefusesUnboundPassphrase(t *testing.T) {
+	k := newKMS(t)
+	path, f := cryptsetupUnbound(t, "installer")
+	before := fileHash(t, path)
+	_, err := Enroll(ctx, f, k.store, []byte(unboundPass), EnrollOptions{KeyID: k.key})
+	if !errors.Is(err, luks2.ErrUnboundKeyslot) || !strings.Contains(err.Error(), "unbound") {
+		t.Fatalf("Enroll with the unbound keyslot's passphrase: %v", err)
+	}
+	if fileHash(t, path) != before {
+		t.Fatal("a refused enroll changed the volume")
+	}
+	if _, err := OpenWithPassphrase(f, []byte(unboundPass)); !errors.Is(err, luks2.ErrUnboundKeyslot) {
+		t.Fatalf("OpenWithPassphrase with the unbound keyslot's passphrase: %v", err)
+	}
+}
