@@ -30,6 +30,16 @@ func TestCryptTarget(t *testing.T) {
 		{"segment past the end", luks2.SegmentInfo{Offset: 4096, Size: 1 << 20, Encryption: "aes-xts-plain64", SectorSize: 512}, 1 << 19, TableOptions{}, "", 0, "past the end"},
 		{"device smaller than offset", seg4k, 1 << 20, TableOptions{}, "", 0, "ends before"},
 		{"integrity", luks2.SegmentInfo{Offset: 4096, Dynamic: true, Encryption: "aes-gcm-random", Integrity: "aead", SectorSize: 512}, 1 << 20, TableOptions{}, "", 0, "integrity"},
+		// The header is on the device: data must start after it.
+		{"offset 0", luks2.SegmentInfo{Offset: 0, Dynamic: true, Encryption: "aes-xts-plain64", SectorSize: 512}, 40 << 20, TableOptions{}, "", 0, "overlaps the LUKS2 header"},
+		{"inside the keyslot area", luks2.SegmentInfo{Offset: 1 << 20, Dynamic: true, Encryption: "aes-xts-plain64", SectorSize: 512, MetadataEnd: 16 << 20}, 40 << 20, TableOptions{}, "", 0, "overlaps the LUKS2 header"},
+		{"right after the keyslot area", luks2.SegmentInfo{Offset: 16 << 20, Dynamic: true, Encryption: "aes-xts-plain64", SectorSize: 4096, MetadataEnd: 16 << 20}, 40 << 20, TableOptions{},
+			"aes-xts-plain64 :64:logon:kmsagent:v 0 254:16 32768 1 sector_size:4096", 49152, ""},
+		// Offsets and sizes of 2^63 and more, and sums that wrap.
+		{"size 2^63", luks2.SegmentInfo{Offset: 16 << 20, Size: 1 << 63, Encryption: "aes-xts-plain64", SectorSize: 512}, 40 << 20, TableOptions{}, "", 0, "past the end"},
+		{"offset + size wraps", luks2.SegmentInfo{Offset: 16 << 20, Size: 1<<64 - 8<<20, Encryption: "aes-xts-plain64", SectorSize: 512}, 40 << 20, TableOptions{}, "", 0, "past the end"},
+		{"offset 2^63", luks2.SegmentInfo{Offset: 1 << 63, Dynamic: true, Encryption: "aes-xts-plain64", SectorSize: 512}, 40 << 20, TableOptions{}, "", 0, "ends before"},
+		{"offset 2^64-512", luks2.SegmentInfo{Offset: 1<<64 - 512, Size: 512, Encryption: "aes-xts-plain64", SectorSize: 512}, 40 << 20, TableOptions{}, "", 0, "ends before"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

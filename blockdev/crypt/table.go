@@ -37,14 +37,22 @@ func CryptTarget(seg luks2.SegmentInfo, devSize int64, backing uint64, name stri
 	if ss%sector != 0 {
 		return dm.Target{}, fmt.Errorf("segment sector size %d is not a multiple of %d", ss, sector)
 	}
+	// The header is on the same device: data that starts inside it would
+	// be written over it. cryptsetup refuses offset 0 the same way.
+	if seg.Offset == 0 || seg.Offset < seg.MetadataEnd {
+		return dm.Target{}, fmt.Errorf("data segment at offset %d overlaps the LUKS2 header and keyslot area (which end at %d)", seg.Offset, seg.MetadataEnd)
+	}
 	if devSize < 0 || uint64(devSize) <= seg.Offset {
 		return dm.Target{}, fmt.Errorf("device of %d bytes ends before the data segment at %d", devSize, seg.Offset)
 	}
+	// Compared as a remainder, so that no offset or size up to 2^64-1
+	// can wrap the sum.
+	avail := uint64(devSize) - seg.Offset
 	size := seg.Size
 	if seg.Dynamic {
-		size = uint64(devSize) - seg.Offset
-	} else if seg.Offset+size > uint64(devSize) {
-		return dm.Target{}, fmt.Errorf("data segment [%d, %d) runs past the end of the %d-byte device", seg.Offset, seg.Offset+size, devSize)
+		size = avail
+	} else if size > avail {
+		return dm.Target{}, fmt.Errorf("data segment of %d bytes at offset %d runs past the end of the %d-byte device", size, seg.Offset, devSize)
 	}
 	// dm-crypt needs whole encryption sectors; a tail shorter than one
 	// is not part of the volume (cryptsetup rounds down the same way).

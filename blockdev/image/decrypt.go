@@ -41,19 +41,25 @@ func layout(h *luks2.Header, fileSize int64) (*payloadLayout, error) {
 		return nil, fmt.Errorf("the segment uses integrity protection (%s), which image decrypt does not support", seg.Integrity)
 	}
 	l := &payloadLayout{seg: seg}
-	off := int64(seg.Offset)
-	if fileSize < off {
-		return nil, fmt.Errorf("the image is %d bytes, shorter than its %d-byte header: it is truncated", fileSize, off)
+	// Offsets and sizes are unsigned 64-bit in the header and may be
+	// anything below 2^64; compared in uint64 against the file size, a
+	// header that claims more than the file holds is refused, never
+	// turned into a negative length.
+	size := uint64(max(fileSize, 0))
+	if size < seg.Offset {
+		return nil, fmt.Errorf("the image is %d bytes, shorter than its %d-byte header: it is truncated", fileSize, seg.Offset)
 	}
-	ss := int64(seg.SectorSize)
+	avail := size - seg.Offset
+	ss := uint64(seg.SectorSize)
 	if seg.Dynamic {
-		l.payload = (fileSize - off) / ss * ss
-		if rest := fileSize - off - l.payload; rest != 0 {
+		payload := avail / ss * ss
+		if rest := avail - payload; rest != 0 {
 			l.warnings = append(l.warnings, fmt.Sprintf("the last %d bytes of the image are not a whole %d-byte sector and are ignored, as dm-crypt would", rest, ss))
 		}
+		l.payload = int64(payload)
 	} else {
-		if int64(seg.Size) > fileSize-off {
-			return nil, fmt.Errorf("the segment is %d bytes but the image holds only %d after the header: it is truncated", seg.Size, fileSize-off)
+		if seg.Size > avail {
+			return nil, fmt.Errorf("the segment is %d bytes but the image holds only %d after the header: it is truncated", seg.Size, avail)
 		}
 		l.payload = int64(seg.Size)
 	}
@@ -69,8 +75,8 @@ func layout(h *luks2.Header, fileSize int64) (*payloadLayout, error) {
 		}
 		// The record is only believed while it describes padding of the
 		// last sector; an image grown since keeps all of its data.
-		if size := int64(im.Size); im.Size <= uint64(l.payload) && l.payload-size < ss {
-			l.out, l.recorded = size, true
+		if im.Size <= uint64(l.payload) && uint64(l.payload)-im.Size < ss {
+			l.out, l.recorded = int64(im.Size), true
 		} else {
 			l.warnings = append(l.warnings, fmt.Sprintf("token %d records an input size of %d bytes, which does not fit the %d-byte payload; giving the whole payload", id, im.Size, l.payload))
 		}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -418,4 +420,94 @@ func (w *failingWriter) Write(p []byte) (int, error) {
 	}
 	w.n += len(p)
 	return len(p), nil
+}
+
+// editHeaderJSON replaces old by new in the JSON of both header copies of
+// the image at path and fixes their checksums, as a damaged or hostile
+// header that is otherwise well formed would look.
+func editHeaderJSON(t *testing.T, path, old, new string) {
+	t.Helper()
+	img, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdrSize := int(binary.BigEndian.Uint64(img[8:16]))
+	for _, off := range []int{0, hdrSize} {
+		area := img[off+4096 : off+hdrSize]
+		text := string(area[:bytes.IndexByte(area, 0)])
+		if !strings.Contains(text, old) {
+			t.Fatalf("header JSON lacks %q:\n%s", old, text)
+		}
+		clear(area)
+		copy(area, strings.Replace(text, old, new, 1))
+		clear(img[off+448 : off+512])
+		sum := sha256.Sum256(img[off : off+hdrSize])
+		copy(img[off+448:], sum[:])
+	}
+	if err := os.WriteFile(path, img, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHugeSegmentValues: segment offsets and sizes are unsigned 64-bit;
+// values of 2^63 and more are refused with a clear error, never turned
+// into negative lengths and an empty, successful decrypt, and a data
+// segment over the header is refused as cryptsetup refuses to activate
+// it.
+func TestHugeSegmentValues(t *testing.T) {
+	f := newFixture(t)
+	data := randomData(t, 10000)
+	orig, err := os.ReadFile(f.encryptToFile(t, data, 4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const seg = `"offset":"16777216","size":"dynamic"`
+	tests := []struct {
+		name, new string
+		err       error  // from both Decrypt and Inspect; nil: Inspect works
+		text      string // in the Decrypt error and the Inspect warning
+	}{
+		{"size 2^63", `"offset":"16777216","size":"9223372036854775808"`, nil, "the segment is 9223372036854775808 bytes but the image holds only 12288 after the header"},
+		{"size 2^64-4096", `"offset":"16777216","size":"18446744073709547520"`, luks2.ErrInvalidHeader, "overflows 64 bits"},
+		{"offset 2^63", `"offset":"9223372036854775808","size":"dynamic"`, nil, "shorter than its 9223372036854775808-byte header"},
+		{"offset 2^64-4096", `"offset":"18446744073709547520","size":"dynamic"`, nil, "shorter than its 18446744073709547520-byte header"},
+		{"offset 0", `"offset":"0","size":"dynamic"`, luks2.ErrHeaderOverlap, "segment 0 starts at offset 0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "img")
+			if err := os.WriteFile(path, orig, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			editHeaderJSON(t, path, seg, tt.new)
+			img, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer img.Close()
+			var out bytes.Buffer
+			_, err = Decrypt(ctx, img, &out, DecryptOptions{KMS: f.kms})
+			if err == nil || (tt.err != nil && !errors.Is(err, tt.err)) || !strings.Contains(err.Error(), tt.text) || out.Len() != 0 {
+				t.Fatalf("Decrypt: %v (%d bytes out), want an error with %q", err, out.Len(), tt.text)
+			}
+			info, err := Inspect(img)
+			if tt.err != nil {
+				if !errors.Is(err, tt.err) {
+					t.Fatalf("Inspect: %v, want %v", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Segment.PayloadSize != 0 || len(info.Warnings) != 1 || !strings.Contains(info.Warnings[0], tt.text) {
+				t.Fatalf("Inspect: payload %d, warnings %q; want 0 and %q", info.Segment.PayloadSize, info.Warnings, tt.text)
+			}
+			var text bytes.Buffer
+			info.WriteText(&text)
+			if strings.Contains(text.String(), "Payload:       -") {
+				t.Fatalf("negative payload:\n%s", text.String())
+			}
+		})
+	}
 }

@@ -107,21 +107,25 @@ func Inspect(img *os.File) (*Info, error) {
 		Flags: nonNil(h.Flags()), Requirements: nonNil(h.Requirements()), Warnings: nonNil(h.Warnings()),
 		Keyslots: []KeyslotInfo{}, Tokens: []TokenInfo{},
 	}
-	if l, err := layout(h, size); err != nil {
+	if s, err := h.Segment(); err != nil {
 		info.Warnings = append(info.Warnings, err.Error())
 	} else {
-		s := l.seg
 		info.Segment = SegmentInfo{
 			Offset: s.Offset, Size: strconv.FormatUint(s.Size, 10), Cipher: s.Encryption, KeyBits: s.KeySize * 8,
-			SectorSize: s.SectorSize, IVTweak: s.IVTweak, Integrity: s.Integrity, PayloadSize: l.payload,
+			SectorSize: s.SectorSize, IVTweak: s.IVTweak, Integrity: s.Integrity,
 		}
 		if s.Dynamic {
 			info.Segment.Size = "dynamic"
 		}
-		if l.recorded {
-			info.Segment.ImageSize = &l.out
+		if l, err := layout(h, size); err != nil {
+			info.Warnings = append(info.Warnings, err.Error())
+		} else {
+			info.Segment.PayloadSize = l.payload
+			if l.recorded {
+				info.Segment.ImageSize = &l.out
+			}
+			info.Warnings = append(info.Warnings, l.warnings...)
 		}
-		info.Warnings = append(info.Warnings, l.warnings...)
 	}
 	byKeyslot := map[int][]int{}
 	for _, id := range h.TokenIDs() {
@@ -205,13 +209,20 @@ func (i *Info) WriteText(w io.Writer) error {
 	if len(i.Requirements) > 0 {
 		row("Requirements", strings.Join(i.Requirements, ", "))
 	}
-	s := i.Segment
-	row("Data", fmt.Sprintf("%s, %d-bit key, %d-byte sectors, offset %d", s.Cipher, s.KeyBits, s.SectorSize, s.Offset))
-	payload := fmt.Sprintf("%d bytes", s.PayloadSize)
-	if s.ImageSize != nil {
-		payload += fmt.Sprintf(" (raw image %d bytes)", *s.ImageSize)
+	// Without a usable data segment (see the warnings) there is nothing
+	// to show for it.
+	if s := i.Segment; s.Size != "" {
+		data := fmt.Sprintf("%s, %d-bit key, %d-byte sectors, offset %d", s.Cipher, s.KeyBits, s.SectorSize, s.Offset)
+		if s.Size != "dynamic" {
+			data += fmt.Sprintf(", size %s bytes", s.Size)
+		}
+		row("Data", data)
+		payload := fmt.Sprintf("%d bytes", s.PayloadSize)
+		if s.ImageSize != nil {
+			payload += fmt.Sprintf(" (raw image %d bytes)", *s.ImageSize)
+		}
+		row("Payload", payload)
 	}
-	row("Payload", payload)
 	tw.Flush()
 	fmt.Fprintln(w, "Keyslots:")
 	for _, k := range i.Keyslots {

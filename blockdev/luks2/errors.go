@@ -32,6 +32,9 @@ var (
 	// ErrUnsupported means the header uses something this package cannot
 	// do (an unknown KDF, cipher or keyslot type); reading still works.
 	ErrUnsupported = errors.New("luks2: unsupported")
+	// ErrHeaderOverlap means a data segment starts inside the header
+	// (metadata or keyslot area), as only a detached header may.
+	ErrHeaderOverlap = errors.New("luks2: data segment overlaps the header")
 	// ErrUnmetRequirements means config.requirements.mandatory names
 	// features (reencryption, unknown ones) that forbid changing the header.
 	ErrUnmetRequirements = errors.New("luks2: header has mandatory requirements")

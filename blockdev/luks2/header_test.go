@@ -168,3 +168,32 @@ func TestFormatOptions(t *testing.T) {
 		t.Errorf("VerifyVolumeKey(other) = %v", err)
 	}
 }
+
+// TestDataOverlapsHeader: a data segment at offset 0 is valid for a
+// detached header, but on the device that holds the header the data
+// would overwrite it; Segment and CheckAttached refuse it.
+func TestDataOverlapsHeader(t *testing.T) {
+	h, err := Read(imageFrom(t, baseJSON, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.CheckAttached(); err != nil {
+		t.Fatalf("CheckAttached of a header followed by its data: %v", err)
+	}
+	seg, err := h.Segment()
+	if err != nil || seg.MetadataEnd != 4194304 || seg.Offset != 4194304 {
+		t.Fatalf("Segment = %+v, %v; want MetadataEnd 4194304", seg, err)
+	}
+
+	h, err = Read(imageFrom(t, strings.Replace(baseJSON, `"offset":"4194304"`, `"offset":"0"`, 1), nil))
+	if err != nil {
+		t.Fatalf("Read of a detached header (cryptsetup accepts it): %v", err)
+	}
+	const want = "segment 0 starts at offset 0, inside the metadata and keyslot area that ends at 4194304"
+	if err := h.CheckAttached(); !errors.Is(err, ErrHeaderOverlap) || !strings.Contains(err.Error(), want) {
+		t.Errorf("CheckAttached: %v, want ErrHeaderOverlap with %q", err, want)
+	}
+	if _, err := h.Segment(); !errors.Is(err, ErrHeaderOverlap) {
+		t.Errorf("Segment: %v, want ErrHeaderOverlap", err)
+	}
+}

@@ -114,12 +114,41 @@ type SegmentInfo struct {
 	SectorSize int    // encryption sector size in bytes
 	Integrity  string // dm-integrity algorithm, empty for none
 	KeySize    int    // volume key size in bytes, 0 while there is no keyslot
+	// MetadataEnd is where the two metadata copies and the keyslot area
+	// end; on the device that holds the header the data starts there or
+	// later.
+	MetadataEnd uint64
 }
 
-// Segment returns the data segment. Headers in the middle of reencryption
-// have several and are refused with ErrUnsupported.
+// MetadataEnd is the size of the header on the device: both metadata
+// copies and the keyslot area.
+func (h *Header) MetadataEnd() uint64 { return 2*h.hdrSize + h.meta.config.keyslotsSize }
+
+// CheckAttached fails with ErrHeaderOverlap when a data segment starts
+// inside the metadata or keyslot area. The validator lets that pass for a
+// detached header (cryptsetup --header; data offset 0), whose data lives
+// on another device; on the device that holds the header, the data would
+// overwrite it, and cryptsetup refuses to activate it.
+func (h *Header) CheckAttached() error {
+	end := h.MetadataEnd()
+	for _, id := range sortedKeys(h.meta.segments) {
+		if s := h.meta.segments[id]; s.offset < end {
+			return fmt.Errorf("%w: segment %d starts at offset %d, inside the metadata and keyslot area that ends at %d",
+				ErrHeaderOverlap, id, s.offset, end)
+		}
+	}
+	return nil
+}
+
+// Segment returns the data segment of a header that sits on its data
+// device. Headers in the middle of reencryption have several and are
+// refused with ErrUnsupported; a segment that overlaps the header with
+// ErrHeaderOverlap (see CheckAttached).
 func (h *Header) Segment() (SegmentInfo, error) {
 	m := h.meta
+	if err := h.CheckAttached(); err != nil {
+		return SegmentInfo{}, err
+	}
 	if len(m.segments) != 1 {
 		return SegmentInfo{}, fmt.Errorf("%w: header has %d segments (reencryption in progress?)", ErrUnsupported, len(m.segments))
 	}
@@ -130,6 +159,7 @@ func (h *Header) Segment() (SegmentInfo, error) {
 	info := SegmentInfo{
 		Offset: s.offset, Size: s.size, Dynamic: s.dynamic, IVTweak: s.ivTweak,
 		Encryption: s.encryption, SectorSize: s.sectorSize, Integrity: s.integrity,
+		MetadataEnd: h.MetadataEnd(),
 	}
 	// The volume key size is only recorded in the keyslots.
 	if d, err := m.segmentDigest(0); err == nil {

@@ -2,6 +2,7 @@ package luks2
 
 import (
 	"fmt"
+	"math"
 	"sort"
 )
 
@@ -129,6 +130,10 @@ func (m *metadata) validateSegments() error {
 		}
 		if s.size%sectorSize != 0 {
 			return invalid(path+".size", "%d is not aligned to %d bytes", s.size, sectorSize)
+		}
+		// Segment ends are compared and used for I/O: they must not wrap.
+		if s.offset > math.MaxUint64-s.size {
+			return invalid(path, "offset %d + size %d overflows 64 bits", s.offset, s.size)
 		}
 		if s.backup() {
 			if firstBackup < 0 {

@@ -60,6 +60,8 @@ func TestValidation(t *testing.T) {
 		{"segment over metadata", `"offset":"4194304"`, `"offset":"16384"`, "config.keyslots_size"},
 		{"segment offset misaligned", `"offset":"4194304"`, `"offset":"4194305"`, "segments.0.offset: 4194305 is not aligned"},
 		{"segment size misaligned", `"size":"dynamic"`, `"size":"1000"`, "segments.0.size: 1000 is not aligned"},
+		{"segment end wraps", `"size":"dynamic"`, `"size":"18446744073705357312"`, "segments.0: offset 4194304 + size 18446744073705357312 overflows 64 bits"},
+		{"segment end wraps at the top", `"offset":"4194304","iv_tweak":"0","size":"dynamic"`, `"offset":"18446744073709551104","iv_tweak":"0","size":"4096"`, "segments.0: offset 18446744073709551104 + size 4096 overflows 64 bits"},
 		{"segment size zero", `"size":"dynamic"`, `"size":"0"`, "segments.0.size: must not be zero"},
 		{"segment size word", `"size":"dynamic"`, `"size":"all"`, "segments.0.size"},
 		{"segment size vs sector", `"size":"dynamic","encryption":"aes-cbc-essiv:sha256","sector_size":512`, `"size":"1536","encryption":"aes-cbc-essiv:sha256","sector_size":1024`, "segments.0.size: 1536 is not a multiple of the sector size 1024"},
@@ -141,6 +143,14 @@ func TestValidationAccepts(t *testing.T) {
 		{"flags and requirements", `"keyslots_size":"4161536"}`, `"keyslots_size":"4161536","flags":["allow-discards"],"requirements":{"mandatory":[]}}`},
 		{"fixed size segment", `"size":"dynamic"`, `"size":"1048576"`},
 		{"4k sectors", `"sector_size":512`, `"sector_size":4096`},
+		// Values of 2^63 and more are valid uint64s; readers compare them
+		// against the device without converting to int64.
+		{"segment size 2^63", `"size":"dynamic"`, `"size":"9223372036854775808"`},
+		{"segment offset 2^63", `"offset":"4194304"`, `"offset":"9223372036854775808"`},
+		{"segment ends at 2^64-1", `"offset":"4194304","iv_tweak":"0","size":"dynamic"`, `"offset":"18446744073709546496","iv_tweak":"0","size":"4608"`},
+		{"iv_tweak 2^64-1", `"iv_tweak":"0"`, `"iv_tweak":"18446744073709551615"`},
+		// A detached header (cryptsetup --header): the data is elsewhere.
+		{"data offset 0", `"offset":"4194304"`, `"offset":"0"`},
 		{"whitespace", `"tokens":{}`, "\"tokens\" : { }\n"},
 	}
 	for _, tc := range tests {

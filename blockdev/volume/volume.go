@@ -249,6 +249,9 @@ func readHeader(dev Device) (*luks2.Header, error) {
 	case err != nil:
 		return nil, fmt.Errorf("read LUKS2 header: %w", err)
 	}
+	if err := h.CheckAttached(); err != nil {
+		return nil, fmt.Errorf("%w; a detached header (cryptsetup --header) or a damaged one: kmsagent keeps the header on the data device, where this data would overwrite it", err)
+	}
 	return h, nil
 }
 

@@ -89,3 +89,52 @@ func TestUnboundKeyslotRefused(t *testing.T) {
 	}
 	cryptsetupOK(t, "open", "--test-passphrase", "--key-file", bound, disk)
 }
+
+// TestDetachedHeaderRefused: a header whose data segment starts at
+// offset 0 (a detached header, cryptsetup luksFormat --header) would have
+// its data written over it on the device that holds it: every command
+// refuses it, as cryptsetup refuses to activate it, and leaves it as it
+// is.
+func TestDetachedHeaderRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		needRoot(t) // export-key is root only
+	}
+	cs, err := exec.LookPath("cryptsetup")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("cryptsetup (package cryptsetup-bin) is required in CI")
+		}
+		t.Skip("cryptsetup not installed")
+	}
+	c := localCLI(t)
+	c.mustRun("kms", "create-key", "--alias", "disks")
+	dir := t.TempDir()
+	hdr := sparseFile(t, dir, 17<<20)
+	data := filepath.Join(dir, "data.img")
+	if err := os.WriteFile(data, make([]byte, 4<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pass := writeFile(t, filepath.Join(dir, "pass"), "detached", 0o600)
+	if out, err := exec.Command(cs, "--batch-mode", "--disable-locks", "luksFormat", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+		"--key-file", pass, "--header", hdr, data).CombinedOutput(); err != nil {
+		t.Fatalf("luksFormat --header: %v\n%s", err, out)
+	}
+	before := sum(t, hdr)
+	const want = "segment 0 starts at offset 0, inside the metadata and keyslot area"
+	for _, args := range [][]string{
+		{"image", "inspect", hdr},
+		{"image", "decrypt", hdr, filepath.Join(dir, "out"), "--passphrase-file", pass},
+		{"export-key", hdr, "--passphrase-file", pass},
+		{"enroll", hdr, "--key-id", "disks", "--passphrase-file", pass},
+		{"unenroll", hdr},
+		{"rewrap", hdr, "--key-id", "disks"},
+	} {
+		c.refuseRun(want, args...)
+	}
+	if sum(t, hdr) != before {
+		t.Fatal("a refused command changed the header")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out")); !os.IsNotExist(err) {
+		t.Fatalf("a refused decrypt left its output: %v", err)
+	}
+}
