@@ -67,6 +67,19 @@ func FuzzReadHeader(f *testing.F) {
 	f.Add(bin, text, false, true)
 	f.Add(bin, text, true, false)
 	f.Add(bin, []byte(baseJSON), true, true)
+	// Headers cryptsetup refuses, and values that must not wrap.
+	for _, edit := range [][2]string{
+		{`"tokens":{}`, `"tokens":{"0":{"type":"x","keyslots":[],"n":` + nested(30, "") + `}}`},
+		{`"tokens":{}`, `"tokens":{"0":{"type":"x","keyslots":[],"n":` + nested(29, "") + `}}`},
+		{`"encryption":"aes-cbc-essiv:sha256","sector_size"`, `"encryption":"","sector_size"`},
+		{`"size":"dynamic"`, `"size":"18446744073705357312"`},
+		{`"size":"dynamic"`, `"size":"9223372036854775808"`},
+		{`"offset":"4194304"`, `"offset":"9223372036854775808"`},
+		{`"offset":"4194304"`, `"offset":"0"`},
+		{`"iv_tweak":"0"`, `"iv_tweak":"18446744073709551615"`},
+	} {
+		f.Add(bin, []byte(strings.Replace(baseJSON, edit[0], edit[1], 1)), true, true)
+	}
 	f.Fuzz(func(t *testing.T, bin, text []byte, mirror, fix bool) {
 		img := fuzzImage(bin, text, mirror, fix)
 		h, err := Read(bytes.NewReader(img))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 )
@@ -66,6 +67,53 @@ func parseObject(data []byte, path string) (*object, error) {
 			return o, nil
 		}
 		s.consume(',')
+	}
+}
+
+// maxJSONDepth is how deeply json-c, cryptsetup's JSON parser, lets
+// values nest: the root is at depth 0, members and elements one deeper
+// than their container, and json_tokener_new allows depths up to
+// JSON_TOKENER_DEFAULT_DEPTH-1 (31). Deeper metadata makes cryptsetup
+// refuse the header, so it is refused here too, on reading and on every
+// change (a token, say).
+const maxJSONDepth = 31
+
+// jsonDepth returns the depth of the most deeply nested value of valid
+// JSON text, counted as json-c counts it.
+func jsonDepth(text []byte) (int, error) {
+	dec := json.NewDecoder(bytes.NewReader(text))
+	dec.UseNumber()
+	type container struct {
+		object   bool
+		wantName bool // next token is a member name: not a value, no depth
+	}
+	var open []container
+	deepest := 0
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return deepest, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		d, delim := tok.(json.Delim)
+		if delim && (d == '}' || d == ']') {
+			open = open[:len(open)-1]
+			continue
+		}
+		if n := len(open); n > 0 {
+			top := &open[n-1]
+			if top.wantName {
+				top.wantName = false
+				continue
+			}
+			top.wantName = top.object
+		}
+		deepest = max(deepest, len(open))
+		if delim {
+			open = append(open, container{object: d == '{', wantName: d == '{'})
+		}
 	}
 }
 
@@ -255,6 +303,8 @@ func (o *object) has(key string) bool {
 	return ok
 }
 
+// str reads a string member. Like cryptsetup's json_contains_string,
+// which every string it checks goes through, it refuses an empty one.
 func (o *object) str(path, key string) (string, error) {
 	raw, err := o.need(path, key, "string")
 	if err != nil {
@@ -263,6 +313,9 @@ func (o *object) str(path, key string) (string, error) {
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return "", invalid(joinPath(path, key), "%v", err)
+	}
+	if s == "" {
+		return "", invalid(joinPath(path, key), "is an empty string")
 	}
 	return s, nil
 }

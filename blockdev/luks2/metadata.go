@@ -285,6 +285,8 @@ func parseKDF(o *object, path string) (KDF, []byte, error) {
 	if err != nil {
 		return k, nil, err
 	}
+	// Other members are allowed: cryptsetup's validator refuses them, but
+	// its repair step, run before giving up, drops them from old headers.
 	return k, salt, nil
 }
 

@@ -73,8 +73,16 @@ func (m *metadata) validate(hdrSize uint64) error {
 	if err := m.validateAreas(hdrSize); err != nil {
 		return err
 	}
+	text := m.root.marshal()
+	depth, err := jsonDepth(text)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidHeader, err)
+	}
+	if depth > maxJSONDepth {
+		return fmt.Errorf("%w: JSON values nest %d levels deep; cryptsetup's parser (json-c) reads at most %d", ErrInvalidHeader, depth, maxJSONDepth)
+	}
 	// The JSON text plus at least one NUL must fit the JSON area.
-	if n := uint64(len(m.root.marshal())); n >= m.config.jsonSize {
+	if n := uint64(len(text)); n >= m.config.jsonSize {
 		return fmt.Errorf("%w: JSON metadata is %d bytes, the JSON area holds %d", ErrNoSpace, n, m.config.jsonSize-1)
 	}
 	return nil

@@ -36,7 +36,7 @@ func TestValidation(t *testing.T) {
 		{"area offset is a number", `"offset":"32768"`, `"offset":32768`, "keyslots.0.area.offset: is a number, want a string"},
 		{"area offset negative", `"offset":"32768"`, `"offset":"-32768"`, "keyslots.0.area.offset"},
 		{"area offset hex", `"offset":"32768"`, `"offset":"0x8000"`, "keyslots.0.area.offset"},
-		{"area offset empty", `"offset":"32768"`, `"offset":""`, "keyslots.0.area.offset: empty number"},
+		{"area offset empty", `"offset":"32768"`, `"offset":""`, "keyslots.0.area.offset: is an empty string"},
 		{"area offset overflows", `"offset":"32768"`, `"offset":"18446744073709551616"`, "out of range"},
 		{"area type", `"type":"raw"`, `"type":"none"`, "keyslots.0.area.type"},
 		{"area missing", `"area":{"type":"raw","offset":"32768","size":"65536","encryption":"aes-cbc-essiv:sha256","key_size":16},`, ``, "keyslots.0.area: missing"},
@@ -69,6 +69,16 @@ func TestValidation(t *testing.T) {
 		{"sector size 8192", `"sector_size":512`, `"sector_size":8192`, "segments.0.sector_size: 8192"},
 		{"sector size 0", `"sector_size":512`, `"sector_size":0`, "segments.0.sector_size: 0"},
 		{"sector size negative", `"sector_size":512`, `"sector_size":-512`, "segments.0.sector_size"},
+		// cryptsetup refuses every empty string it checks.
+		{"encryption empty", `"size":"dynamic","encryption":"aes-cbc-essiv:sha256"`, `"size":"dynamic","encryption":""`, "segments.0.encryption: is an empty string"},
+		{"iv_tweak empty", `"iv_tweak":"0"`, `"iv_tweak":""`, "segments.0.iv_tweak: is an empty string"},
+		{"segment type empty", `"segments":{"0":{"type":"crypt"`, `"segments":{"0":{"type":""`, "segments.0.type: is an empty string"},
+		{"kdf hash empty", `"hash":"sha256","iterations":1862`, `"hash":"","iterations":1862`, "keyslots.0.kdf.hash: is an empty string"},
+		{"area encryption empty", `"encryption":"aes-cbc-essiv:sha256","key_size":16}`, `"encryption":"","key_size":16}`, "keyslots.0.area.encryption: is an empty string"},
+		{"token type empty", `"tokens":{}`, `"tokens":{"0":{"type":"","keyslots":[]}}`, "tokens.0.type: is an empty string"},
+		// json-c, cryptsetup's parser, reads values nested 31 deep at most.
+		{"JSON nested 32 deep", `"tokens":{}`, `"tokens":{"0":{"type":"x","keyslots":[],"n":` + nested(30, "") + `}}`, "JSON values nest 32 levels deep"},
+		{"scalar nested 32 deep", `"tokens":{}`, `"tokens":{"0":{"type":"x","keyslots":[],"n":` + nested(29, "1") + `}}`, "JSON values nest 32 levels deep"},
 		{"iv_tweak missing", `"iv_tweak":"0",`, ``, "segments.0.iv_tweak: missing"},
 		{"encryption missing", `"size":"dynamic","encryption":"aes-cbc-essiv:sha256",`, `"size":"dynamic",`, "segments.0.encryption: missing"},
 		{"segment gap", `"segments":{"0":{"type":"crypt","offset":"4194304","iv_tweak":"0","size":"dynamic"`,
@@ -149,6 +159,9 @@ func TestValidationAccepts(t *testing.T) {
 		{"segment offset 2^63", `"offset":"4194304"`, `"offset":"9223372036854775808"`},
 		{"segment ends at 2^64-1", `"offset":"4194304","iv_tweak":"0","size":"dynamic"`, `"offset":"18446744073709546496","iv_tweak":"0","size":"4608"`},
 		{"iv_tweak 2^64-1", `"iv_tweak":"0"`, `"iv_tweak":"18446744073709551615"`},
+		{"JSON nested 31 deep", `"tokens":{}`, `"tokens":{"0":{"type":"x","keyslots":[],"n":` + nested(29, "") + `}}`},
+		{"empty object nested 31 deep", `"tokens":{}`, `"tokens":{"0":{"type":"x","keyslots":[],"n":` + nested(28, "{}") + `}}`},
+		{"empty string in a token", `"tokens":{}`, `"tokens":{"0":{"type":"x","keyslots":[],"note":""}}`},
 		// A detached header (cryptsetup --header): the data is elsewhere.
 		{"data offset 0", `"offset":"4194304"`, `"offset":"0"`},
 		{"whitespace", `"tokens":{}`, "\"tokens\" : { }\n"},
@@ -183,5 +196,24 @@ func TestJSONSizeLimit(t *testing.T) {
 	err := parseAndValidate(big, 0x4000)
 	if !errors.Is(err, ErrNoSpace) {
 		t.Errorf("oversized JSON: err = %v, want ErrNoSpace", err)
+	}
+}
+
+// nested returns n nested arrays around inner: the innermost array is n-1
+// levels below the outermost.
+func nested(n int, inner string) string {
+	return strings.Repeat("[", n) + inner + strings.Repeat("]", n)
+}
+
+// TestSetTokenTooDeep: a change is held to the same limits as a header
+// that is read, so no token makes a header cryptsetup cannot parse.
+func TestSetTokenTooDeep(t *testing.T) {
+	_, h := newMemImage(t, FormatOptions{})
+	deep := `{"type":"x","keyslots":[],"n":` + nested(30, "") + `}`
+	if err := h.SetToken(0, []byte(deep)); !errors.Is(err, ErrInvalidHeader) || !strings.Contains(err.Error(), "nest 32 levels deep") {
+		t.Fatalf("SetToken of a token nested too deep: %v", err)
+	}
+	if err := h.SetToken(0, []byte(`{"type":"x","keyslots":[],"n":`+nested(29, "")+`}`)); err != nil {
+		t.Fatalf("SetToken of a token nested 31 deep: %v", err)
 	}
 }
