@@ -226,6 +226,14 @@ func (i *Info) WriteText(w io.Writer) error {
 	tw.Flush()
 	fmt.Fprintln(w, "Keyslots:")
 	for _, k := range i.Keyslots {
+		if k.Type != "luks2" {
+			what := "unknown keyslot type, never opened"
+			if k.Type == "reencrypt" {
+				what = "a reencryption is in progress, which kmsagent does not support"
+			}
+			fmt.Fprintf(w, "  %d: %s (%s)\n", k.ID, k.Type, what)
+			continue
+		}
 		kdf := k.KDF.Type
 		if k.KDF.Type == luks2.KDFPBKDF2 {
 			kdf += fmt.Sprintf(" %s, %d iterations", k.KDF.Hash, k.KDF.Iterations)

@@ -43,7 +43,10 @@ func (d *digest) verify(vk []byte) (bool, error) {
 // VerifyVolumeKey checks a volume key against the digest of the data
 // segment and returns that digest's id, or ErrWrongVolumeKey.
 func (h *Header) VerifyVolumeKey(vk *secret.Key) (int, error) {
-	d, err := h.meta.segmentDigest(0)
+	if err := h.reencrypting(); err != nil {
+		return -1, err
+	}
+	d, err := h.meta.segmentDigest(dataSegment)
 	if err != nil {
 		return -1, err
 	}

@@ -80,6 +80,8 @@ func FuzzReadHeader(f *testing.F) {
 	} {
 		f.Add(bin, []byte(strings.Replace(baseJSON, edit[0], edit[1], 1)), true, true)
 	}
+	f.Add(bin, []byte(reencryptJSON), true, true)
+	f.Add(bin, []byte(strings.Replace(reencryptJSON, `"mode":"reencrypt"`, `"mode":""`, 1)), true, true)
 	f.Fuzz(func(t *testing.T, bin, text []byte, mirror, fix bool) {
 		img := fuzzImage(bin, text, mirror, fix)
 		h, err := Read(bytes.NewReader(img))

@@ -141,12 +141,15 @@ func (h *Header) CheckAttached() error {
 }
 
 // Segment returns the data segment of a header that sits on its data
-// device. Headers in the middle of reencryption have several and are
-// refused with ErrUnsupported; a segment that overlaps the header with
+// device. Headers in the middle of a reencryption (with a reencrypt
+// keyslot, and several segments) are refused with ErrUnsupported; a segment that overlaps the header with
 // ErrHeaderOverlap (see CheckAttached).
 func (h *Header) Segment() (SegmentInfo, error) {
 	m := h.meta
 	if err := h.CheckAttached(); err != nil {
+		return SegmentInfo{}, err
+	}
+	if err := h.reencrypting(); err != nil {
 		return SegmentInfo{}, err
 	}
 	if len(m.segments) != 1 {

@@ -28,6 +28,9 @@ const (
 // as cryptsetup does: an unbound one gives ErrUnboundKeyslot, since the
 // key it holds is not the volume key.
 func (h *Header) OpenKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*secret.Key, error) {
+	if err := h.reencrypting(); err != nil {
+		return nil, err
+	}
 	if _, ok := h.meta.keyslots[slot]; ok && !h.meta.bound(slot) {
 		return nil, fmt.Errorf("%w: keyslot %d", ErrUnboundKeyslot, slot)
 	}
@@ -101,6 +104,9 @@ func (h *Header) openKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*sec
 // than a bare "wrong passphrase" for a passphrase its owner knows is
 // right.
 func (h *Header) OpenAny(dev io.ReaderAt, passphrase []byte) (*secret.Key, int, error) {
+	if err := h.reencrypting(); err != nil {
+		return nil, -1, err
+	}
 	var order, unbound []int
 	for _, prio := range []int{2, 1} {
 		for _, id := range sortedKeys(h.meta.keyslots) {
@@ -138,6 +144,20 @@ func (h *Header) OpenAny(dev io.ReaderAt, passphrase []byte) (*secret.Key, int, 
 	}
 	// Some keyslot could not even be tried; the passphrase may be its.
 	return nil, -1, fmt.Errorf("%w; keyslots that failed otherwise: %w", ErrWrongPassphrase, errors.Join(errs...))
+}
+
+// reencrypting fails with ErrUnsupported while an online reencryption is
+// in progress (the header has a reencrypt keyslot): the data is partly
+// under the old volume key and partly under the new one, so no single
+// key reads it, and this package does not reencrypt.
+func (h *Header) reencrypting() error {
+	for _, id := range sortedKeys(h.meta.keyslots) {
+		if h.meta.keyslots[id].typ == "reencrypt" {
+			return fmt.Errorf("%w: keyslot %d is a reencrypt keyslot: a reencryption is in progress, with the data partly under the old volume key and partly under the new one; finish it with cryptsetup first",
+				ErrUnsupported, id)
+		}
+	}
+	return nil
 }
 
 // unboundError says that a passphrase opens only an unbound keyslot.

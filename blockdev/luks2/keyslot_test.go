@@ -364,13 +364,13 @@ func TestRequirementsRefuseChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.set("requirements", json.RawMessage(`{"mandatory":["online-reencrypt"]}`))
+	cfg.set("requirements", json.RawMessage(`{"mandatory":["offline-reencrypt"]}`))
 	root := h.meta.root.clone()
 	root.set("config", cfg.marshal())
 	if err := h.replace(root); err != nil {
 		t.Fatal(err)
 	}
-	if r := h.Requirements(); len(r) != 1 || r[0] != "online-reencrypt" {
+	if r := h.Requirements(); len(r) != 1 || r[0] != "offline-reencrypt" {
 		t.Errorf("Requirements = %v", r)
 	}
 	vk, err := h.OpenKeyslot(dev, 0, []byte("pass"))

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -210,8 +211,11 @@ func parseKeyslot(id int, raw json.RawMessage) (*keyslot, error) {
 	if ks.area.size, err = ao.u64str(apath, "size"); err != nil {
 		return nil, err
 	}
+	if ks.typ == "reencrypt" {
+		return ks, checkReencryptKeyslot(o, ao, path, ks)
+	}
 	if ks.typ != "luks2" {
-		// Other types (cryptsetup's "reencrypt") are kept and left alone.
+		// cryptsetup skips types it does not know; so does this package.
 		return ks, nil
 	}
 	if ks.keySize == 0 {
@@ -251,6 +255,54 @@ func parseKeyslot(id int, raw json.RawMessage) (*keyslot, error) {
 		return nil, err
 	}
 	return ks, nil
+}
+
+// checkReencryptKeyslot checks a keyslot of type "reencrypt", which
+// records the progress of an online reencryption, as cryptsetup's
+// reenc_keyslot_validate does. It is checked only so that a header
+// cryptsetup refuses is refused too: this package does not reencrypt, and
+// opens no header in the middle of a reencryption (see reencrypting).
+func checkReencryptKeyslot(o, area *object, path string, ks *keyslot) error {
+	if ks.keySize != 1 {
+		return invalid(path+".key_size", "%d, want 1 for a reencrypt keyslot", ks.keySize)
+	}
+	mode, err := o.str(path, "mode")
+	if err != nil {
+		return err
+	}
+	if mode != "reencrypt" && mode != "encrypt" && mode != "decrypt" {
+		return invalid(path+".mode", "%q is not reencrypt, encrypt or decrypt", mode)
+	}
+	direction, err := o.str(path, "direction")
+	if err != nil {
+		return err
+	}
+	if direction != "forward" && direction != "backward" {
+		return invalid(path+".direction", "%q is not forward or backward", direction)
+	}
+	apath := path + ".area"
+	switch ks.area.typ {
+	case "checksum", "datashift-checksum":
+		if _, err := area.str(apath, "hash"); err != nil {
+			return err
+		}
+		n, err := area.integer(apath, "sector_size", 0, math.MaxUint32)
+		if err != nil {
+			return err
+		}
+		if n < sectorSize || n&(n-1) != 0 {
+			return invalid(apath+".sector_size", "%d is not a power of two of at least %d", n, sectorSize)
+		}
+	case "datashift", "datashift-journal":
+		n, err := area.u64str(apath, "shift_size")
+		if err != nil {
+			return err
+		}
+		if n == 0 || n%sectorSize != 0 {
+			return invalid(apath+".shift_size", "%d is not a non-zero multiple of %d", n, sectorSize)
+		}
+	}
+	return nil
 }
 
 func parseKDF(o *object, path string) (KDF, []byte, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -67,5 +68,45 @@ func TestUnboundKeyslot(t *testing.T) {
 	out := cryptsetup(t, "luksDump", "--dump-volume-key", "--key-file", writeFile(t, t.TempDir(), "p", []byte("bound")), path)
 	if want := hex.EncodeToString(vk.Bytes()); !strings.Contains(strings.Join(strings.Fields(out), ""), want) {
 		t.Errorf("volume key %s is not the one cryptsetup dumps:\n%s", want, out)
+	}
+}
+
+// TestReencryptionRefused: a header in the middle of an online
+// reencryption, made by cryptsetup reencrypt --init-only, is read (as
+// cryptsetup reads it) but not opened: its data is partly under the old
+// key and partly under the new one.
+func TestReencryptionRefused(t *testing.T) {
+	needCryptsetup(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "reencrypt.img")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 17<<20); err != nil {
+		t.Fatal(err)
+	}
+	pass := writeFile(t, dir, "pass", []byte("old key"))
+	fast := []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
+	cryptsetup(t, append([]string{"luksFormat", "--type", "luks2", "--key-file", pass, path}, fast...)...)
+	cryptsetup(t, append([]string{"reencrypt", "--init-only", "--key-file", pass, path}, fast...)...)
+
+	f := openFile(t, path)
+	h := readHeader(t, f)
+	var types []string
+	for _, ks := range h.Keyslots() {
+		types = append(types, ks.Type)
+	}
+	if !slices.Contains(types, "reencrypt") {
+		t.Fatalf("keyslot types %v, want a reencrypt keyslot", types)
+	}
+	const want = "a reencryption is in progress"
+	if _, _, err := h.OpenAny(f, []byte("old key")); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), want) {
+		t.Errorf("OpenAny: %v, want ErrUnsupported with %q", err, want)
+	}
+	if _, err := h.OpenKeyslot(f, 0, []byte("old key")); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), want) {
+		t.Errorf("OpenKeyslot: %v, want ErrUnsupported with %q", err, want)
+	}
+	if _, err := h.Segment(); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), want) {
+		t.Errorf("Segment: %v, want ErrUnsupported with %q", err, want)
 	}
 }

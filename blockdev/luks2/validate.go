@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 )
 
 const (
@@ -202,7 +203,61 @@ func (m *metadata) segmentHasDigest(id int) bool {
 	return false
 }
 
+// reencryptFlag reports whether a requirement names online reencryption
+// in any version ("online-reencrypt", "online-reencrypt-v<n>"), as
+// cryptsetup's reencrypt_candidate_flag does.
+func reencryptFlag(req string) bool {
+	v, ok := strings.CutPrefix(req, "online-reencrypt")
+	if !ok {
+		return false
+	}
+	if v == "" {
+		return true
+	}
+	v, ok = strings.CutPrefix(v, "-v")
+	if !ok || v == "" {
+		return false
+	}
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 func (m *metadata) validateKeyslots() error {
+	// An online reencryption is one reencrypt keyslot and one
+	// online-reencrypt requirement; the versions cryptsetup knows need
+	// the keyslot.
+	var flags, known []string
+	for _, r := range m.config.requirements {
+		if reencryptFlag(r) {
+			flags = append(flags, r)
+			if r == "online-reencrypt" || r == "online-reencrypt-v2" || r == "online-reencrypt-v3" {
+				known = append(known, r)
+			}
+		}
+	}
+	if len(flags) > 1 {
+		return invalid("config.requirements.mandatory", "more than one online reencryption requirement (%s)", strings.Join(flags, ", "))
+	}
+	reencrypt := -1
+	for _, id := range sortedKeys(m.keyslots) {
+		if m.keyslots[id].typ != "reencrypt" {
+			continue
+		}
+		if reencrypt >= 0 {
+			return invalid(fmt.Sprintf("keyslots.%d", id), "a second reencrypt keyslot (keyslot %d is one)", reencrypt)
+		}
+		reencrypt = id
+	}
+	if reencrypt >= 0 && len(flags) == 0 {
+		return invalid(fmt.Sprintf("keyslots.%d", reencrypt), "reencrypt keyslot without an online-reencrypt requirement")
+	}
+	if reencrypt < 0 && len(known) > 0 {
+		return invalid("config.requirements.mandatory", "%s without a reencrypt keyslot", known[0])
+	}
 	for _, id := range sortedKeys(m.keyslots) {
 		ks := m.keyslots[id]
 		if ks.typ != "luks2" {

@@ -217,3 +217,45 @@ func TestSetTokenTooDeep(t *testing.T) {
 		t.Fatalf("SetToken of a token nested 31 deep: %v", err)
 	}
 }
+
+// reencryptJSON is baseJSON in the middle of an online reencryption as
+// cryptsetup records it: a reencrypt keyslot and the online-reencrypt-v2
+// requirement (the segments are left as they are; opening is refused
+// because of the keyslot).
+var reencryptJSON = strings.NewReplacer(
+	`}}},"tokens"`, `}},"2":{"type":"reencrypt","key_size":1,"mode":"reencrypt","direction":"forward","priority":0,"area":{"type":"checksum","offset":"163840","size":"4096","hash":"sha256","sector_size":4096}}},"tokens"`,
+	`"keyslots_size":"4161536"}`, `"keyslots_size":"4161536","requirements":{"mandatory":["online-reencrypt-v2"]}}`,
+).Replace(baseJSON)
+
+func TestReencryptKeyslotValidation(t *testing.T) {
+	if err := parseAndValidate(reencryptJSON, 0x4000); err != nil {
+		t.Fatalf("reencrypt header as cryptsetup writes it: %v", err)
+	}
+	tests := []struct{ name, old, new, want string }{
+		{"key size", `"key_size":1,`, `"key_size":2,`, "keyslots.2.key_size: 2, want 1"},
+		{"mode", `"mode":"reencrypt"`, `"mode":"x"`, `keyslots.2.mode: "x" is not`},
+		{"mode missing", `"mode":"reencrypt",`, ``, "keyslots.2.mode: missing"},
+		{"direction", `"direction":"forward"`, `"direction":"up"`, `keyslots.2.direction: "up" is not`},
+		{"checksum without hash", `"hash":"sha256","sector_size":4096}`, `"sector_size":4096}`, "keyslots.2.area.hash: missing"},
+		{"checksum sector size", `"hash":"sha256","sector_size":4096}`, `"hash":"sha256","sector_size":1000}`, "keyslots.2.area.sector_size: 1000"},
+		{"datashift without shift", `"type":"checksum"`, `"type":"datashift"`, "keyslots.2.area.shift_size: missing"},
+		{"datashift of 0", `"type":"checksum","offset":"163840","size":"4096"`, `"type":"datashift","shift_size":"0","offset":"163840","size":"4096"`, "keyslots.2.area.shift_size: 0"},
+		{"no requirement", `"mandatory":["online-reencrypt-v2"]`, `"mandatory":[]`, "reencrypt keyslot without an online-reencrypt requirement"},
+		{"two requirements", `"mandatory":["online-reencrypt-v2"]`, `"mandatory":["online-reencrypt-v2","online-reencrypt-v3"]`, "more than one online reencryption requirement"},
+		{"requirement without keyslot", `,"2":{"type":"reencrypt"`, `,"9":{"type":"other"`, "online-reencrypt-v2 without a reencrypt keyslot"},
+		{"second reencrypt keyslot", `"priority":0,"area":{"type":"checksum","offset":"163840","size":"4096","hash":"sha256","sector_size":4096}}`,
+			`"priority":0,"area":{"type":"checksum","offset":"163840","size":"4096","hash":"sha256","sector_size":4096}},"3":{"type":"reencrypt","key_size":1,"mode":"reencrypt","direction":"forward","area":{"type":"none","offset":"167936","size":"4096"}}`,
+			"keyslots.3: a second reencrypt keyslot"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(reencryptJSON, tc.old) {
+				t.Fatalf("JSON lacks %q", tc.old)
+			}
+			err := parseAndValidate(strings.Replace(reencryptJSON, tc.old, tc.new, 1), 0x4000)
+			if !errors.Is(err, ErrInvalidHeader) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want ErrInvalidHeader with %q", err, tc.want)
+			}
+		})
+	}
+}
