@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode"
 
 	"golang.org/x/crypto/xts"
 
@@ -509,5 +510,49 @@ func TestHugeSegmentValues(t *testing.T) {
 				t.Fatalf("negative payload:\n%s", text.String())
 			}
 		})
+	}
+}
+
+// TestInspectEscapesHeaderText: the label and subsystem are any bytes;
+// inspect prints control characters and malformed UTF-8 escaped, never
+// raw to the terminal.
+func TestInspectEscapesHeaderText(t *testing.T) {
+	f := newFixture(t)
+	path := f.encryptToFile(t, randomData(t, 5000), 4096)
+	img, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	h, err := volume.ReadHeader(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.SetLabel("data\x1b[2J\x1b]0;owned\x07", "sub\r\xffsystem"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Write(img); err != nil {
+		t.Fatal(err)
+	}
+	info, err := Inspect(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	info.WriteText(&text)
+	out := text.String()
+	for _, want := range []string{`Label:         "data\x1b[2J\x1b]0;owned\a"`, `Subsystem:     "sub\r\xffsystem"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("text lacks %s:\n%s", want, out)
+		}
+	}
+	for _, c := range out {
+		if c != '\n' && !unicode.IsPrint(c) {
+			t.Fatalf("text holds the raw character %q:\n%q", c, out)
+		}
+	}
+	js, _ := json.Marshal(info)
+	if bytes.ContainsAny(js, "\x1b\x07\r") {
+		t.Fatalf("JSON holds a raw control character: %s", js)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
 
 	"kmsagent/blockdev/luks2"
 	"kmsagent/blockdev/token"
@@ -201,18 +203,23 @@ func (i *Info) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k string, v any) { fmt.Fprintf(tw, "%s:\t%v\n", k, v) }
 	row("LUKS version", i.Version)
-	row("UUID", i.UUID)
+	// Every text taken from the image goes through printable: a label
+	// is any 47 bytes, and the terminal must not interpret them.
+	row("UUID", printable(i.UUID))
 	if i.Label != "" {
-		row("Label", i.Label)
+		row("Label", printable(i.Label))
+	}
+	if i.Subsystem != "" {
+		row("Subsystem", printable(i.Subsystem))
 	}
 	row("Metadata", fmt.Sprintf("%d bytes per copy, keyslot area %d bytes, seqid %d", i.MetadataSize, i.KeyslotsSize, i.SeqID))
 	if len(i.Requirements) > 0 {
-		row("Requirements", strings.Join(i.Requirements, ", "))
+		row("Requirements", printable(strings.Join(i.Requirements, ", ")))
 	}
 	// Without a usable data segment (see the warnings) there is nothing
 	// to show for it.
 	if s := i.Segment; s.Size != "" {
-		data := fmt.Sprintf("%s, %d-bit key, %d-byte sectors, offset %d", s.Cipher, s.KeyBits, s.SectorSize, s.Offset)
+		data := fmt.Sprintf("%s, %d-bit key, %d-byte sectors, offset %d", printable(s.Cipher), s.KeyBits, s.SectorSize, s.Offset)
 		if s.Size != "dynamic" {
 			data += fmt.Sprintf(", size %s bytes", s.Size)
 		}
@@ -231,12 +238,12 @@ func (i *Info) WriteText(w io.Writer) error {
 			if k.Type == "reencrypt" {
 				what = "a reencryption is in progress, which kmsagent does not support"
 			}
-			fmt.Fprintf(w, "  %d: %s (%s)\n", k.ID, k.Type, what)
+			fmt.Fprintf(w, "  %d: %s (%s)\n", k.ID, printable(k.Type), what)
 			continue
 		}
-		kdf := k.KDF.Type
+		kdf := printable(k.KDF.Type)
 		if k.KDF.Type == luks2.KDFPBKDF2 {
-			kdf += fmt.Sprintf(" %s, %d iterations", k.KDF.Hash, k.KDF.Iterations)
+			kdf += fmt.Sprintf(" %s, %d iterations", printable(k.KDF.Hash), k.KDF.Iterations)
 		} else {
 			kdf += fmt.Sprintf(" time %d, %d KiB, %d cpus", k.KDF.Time, k.KDF.MemoryKiB, k.KDF.CPUs)
 		}
@@ -253,17 +260,17 @@ func (i *Info) WriteText(w io.Writer) error {
 	fmt.Fprintln(w, "Tokens:")
 	sort.Slice(i.Tokens, func(a, b int) bool { return i.Tokens[a].ID < i.Tokens[b].ID })
 	for _, t := range i.Tokens {
-		line := fmt.Sprintf("  %d: %s, keyslots %v", t.ID, t.Type, t.Keyslots)
+		line := fmt.Sprintf("  %d: %s, keyslots %v", t.ID, printable(t.Type), t.Keyslots)
 		switch {
 		case t.Error != "":
-			line += ": " + t.Error
+			line += ": " + printable(t.Error)
 		case t.Type == token.Type:
-			line += fmt.Sprintf(", %s key %s", t.Provider, t.KeyID)
+			line += fmt.Sprintf(", %s key %s", printable(t.Provider), printable(t.KeyID))
 			if t.Region != "" {
-				line += " in " + t.Region
+				line += " in " + printable(t.Region)
 			}
 			if t.BindingMatches != nil && !*t.BindingMatches {
-				line += fmt.Sprintf(", BOUND TO ANOTHER VOLUME (%s)", t.Binding)
+				line += fmt.Sprintf(", BOUND TO ANOTHER VOLUME (%s)", printable(t.Binding))
 			}
 		case t.ImageSize != nil:
 			line += fmt.Sprintf(", raw image size %d bytes", *t.ImageSize)
@@ -271,7 +278,23 @@ func (i *Info) WriteText(w io.Writer) error {
 		fmt.Fprintln(w, line)
 	}
 	for _, warn := range i.Warnings {
-		fmt.Fprintf(w, "Warning: %s\n", warn)
+		fmt.Fprintf(w, "Warning: %s\n", printable(warn))
 	}
 	return nil
+}
+
+// printable returns s as it is when it is valid UTF-8 and every rune is
+// printable, and otherwise quoted with Go escapes (\x1b, \u200b, \xff),
+// so that no control character or malformed byte from a header reaches
+// the terminal.
+func printable(s string) string {
+	if !utf8.ValidString(s) {
+		return strconv.Quote(s)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
