@@ -3,6 +3,7 @@ package luks2
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -256,5 +257,59 @@ func TestCryptsetupAcceptsRepairedHeader(t *testing.T) {
 	cryptsetup(t, "open", "--test-passphrase", "--key-slot", "0", "--key-file", kf, path)
 	if out := cryptsetup(t, "luksDump", path); !strings.Contains(out, "Epoch:         \t10") {
 		t.Errorf("luksDump after repair:\n%s", out)
+	}
+}
+
+// TestValidationMatchesCryptsetup: headers that differ from a valid one
+// in one value are accepted or refused by Read as cryptsetup luksDump
+// accepts or refuses them. The one deliberate difference is named.
+func TestValidationMatchesCryptsetup(t *testing.T) {
+	needCryptsetup(t)
+	tests := []struct {
+		name, old, new string
+		accept         bool // by both
+	}{
+		{"valid", `"tokens":{}`, `"tokens":{}`, true},
+		{"JSON nested 31 deep", `"tokens":{}`, `"tokens":{"0":{"type":"x","keyslots":[],"n":` + nested(29, "") + `}}`, true},
+		{"JSON nested 32 deep", `"tokens":{}`, `"tokens":{"0":{"type":"x","keyslots":[],"n":` + nested(30, "") + `}}`, false},
+		{"scalar nested 32 deep", `"tokens":{}`, `"tokens":{"0":{"type":"x","keyslots":[],"n":` + nested(29, "1") + `}}`, false},
+		{"empty segment encryption", `"size":"dynamic","encryption":"aes-cbc-essiv:sha256"`, `"size":"dynamic","encryption":""`, false},
+		{"empty iv_tweak", `"iv_tweak":"0"`, `"iv_tweak":""`, false},
+		{"empty token type", `"tokens":{}`, `"tokens":{"0":{"type":"","keyslots":[]}}`, false},
+		{"empty string inside a token", `"tokens":{}`, `"tokens":{"0":{"type":"x","keyslots":[],"note":""}}`, true},
+		{"extra KDF member", `"iterations":1862,`, `"iterations":1862,"extra":1,`, true},
+		{"segment size 2^63", `"size":"dynamic"`, `"size":"9223372036854775808"`, true},
+		{"segment offset 2^63", `"offset":"4194304"`, `"offset":"9223372036854775808"`, true},
+		{"detached header", `"offset":"4194304"`, `"offset":"0"`, true},
+		{"segment inside the keyslot area", `"offset":"4194304"`, `"offset":"1048576"`, false},
+		{"reencrypt keyslot", baseJSON, reencryptJSON, true},
+		{"reencrypt keyslot without requirement", baseJSON, strings.Replace(reencryptJSON, `"online-reencrypt-v2"`, ``, 1), false},
+		{"reencrypt keyslot with a bad mode", baseJSON, strings.Replace(reencryptJSON, `"mode":"reencrypt"`, `"mode":"x"`, 1), false},
+		{"reencryption without backup-final", baseJSON, strings.Replace(reencryptJSON, `"flags":["backup-final"]`, `"flags":["backup-other"]`, 1), false},
+		{"two reencryption requirements", baseJSON, strings.Replace(reencryptJSON, `"online-reencrypt-v2"`, `"online-reencrypt-v2","online-reencrypt-v3"`, 1), false},
+	}
+	dir := t.TempDir()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(baseJSON, tc.old) {
+				t.Fatalf("base JSON lacks %q", tc.old)
+			}
+			dev := imageFrom(t, strings.Replace(baseJSON, tc.old, tc.new, 1), nil)
+			path := writeFile(t, dir, "img", dev.data)
+			out, csErr := exec.Command(needCryptsetup(t), "--disable-locks", "luksDump", path).CombinedOutput()
+			if (csErr == nil) != tc.accept {
+				t.Fatalf("cryptsetup luksDump: %v (want accepted=%v)\n%s", csErr, tc.accept, out)
+			}
+			if _, err := Read(dev); (err == nil) != tc.accept {
+				t.Errorf("Read: %v, want accepted=%v as cryptsetup", err, tc.accept)
+			}
+		})
+	}
+
+	// Deliberately stricter: an offset + size that wraps 64 bits is
+	// refused; cryptsetup checks this only between several segments.
+	dev := imageFrom(t, strings.Replace(baseJSON, `"size":"dynamic"`, `"size":"18446744073705357312"`, 1), nil)
+	if _, err := Read(dev); !errors.Is(err, ErrInvalidHeader) {
+		t.Errorf("Read of a segment whose end wraps: %v", err)
 	}
 }

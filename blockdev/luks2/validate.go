@@ -3,6 +3,7 @@ package luks2
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -66,6 +67,9 @@ func (m *metadata) validate(hdrSize uint64) error {
 		}
 	}
 	if err := m.validateSegments(); err != nil {
+		return err
+	}
+	if err := m.validateReencryptSegments(); err != nil {
 		return err
 	}
 	if err := m.validateKeyslots(); err != nil {
@@ -203,6 +207,65 @@ func (m *metadata) segmentHasDigest(id int) bool {
 	return false
 }
 
+// validateReencryptSegments follows cryptsetup's
+// validate_reencrypt_segments: during an online reencryption the backup
+// segments record the old ("backup-previous") and the new
+// ("backup-final") layout, and every regular segment must match one of
+// them, the one "in-reencryption" the new.
+func (m *metadata) validateReencryptSegments() error {
+	if len(m.onlineReencryptRequirements()) == 0 {
+		return nil
+	}
+	var final, previous *segment
+	for _, id := range sortedKeys(m.segments) {
+		switch s := m.segments[id]; {
+		case !s.backup():
+		case slices.Contains(s.flags, "backup-final"):
+			final = s
+		case slices.Contains(s.flags, "backup-previous"):
+			previous = s
+		}
+	}
+	if final == nil || previous == nil {
+		return invalid("segments", "an online reencryption needs a backup-final and a backup-previous segment")
+	}
+	for _, id := range sortedKeys(m.segments) {
+		s := m.segments[id]
+		if s.backup() {
+			continue
+		}
+		if slices.Contains(s.flags, "in-reencryption") {
+			if !s.sameLayout(final) {
+				return invalid(fmt.Sprintf("segments.%d", id), "in reencryption but unlike the backup-final segment")
+			}
+		} else if !s.sameLayout(final) && !s.sameLayout(previous) {
+			return invalid(fmt.Sprintf("segments.%d", id), "like neither the backup-final nor the backup-previous segment")
+		}
+	}
+	return nil
+}
+
+// sameLayout compares segments as cryptsetup's json_segment_cmp does:
+// the type and, for crypt segments, the cipher and sector size.
+func (s *segment) sameLayout(o *segment) bool {
+	if s.typ != o.typ {
+		return false
+	}
+	return s.typ != "crypt" || (s.encryption == o.encryption && s.sectorSize == o.sectorSize)
+}
+
+// onlineReencryptRequirements returns the requirements that cryptsetup
+// reads as an online reencryption in progress.
+func (m *metadata) onlineReencryptRequirements() []string {
+	var known []string
+	for _, r := range m.config.requirements {
+		if r == "online-reencrypt" || r == "online-reencrypt-v2" || r == "online-reencrypt-v3" {
+			known = append(known, r)
+		}
+	}
+	return known
+}
+
 // reencryptFlag reports whether a requirement names online reencryption
 // in any version ("online-reencrypt", "online-reencrypt-v<n>"), as
 // cryptsetup's reencrypt_candidate_flag does.
@@ -230,15 +293,13 @@ func (m *metadata) validateKeyslots() error {
 	// An online reencryption is one reencrypt keyslot and one
 	// online-reencrypt requirement; the versions cryptsetup knows need
 	// the keyslot.
-	var flags, known []string
+	var flags []string
 	for _, r := range m.config.requirements {
 		if reencryptFlag(r) {
 			flags = append(flags, r)
-			if r == "online-reencrypt" || r == "online-reencrypt-v2" || r == "online-reencrypt-v3" {
-				known = append(known, r)
-			}
 		}
 	}
+	known := m.onlineReencryptRequirements()
 	if len(flags) > 1 {
 		return invalid("config.requirements.mandatory", "more than one online reencryption requirement (%s)", strings.Join(flags, ", "))
 	}

@@ -219,11 +219,13 @@ func TestSetTokenTooDeep(t *testing.T) {
 }
 
 // reencryptJSON is baseJSON in the middle of an online reencryption as
-// cryptsetup records it: a reencrypt keyslot and the online-reencrypt-v2
-// requirement (the segments are left as they are; opening is refused
-// because of the keyslot).
+// cryptsetup reencrypt --init-only records it: a reencrypt keyslot, the
+// online-reencrypt-v2 requirement and the backup segments (the new key's
+// keyslot and digest are left out).
 var reencryptJSON = strings.NewReplacer(
 	`}}},"tokens"`, `}},"2":{"type":"reencrypt","key_size":1,"mode":"reencrypt","direction":"forward","priority":0,"area":{"type":"checksum","offset":"163840","size":"4096","hash":"sha256","sector_size":4096}}},"tokens"`,
+	`"sector_size":512}}`, `"sector_size":512},"1":{"type":"crypt","offset":"4194304","size":"dynamic","iv_tweak":"0","encryption":"aes-cbc-essiv:sha256","sector_size":512,"flags":["backup-previous"]},"2":{"type":"crypt","offset":"4194304","size":"dynamic","iv_tweak":"0","encryption":"aes-cbc-essiv:sha256","sector_size":512,"flags":["backup-final"]}}`,
+	`"segments":["0"]`, `"segments":["0","1","2"]`,
 	`"keyslots_size":"4161536"}`, `"keyslots_size":"4161536","requirements":{"mandatory":["online-reencrypt-v2"]}}`,
 ).Replace(baseJSON)
 
@@ -243,6 +245,8 @@ func TestReencryptKeyslotValidation(t *testing.T) {
 		{"no requirement", `"mandatory":["online-reencrypt-v2"]`, `"mandatory":[]`, "reencrypt keyslot without an online-reencrypt requirement"},
 		{"two requirements", `"mandatory":["online-reencrypt-v2"]`, `"mandatory":["online-reencrypt-v2","online-reencrypt-v3"]`, "more than one online reencryption requirement"},
 		{"requirement without keyslot", `,"2":{"type":"reencrypt"`, `,"9":{"type":"other"`, "online-reencrypt-v2 without a reencrypt keyslot"},
+		{"no backup-final segment", `"flags":["backup-final"]`, `"flags":["backup-other"]`, "needs a backup-final and a backup-previous segment"},
+		{"segment like no backup", `"iv_tweak":"0","size":"dynamic","encryption":"aes-cbc-essiv:sha256","sector_size":512}`, `"iv_tweak":"0","size":"dynamic","encryption":"aes-cbc-essiv:sha256","sector_size":4096}`, "segments.0: like neither"},
 		{"second reencrypt keyslot", `"priority":0,"area":{"type":"checksum","offset":"163840","size":"4096","hash":"sha256","sector_size":4096}}`,
 			`"priority":0,"area":{"type":"checksum","offset":"163840","size":"4096","hash":"sha256","sector_size":4096}},"3":{"type":"reencrypt","key_size":1,"mode":"reencrypt","direction":"forward","area":{"type":"none","offset":"167936","size":"4096"}}`,
 			"keyslots.3: a second reencrypt keyslot"},
