@@ -16,6 +16,22 @@
 // validated with the same rules as a header that is read, which follow
 // cryptsetup's validator.
 //
+// Only keyslots bound to the data segment (their digest lists segment 0)
+// are opened, as cryptsetup opens them: an unbound keyslot (luksAddKey
+// --unbound) holds a key of its own, which must never be taken for the
+// volume key. A header in the middle of an online reencryption (a
+// reencrypt keyslot) is read but never opened, since its data is partly
+// under each of two keys; and a data segment that starts inside the
+// header, which the validator allows for a detached header, is refused by
+// Segment and CheckAttached, as cryptsetup refuses to activate it.
+//
+// The validator is cryptsetup's, with json-c's nesting limit and its
+// refusal of empty strings. It is stricter in one place: a segment whose
+// offset plus size wraps 64 bits is refused, where cryptsetup only
+// compares segments with each other. Offsets and sizes are uint64
+// throughout; callers compare them against device sizes without
+// converting them to int64.
+//
 // Operations that touch the binary keyslot area (AddKeyslot, RemoveKeyslot)
 // take the device; all other changes are made in memory and committed by
 // Write.
