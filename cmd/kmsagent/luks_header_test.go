@@ -138,3 +138,33 @@ func TestDetachedHeaderRefused(t *testing.T) {
 		t.Fatalf("a refused decrypt left its output: %v", err)
 	}
 }
+
+// TestReencryptionInProgressRefused: an image in the middle of an online
+// reencryption (cryptsetup reencrypt --init-only) is shown by inspect
+// but opened by no command: its data is partly under each of two keys.
+func TestReencryptionInProgressRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		needRoot(t) // export-key is root only
+	}
+	c := localCLI(t)
+	c.mustRun("kms", "create-key", "--alias", "disks")
+	dir := t.TempDir()
+	disk, bound, _ := unboundImage(t, dir)
+	cs, _ := exec.LookPath("cryptsetup")
+	if out, err := exec.Command(cs, "--batch-mode", "--disable-locks", "reencrypt", "--init-only", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+		"--key-file", bound, disk).CombinedOutput(); err != nil {
+		t.Fatalf("reencrypt --init-only: %v\n%s", err, out)
+	}
+	before := sum(t, disk)
+	r := c.mustRun("image", "inspect", disk)
+	if !strings.Contains(r.stdout, "reencrypt (a reencryption is in progress") || !strings.Contains(r.stdout, "Requirements:  online-reencrypt") {
+		t.Fatalf("inspect:\n%s", r.stdout)
+	}
+	const want = "a reencryption is in progress"
+	c.refuseRun(want, "export-key", disk, "--passphrase-file", bound)
+	c.refuseRun(want, "image", "decrypt", disk, filepath.Join(dir, "out"), "--passphrase-file", bound)
+	c.refuseRun("unfinished reencryption", "enroll", disk, "--key-id", "disks", "--passphrase-file", bound)
+	if sum(t, disk) != before {
+		t.Fatal("a refused command changed the image")
+	}
+}
