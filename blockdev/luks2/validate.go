@@ -353,7 +353,10 @@ func (m *metadata) validateAreas(hdrSize uint64) error {
 		if a.size == 0 {
 			return invalid(path+".size", "must not be zero")
 		}
-		if a.offset+a.size < a.offset || a.offset+a.size > end {
+		if a.offset > math.MaxUint64-a.size {
+			return invalid(path, "offset %d + size %d overflows 64 bits", a.offset, a.size)
+		}
+		if a.offset+a.size > end {
 			return invalid(path, "[%d, %d) overflows the keyslots area, which ends at %d", a.offset, a.offset+a.size, end)
 		}
 		if ks.typ == "luks2" {

@@ -29,6 +29,7 @@ func TestValidation(t *testing.T) {
 		// keyslot areas
 		{"overlapping areas", `"offset":"98304"`, `"offset":"65536"`, "overlaps keyslot 1 area"},
 		{"area beyond keyslots_size", `"offset":"98304"`, `"offset":"4161536"`, "keyslots.1.area: [4161536, 4227072) overflows the keyslots area"},
+		{"area end wraps", `"offset":"98304","size":"65536"`, `"offset":"98304","size":"18446744073709551615"`, "keyslots.1.area: offset 98304 + size 18446744073709551615 overflows 64 bits"},
 		{"area inside metadata", `"offset":"32768"`, `"offset":"16384"`, "keyslots.0.area.offset: 16384 lies inside the metadata"},
 		{"area misaligned", `"offset":"32768"`, `"offset":"33000"`, "keyslots.0.area.offset: 33000 is not aligned"},
 		{"area size zero", `"offset":"32768","size":"65536"`, `"offset":"32768","size":"0"`, "keyslots.0.area.size: must not be zero"},
