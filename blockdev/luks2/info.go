@@ -128,8 +128,13 @@ func (h *Header) MetadataEnd() uint64 { return 2*h.hdrSize + h.meta.config.keysl
 // inside the metadata or keyslot area. The validator lets that pass for a
 // detached header (cryptsetup --header; data offset 0), whose data lives
 // on another device; on the device that holds the header, the data would
-// overwrite it, and cryptsetup refuses to activate it.
+// overwrite it, and cryptsetup refuses to activate it. A header in the
+// middle of a reencryption is left to the reencryption's own rules (its
+// segments may be in flight); it is never opened anyway.
 func (h *Header) CheckAttached() error {
+	if h.reencrypting() != nil {
+		return nil
+	}
 	end := h.MetadataEnd()
 	for _, id := range sortedKeys(h.meta.segments) {
 		if s := h.meta.segments[id]; s.offset < end {
@@ -146,10 +151,10 @@ func (h *Header) CheckAttached() error {
 // ErrHeaderOverlap (see CheckAttached).
 func (h *Header) Segment() (SegmentInfo, error) {
 	m := h.meta
-	if err := h.CheckAttached(); err != nil {
+	if err := h.reencrypting(); err != nil {
 		return SegmentInfo{}, err
 	}
-	if err := h.reencrypting(); err != nil {
+	if err := h.CheckAttached(); err != nil {
 		return SegmentInfo{}, err
 	}
 	if len(m.segments) != 1 {

@@ -148,12 +148,12 @@ func (h *Header) OpenAny(dev io.ReaderAt, passphrase []byte) (*secret.Key, int, 
 
 // reencrypting fails with ErrUnsupported while an online reencryption is
 // in progress (the header has a reencrypt keyslot): the data is partly
-// under the old volume key and partly under the new one, so no single
-// key reads it, and this package does not reencrypt.
+// in the old layout and key (or plaintext) and partly in the new, so no
+// single key reads it, and this package does not reencrypt.
 func (h *Header) reencrypting() error {
 	for _, id := range sortedKeys(h.meta.keyslots) {
 		if h.meta.keyslots[id].typ == "reencrypt" {
-			return fmt.Errorf("%w: keyslot %d is a reencrypt keyslot: a reencryption is in progress, with the data partly under the old volume key and partly under the new one; finish it with cryptsetup first",
+			return fmt.Errorf("%w: keyslot %d is a reencrypt keyslot: a reencryption is in progress, with the data partly in the old layout and key and partly in the new; finish it with cryptsetup first",
 				ErrUnsupported, id)
 		}
 	}

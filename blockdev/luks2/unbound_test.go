@@ -71,42 +71,56 @@ func TestUnboundKeyslot(t *testing.T) {
 	}
 }
 
-// TestReencryptionRefused: a header in the middle of an online
-// reencryption, made by cryptsetup reencrypt --init-only, is read (as
-// cryptsetup reads it) but not opened: its data is partly under the old
-// key and partly under the new one.
+// TestReencryptionRefused: headers in the middle of an online
+// reencryption, made by cryptsetup reencrypt --init-only, are read (as
+// cryptsetup reads them) but not opened: the data is partly in the old
+// layout and partly in the new.
 func TestReencryptionRefused(t *testing.T) {
 	needCryptsetup(t)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "reencrypt.img")
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(path, 17<<20); err != nil {
-		t.Fatal(err)
-	}
-	pass := writeFile(t, dir, "pass", []byte("old key"))
 	fast := []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
-	cryptsetup(t, append([]string{"luksFormat", "--type", "luks2", "--key-file", pass, path}, fast...)...)
-	cryptsetup(t, append([]string{"reencrypt", "--init-only", "--key-file", pass, path}, fast...)...)
-
-	f := openFile(t, path)
-	h := readHeader(t, f)
-	var types []string
-	for _, ks := range h.Keyslots() {
-		types = append(types, ks.Type)
-	}
-	if !slices.Contains(types, "reencrypt") {
-		t.Fatalf("keyslot types %v, want a reencrypt keyslot", types)
-	}
-	const want = "a reencryption is in progress"
-	if _, _, err := h.OpenAny(f, []byte("old key")); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), want) {
-		t.Errorf("OpenAny: %v, want ErrUnsupported with %q", err, want)
-	}
-	if _, err := h.OpenKeyslot(f, 0, []byte("old key")); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), want) {
-		t.Errorf("OpenKeyslot: %v, want ErrUnsupported with %q", err, want)
-	}
-	if _, err := h.Segment(); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), want) {
-		t.Errorf("Segment: %v, want ErrUnsupported with %q", err, want)
+	for _, tc := range []struct {
+		name  string
+		setup [][]string // cryptsetup commands, with the image and key file appended
+	}{
+		{"new key", [][]string{{"luksFormat", "--type", "luks2"}, {"reencrypt", "--init-only"}}},
+		// Encryption in place moves the data: a linear segment at offset 0.
+		{"encrypt with data shift", [][]string{{"reencrypt", "--encrypt", "--init-only", "--type", "luks2", "--reduce-device-size", "32M"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "reencrypt.img")
+			if err := os.WriteFile(path, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(path, 40<<20); err != nil {
+				t.Fatal(err)
+			}
+			pass := writeFile(t, dir, "pass", []byte("old key"))
+			for _, args := range tc.setup {
+				cryptsetup(t, append(append(args, fast...), "--key-file", pass, path)...)
+			}
+			f := openFile(t, path)
+			h := readHeader(t, f)
+			var types []string
+			for _, ks := range h.Keyslots() {
+				types = append(types, ks.Type)
+			}
+			if !slices.Contains(types, "reencrypt") {
+				t.Fatalf("keyslot types %v, want a reencrypt keyslot", types)
+			}
+			const want = "a reencryption is in progress"
+			if _, _, err := h.OpenAny(f, []byte("old key")); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), want) {
+				t.Errorf("OpenAny: %v, want ErrUnsupported with %q", err, want)
+			}
+			if _, err := h.OpenKeyslot(f, 0, []byte("old key")); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), want) {
+				t.Errorf("OpenKeyslot: %v, want ErrUnsupported with %q", err, want)
+			}
+			if _, err := h.Segment(); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), want) {
+				t.Errorf("Segment: %v, want ErrUnsupported with %q", err, want)
+			}
+			if err := h.CheckAttached(); err != nil {
+				t.Errorf("CheckAttached: %v; a reencryption's segments follow its own rules", err)
+			}
+		})
 	}
 }
