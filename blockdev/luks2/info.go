@@ -146,9 +146,9 @@ func (h *Header) CheckAttached() error {
 }
 
 // Segment returns the data segment of a header that sits on its data
-// device. Headers in the middle of a reencryption (with a reencrypt
-// keyslot, and several segments) are refused with ErrUnsupported; a segment that overlaps the header with
-// ErrHeaderOverlap (see CheckAttached).
+// device. A header in the middle of a reencryption (a reencrypt keyslot,
+// several segments) is refused with ErrUnsupported, a segment that
+// overlaps the header with ErrHeaderOverlap (see CheckAttached).
 func (h *Header) Segment() (SegmentInfo, error) {
 	m := h.meta
 	if err := h.reencrypting(); err != nil {
@@ -170,7 +170,7 @@ func (h *Header) Segment() (SegmentInfo, error) {
 		MetadataEnd: h.MetadataEnd(),
 	}
 	// The volume key size is only recorded in the keyslots.
-	if d, err := m.segmentDigest(0); err == nil {
+	if d, err := m.segmentDigest(dataSegment); err == nil {
 		for _, k := range d.keyslots {
 			if ks := m.keyslots[k]; ks.typ == "luks2" {
 				info.KeySize = ks.keySize
