@@ -1,7 +1,6 @@
 package luks2
 
 import (
-	"bytes"
 	"encoding/hex"
 	"os"
 	"os/exec"
@@ -116,10 +115,6 @@ func (m *memDevice) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (m *memDevice) Sync() error { m.syncs++; return nil }
-
-func (m *memDevice) clone() *memDevice {
-	return &memDevice{data: bytes.Clone(m.data)}
-}
 
 // Cheap KDFs so that tests stay fast; still at cryptsetup's minimums.
 var (

@@ -323,12 +323,10 @@ func TestBehindProxyRewritingHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rp := httputil.NewSingleHostReverseProxy(backend)
-	director := rp.Director
-	rp.Director = func(r *http.Request) {
-		director(r)
-		r.Host = "kms-backend.internal"
-	}
+	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(backend)
+		r.Out.Host = "kms-backend.internal"
+	}}
 	proxy := httptest.NewServer(rp)
 	t.Cleanup(proxy.Close)
 	skFile := filepath.Join(t.TempDir(), "sk")
