@@ -13,7 +13,7 @@ import (
 	"context"
 	"time"
 
-	"kmsagent/kmsclient/secret"
+	"kmsagent/agent/secret"
 )
 
 // KMS is implemented by every provider. All methods may block on the

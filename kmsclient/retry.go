@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"kmsagent/kmsclient/secret"
+	"kmsagent/agent/secret"
 )
 
 // RetryPolicy retries throttled and unavailable calls with exponential

@@ -7,12 +7,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/secret"
 	"kmsagent/blockdev/dm"
 	"kmsagent/blockdev/keyring"
 	"kmsagent/blockdev/luks2"
 	"kmsagent/blockdev/volume"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/secret"
 )
 
 // Step names, reported through Progress and in errors.

@@ -12,13 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"kmsagent/agent/secret"
 	"kmsagent/blockdev/crypt"
 	"kmsagent/blockdev/dm"
 	"kmsagent/blockdev/keyring"
 	"kmsagent/blockdev/vmtest"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/local"
-	"kmsagent/kmsclient/secret"
 )
 
 // kmsagent runs the CLI and returns stdout, stderr and the exit status.

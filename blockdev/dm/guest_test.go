@@ -13,10 +13,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/secret"
 	"kmsagent/blockdev/dm"
 	"kmsagent/blockdev/keyring"
 	"kmsagent/blockdev/vmtest"
-	"kmsagent/kmsclient/secret"
 )
 
 // The tests in this file run inside the VM (see TestVMDeviceMapper) and

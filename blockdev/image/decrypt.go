@@ -7,11 +7,11 @@ import (
 	"io"
 	"os"
 
+	"kmsagent/agent/secret"
 	"kmsagent/blockdev/luks2"
 	"kmsagent/blockdev/token"
 	"kmsagent/blockdev/volume"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/secret"
 )
 
 // DecryptOptions say how to get the volume key: through the kmsagent

@@ -6,7 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 
-	"kmsagent/kmsclient/secret"
+	"kmsagent/agent/secret"
 )
 
 // segmentDigest returns the digest that guards a segment's volume key.

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"strconv"
 
-	"kmsagent/kmsclient/secret"
-	"kmsagent/kmsclient/uuid"
+	"kmsagent/agent/secret"
+	"kmsagent/agent/uuid"
 )
 
 // FormatOptions are the parameters of a new header. Zero values take

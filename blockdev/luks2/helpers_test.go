@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"kmsagent/kmsclient/secret"
+	"kmsagent/agent/secret"
 )
 
 // testdata holds cryptsetup's own test images (see its README).

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/crypto/argon2"
 
-	"kmsagent/kmsclient/secret"
+	"kmsagent/agent/secret"
 )
 
 // KDF names as they appear in the header.

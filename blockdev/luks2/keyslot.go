@@ -10,7 +10,7 @@ import (
 	"sort"
 	"strconv"
 
-	"kmsagent/kmsclient/secret"
+	"kmsagent/agent/secret"
 )
 
 // Defaults for new keyslots, as cryptsetup 2.x makes them.

@@ -42,9 +42,9 @@ import (
 	"io"
 	"strconv"
 
+	"kmsagent/agent/secret"
+	"kmsagent/agent/uuid"
 	"kmsagent/blockdev/luks2"
-	"kmsagent/kmsclient/secret"
-	"kmsagent/kmsclient/uuid"
 )
 
 // Token types as they appear in the header.

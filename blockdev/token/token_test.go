@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"kmsagent/kmsclient/secret"
+	"kmsagent/agent/secret"
 )
 
 const binding = "6b1c1c0e-8a3e-4b8e-9f8c-2c9a6f0d1e01"

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/secret"
 )
 
 // latencyKMS adds a fixed delay to every unwrap, like a KMS across a

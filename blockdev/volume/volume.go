@@ -9,11 +9,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/secret"
 	"kmsagent/blockdev/luks2"
 	"kmsagent/blockdev/probe"
 	"kmsagent/blockdev/token"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/secret"
 )
 
 // CreateOptions are the parameters of a new LUKS2 header with a KMS

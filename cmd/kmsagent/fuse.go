@@ -22,13 +22,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/kmsconn"
+	"kmsagent/agent/secret"
 	"kmsagent/blockdev/crypt"
 	"kmsagent/blockdev/dm"
+	"kmsagent/fuse/cryptfs"
 	"kmsagent/fuse/envelope"
-	cryptfs "kmsagent/fuse/fs"
 	"kmsagent/fuse/share"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/secret"
 )
 
 // fuseWorkerCommand is the hidden command the mount command re-executes

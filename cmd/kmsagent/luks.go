@@ -11,9 +11,9 @@ import (
 
 	"kmsagent/agent/config"
 	"kmsagent/agent/kmsconn"
+	"kmsagent/agent/secret"
 	"kmsagent/blockdev/volume"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/secret"
 )
 
 // maxPassphraseFile bounds passphrase files: cryptsetup allows 8 MiB key

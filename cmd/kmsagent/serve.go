@@ -20,8 +20,8 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"kmsagent/agent/config"
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient/kmsserver"
-	"kmsagent/kmsclient/secret"
 )
 
 // maxSecretKeyFile bounds the SK file; a Huawei SK is 40 characters.

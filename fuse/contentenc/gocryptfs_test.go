@@ -21,10 +21,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/secret"
 	"kmsagent/fuse/contentenc"
 	"kmsagent/fuse/cryptocore"
 	"kmsagent/fuse/nametransform"
-	"kmsagent/kmsclient/secret"
 )
 
 // requireGocryptfs returns the gocryptfs binary, or skips the test when

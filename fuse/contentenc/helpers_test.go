@@ -7,8 +7,8 @@ import (
 	"crypto/rand"
 	"testing"
 
+	"kmsagent/agent/secret"
 	"kmsagent/fuse/cryptocore"
-	"kmsagent/kmsclient/secret"
 )
 
 // katMaster is the master key 01 02 … 20 of the known answers in

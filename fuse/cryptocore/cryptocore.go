@@ -12,7 +12,7 @@ import (
 	"errors"
 	"fmt"
 
-	"kmsagent/kmsclient/secret"
+	"kmsagent/agent/secret"
 )
 
 const (

@@ -10,7 +10,7 @@ import (
 	"errors"
 	"testing"
 
-	"kmsagent/kmsclient/secret"
+	"kmsagent/agent/secret"
 )
 
 func key(t *testing.T, b []byte) *secret.Key {

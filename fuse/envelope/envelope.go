@@ -26,9 +26,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/secret"
+	"kmsagent/agent/uuid"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/secret"
-	"kmsagent/kmsclient/uuid"
 )
 
 // FileName is the envelope's name in the cipher directory root. It is not

@@ -11,10 +11,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/secret"
+	"kmsagent/agent/uuid"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/local"
-	"kmsagent/kmsclient/secret"
-	"kmsagent/kmsclient/uuid"
 )
 
 func newStore(t *testing.T) (*local.Store, string) {

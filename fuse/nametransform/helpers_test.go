@@ -5,8 +5,8 @@ import (
 	"os"
 	"testing"
 
+	"kmsagent/agent/secret"
 	"kmsagent/fuse/cryptocore"
-	"kmsagent/kmsclient/secret"
 )
 
 // katMaster is the master key 01 02 … 20 used for the known answers that

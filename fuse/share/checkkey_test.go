@@ -7,12 +7,12 @@ import (
 	"path/filepath"
 	"testing"
 
+	"kmsagent/agent/secret"
 	"kmsagent/fuse/contentenc"
+	"kmsagent/fuse/cryptfs"
 	"kmsagent/fuse/cryptocore"
 	"kmsagent/fuse/envelope"
-	cryptfs "kmsagent/fuse/fs"
 	"kmsagent/fuse/nametransform"
-	"kmsagent/kmsclient/secret"
 )
 
 // treeWriter writes a gocryptfs tree without mounting it.

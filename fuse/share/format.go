@@ -31,12 +31,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/safepath"
+	"kmsagent/agent/secret"
+	"kmsagent/fuse/cryptfs"
 	"kmsagent/fuse/cryptocore"
 	"kmsagent/fuse/envelope"
-	cryptfs "kmsagent/fuse/fs"
 	"kmsagent/fuse/nametransform"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/secret"
 )
 
 // RootMode is the mode Format and Import give the cipher root.

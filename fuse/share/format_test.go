@@ -11,9 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/safepath"
+	"kmsagent/agent/secret"
 	"kmsagent/fuse/envelope"
 	"kmsagent/fuse/nametransform"
-	"kmsagent/kmsclient/secret"
 )
 
 func mode(t *testing.T, path string) os.FileMode {

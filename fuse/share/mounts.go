@@ -16,7 +16,7 @@ import (
 
 	"kmsagent/agent/mountinfo"
 	"kmsagent/agent/safepath"
-	cryptfs "kmsagent/fuse/fs"
+	"kmsagent/fuse/cryptfs"
 )
 
 // Mount is one of our mounts as /proc/self/mountinfo lists it.

@@ -10,9 +10,9 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"golang.org/x/sys/unix"
 
+	"kmsagent/fuse/cryptfs"
 	"kmsagent/fuse/cryptocore"
 	"kmsagent/fuse/envelope"
-	cryptfs "kmsagent/fuse/fs"
 	"kmsagent/kmsclient"
 )
 

@@ -8,12 +8,12 @@ import (
 	"strings"
 	"testing"
 
+	"kmsagent/agent/secret"
+	"kmsagent/fuse/cryptfs"
 	"kmsagent/fuse/cryptocore"
 	"kmsagent/fuse/envelope"
-	cryptfs "kmsagent/fuse/fs"
 	"kmsagent/fuse/nametransform"
 	"kmsagent/kmsclient/local"
-	"kmsagent/kmsclient/secret"
 )
 
 func newKMS(t *testing.T) (*local.Store, string) {

@@ -20,8 +20,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/secret"
 )
 
 // ProviderName is what Provider returns and what envelopes record.

@@ -23,8 +23,8 @@ import (
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/secret"
 )
 
 // opErr wraps err the way the SDK returns an error answer from KMS.

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// TestMain keeps the garbage collector off. kmsclient/secret's Wipe
+// TestMain keeps the garbage collector off. agent/secret's Wipe
 // unmaps a key's memory but does not stop the cleanup that New registered,
 // so when a wiped Key is collected the cleanup zeroes unmapped memory and
 // the test binary dies with SIGSEGV (or, if the address was mapped again,

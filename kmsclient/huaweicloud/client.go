@@ -47,10 +47,10 @@ import (
 	"sync"
 	"time"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/huaweicloud/signer"
 	"kmsagent/kmsclient/huaweicloud/wire"
-	"kmsagent/kmsclient/secret"
 )
 
 const (

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/huaweicloud/wire"
-	"kmsagent/kmsclient/secret"
 )
 
 // fastRetry retries at once, in effect; RetryPolicy's sleep and jitter

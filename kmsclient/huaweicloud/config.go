@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"kmsagent/kmsclient/secret"
+	"kmsagent/agent/secret"
 )
 
 // Credential sources.

@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient/huaweicloud/signer"
-	"kmsagent/kmsclient/secret"
 )
 
 // credentialSource hands out the credential to sign the next request.

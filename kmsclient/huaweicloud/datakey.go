@@ -11,9 +11,9 @@ import (
 	"fmt"
 	"strconv"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/huaweicloud/wire"
-	"kmsagent/kmsclient/secret"
 )
 
 // Framing of wrapped keys; see the package comment. Version 1 held the

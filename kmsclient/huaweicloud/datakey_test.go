@@ -11,11 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/huaweicloud/signer"
 	"kmsagent/kmsclient/huaweicloud/wire"
 	"kmsagent/kmsclient/kmstest"
-	"kmsagent/kmsclient/secret"
 )
 
 const (

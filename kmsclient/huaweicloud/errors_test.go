@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/huaweicloud/wire"
-	"kmsagent/kmsclient/secret"
 )
 
 func kmsBody(code, msg string) string {

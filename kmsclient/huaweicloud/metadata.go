@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/huaweicloud/signer"
-	"kmsagent/kmsclient/secret"
 )
 
 // ECS metadata paths. The token step is the metadata service's optional

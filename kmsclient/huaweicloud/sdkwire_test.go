@@ -10,9 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/huaweicloud/wire"
-	"kmsagent/kmsclient/secret"
 )
 
 // sdkFixtures holds bodies in the official SDK's shapes; see the README

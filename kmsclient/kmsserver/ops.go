@@ -13,9 +13,9 @@ import (
 	"strconv"
 	"strings"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/huaweicloud/wire"
-	"kmsagent/kmsclient/secret"
 )
 
 // encryptDataKeyRequest is decoded here rather than in wire because only

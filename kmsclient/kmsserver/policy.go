@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/secret"
 )
 
 // clientState is one authenticated client: its secret, its CMKs and its

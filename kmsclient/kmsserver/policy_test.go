@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/huaweicloud"
 	"kmsagent/kmsclient/huaweicloud/signer"
 	"kmsagent/kmsclient/huaweicloud/wire"
 	"kmsagent/kmsclient/kmsserver"
-	"kmsagent/kmsclient/secret"
 )
 
 const (

@@ -54,10 +54,10 @@ import (
 	"strings"
 	"time"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/huaweicloud/signer"
 	"kmsagent/kmsclient/huaweicloud/wire"
-	"kmsagent/kmsclient/secret"
 )
 
 // Backend is the KMS behind the server; *local.Store satisfies it.

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/secret"
 )
 
 // Harness gives the suite a provider and the admin operations it needs on

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"kmsagent/kmsclient/uuid"
+	"kmsagent/agent/uuid"
 )
 
 // A wrapped key ("blob") is self-describing so the format can evolve and so

@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"kmsagent/agent/uuid"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/uuid"
 )
 
 func TestParseBlob(t *testing.T) {

@@ -16,9 +16,9 @@ import (
 	"sync"
 	"time"
 
+	"kmsagent/agent/secret"
+	"kmsagent/agent/uuid"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/secret"
-	"kmsagent/kmsclient/uuid"
 )
 
 const (

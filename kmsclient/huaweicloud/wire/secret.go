@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 
-	"kmsagent/kmsclient/secret"
+	"kmsagent/agent/secret"
 )
 
 // SecretHex is key material that travels as a JSON hex string.

@@ -2,6 +2,10 @@
 // mapping that is locked into memory (never swapped), excluded from core
 // dumps, and zeroed by Wipe. Keys never pass through strings, and printing
 // a Key with any fmt verb shows only its length.
+//
+// It depends on nothing else in kmsagent, so the KMS clients, the block
+// device code and the file system all use it without depending on each
+// other.
 package secret
 
 import (

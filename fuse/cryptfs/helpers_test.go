@@ -14,8 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/secret"
 	"kmsagent/fuse/cryptocore"
-	"kmsagent/kmsclient/secret"
 )
 
 // TestMain doubles as a helper process for operations that must not run
