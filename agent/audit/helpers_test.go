@@ -72,4 +72,3 @@ func seq(prefix string, n int) []string {
 	}
 	return v
 }
-
