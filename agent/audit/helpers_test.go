@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // requireRoot skips a test that needs root (mounts, chown), unless
@@ -39,6 +40,7 @@ func logDir(t testing.TB) string {
 // rec is a record told apart by its volume name.
 func rec(volume string) Record {
 	return Record{
+		Time:     time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC),
 		Caller:   Caller{UID: 0, PID: 4242, Comm: "kmsagent"},
 		Volume:   volume,
 		Kind:     KindLUKS,
