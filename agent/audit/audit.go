@@ -20,9 +20,12 @@
 // a descriptor opened with O_APPEND, then fdatasync'ed before Write
 // returns (fdatasync rather than fsync: it still makes the new size
 // durable, which is all an append needs, and skips the mtime update).
-// One write per record means concurrent writers, even in other
-// processes, never interleave inside a line; the Log also serialises its
-// own goroutines, so the size it tracks for rotation is exact. The cost
+// One write per record means concurrent writers never interleave inside
+// a line. The Log serialises its own goroutines; writers in other
+// processes (a CLI verb run next to the daemon) are kept out by an
+// exclusive flock(2) on the log's directory, held for one record, under
+// which the Log also notices a rotation another process made and appends
+// to the new file, never to one rotated away. The cost
 // is one disk flush per key use: BenchmarkWrite measured 0.25-0.4 ms
 // per record on ext4 on a virtio disk; a disk that honours cache flushes
 // takes longer. Key uses are rare events (mounts, boots, rewraps), so

@@ -530,3 +530,67 @@ func TestDiskFull(t *testing.T) {
 		})
 	}
 }
+
+// TestTwoWriters: two Logs on one path, as two processes would have
+// them, take turns under the directory lock and follow each other's
+// rotations: every record lands once, in a kept file, and no file grows
+// past MaxSize.
+func TestTwoWriters(t *testing.T) {
+	path := filepath.Join(logDir(t), "audit.log")
+	line, _ := rec("a-00").MarshalJSON()
+	opts := Options{MaxSize: 5 * int64(len(line)+1), Keep: 1000}
+	var logs [2]*Log
+	for i := range logs {
+		l, err := Open(path, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		logs[i] = l
+	}
+	const each = 60
+	var wg sync.WaitGroup
+	for i, l := range logs {
+		wg.Go(func() {
+			for n := range each {
+				mustWrite(t, l, fmt.Sprintf("%c-%02d", 'a'+i, n))
+			}
+		})
+	}
+	wg.Wait()
+	res, err := ReadFiles(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Damaged) > 0 {
+		t.Fatalf("damaged: %v", res.Damaged)
+	}
+	for i := range logs {
+		var mine []string
+		for _, v := range volumes(res.Records) {
+			if v[0] == byte('a'+i) {
+				mine = append(mine, v)
+			}
+		}
+		want := make([]string, each)
+		for n := range want {
+			want[n] = fmt.Sprintf("%c-%02d", 'a'+i, n)
+		}
+		if !slices.Equal(mine, want) {
+			t.Fatalf("writer %d: %v", i, mine)
+		}
+	}
+	gens, _ := generations(path)
+	for _, g := range gens {
+		name := path
+		if g > 0 {
+			name = fmt.Sprintf("%s.%d", path, g)
+		}
+		if fi, err := os.Stat(name); err != nil || fi.Size() > opts.MaxSize {
+			t.Fatalf("%s: %v, size %d > %d", name, err, fi.Size(), opts.MaxSize)
+		}
+	}
+	if len(gens) < 2*each/5 {
+		t.Fatalf("%d files for %d records of 5 per file", len(gens), 2*each)
+	}
+}

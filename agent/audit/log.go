@@ -57,6 +57,8 @@ type Log struct {
 	// its context ends.
 	sem     chan struct{}
 	f       *os.File // nil after Close
+	ino     uint64   // of f, to notice that another process rotated
+	dev     uint64
 	size    int64
 	torn    bool // the file ends inside a line: start the next record on a new one
 	closed  bool
@@ -132,16 +134,49 @@ func (l *Log) openFile() error {
 			return fmt.Errorf("audit log: sync %s: %w", l.dir.Name(), err)
 		}
 	}
-	torn := false
-	if st.Size > 0 {
-		var last [1]byte
-		if _, err := unix.Pread(fd, last[:], st.Size-1); err != nil {
-			f.Close()
-			return fmt.Errorf("audit log: %w", &os.PathError{Op: "read", Path: l.path, Err: err})
-		}
-		torn = last[0] != '\n'
+	torn, err := l.endsTorn(f, st.Size)
+	if err != nil {
+		f.Close()
+		return err
 	}
-	l.f, l.size, l.torn = f, st.Size, torn
+	if l.f != nil {
+		l.f.Close()
+	}
+	l.f, l.ino, l.dev, l.size, l.torn = f, st.Ino, st.Dev, st.Size, torn
+	return nil
+}
+
+// endsTorn reports whether f, of the given size, ends inside a line.
+func (l *Log) endsTorn(f *os.File, size int64) (bool, error) {
+	if size == 0 {
+		return false, nil
+	}
+	var last [1]byte
+	if _, err := unix.Pread(int(f.Fd()), last[:], size-1); err != nil {
+		return false, fmt.Errorf("audit log: %w", &os.PathError{Op: "read", Path: l.path, Err: err})
+	}
+	return last[0] != '\n', nil
+}
+
+// catchUp follows what other processes did to the log since our last
+// write: a rotation (path is another file now, or none) or appends. The
+// caller holds the directory lock.
+func (l *Log) catchUp() error {
+	var st unix.Stat_t
+	err := unix.Fstatat(int(l.dir.Fd()), l.name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if err == unix.ENOENT || (err == nil && (st.Ino != l.ino || st.Dev != l.dev)) {
+		return l.openFile()
+	}
+	if err != nil {
+		return fmt.Errorf("audit log: %w", &os.PathError{Op: "stat", Path: l.path, Err: err})
+	}
+	if st.Size != l.size {
+		torn, err := l.endsTorn(l.f, st.Size)
+		if err != nil {
+			return err
+		}
+		l.size, l.torn = st.Size, torn
+	}
 	return nil
 }
 
@@ -191,6 +226,16 @@ func (l *Log) append(line []byte) error {
 	if l.closed {
 		return ErrClosed
 	}
+	// The lock on the directory keeps writers in other processes from
+	// rotating under us; it is held for one write and fdatasync.
+	dfd := int(l.dir.Fd())
+	if err := flock(dfd, unix.LOCK_EX); err != nil {
+		return fmt.Errorf("audit log: lock %s: %w", l.dir.Name(), err)
+	}
+	defer flock(dfd, unix.LOCK_UN)
+	if err := l.catchUp(); err != nil {
+		return err
+	}
 	if l.size > 0 && l.size+int64(len(line)) > l.opts.MaxSize {
 		if err := l.rotate(); err != nil {
 			l.report(err)
@@ -238,7 +283,8 @@ func (l *Log) append(line []byte) error {
 // rotate shifts path.N-1 to path.N, ..., path to path.1 and opens a new
 // path. Each step is one rename, so a crash between steps leaves every
 // record in one file. If the new file cannot be made, l.f stays on the
-// old one (now path.1), so records still go somewhere in order.
+// old one (now path.1), so the record at hand still goes into a kept
+// file, in order; the next Write tries to create path again.
 func (l *Log) rotate() error {
 	dfd := int(l.dir.Fd())
 	gen := func(i int) string { return l.name + "." + strconv.Itoa(i) }
@@ -257,14 +303,18 @@ func (l *Log) rotate() error {
 	if err := l.hook("create"); err != nil {
 		return err
 	}
-	old := l.f
 	if err := l.openFile(); err != nil {
 		return fmt.Errorf("rotate: %w", err)
 	}
-	if old != nil {
-		old.Close()
-	}
 	return nil
+}
+
+func flock(fd, how int) error {
+	for {
+		if err := unix.Flock(fd, how); err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 func (l *Log) hook(step string) error {
