@@ -83,6 +83,7 @@ const (
 
 // Errors matched with errors.Is. A missing state file is os.ErrNotExist.
 var (
+	ErrClosed  = errors.New("state store is closed")
 	ErrLocked  = errors.New("state directory is in use by another process")
 	ErrCorrupt = errors.New("state file is damaged")
 	ErrVersion = errors.New("state file has a version this build does not read")
@@ -144,10 +145,10 @@ type Options[T any] struct {
 }
 
 // Store is an open state directory, locked for this process. It is safe
-// for concurrent use; Saves are serialised, so the last one to return is
+// for concurrent use; calls are serialised, so the last Save to return is
 // what the file holds.
 type Store[T any] struct {
-	mu   sync.Mutex // serialises Save
+	mu   sync.Mutex // serialises Save, Load and Close
 	dir  *os.File
 	lock *os.File
 	path string // of the state file
@@ -279,6 +280,11 @@ func (s *Store[T]) Path() string { return s.path }
 // version a *VersionError.
 func (s *Store[T]) Load() (T, error) {
 	var zero T
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dir == nil {
+		return zero, ErrClosed
+	}
 	fd, err := unix.Openat(int(s.dir.Fd()), FileName, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err == unix.ELOOP {
 		return zero, &CorruptError{Path: s.path, Err: errors.New("it is a symbolic link")}
@@ -360,6 +366,9 @@ func strict(data []byte, v any) error {
 func (s *Store[T]) Save(v T) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.dir == nil {
+		return ErrClosed
+	}
 	state, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("state: encode: %w", err)

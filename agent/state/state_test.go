@@ -55,12 +55,24 @@ func TestSaveLoad(t *testing.T) {
 
 func assertNoTemps(t *testing.T, dir string) {
 	t.Helper()
-	ents, _ := os.ReadDir(dir)
+	if n := temps(t, dir); n > 0 {
+		t.Fatalf("%d temporary files left", n)
+	}
+}
+
+func temps(t *testing.T, dir string) int {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), tmpPrefix) {
-			t.Fatalf("temporary file left: %s", e.Name())
+			n++
 		}
 	}
+	return n
 }
 
 func TestOpenChecksDirectory(t *testing.T) {
@@ -372,11 +384,9 @@ func TestSaveFailsAtEachStep(t *testing.T) {
 	}
 }
 
-// errCrash stands for the process dying at a step of Save.
-type errCrash struct{}
-
 // TestSaveCrashAtEachStep stops Save at each step as a kill would
-// (nothing after that point runs, no clean-up), then opens the directory
+// (nothing after that point runs, no clean-up; the goroutine stays
+// parked until the test binary exits), then opens the directory
 // again as the restarted daemon would: it loads the old or the new
 // state, whole, and finds no temporary file.
 func TestSaveCrashAtEachStep(t *testing.T) {
@@ -400,24 +410,28 @@ func TestSaveCrashAtEachStep(t *testing.T) {
 			if err := s.Save(sample(1)); err != nil {
 				t.Fatal(err)
 			}
+			// The process "dies" at the step: Save stops there for good,
+			// so none of its clean-up runs (a panic would run its
+			// deferred calls).
+			reached := make(chan struct{})
 			s.step = func(step string) error {
 				if step == tt.step {
-					panic(errCrash{})
+					close(reached)
+					select {} // never returns
 				}
 				return nil
 			}
-			func() {
-				defer func() {
-					if _, ok := recover().(errCrash); !ok {
-						t.Fatal("step not reached")
-					}
-				}()
-				s.Save(sample(2))
-			}()
-			// The dead process's descriptors, and so its lock, go away
-			// with it; its temporary file does not.
+			go s.Save(sample(2))
+			<-reached
+			// Its descriptors, and so its lock, go away with it; its
+			// temporary file does not.
 			s.lock.Close()
 			s.dir.Close()
+			if tt.step != "create" && tt.step != "sync directory" {
+				if temps(t, dir) != 1 {
+					t.Fatal("no temporary file left behind by the crash")
+				}
+			}
 
 			s2 := open(t, dir)
 			got, err := s2.Load()
@@ -503,4 +517,18 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("%+v does not round-trip: %+v %v", got, again, err)
 		}
 	})
+}
+
+func TestClosed(t *testing.T) {
+	s, err := Open(stateDir(t), opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := s.Save(sample(1)); !errors.Is(err, ErrClosed) {
+		t.Errorf("save after close: %v", err)
+	}
+	if _, err := s.Load(); !errors.Is(err, ErrClosed) {
+		t.Errorf("load after close: %v", err)
+	}
 }
