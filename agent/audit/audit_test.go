@@ -388,9 +388,11 @@ func TestRotation(t *testing.T) {
 type errCrash struct{ step string }
 
 // TestRotationCrashAtEachStep stops a rotation at each of its steps as
-// a kill would (nothing after that point runs), reopens the log as the
-// restarted daemon would, and checks that every record written is in
-// exactly one file, in order.
+// a kill would (nothing after that point runs: the panic unwinds through
+// no clean-up but the release of the directory flock, which a dying
+// process releases as well), reopens the log as the restarted daemon
+// would, and checks that every record written is in exactly one file, in
+// order.
 func TestRotationCrashAtEachStep(t *testing.T) {
 	line, _ := rec("v00").MarshalJSON()
 	size := int64(len(line) + 1)
