@@ -25,20 +25,21 @@
 // processes (a CLI verb run next to the daemon) are kept out by an
 // exclusive flock(2) on the log's directory, held for one record, under
 // which the Log also notices a rotation another process made and appends
-// to the new file, never to one rotated away. The cost
-// is one disk flush per key use: BenchmarkWrite measured 0.25-0.4 ms
-// per record on ext4 on an idle virtio disk, 1-2 ms with the host busy
-// (load 9 on 2 cores); the lock and the stat per record are microseconds
-// of that. A disk that honours cache flushes takes longer. Key uses are rare events (mounts, boots, rewraps), so
-// nothing is batched.
+// to the new file, never to one rotated away.
+//
+// The cost is one disk flush per key use: BenchmarkWrite measured
+// 0.25-0.4 ms per record on ext4 on a virtio disk with the host quiet,
+// 1-2 ms with it busy (load 9 on 2 cores); a disk that honours cache
+// flushes takes longer. Key uses are rare events (mounts, boots,
+// rewraps), so nothing is batched.
 //
 // The kernel cuts a write to a regular file short only when the disk is
 // full (or a file size limit is hit); the rest of the line is then
 // offered again, which either completes it or returns the errno. A write
-// cut short for good, or by a crash, leaves a line without its newline. The next record, from this process or the next one to open
-// the file, starts with a newline, so the damage stays within that one
-// line; Read reports such lines, and a torn last line, instead of
-// failing.
+// cut short for good, or by a crash, leaves a line without its newline.
+// The next record, from this process or the next one to open the file,
+// starts with a newline, so the damage stays within that one line; Read
+// reports such lines, and a torn last line, instead of failing.
 //
 // # Where the log lives
 //
@@ -63,8 +64,9 @@
 //
 // # Full disk: fail closed or fail open
 //
-// When a record cannot be written, the key use it describes has already
-// happened at the KMS (the result is known only afterwards). What
+// The caller writes the record after the KMS call (the result is known
+// only then) and before the key is used or handed out. When the record
+// cannot be written, the unwrap has already happened at the KMS; what
 // remains to decide is whether the key may be used. Failing closed (the
 // default: Write returns the error and the caller wipes the key and fails
 // the request) guarantees that every key use the host acted on is in the

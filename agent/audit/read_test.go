@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -143,5 +144,15 @@ func BenchmarkWrite(b *testing.B) {
 		if err := l.Write(context.Background(), r); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestLookupCaller(t *testing.T) {
+	c := LookupCaller(1000, os.Getpid())
+	if c.UID != 1000 || c.PID != os.Getpid() || c.Comm != "audit.test" {
+		t.Fatalf("LookupCaller of this process: %+v", c)
+	}
+	if c := LookupCaller(0, 0); c != (Caller{}) {
+		t.Fatalf("no pid: %+v", c)
 	}
 }
