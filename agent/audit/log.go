@@ -288,7 +288,17 @@ func (l *Log) append(line []byte) error {
 func (l *Log) rotate() error {
 	dfd := int(l.dir.Fd())
 	gen := func(i int) string { return l.name + "." + strconv.Itoa(i) }
-	for i := l.opts.Keep - 1; i >= 0; i-- {
+	// Start from the highest generation there is, not from Keep: a
+	// large Keep would otherwise cost that many renames every time.
+	top := l.opts.Keep - 1
+	if names, err := l.listDir(); err == nil {
+		highest := 0
+		if gens := rotated(names, l.name); len(gens) > 0 {
+			highest = gens[0]
+		}
+		top = min(top, highest)
+	}
+	for i := top; i >= 0; i-- {
 		from := l.name
 		if i > 0 {
 			from = gen(i)
@@ -307,6 +317,15 @@ func (l *Log) rotate() error {
 		return fmt.Errorf("rotate: %w", err)
 	}
 	return nil
+}
+
+// listDir lists the log's directory from its start.
+func (l *Log) listDir() ([]string, error) {
+	// Seek resets the listing, which an earlier rotation consumed.
+	if _, err := l.dir.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return l.dir.Readdirnames(-1)
 }
 
 func flock(fd, how int) error {

@@ -89,14 +89,24 @@ func ReadFiles(path string) (*Result, error) {
 // generations lists the rotated generations of path, highest first, then
 // 0 for path itself.
 func generations(path string) ([]int, error) {
-	ents, err := os.ReadDir(filepath.Dir(path))
+	d, err := os.Open(filepath.Dir(path))
 	if err != nil {
 		return nil, err
 	}
-	prefix := filepath.Base(path) + "."
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, err
+	}
+	return append(rotated(names, filepath.Base(path)), 0), nil
+}
+
+// rotated picks the generation numbers of base (base.1, base.2, ...) out
+// of names, highest first.
+func rotated(names []string, base string) []int {
 	var gens []int
-	for _, e := range ents {
-		suffix, ok := strings.CutPrefix(e.Name(), prefix)
+	for _, name := range names {
+		suffix, ok := strings.CutPrefix(name, base+".")
 		if !ok {
 			continue
 		}
@@ -106,7 +116,7 @@ func generations(path string) ([]int, error) {
 	}
 	slices.Sort(gens)
 	slices.Reverse(gens)
-	return append(gens, 0), nil
+	return gens
 }
 
 func read(r io.Reader, file string, res *Result) error {

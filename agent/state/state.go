@@ -246,7 +246,7 @@ func (s *Store[T]) takeLock() error {
 
 func (s *Store[T]) removeTemps() error {
 	dfd := int(s.dir.Fd())
-	names, err := readDirNames(dfd)
+	names, err := s.dir.Readdirnames(-1)
 	if err != nil {
 		return fmt.Errorf("state: %w", &os.PathError{Op: "readdir", Path: s.dir.Name(), Err: err})
 	}
@@ -258,18 +258,6 @@ func (s *Store[T]) removeTemps() error {
 		}
 	}
 	return nil
-}
-
-// readDirNames lists the directory open at dfd, through a descriptor of
-// its own so that the offset of dfd is not disturbed.
-func readDirNames(dfd int) ([]string, error) {
-	fd, err := unix.Openat(dfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), ".")
-	defer f.Close()
-	return f.Readdirnames(-1)
 }
 
 // Path is the state file's path.
