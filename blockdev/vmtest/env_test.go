@@ -97,6 +97,22 @@ func TestQEMUArgs(t *testing.T) {
 	if _, err := qemuArgs(Env{}, Config{Disks: []string{filepath.Join(dir, "missing")}}, "/i", "/c"); err == nil {
 		t.Error("missing disk image accepted")
 	}
+	disk2 := filepath.Join(dir, "b.img")
+	mkfile(t, disk2)
+	args, err = qemuArgs(Env{}, Config{Disks: []string{disk, disk2}, Serials: []string{"", "0b7c6b2e-7a5d,4c4e-8"}}, "/i", "/c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line = strings.Join(args, " ")
+	if want := "file=" + disk2 + ",format=raw,if=virtio,serial=0b7c6b2e-7a5d,,4c4e-8"; !strings.Contains(line, want) {
+		t.Errorf("args %q lack %q", line, want)
+	}
+	if strings.Count(line, "serial=") != 1 {
+		t.Errorf("args %q: a serial for the disk without one", line)
+	}
+	if _, err := qemuArgs(Env{}, Config{Serials: []string{"x"}}, "/i", "/c"); err == nil {
+		t.Error("a serial without a disk accepted")
+	}
 }
 
 func TestDiskNames(t *testing.T) {

@@ -27,6 +27,10 @@ type Config struct {
 	// Disks are raw images attached as /dev/vda, /dev/vdb, ... Writes
 	// from the VM land in them.
 	Disks []string
+	// Serials, when set, are the disks' virtio serial numbers, by index
+	// ("" for none). The guest kernel keeps the first 20 bytes, as a
+	// cloud's hypervisor does with a volume id.
+	Serials []string
 	// Script is run by busybox sh after setup, in /tmp, with
 	// VMTEST_GUEST=1; its exit status is reported as VMTEST-EXIT.
 	Script string
@@ -137,7 +141,10 @@ func qemuArgs(env Env, cfg Config, initrd, console string) ([]string, error) {
 		"-initrd", initrd,
 		"-append", "console=ttyS0 panic=-1 quiet",
 	}
-	for _, d := range cfg.Disks {
+	if len(cfg.Serials) > len(cfg.Disks) {
+		return nil, fmt.Errorf("%d serials for %d disks", len(cfg.Serials), len(cfg.Disks))
+	}
+	for i, d := range cfg.Disks {
 		abs, err := filepath.Abs(d)
 		if err != nil {
 			return nil, err
@@ -146,7 +153,11 @@ func qemuArgs(env Env, cfg Config, initrd, console string) ([]string, error) {
 			return nil, fmt.Errorf("disk image: %w", err)
 		}
 		// qemu's option parser takes ",," for a literal comma.
-		args = append(args, "-drive", "file="+strings.ReplaceAll(abs, ",", ",,")+",format=raw,if=virtio")
+		drive := "file=" + strings.ReplaceAll(abs, ",", ",,") + ",format=raw,if=virtio"
+		if i < len(cfg.Serials) && cfg.Serials[i] != "" {
+			drive += ",serial=" + strings.ReplaceAll(cfg.Serials[i], ",", ",,")
+		}
+		args = append(args, "-drive", drive)
 	}
 	return args, nil
 }
