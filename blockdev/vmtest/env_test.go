@@ -104,8 +104,13 @@ func TestQEMUArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	line = strings.Join(args, " ")
-	if want := "file=" + disk2 + ",format=raw,if=virtio,serial=0b7c6b2e-7a5d,,4c4e-8"; !strings.Contains(line, want) {
-		t.Errorf("args %q lack %q", line, want)
+	for _, want := range []string{
+		"-drive file=" + filepath.Join(dir, "a,,b.img") + ",format=raw,if=none,id=disk0 -device virtio-blk-pci,drive=disk0 ",
+		"-drive file=" + disk2 + ",format=raw,if=none,id=disk1 -device virtio-blk-pci,drive=disk1,serial=0b7c6b2e-7a5d,,4c4e-8",
+	} {
+		if !strings.Contains(line+" ", want) {
+			t.Errorf("args %q lack %q", line, want)
+		}
 	}
 	if strings.Count(line, "serial=") != 1 {
 		t.Errorf("args %q: a serial for the disk without one", line)

@@ -153,11 +153,19 @@ func qemuArgs(env Env, cfg Config, initrd, console string) ([]string, error) {
 			return nil, fmt.Errorf("disk image: %w", err)
 		}
 		// qemu's option parser takes ",," for a literal comma.
-		drive := "file=" + strings.ReplaceAll(abs, ",", ",,") + ",format=raw,if=virtio"
-		if i < len(cfg.Serials) && cfg.Serials[i] != "" {
-			drive += ",serial=" + strings.ReplaceAll(cfg.Serials[i], ",", ",,")
+		file := "file=" + strings.ReplaceAll(abs, ",", ",,") + ",format=raw"
+		if len(cfg.Serials) == 0 {
+			args = append(args, "-drive", file+",if=virtio")
+			continue
 		}
-		args = append(args, "-drive", drive)
+		// A serial is a property of the device, not of the drive: spell
+		// both out, for every disk so they keep their order on the bus.
+		id := fmt.Sprintf("disk%d", i)
+		dev := "virtio-blk-pci,drive=" + id
+		if i < len(cfg.Serials) && cfg.Serials[i] != "" {
+			dev += ",serial=" + strings.ReplaceAll(cfg.Serials[i], ",", ",,")
+		}
+		args = append(args, "-drive", file+",if=none,id="+id, "-device", dev)
 	}
 	return args, nil
 }
