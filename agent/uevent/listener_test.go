@@ -360,3 +360,29 @@ func TestLoopDevice(t *testing.T) {
 		t.Errorf("remove event %+v after add %+v", rm, add)
 	}
 }
+
+// TestReceiveBuffer checks that root gets the buffer it asks for beyond
+// net.core.rmem_max (SO_RCVBUFFORCE), and that without the privilege
+// Listen still works.
+func TestReceiveBuffer(t *testing.T) {
+	rcvbuf := func(l *Listener) int {
+		var n int
+		var gerr error
+		if err := l.rc.Control(func(fd uintptr) {
+			n, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+		}); err != nil || gerr != nil {
+			t.Fatalf("getsockopt: %v %v", err, gerr)
+		}
+		return n
+	}
+	l, err := Listen(Options{Group: KernelGroup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	n := rcvbuf(l)
+	if os.Geteuid() == 0 && n < DefaultReceiveBuffer {
+		t.Errorf("SO_RCVBUF is %d as root, want at least %d", n, DefaultReceiveBuffer)
+	}
+	t.Logf("SO_RCVBUF %d", n)
+}
