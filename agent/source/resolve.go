@@ -19,7 +19,8 @@ import (
 )
 
 // Resolver finds devices under a sysfs and a /dev root. The zero value
-// uses the system's.
+// uses the system's. It keeps no state between calls and is safe for
+// concurrent use.
 type Resolver struct {
 	SysRoot string // default /sys
 	DevRoot string // default /dev

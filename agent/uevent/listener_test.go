@@ -362,8 +362,7 @@ func TestLoopDevice(t *testing.T) {
 }
 
 // TestReceiveBuffer checks that root gets the buffer it asks for beyond
-// net.core.rmem_max (SO_RCVBUFFORCE), and that without the privilege
-// Listen still works.
+// net.core.rmem_max (SO_RCVBUFFORCE).
 func TestReceiveBuffer(t *testing.T) {
 	rcvbuf := func(l *Listener) int {
 		var n int
