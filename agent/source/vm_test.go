@@ -10,9 +10,9 @@ import (
 
 // TestVMVirtioSerial boots a VM without udev whose virtio disks have EVS
 // volume ids as serial numbers, as Huawei Cloud's hypervisor gives them,
-// and runs TestGuestVirtio there: the serial attribute of a real
-// virtio-blk disk, and a LUKS2 header found by scanning a real kernel's
-// block devices.
+// and runs the guest tests there: the serial attribute of a real
+// virtio-blk disk, a LUKS2 header found by scanning a real kernel's block
+// devices, and a disk hot-plugged while a uevent listener waits.
 func TestVMVirtioSerial(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a VM")
@@ -34,7 +34,10 @@ func TestVMVirtioSerial(t *testing.T) {
 		Serials: []string{volA, volB},
 		Script:  "/bin/source.test -test.run '^TestGuest' -test.v -test.count=1",
 	})
-	res.RequireSuccess(t, "TestGuestVirtio")
+	res.RequireSuccess(t, "TestGuestVirtio", "TestGuestHotplug")
+	if s, ok := res.Data("hotplug-add"); ok {
+		t.Logf("hot-plugged disk came back as %s (name, seqnum)", s)
+	}
 	if s, _ := res.Data("vda-serial"); s != volA[:SerialLen] {
 		t.Errorf("the guest's /sys/class/block/vda/serial is %q, want %q", s, volA[:SerialLen])
 	}
