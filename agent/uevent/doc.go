@@ -14,7 +14,9 @@
 // so it should listen to udev's events wherever udevd runs and to the
 // kernel's where it does not (a busybox VM, an initramfs without udev).
 // Listening to both would deliver every event twice, at different
-// moments, for no gain.
+// moments, for no gain. (TestVMUdev runs Debian's udevd in a VM,
+// hot-plugs a disk and checks that its by-id link exists when udevd's
+// add event arrives.)
 //
 // The choice is the caller's and explicit: Options.Group has no default.
 // DetectGroup suggests one from the presence of udevd's control socket
