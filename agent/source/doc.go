@@ -61,6 +61,15 @@
 // only the EVS API maps to a volume id; they are not found by evs: (use
 // UUID= for them). Partitions have no serial: evs: names a whole disk.
 //
+// Matches with a path source compares device numbers through the path,
+// so a /dev/disk link matches only once udev has made it: a daemon that
+// takes hot-plug events from the kernel while udevd runs would ask too
+// early. Listen to udev's events where udevd runs (package uevent).
+//
+// TestVMVirtioSerial checks all of this on a real kernel without udev:
+// virtio disks with volume ids as serials, a LUKS2 header found by
+// scanning, and a disk unplugged and plugged back.
+//
 // # Errors
 //
 // Every error is an *Error naming the source, wrapping one of
