@@ -205,7 +205,13 @@ func (l *Listener) receive() (message, error) {
 		rerr        error
 	)
 	err := l.rc.Read(func(fd uintptr) bool {
-		n, oobn, fl, from, rerr = unix.Recvmsg(int(fd), l.buf, l.oob, 0)
+		for {
+			n, oobn, fl, from, rerr = unix.Recvmsg(int(fd), l.buf, l.oob, 0)
+			if rerr != unix.EINTR {
+				break
+			}
+		}
+		// EAGAIN: wait for the poller to say the socket is readable.
 		return rerr != unix.EAGAIN
 	})
 	if err != nil {
