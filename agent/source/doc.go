@@ -59,7 +59,9 @@
 //
 // Huawei Cloud's SCSI-mode EVS disks are identified by their WWN, which
 // only the EVS API maps to a volume id; they are not found by evs: (use
-// UUID= for them). Partitions have no serial: evs: names a whole disk.
+// UUID= for them). The paths of a multipath SCSI disk all report the
+// serial and the map none, so evs: answers ErrAmbiguous there: name the
+// map by path. Partitions have no serial: evs: names a whole disk.
 //
 // Matches with a path source compares device numbers through the path,
 // so a /dev/disk link matches only once udev has made it: a daemon that
@@ -72,11 +74,12 @@
 //
 // # Errors
 //
-// Every error is an *Error naming the source, wrapping one of
-// ErrInvalidSpec (fix the configuration), ErrNotFound (normal at boot and
-// before hot-plug: retry when a disk appears), ErrAmbiguous (more than one
-// device matches; Devices lists them) or ErrNotBlockDevice (a path that
-// exists but is a directory, character device, ...), or an I/O error.
+// Every error but a context's is an *Error naming the source, wrapping
+// one of ErrInvalidSpec (fix the configuration), ErrNotFound (normal at
+// boot and before hot-plug: retry when a disk appears), ErrAmbiguous
+// (more than one device matches; Devices lists them) or
+// ErrNotBlockDevice (a path that exists but is a directory, character
+// device, ...), or an I/O error.
 //
 // A Resolver holds only its roots (SysRoot, DevRoot), which tests point
 // at a fake tree; the zero Resolver uses /sys and /dev.
