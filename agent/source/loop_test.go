@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"kmsagent/agent/uuid"
 	"kmsagent/blockdev/crypt"
-	"kmsagent/kmsclient/uuid"
 )
 
 // attach attaches image read-only to a loop device for the test.

@@ -14,8 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/uuid"
 	"kmsagent/blockdev/luks2"
-	"kmsagent/kmsclient/uuid"
 )
 
 // Resolver finds devices under a sysfs and a /dev root. The zero value

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"kmsagent/kmsclient/uuid"
+	"kmsagent/agent/uuid"
 )
 
 // Kind is the kind of a source.
