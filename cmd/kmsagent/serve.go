@@ -5,14 +5,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
-	"os/user"
-	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -20,6 +16,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"kmsagent/agent/config"
+	"kmsagent/agent/peercred"
 	"kmsagent/agent/secret"
 	"kmsagent/kmsclient/kmsserver"
 )
@@ -86,7 +83,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	opts := kmsserver.Options{ProjectID: sc.ProjectID, Logger: logger, SocketGroup: kmsserver.NoGroup,
 		RequestsPerSecond: sc.RequestsPerSecond, Burst: sc.Burst}
 	if sc.SocketGroup != "" {
-		if opts.SocketGroup, err = lookupGroup(sc.SocketGroup); err != nil {
+		if opts.SocketGroup, err = peercred.LookupGroup(sc.SocketGroup); err != nil {
 			return fmt.Errorf("kms serve: socket_group: %w", err)
 		}
 	}
@@ -216,7 +213,7 @@ func serveListeners(sc config.Serve, group int, logger *slog.Logger) ([]net.List
 		return nil, usagef("kms serve: nothing to listen on: set --socket PATH (this host) or --listen ADDR with access keys and TLS (other hosts)")
 	}
 	if sc.Socket != "" {
-		ln, err := listenUnix(sc.Socket, group)
+		ln, err := peercred.Listen(sc.Socket, group)
 		if err != nil {
 			closeAll(lns)
 			return nil, fmt.Errorf("kms serve: %w", err)
@@ -238,71 +235,4 @@ func closeAll(lns []net.Listener) {
 	for _, ln := range lns {
 		ln.Close()
 	}
-}
-
-// listenUnix listens on path: its directory is created 0750 (group-owned
-// by group when there is one), a stale socket left by a crash is removed,
-// and the socket gets mode 0660 with the group, or 0600 (group <= 0). The modes keep
-// others from connecting at all; SO_PEERCRED is what the server trusts.
-func listenUnix(path string, group int) (net.Listener, error) {
-	dir := filepath.Dir(path)
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return nil, err
-		}
-		// Not left to the umask, which may be 077 under systemd.
-		if err := os.Chmod(dir, 0o750); err != nil {
-			return nil, err
-		}
-		if group > 0 {
-			if err := os.Chown(dir, 0, group); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == fs.ModeSocket {
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%s: another server is listening there", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, err
-		}
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	mode := os.FileMode(0o600)
-	if group > 0 {
-		mode = 0o660
-		if err := os.Chown(path, 0, group); err != nil {
-			ln.Close()
-			return nil, err
-		}
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
-}
-
-// lookupGroup resolves a group name or number. Group 0 is refused: the
-// socket would then be open to whatever else runs with gid 0.
-func lookupGroup(name string) (int, error) {
-	gid, err := strconv.Atoi(name)
-	if err != nil {
-		g, lerr := user.LookupGroup(name)
-		if lerr != nil {
-			return 0, lerr
-		}
-		if gid, err = strconv.Atoi(g.Gid); err != nil {
-			return 0, fmt.Errorf("group %s has gid %q", name, g.Gid)
-		}
-	}
-	if gid <= 0 {
-		return 0, fmt.Errorf("%q is group 0 or negative; name a dedicated group such as kmsagent, or leave it empty for root only", name)
-	}
-	return gid, nil
 }

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"kmsagent/agent/peercred"
 )
 
 // Errors of Server.Serve for listeners it refuses to serve on.
@@ -85,14 +87,12 @@ func NewServer(store Backend, opts Options, limits Limits, tlsFiles *TLSFiles) *
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 		ConnState:         s.idle.track,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+		ConnContext: peercred.ConnContext(func(c net.Conn) net.Conn {
 			if lc, ok := c.(*limitedConn); ok {
-				if uc, ok := lc.Conn.(*net.UnixConn); ok {
-					return withPeer(ctx, peerOf(uc))
-				}
+				return lc.Conn
 			}
-			return ctx
-		},
+			return nil
+		}),
 	}
 	return s
 }

@@ -54,6 +54,7 @@ import (
 	"strings"
 	"time"
 
+	"kmsagent/agent/peercred"
 	"kmsagent/agent/secret"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/huaweicloud/signer"
@@ -206,7 +207,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &record{}
 	status := s.serve(w, r, rec)
 	remote := r.RemoteAddr
-	if p := peerFrom(r.Context()); p != nil {
+	if p := peercred.FromContext(r.Context()); p != nil {
 		remote = p.String()
 	}
 	attrs := []slog.Attr{
@@ -231,9 +232,9 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) serve(w http.ResponseWriter, r *http.Request, rec *record) int {
-	peer := peerFrom(r.Context())
-	if peer != nil && !peer.allowed(s.opts.SocketGroup) {
-		return fail(w, rec, http.StatusForbidden, wire.CodeNoAPIPermission, peer.refusal(s.opts.SocketGroup))
+	peer := peercred.FromContext(r.Context())
+	if peer != nil && !peer.Allowed(s.opts.SocketGroup) {
+		return fail(w, rec, http.StatusForbidden, wire.CodeNoAPIPermission, peer.Refusal(s.opts.SocketGroup))
 	}
 	project, op, ok := splitPath(r.URL.Path)
 	run := s.ops[op]
@@ -299,13 +300,13 @@ type signature struct {
 // authenticate finds the client of a request: the verified signer, or
 // root on a unix socket. It writes the refusal and returns nil when there
 // is none.
-func (s *server) authenticate(w http.ResponseWriter, r *http.Request, body []byte, peer *peer, rec *record) (*clientState, *signature, int) {
+func (s *server) authenticate(w http.ResponseWriter, r *http.Request, body []byte, peer *peercred.Peer, rec *record) (*clientState, *signature, int) {
 	if r.Header.Get("Authorization") == "" && peer != nil {
-		if peer.uid == 0 {
+		if peer.UID == 0 {
 			return s.root, nil, 0
 		}
 		return nil, nil, fail(w, rec, http.StatusUnauthorized, wire.CodeGatewayAuth,
-			fmt.Sprintf("incorrect IAM authentication information: uid %d must sign its requests; only root may send unsigned ones", peer.uid))
+			fmt.Sprintf("incorrect IAM authentication information: uid %d must sign its requests; only root may send unsigned ones", peer.UID))
 	}
 	now := s.opts.Now()
 	ak, err := s.verifier.Verify(r, body, now)
