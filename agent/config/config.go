@@ -34,7 +34,9 @@ const (
 
 // Config is the whole configuration file.
 type Config struct {
-	KMS KMS `toml:"kms"`
+	KMS     KMS      `toml:"kms"`
+	Agent   Agent    `toml:"agent"`
+	Volumes []Volume `toml:"volume"`
 	// Path is the file the configuration was read from, empty for the
 	// built-in defaults.
 	Path string `toml:"-"`
@@ -130,6 +132,10 @@ func Default() *Config {
 			WriteTimeout:      Duration(10 * time.Second),
 			IdleTimeout:       Duration(60 * time.Second),
 		},
+	}, Agent: Agent{
+		Socket:   DefaultAgentSocket,
+		StateDir: DefaultStateDir,
+		AuditLog: DefaultAuditLog,
 	}}
 }
 
@@ -226,6 +232,12 @@ func (c *Config) validate() error {
 		return fmt.Errorf("kms.timeout = %v is out of range: write a duration string from \"100ms\" to \"10m\", e.g. \"10s\"", k.Timeout.Std())
 	}
 	if err := k.Serve.validate(); err != nil {
+		return err
+	}
+	if err := c.Agent.validate(); err != nil {
+		return err
+	}
+	if err := ValidateVolumes(c.Volumes); err != nil {
 		return err
 	}
 	switch k.Provider {
