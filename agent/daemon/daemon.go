@@ -1,0 +1,862 @@
+// Package daemon is the core of `kmsagent run`: it owns the configuration
+// and the volume table, mounts the auto volumes at start, retries what
+// the KMS could not answer, and serves mount, unmount, reload and status
+// to the control API.
+//
+// Design:
+//   - Each volume has its own goroutine while it is being mounted, with
+//     its own exponential backoff (with jitter, capped) on throttling and
+//     unavailability. A wrong, disabled or missing key is never retried:
+//     the volume is failed with the error until an admin mounts it again.
+//     One volume waiting on the KMS never blocks another, nor the table:
+//     the service is called without the daemon's lock.
+//   - The daemon never holds a plaintext key: the Service starts workers
+//     that unwrap, and only they see key bytes.
+//   - Mounts outlive the daemon. Stopping it leaves them in place unless
+//     close_on_stop is set, and a new daemon adopts what the Service
+//     reports as mounted (and what the state file says it opened), so a
+//     restart or an upgrade does not cut I/O.
+//   - A reload changes only what changed: added volumes are mounted when
+//     auto, removed ones stop being retried, and a mounted volume is
+//     never unmounted by a configuration change (that is an admin's
+//     explicit unmount). A configuration that does not load leaves the
+//     running one in place.
+//   - systemd hears READY=1 once every auto volume has had its first
+//     attempt, a STATUS= line kept current, watchdog pings from the main
+//     loop, and STOPPING=1.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"kmsagent/agent/config"
+	"kmsagent/kmsclient"
+)
+
+// Volume states the daemon reports.
+const (
+	StateMounting  = "mounting"  // first attempt in flight
+	StateMounted   = "mounted"   // up (mounted, or opened for a LUKS2 volume without target)
+	StateRetrying  = "retrying"  // the KMS was throttling or unavailable; the next attempt is scheduled
+	StateFailed    = "failed"    // an error retrying cannot fix (key, ciphertext, device)
+	StateUnmounted = "unmounted" // not mounted, nothing scheduled
+)
+
+// Options are the daemon's collaborators; only Service is required.
+type Options struct {
+	Service Service
+	// Load reads the configuration again, for Reload.
+	Load    func() (*config.Config, error)
+	Notify  Notifier   // nil: no sd_notify
+	State   StateStore // nil: no state file
+	Audit   Auditor    // nil: no audit log
+	Logger  *slog.Logger
+	Backoff Backoff
+	Metrics *Metrics // nil: new metrics
+	// Watchdog is systemd's watchdog interval (WATCHDOG_USEC); zero for
+	// none. The main loop pings at half of it.
+	Watchdog time.Duration
+}
+
+// Daemon is the running agent.
+type Daemon struct {
+	svc     Service
+	opts    Options
+	log     *slog.Logger
+	metrics *Metrics
+
+	mu       sync.Mutex
+	cfg      *config.Config
+	vols     map[string]*volume
+	stopping bool
+	ready    bool   // READY=1 was sent
+	status   string // last STATUS= sent
+	reloadMu sync.Mutex
+	wg       sync.WaitGroup // volume goroutines
+}
+
+// volume is one entry of the table. Fields are guarded by Daemon.mu.
+type volume struct {
+	cfg       config.Volume
+	state     string
+	mounted   Mounted
+	adopted   bool
+	lastErr   error
+	retries   int
+	nextRetry time.Time
+	since     time.Time // of the current state
+	run       *run      // the goroutine mounting it, nil when none
+}
+
+// run is one mounting goroutine: cancel stops it, kick cuts its backoff
+// short, attempted is closed (and replaced) after each attempt, done when
+// it has returned.
+type run struct {
+	cancel    context.CancelFunc
+	kick      chan struct{}
+	attempted chan struct{}
+	first     chan struct{} // closed after the first attempt only
+	done      chan struct{}
+}
+
+// New makes a daemon for cfg; Start brings it up.
+func New(cfg *config.Config, opts Options) *Daemon {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics()
+	}
+	d := &Daemon{svc: opts.Service, opts: opts, log: opts.Logger, metrics: opts.Metrics, cfg: cfg, vols: map[string]*volume{}}
+	d.metrics.watch(d)
+	return d
+}
+
+// Metrics returns the daemon's Prometheus metrics.
+func (d *Daemon) Metrics() *Metrics { return d.metrics }
+
+// Config returns the configuration in force.
+func (d *Daemon) Config() *config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+// SpecOf is the Service's spec of a configured volume.
+func SpecOf(v config.Volume) Spec {
+	return Spec{Name: v.Name, Kind: Kind(v.Type), Source: v.Source, Target: v.Target, FSType: v.FSType,
+		Options: slices.Clone(v.Options), ReadOnly: v.ReadOnly}
+}
+
+// Start adopts what is already mounted and starts mounting every auto
+// volume. It returns once the goroutines are started; Ready tells when
+// each had its first attempt.
+func (d *Daemon) Start(ctx context.Context) error {
+	mounted, err := d.svc.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("reading what is mounted: %w", err)
+	}
+	var recs []Record
+	if d.opts.State != nil {
+		if recs, err = d.opts.State.Load(ctx); err != nil {
+			// The kernel's view is what counts; the records only add
+			// since times.
+			d.log.Warn("state file unreadable; adopting what the kernel reports", "error", err)
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	for _, vc := range d.cfg.Volumes {
+		v := &volume{cfg: vc, state: StateUnmounted, since: now}
+		d.vols[vc.Name] = v
+		if st, ok := findMounted(mounted, vc); ok {
+			v.state, v.adopted = StateMounted, true
+			v.mounted = Mounted{Spec: SpecOf(vc), WorkerPID: st.WorkerPID, Device: st.Device, KeyID: st.KeyID, Provider: st.Provider, Since: now}
+			for _, r := range recs {
+				if r.Name == vc.Name && !r.Since.IsZero() {
+					v.mounted.Since, v.since = r.Since, r.Since
+				}
+			}
+			d.log.Info("adopted a mounted volume", "volume", vc.Name, "target", vc.Target, "worker_pid", st.WorkerPID, "device", st.Device)
+			continue
+		}
+		if vc.Auto {
+			d.startRun(v, "boot")
+		}
+	}
+	d.saveLocked()
+	d.notifyStatusLocked()
+	return nil
+}
+
+// findMounted finds vc among the Service's mounted volumes, by name or
+// by target. Stale and detached entries do not count: mounting again is
+// how they are repaired.
+func findMounted(sts []VolumeStatus, vc config.Volume) (VolumeStatus, bool) {
+	for _, st := range sts {
+		if st.State != ServiceMounted {
+			continue
+		}
+		if st.Name == vc.Name || vc.Target != "" && st.Target == vc.Target {
+			return st, true
+		}
+	}
+	return VolumeStatus{}, false
+}
+
+// Ready returns a channel closed when every volume being mounted at the
+// time of the call has had its first attempt (or ctx ends).
+func (d *Daemon) Ready(ctx context.Context) <-chan struct{} {
+	d.mu.Lock()
+	var firsts []chan struct{}
+	for _, v := range d.vols {
+		if v.run != nil {
+			firsts = append(firsts, v.run.first)
+		}
+	}
+	d.mu.Unlock()
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		for _, f := range firsts {
+			select {
+			case <-f:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+// Run starts the daemon, tells systemd when it is ready, pings the
+// watchdog, and stops when ctx ends: with close_on_stop the volumes are
+// closed, otherwise they stay mounted.
+func (d *Daemon) Run(ctx context.Context) error {
+	if err := d.Start(ctx); err != nil {
+		return err
+	}
+	ready := d.Ready(ctx)
+	var tick <-chan time.Time
+	if d.opts.Watchdog > 0 {
+		t := time.NewTicker(d.opts.Watchdog / 2)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ready:
+			ready = nil
+			d.notify("READY=1")
+			d.mu.Lock()
+			d.ready = true
+			d.status = "" // send it again after READY
+			d.notifyStatusLocked()
+			d.mu.Unlock()
+			d.log.Info("ready", "status", d.StatusLine())
+		case <-tick:
+			d.notify("WATCHDOG=1")
+		case <-ctx.Done():
+			d.notify("STOPPING=1")
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 90*time.Second)
+			defer cancel()
+			return d.Stop(stopCtx)
+		}
+	}
+}
+
+// Stop stops every mounting goroutine and, with close_on_stop, closes
+// every mounted volume. Without it the mounts stay for the next daemon
+// to adopt.
+func (d *Daemon) Stop(ctx context.Context) error {
+	d.mu.Lock()
+	d.stopping = true
+	closeAll := d.cfg.Agent.CloseOnStop
+	var runs []*run
+	for _, v := range d.vols {
+		if v.run != nil {
+			v.run.cancel()
+			runs = append(runs, v.run)
+		}
+	}
+	d.mu.Unlock()
+	for _, r := range runs {
+		<-r.done
+	}
+	if !closeAll {
+		d.log.Info("stopping; volumes stay mounted (close_on_stop = false)")
+		return nil
+	}
+	var errs []error
+	for _, name := range d.names() {
+		d.mu.Lock()
+		v := d.vols[name]
+		up := v != nil && v.state == StateMounted
+		d.mu.Unlock()
+		if !up {
+			continue
+		}
+		if err := d.unmountVolume(ctx, v, false, "stop"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Daemon) names() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	names := make([]string, 0, len(d.vols))
+	for n := range d.vols {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// startRun starts the mounting goroutine of v. d.mu is held.
+func (d *Daemon) startRun(v *volume, actor string) *run {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &run{cancel: cancel, kick: make(chan struct{}, 1), attempted: make(chan struct{}), first: make(chan struct{}), done: make(chan struct{})}
+	v.run = r
+	v.retries = 0
+	v.nextRetry = time.Time{}
+	v.setState(StateMounting)
+	d.wg.Add(1)
+	go d.mountLoop(ctx, v, r, SpecOf(v.cfg), actor)
+	return r
+}
+
+func (v *volume) setState(s string) {
+	if v.state != s {
+		v.state, v.since = s, time.Now()
+	}
+}
+
+// mountLoop mounts v, retrying with backoff while the KMS throttles or
+// is unavailable.
+func (d *Daemon) mountLoop(ctx context.Context, v *volume, r *run, spec Spec, actor string) {
+	defer d.wg.Done()
+	defer close(r.done)
+	defer r.cancel()
+	firstDone := false
+	for attempt := 0; ; attempt++ {
+		start := time.Now()
+		m, err := d.svc.Mount(ctx, spec)
+		d.metrics.observe(spec.Kind, time.Since(start), err)
+		d.audit(Event{Time: time.Now(), Actor: actor, Op: "mount", Volume: spec.Name, KeyID: m.KeyID, Provider: m.Provider, Result: result(err), Error: errString(err)})
+
+		d.mu.Lock()
+		if v.run != r { // replaced or removed meanwhile
+			d.mu.Unlock()
+			return
+		}
+		var wait time.Duration
+		switch {
+		case err == nil:
+			if m.Since.IsZero() {
+				m.Since = time.Now()
+			}
+			v.mounted, v.lastErr, v.nextRetry = m, nil, time.Time{}
+			v.setState(StateMounted)
+			d.log.Info("volume mounted", "volume", spec.Name, "target", spec.Target, "key_id", m.KeyID, "worker_pid", m.WorkerPID, "device", m.Device, "attempts", attempt+1)
+		case ctx.Err() != nil:
+			v.lastErr = err
+			v.setState(StateUnmounted)
+		case kmsclient.Retryable(err):
+			wait = d.opts.Backoff.Delay(attempt)
+			v.lastErr, v.retries, v.nextRetry = err, v.retries+1, time.Now().Add(wait)
+			v.setState(StateRetrying)
+			d.log.Warn("volume not mounted; retrying", "volume", spec.Name, "error", err, "retry_in", wait.Round(time.Millisecond), "retries", v.retries)
+		default:
+			v.lastErr, v.nextRetry = err, time.Time{}
+			v.setState(StateFailed)
+			d.log.Error("volume failed; not retried", "volume", spec.Name, "error", err)
+		}
+		if wait == 0 {
+			v.run = nil
+		}
+		d.saveLocked()
+		d.notifyStatusLocked()
+		attempted := r.attempted
+		r.attempted = make(chan struct{})
+		d.mu.Unlock()
+		close(attempted)
+		if !firstDone {
+			firstDone = true
+			close(r.first)
+		}
+		if wait == 0 {
+			return
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-r.kick:
+			t.Stop()
+		case <-ctx.Done():
+			t.Stop()
+			d.mu.Lock()
+			if v.run == r {
+				v.run = nil
+				v.nextRetry = time.Time{}
+				v.setState(StateUnmounted)
+				d.notifyStatusLocked()
+			}
+			d.mu.Unlock()
+			return
+		}
+	}
+}
+
+func result(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return ErrorKind(err)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func (d *Daemon) audit(e Event) {
+	if d.opts.Audit != nil {
+		d.opts.Audit.Audit(e)
+	}
+}
+
+// Mount mounts the configured volume name now and returns its status
+// after the attempt: a volume waiting for its next retry is tried at
+// once, a failed or unmounted one gets a new goroutine (which keeps
+// retrying after a retryable error, as at start), and a mounted one is
+// left alone. The error is the attempt's.
+func (d *Daemon) Mount(ctx context.Context, name, actor string) (VolumeInfo, error) {
+	d.mu.Lock()
+	if d.stopping {
+		d.mu.Unlock()
+		return VolumeInfo{}, ErrStopping
+	}
+	v := d.vols[name]
+	if v == nil {
+		d.mu.Unlock()
+		return VolumeInfo{}, fmt.Errorf("%w: %s is not a [[volume]] in %s", ErrNotFound, name, d.cfgPathLocked())
+	}
+	if v.state == StateMounted {
+		info := v.info()
+		d.mu.Unlock()
+		return info, nil
+	}
+	r := v.run
+	if r == nil {
+		r = d.startRun(v, actor)
+	} else {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+	attempted := r.attempted
+	d.notifyStatusLocked()
+	d.mu.Unlock()
+	select {
+	case <-attempted:
+	case <-ctx.Done():
+		return VolumeInfo{}, ctx.Err()
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	info := v.info()
+	if v.state == StateMounted {
+		return info, nil
+	}
+	return info, v.lastErr
+}
+
+func (d *Daemon) cfgPathLocked() string {
+	if d.cfg.Path == "" {
+		return "the configuration"
+	}
+	return d.cfg.Path
+}
+
+// Unmount unmounts a volume given by its name or its target. A volume
+// that is still being retried just stops being retried. A target that no
+// [[volume]] names is passed to the Service as it is, so an admin can
+// unmount through the daemon what the CLI mounted.
+func (d *Daemon) Unmount(ctx context.Context, nameOrTarget string, lazy bool, actor string) error {
+	d.mu.Lock()
+	if d.stopping {
+		d.mu.Unlock()
+		return ErrStopping
+	}
+	v := d.vols[nameOrTarget]
+	if v == nil {
+		for _, w := range d.vols {
+			if w.cfg.Target != "" && w.cfg.Target == nameOrTarget {
+				v = w
+			}
+		}
+	}
+	d.mu.Unlock()
+	if v == nil {
+		if !strings.HasPrefix(nameOrTarget, "/") {
+			return fmt.Errorf("%w: %s is neither a [[volume]] name nor a mount point", ErrNotFound, nameOrTarget)
+		}
+		err := d.svc.Unmount(ctx, nameOrTarget, lazy)
+		d.audit(Event{Time: time.Now(), Actor: actor, Op: "unmount", Volume: nameOrTarget, Result: result(err), Error: errString(err)})
+		return err
+	}
+	return d.unmountVolume(ctx, v, lazy, actor)
+}
+
+func (d *Daemon) unmountVolume(ctx context.Context, v *volume, lazy bool, actor string) error {
+	d.mu.Lock()
+	if r := v.run; r != nil {
+		r.cancel()
+		d.mu.Unlock()
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		d.mu.Lock()
+	}
+	if v.state != StateMounted {
+		v.setState(StateUnmounted)
+		v.nextRetry = time.Time{}
+		d.notifyStatusLocked()
+		d.mu.Unlock()
+		return nil
+	}
+	target := v.cfg.Target
+	if target == "" {
+		target = v.cfg.Name
+	}
+	name, keyID, provider := v.cfg.Name, v.mounted.KeyID, v.mounted.Provider
+	d.mu.Unlock()
+	err := d.svc.Unmount(ctx, target, lazy)
+	d.audit(Event{Time: time.Now(), Actor: actor, Op: "unmount", Volume: name, KeyID: keyID, Provider: provider, Result: result(err), Error: errString(err)})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		d.log.Error("unmount failed", "volume", name, "target", target, "error", err)
+		return fmt.Errorf("volume %s: %w", name, err)
+	}
+	v.mounted, v.lastErr, v.adopted = Mounted{}, nil, false
+	v.setState(StateUnmounted)
+	d.log.Info("volume unmounted", "volume", name, "target", target, "lazy", lazy)
+	d.saveLocked()
+	d.notifyStatusLocked()
+	return nil
+}
+
+// ReloadResult says what a reload changed.
+type ReloadResult struct {
+	Added   []string `json:"added"`
+	Removed []string `json:"removed"`
+	Changed []string `json:"changed"`
+	// Notes are changes that take effect only later (a mounted volume's
+	// new options, a new socket path).
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Reload reads the configuration again and applies it. On error the
+// running configuration stays in force.
+func (d *Daemon) Reload(ctx context.Context, actor string) (ReloadResult, error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	if d.opts.Load == nil {
+		return ReloadResult{}, errors.New("reload: no configuration file to read")
+	}
+	d.notify("RELOADING=1\n" + sddaemon.SdNotifyMonotonicUsec())
+	defer func() {
+		d.mu.Lock()
+		ready := d.ready
+		d.mu.Unlock()
+		if ready {
+			d.notify("READY=1")
+		}
+	}()
+	cfg, err := d.opts.Load()
+	if err != nil {
+		d.log.Error("reload failed; the running configuration stays", "error", err)
+		return ReloadResult{}, fmt.Errorf("reload: %w; the running configuration stays", err)
+	}
+	res := d.apply(cfg, actor)
+	d.log.Info("configuration reloaded", "added", res.Added, "removed", res.Removed, "changed", res.Changed, "notes", res.Notes)
+	return res, nil
+}
+
+// apply makes cfg the configuration in force, touching only the volumes
+// that changed.
+func (d *Daemon) apply(cfg *config.Config, actor string) ReloadResult {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var res ReloadResult
+	old := d.cfg
+	if cfg.Agent.Socket != old.Agent.Socket {
+		res.Notes = append(res.Notes, "agent.socket changes at the next restart")
+	}
+	if cfg.Agent.StateDir != old.Agent.StateDir || cfg.Agent.AuditLog != old.Agent.AuditLog {
+		res.Notes = append(res.Notes, "agent.state_dir and agent.audit_log change at the next restart")
+	}
+	if cfg.KMS.Provider != old.KMS.Provider {
+		res.Notes = append(res.Notes, "the [kms] settings of running workers change when they are mounted again")
+	}
+	wanted := map[string]config.Volume{}
+	for _, vc := range cfg.Volumes {
+		wanted[vc.Name] = vc
+	}
+	for name, v := range d.vols {
+		if _, ok := wanted[name]; ok {
+			continue
+		}
+		if v.run != nil {
+			v.run.cancel()
+			v.run = nil
+		}
+		if v.state == StateMounted {
+			res.Notes = append(res.Notes, fmt.Sprintf("%s was removed from the configuration but stays mounted on %s; unmount it with kmsagent umount %s", name, v.cfg.Target, orName(v.cfg)))
+		}
+		delete(d.vols, name)
+		res.Removed = append(res.Removed, name)
+	}
+	now := time.Now()
+	for _, vc := range cfg.Volumes {
+		v := d.vols[vc.Name]
+		switch {
+		case v == nil:
+			v = &volume{cfg: vc, state: StateUnmounted, since: now}
+			d.vols[vc.Name] = v
+			res.Added = append(res.Added, vc.Name)
+			if vc.Auto {
+				d.startRun(v, actor)
+			}
+		case sameVolume(v.cfg, vc):
+			// Untouched.
+		case v.state == StateMounted:
+			v.cfg = vc
+			res.Changed = append(res.Changed, vc.Name)
+			res.Notes = append(res.Notes, fmt.Sprintf("%s is mounted: its new settings apply when it is mounted again", vc.Name))
+		default:
+			if v.run != nil {
+				v.run.cancel()
+				v.run = nil
+			}
+			v.cfg, v.lastErr = vc, nil
+			v.setState(StateUnmounted)
+			res.Changed = append(res.Changed, vc.Name)
+			if vc.Auto {
+				d.startRun(v, actor)
+			}
+		}
+	}
+	d.cfg = cfg
+	sort.Strings(res.Added)
+	sort.Strings(res.Removed)
+	sort.Strings(res.Changed)
+	d.saveLocked()
+	d.notifyStatusLocked()
+	return res
+}
+
+func orName(v config.Volume) string {
+	if v.Target != "" {
+		return v.Target
+	}
+	return v.Name
+}
+
+func sameVolume(a, b config.Volume) bool {
+	return a.Name == b.Name && a.Type == b.Type && a.Source == b.Source && a.Target == b.Target &&
+		a.FSType == b.FSType && slices.Equal(a.Options, b.Options) && a.Auto == b.Auto && a.ReadOnly == b.ReadOnly
+}
+
+// VolumeInfo is one volume as the control API reports it.
+type VolumeInfo struct {
+	Name      string    `json:"name"`
+	Kind      Kind      `json:"kind"`
+	State     string    `json:"state"`
+	Source    string    `json:"source"`
+	Target    string    `json:"target,omitempty"`
+	KeyID     string    `json:"key_id,omitempty"`
+	Provider  string    `json:"provider,omitempty"`
+	WorkerPID int       `json:"worker_pid,omitempty"`
+	Device    string    `json:"device,omitempty"`
+	Since     time.Time `json:"since"`
+	Auto      bool      `json:"auto"`
+	Adopted   bool      `json:"adopted,omitempty"` // mounted by an earlier daemon
+	Managed   bool      `json:"managed"`           // a [[volume]] of the configuration
+	LastError string    `json:"last_error,omitempty"`
+	ErrorKind string    `json:"error_kind,omitempty"`
+	Retries   int       `json:"retries"`
+	NextRetry time.Time `json:"next_retry,omitzero"`
+}
+
+func (v *volume) info() VolumeInfo {
+	i := VolumeInfo{Name: v.cfg.Name, Kind: Kind(v.cfg.Type), State: v.state, Source: v.cfg.Source, Target: v.cfg.Target,
+		Since: v.since, Auto: v.cfg.Auto, Adopted: v.adopted, Managed: true, Retries: v.retries, NextRetry: v.nextRetry}
+	if v.state == StateMounted {
+		i.KeyID, i.Provider, i.WorkerPID, i.Device = v.mounted.KeyID, v.mounted.Provider, v.mounted.WorkerPID, v.mounted.Device
+	}
+	if v.lastErr != nil {
+		i.LastError, i.ErrorKind = v.lastErr.Error(), ErrorKind(v.lastErr)
+	}
+	return i
+}
+
+// Status lists the configured volumes, then what else the Service
+// reports (mounted by the CLI, or removed from the configuration while
+// mounted), sorted by name.
+func (d *Daemon) Status(ctx context.Context) ([]VolumeInfo, error) {
+	sts, err := d.svc.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading what is mounted: %w", err)
+	}
+	d.mu.Lock()
+	out := make([]VolumeInfo, 0, len(d.vols))
+	for _, v := range d.vols {
+		out = append(out, v.info())
+	}
+	d.mu.Unlock()
+	for _, st := range sts {
+		managed := false
+		for _, i := range out {
+			if i.Managed && (i.Name == st.Name || i.Target != "" && i.Target == st.Target) {
+				managed = true
+			}
+		}
+		if managed {
+			continue
+		}
+		state := StateMounted
+		if st.State != ServiceMounted {
+			state = StateFailed
+		}
+		i := VolumeInfo{Name: st.Name, Kind: st.Kind, State: state, Source: st.Source, Target: st.Target,
+			KeyID: st.KeyID, Provider: st.Provider, WorkerPID: st.WorkerPID, Device: st.Device}
+		if state == StateFailed {
+			i.LastError = "the service reports it " + st.State
+		}
+		out = append(out, i)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out, nil
+}
+
+// counts returns the number of configured volumes in each state.
+func (d *Daemon) counts() map[string]int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := map[string]int{StateMounting: 0, StateMounted: 0, StateRetrying: 0, StateFailed: 0, StateUnmounted: 0}
+	for _, v := range d.vols {
+		c[v.state]++
+	}
+	return c
+}
+
+// StatusLine is the STATUS= text for systemd, e.g.
+// "3 volumes unlocked, 1 failed: data2 (KMS throttled, retrying)".
+func (d *Daemon) StatusLine() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.statusLineLocked()
+}
+
+func (d *Daemon) statusLineLocked() string {
+	up, mounting := 0, 0
+	var bad []string
+	for _, name := range sortedKeys(d.vols) {
+		v := d.vols[name]
+		switch v.state {
+		case StateMounted:
+			up++
+		case StateMounting:
+			mounting++
+		case StateRetrying:
+			bad = append(bad, fmt.Sprintf("%s (%s, retrying)", name, reason(v.lastErr)))
+		case StateFailed:
+			bad = append(bad, fmt.Sprintf("%s (%s)", name, reason(v.lastErr)))
+		}
+	}
+	s := fmt.Sprintf("%d volume%s unlocked", up, plural(up))
+	if mounting > 0 {
+		s += fmt.Sprintf(", %d mounting", mounting)
+	}
+	if len(bad) > 0 {
+		s += fmt.Sprintf(", %d failed: %s", len(bad), strings.Join(bad, ", "))
+	}
+	return s
+}
+
+func sortedKeys(m map[string]*volume) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// reason is a few words on an error for the status line.
+func reason(err error) string {
+	switch k := ErrorKind(err); k {
+	case "throttled":
+		return "KMS throttled"
+	case "unavailable":
+		return "KMS unavailable"
+	case "other":
+		if err == nil {
+			return "unknown error"
+		}
+		msg := err.Error()
+		if len(msg) > 60 {
+			msg = msg[:57] + "..."
+		}
+		return msg
+	default:
+		return strings.ReplaceAll(k, "_", " ")
+	}
+}
+
+func (d *Daemon) notify(state string) {
+	if d.opts.Notify == nil {
+		return
+	}
+	if err := d.opts.Notify.Notify(state); err != nil {
+		d.log.Warn("sd_notify failed", "error", err)
+	}
+}
+
+// notifyStatusLocked sends STATUS= when it changed. d.mu is held; the
+// notification is one datagram, which does not block.
+func (d *Daemon) notifyStatusLocked() {
+	s := d.statusLineLocked()
+	if s == d.status {
+		return
+	}
+	d.status = s
+	d.notify("STATUS=" + s)
+}
+
+// saveLocked writes the records of the mounted volumes. d.mu is held.
+func (d *Daemon) saveLocked() {
+	if d.opts.State == nil {
+		return
+	}
+	var recs []Record
+	for _, name := range sortedKeys(d.vols) {
+		v := d.vols[name]
+		if v.state != StateMounted {
+			continue
+		}
+		m := v.mounted
+		recs = append(recs, Record{Name: name, Kind: m.Kind, Source: v.cfg.Source, Target: v.cfg.Target,
+			WorkerPID: m.WorkerPID, Device: m.Device, KeyID: m.KeyID, Provider: m.Provider, Since: m.Since})
+	}
+	if err := d.opts.State.Save(context.Background(), recs); err != nil {
+		d.log.Error("state file not written", "error", err)
+	}
+}

@@ -1,0 +1,81 @@
+package daemon
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"kmsagent/kmsclient"
+)
+
+// Metrics are the daemon's Prometheus metrics, in a registry of their own
+// (no global registry: tests and several daemons in one process do not
+// share counters).
+type Metrics struct {
+	Registry *prometheus.Registry
+	unlocks  *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	errors   *prometheus.CounterVec
+	volumes  *prometheus.Desc
+	d        *Daemon
+}
+
+// NewMetrics registers the metrics, and the Go runtime's and process's.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		unlocks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmsagent_unlocks_total",
+			Help: "Mount attempts (KMS unwrap and unlock) by volume kind and result: ok, retry (throttled or unavailable), failed.",
+		}, []string{"kind", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kmsagent_unlock_duration_seconds",
+			Help:    "Time of one mount attempt: KMS unwrap plus unlock and mount, by volume kind and result.",
+			Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"kind", "result"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmsagent_errors_total",
+			Help: "Failed mount attempts by error kind (throttled, unavailable, key_disabled, ...).",
+		}, []string{"kind"}),
+		volumes: prometheus.NewDesc("kmsagent_volumes", "Configured volumes by state.", []string{"state"}, nil),
+	}
+	m.Registry.MustRegister(m.unlocks, m.latency, m.errors, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// watch adds the volume gauge of d, read at scrape time.
+func (m *Metrics) watch(d *Daemon) {
+	if m.d == nil {
+		m.d = d
+		m.Registry.MustRegister(volumeCollector{m})
+	}
+}
+
+func (m *Metrics) observe(kind Kind, took time.Duration, err error) {
+	res := "ok"
+	switch {
+	case err == nil:
+	case errors.Is(err, kmsclient.ErrThrottled) || errors.Is(err, kmsclient.ErrUnavailable):
+		res = "retry"
+	default:
+		res = "failed"
+	}
+	m.unlocks.WithLabelValues(string(kind), res).Inc()
+	m.latency.WithLabelValues(string(kind), res).Observe(took.Seconds())
+	if err != nil {
+		m.errors.WithLabelValues(ErrorKind(err)).Inc()
+	}
+}
+
+type volumeCollector struct{ m *Metrics }
+
+func (c volumeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.m.volumes }
+
+func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
+	for state, n := range c.m.d.counts() {
+		ch <- prometheus.MustNewConstMetric(c.m.volumes, prometheus.GaugeValue, float64(n), state)
+	}
+}
