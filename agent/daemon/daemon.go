@@ -63,6 +63,10 @@ type Options struct {
 	Logger  *slog.Logger
 	Backoff Backoff
 	Metrics *Metrics // nil: new metrics
+	// Applied is called with each configuration a reload put in
+	// force, for what lives outside the daemon (the control socket's
+	// admin group).
+	Applied func(*config.Config)
 	// Watchdog is systemd's watchdog interval (WATCHDOG_USEC); zero for
 	// none. The main loop pings at half of it.
 	Watchdog time.Duration
@@ -578,6 +582,9 @@ func (d *Daemon) Reload(ctx context.Context, actor string) (ReloadResult, error)
 		return ReloadResult{}, fmt.Errorf("reload: %w; the running configuration stays", err)
 	}
 	res := d.apply(cfg, actor)
+	if d.opts.Applied != nil {
+		d.opts.Applied(cfg)
+	}
 	d.log.Info("configuration reloaded", "added", res.Added, "removed", res.Removed, "changed", res.Changed, "notes", res.Notes)
 	return res, nil
 }

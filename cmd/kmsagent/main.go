@@ -26,6 +26,7 @@ type cliEnv struct {
 // commandTree is the whole command line of kmsagent.
 func commandTree() *command {
 	return &command{name: "kmsagent", sub: []*command{
+		{name: "run", summary: "run the daemon: mount the configured volumes, serve the control socket", run: runDaemon},
 		{name: "format", summary: "initialise an encrypted share or LUKS2 volume", sub: []*command{
 			{name: "fuse", summary: "initialise a gocryptfs-v2 share in DIR, key from the KMS", run: runFormatFuse},
 			{name: "luks", summary: "write a LUKS2 header with a KMS keyslot to a device or image file", run: runFormatLuks},

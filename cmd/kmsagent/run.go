@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"kmsagent/agent/config"
+	"kmsagent/agent/control"
+	"kmsagent/agent/daemon"
+	"kmsagent/agent/peercred"
+	"kmsagent/blockdev/crypt"
+	"kmsagent/blockdev/dm"
+	"kmsagent/fuse/share"
+)
+
+// runDaemon is `kmsagent run`: the daemon, a systemd Type=notify service.
+// It mounts the [[volume]] entries marked auto, serves the control socket
+// and keeps running until SIGTERM; SIGHUP re-reads the configuration.
+func runDaemon(ctx context.Context, env *cliEnv, args []string) error {
+	var socket optString
+	if _, err := parseFlags(env, "run", "", args, 0, 0, func(fs *flag.FlagSet) {
+		fs.Var(&socket, "socket", "`PATH` of the control socket (default [agent] socket, "+config.DefaultAgentSocket+"); systemd's socket wins")
+	}); err != nil {
+		return err
+	}
+	// Caught from the start: SIGHUP's default action would end the
+	// daemon.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	path, explicit := config.Path(env.configFlag)
+	load := func() (*config.Config, error) { return config.Load(path, explicit) }
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	socket.apply(&cfg.Agent.Socket)
+	logger := slog.New(slog.NewTextHandler(env.stderr, nil))
+	group, err := adminGroup(cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := controlListener(cfg.Agent.Socket, group, logger)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+
+	watchdog, err := sddaemon.SdWatchdogEnabled(false)
+	if err != nil {
+		logger.Warn("run: WATCHDOG_USEC ignored", "error", err)
+	}
+	var srv *control.Server
+	d := daemon.New(cfg, daemon.Options{
+		Service:  kernelService{},
+		Load:     load,
+		Notify:   sdNotifier{},
+		Logger:   logger,
+		Watchdog: watchdog,
+		Applied: func(c *config.Config) {
+			g, err := adminGroup(c)
+			if err != nil {
+				logger.Error("reload: admin_group not changed", "error", err)
+				return
+			}
+			srv.SetAdminGroup(g)
+		},
+	})
+	srv = control.NewServer(d, control.Options{AdminGroup: group, Metrics: d.Metrics().Registry, Logger: logger})
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	logger.Info("run: control socket", "addr", ln.Addr().String(), "admin_group", cfg.Agent.AdminGroup, "volumes", len(cfg.Volumes), "config", cfgName(cfg))
+
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	runErr := make(chan error, 1)
+	go func() { runErr <- d.Run(runCtx) }()
+	for {
+		select {
+		case <-hup:
+			if _, err := d.Reload(ctx, "sighup"); err != nil {
+				logger.Error("run: SIGHUP", "error", err)
+			}
+		case err := <-serveErr:
+			stop()
+			<-runErr
+			return fmt.Errorf("run: control socket: %w", err)
+		case err := <-runErr:
+			srv.Shutdown(context.Background())
+			if err != nil {
+				return fmt.Errorf("run: %w", err)
+			}
+			return nil
+		case <-ctx.Done():
+			// Answer no more requests, then let the daemon stop.
+			shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			srv.Shutdown(shutdown)
+			cancel()
+			stop()
+			if err := <-runErr; err != nil {
+				return fmt.Errorf("run: stop: %w", err)
+			}
+			return nil
+		}
+	}
+}
+
+func adminGroup(cfg *config.Config) (int, error) {
+	if cfg.Agent.AdminGroup == "" {
+		return 0, nil
+	}
+	g, err := peercred.LookupGroup(cfg.Agent.AdminGroup)
+	if err != nil {
+		return 0, fmt.Errorf("run: agent.admin_group: %w", err)
+	}
+	return g, nil
+}
+
+// controlListener takes the unix socket systemd passed, else listens on
+// path.
+func controlListener(path string, group int, logger *slog.Logger) (net.Listener, error) {
+	passed, err := activation.Listeners()
+	if err != nil {
+		return nil, fmt.Errorf("run: systemd sockets: %w", err)
+	}
+	var ln net.Listener
+	for _, l := range passed {
+		if _, ok := l.(*net.UnixListener); ok && ln == nil {
+			ln = l
+			continue
+		}
+		if l != nil {
+			l.Close()
+		}
+	}
+	if ln != nil {
+		logger.Info("run: using the socket systemd passed", "ignored_socket", path)
+		return ln, nil
+	}
+	if len(passed) > 0 {
+		return nil, errors.New("run: systemd passed no unix stream socket; use ListenStream=/run/kmsagent/agent.sock")
+	}
+	ln, err = peercred.Listen(path, group)
+	if err != nil {
+		return nil, fmt.Errorf("run: control socket: %w", err)
+	}
+	return ln, nil
+}
+
+type sdNotifier struct{}
+
+func (sdNotifier) Notify(state string) error {
+	_, err := sddaemon.SdNotify(false, state)
+	return err
+}
+
+// errNoService: mounting through the daemon waits for the volume
+// service (agent/service) that the CLI's verbs are moving into.
+var errNoService = errors.New("mounting through the daemon is not in this build yet; use kmsagent mount fuse|luks")
+
+// kernelService reports what the kernel has mounted and open, so the
+// daemon adopts and lists existing mounts; it mounts nothing yet.
+type kernelService struct{}
+
+func (kernelService) Mount(ctx context.Context, spec daemon.Spec) (daemon.Mounted, error) {
+	return daemon.Mounted{}, fmt.Errorf("volume %s: %w", spec.Name, errNoService)
+}
+
+func (kernelService) Unmount(ctx context.Context, target string, lazy bool) error {
+	return fmt.Errorf("%s: %w", target, errNoService)
+}
+
+func (kernelService) Status(ctx context.Context) ([]daemon.VolumeStatus, error) {
+	mounts, err := share.Status(share.DefaultRunDir)
+	if err != nil {
+		return nil, err
+	}
+	var out []daemon.VolumeStatus
+	for _, m := range mounts {
+		st := daemon.VolumeStatus{Kind: daemon.KindFUSE, Source: m.CipherDir, Target: m.Mountpoint, State: daemon.ServiceMounted}
+		switch m.State {
+		case share.StateStale:
+			st.State = daemon.ServiceStale
+		case share.StateDetached:
+			st.State = daemon.ServiceDetached
+		}
+		if m.Worker != nil {
+			st.WorkerPID = m.Worker.PID
+		}
+		out = append(out, st)
+	}
+	// No device-mapper (as on a host without the module): no block
+	// volumes, which is not an error for the status.
+	if ctl, err := dm.Open(); err == nil {
+		vols, err := crypt.List(ctl)
+		ctl.Close()
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vols {
+			target := ""
+			if len(v.Mountpoints) > 0 {
+				target = v.Mountpoints[0]
+			}
+			out = append(out, daemon.VolumeStatus{Name: v.Name, Kind: daemon.KindLUKS, Source: v.Backing, Target: target, State: daemon.ServiceMounted, Device: "/dev/mapper/" + v.Name})
+		}
+	}
+	return out, nil
+}

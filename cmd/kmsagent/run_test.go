@@ -1,0 +1,152 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"kmsagent/agent/control"
+	"kmsagent/agent/daemon"
+)
+
+// notifySocket is a stand-in for systemd's NOTIFY_SOCKET: it collects
+// the daemon's sd_notify messages.
+type notifySocket struct {
+	path string
+	msgs chan string
+}
+
+func newNotifySocket(t *testing.T, dir string) *notifySocket {
+	t.Helper()
+	path := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	n := &notifySocket{path: path, msgs: make(chan string, 1024)}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				close(n.msgs)
+				return
+			}
+			for _, line := range strings.Split(string(buf[:k]), "\n") {
+				n.msgs <- line
+			}
+		}
+	}()
+	return n
+}
+
+// await returns the first message starting with prefix, failing after
+// a generous bound (a slow CI machine, not a synchronisation sleep).
+func (n *notifySocket) await(t *testing.T, prefix string) string {
+	t.Helper()
+	timeout := time.After(60 * time.Second)
+	for {
+		select {
+		case m, ok := <-n.msgs:
+			if !ok {
+				t.Fatalf("notify socket closed before %s", prefix)
+			}
+			if strings.HasPrefix(m, prefix) {
+				return m
+			}
+		case <-timeout:
+			t.Fatalf("no %s from the daemon", prefix)
+		}
+	}
+}
+
+// TestRunDaemon starts the real `kmsagent run` with the embedded local
+// KMS, a temporary control socket and a stand-in for systemd, and talks
+// to it as the CLI will: status, health, metrics, reload (bad, then
+// SIGHUP with a new volume), and SIGTERM.
+func TestRunDaemon(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "run", "agent.sock")
+	base := fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\n",
+		filepath.Join(dir, "kms"), sock, filepath.Join(dir, "state"), filepath.Join(dir, "audit.log"))
+	cfg := writeFile(t, filepath.Join(dir, "agent.toml"), base, 0o600)
+	notify := newNotifySocket(t, dir)
+
+	cmd := exec.Command(bin, "--config", cfg, "run")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.path, "WATCHDOG_USEC=200000")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", stderr.String())
+		}
+	})
+
+	notify.await(t, "READY=1")
+	notify.await(t, "WATCHDOG=1")
+	c := control.NewClient(sock)
+	defer c.Close()
+	ctx := t.Context()
+	st, err := c.Status(ctx)
+	if err != nil || st.Status != "0 volumes unlocked" || len(st.Volumes) != 0 {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	if h, err := c.Health(ctx); err != nil || !h.OK {
+		t.Fatalf("health: %+v %v", h, err)
+	}
+	m, err := c.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`kmsagent_volumes{state="mounted"} 0`, "go_goroutines", "process_resident_memory_bytes"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket: %v %v, want mode 0600", fi.Mode(), err)
+	}
+
+	// A bad configuration is refused and changes nothing.
+	writeFile(t, cfg, base+"\n[[volume]]\nname = \"s\"\ntype = \"fuse\"\nsource = \"cipher\"\ntarget = \"/mnt/s\"\n", 0o600)
+	if _, err := c.Reload(ctx); !errors.Is(err, control.ErrBadConfig) || !strings.Contains(err.Error(), `volume "s": source = "cipher"`) {
+		t.Fatalf("bad reload: %v", err)
+	}
+	notify.await(t, "RELOADING=1")
+	notify.await(t, "READY=1")
+	// SIGHUP adds a volume.
+	writeFile(t, cfg, base+fmt.Sprintf("\n[[volume]]\nname = \"s\"\ntype = \"fuse\"\nsource = %q\ntarget = %q\n", filepath.Join(dir, "cipher"), filepath.Join(dir, "mnt")), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	notify.await(t, "RELOADING=1")
+	notify.await(t, "READY=1")
+	st, err = c.Status(ctx)
+	if err != nil || len(st.Volumes) != 1 || st.Volumes[0].Name != "s" || st.Volumes[0].State != daemon.StateUnmounted {
+		t.Fatalf("status after SIGHUP: %+v %v", st, err)
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	notify.await(t, "STOPPING=1")
+	if err := <-exited; err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+	exited <- nil
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left behind: %v", err)
+	}
+}
