@@ -549,6 +549,38 @@ func (d *Daemon) unmountVolume(ctx context.Context, v *volume, lazy bool, actor 
 	return nil
 }
 
+// Attached is the seam for disk hotplug (agent/uevent with agent/source):
+// when a disk appears, the watcher calls it with a match that tells
+// whether a volume's source (a path, UUID=..., evs:...) is that disk.
+// Every matching auto volume that is not mounted is tried at once: one
+// waiting for its retry, and one that failed because its disk was not
+// there yet. It returns the names tried.
+func (d *Daemon) Attached(match func(source string) bool) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopping {
+		return nil
+	}
+	var tried []string
+	for _, name := range sortedKeys(d.vols) {
+		v := d.vols[name]
+		if !v.cfg.Auto || v.state == StateMounted || !match(v.cfg.Source) {
+			continue
+		}
+		if v.run == nil {
+			d.startRun(v, "attach")
+		} else {
+			select {
+			case v.run.kick <- struct{}{}:
+			default:
+			}
+		}
+		tried = append(tried, name)
+	}
+	d.notifyStatusLocked()
+	return tried
+}
+
 // ReloadResult says what a reload changed.
 type ReloadResult struct {
 	Added   []string `json:"added"`
@@ -576,6 +608,12 @@ func (d *Daemon) Reload(ctx context.Context, actor string) (ReloadResult, error)
 			d.notify("READY=1")
 		}
 	}()
+	d.mu.Lock()
+	stopping := d.stopping
+	d.mu.Unlock()
+	if stopping {
+		return ReloadResult{}, ErrStopping
+	}
 	cfg, err := d.opts.Load()
 	if err != nil {
 		d.log.Error("reload failed; the running configuration stays", "error", err)

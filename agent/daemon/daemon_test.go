@@ -378,3 +378,35 @@ func TestWatchdog(t *testing.T) {
 		stop()
 	})
 }
+
+// TestAttached: a disk that shows up retries the volumes on it at once,
+// including one that failed because the disk was missing at start.
+func TestAttached(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		svc := newFake()
+		svc.results["late"] = []error{errors.New("/dev/disk/by-uuid/x: no such device")}
+		svc.results["wait"] = []error{errThrottled}
+		d := New(cfgWith(vol("late", true), vol("wait", true), vol("other", false)), Options{Service: svc, Backoff: Backoff{Base: time.Hour}, Load: func() (*config.Config, error) { return cfgWith(), nil }})
+		stop := started(t, d)
+		if s := stateOf(t, d, "late"); s.State != StateFailed {
+			t.Fatalf("late: %+v", s)
+		}
+		tried := d.Attached(func(src string) bool { return src != "/cipher/a" })
+		synctest.Wait()
+		if strings.Join(tried, ",") != "late,wait" {
+			t.Errorf("tried %q", tried)
+		}
+		for _, n := range []string{"late", "wait"} {
+			if s := stateOf(t, d, n); s.State != StateMounted {
+				t.Errorf("%s: %+v", n, s)
+			}
+		}
+		if svc.ncalls("other") != 0 {
+			t.Error("a volume without auto was mounted on attach")
+		}
+		stop()
+		if _, err := d.Reload(t.Context(), "x"); !errors.Is(err, ErrStopping) {
+			t.Errorf("reload after stop: %v", err)
+		}
+	})
+}
