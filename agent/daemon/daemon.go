@@ -335,6 +335,17 @@ func (d *Daemon) mountLoop(ctx context.Context, v *volume, r *run, spec Spec, ac
 	defer close(r.done)
 	defer r.cancel()
 	firstDone := false
+	// However the goroutine ends (replaced by a reload, canceled by an
+	// unmount or a stop), whoever waits for its next attempt or its
+	// first one is woken.
+	defer func() {
+		d.mu.Lock()
+		close(r.attempted)
+		d.mu.Unlock()
+		if !firstDone {
+			close(r.first)
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
 		m, err := d.svc.Mount(ctx, spec)
@@ -465,8 +476,11 @@ func (d *Daemon) Mount(ctx context.Context, name, actor string) (VolumeInfo, err
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	info := v.info()
-	if v.state == StateMounted {
+	switch {
+	case v.state == StateMounted:
 		return info, nil
+	case v.lastErr == nil || v.state == StateUnmounted:
+		return info, fmt.Errorf("volume %s: not mounted: the attempt was stopped by an unmount, a reload or the daemon stopping", name)
 	}
 	return info, v.lastErr
 }
@@ -773,7 +787,11 @@ func (d *Daemon) Status(ctx context.Context) ([]VolumeInfo, error) {
 		if st.State != ServiceMounted {
 			state = StateFailed
 		}
-		i := VolumeInfo{Name: st.Name, Kind: st.Kind, State: state, Source: st.Source, Target: st.Target,
+		name := st.Name
+		if name == "" {
+			name = st.Target // shares have no name of their own
+		}
+		i := VolumeInfo{Name: name, Kind: st.Kind, State: state, Source: st.Source, Target: st.Target,
 			KeyID: st.KeyID, Provider: st.Provider, WorkerPID: st.WorkerPID, Device: st.Device}
 		if state == StateFailed {
 			i.LastError = "the service reports it " + st.State

@@ -410,3 +410,38 @@ func TestAttached(t *testing.T) {
 		}
 	})
 }
+
+// TestRemovedWhileMounting: a volume removed by a reload during its
+// first attempt does not hold READY=1 back, and a mount waiting on a
+// volume that is unmounted meanwhile returns instead of hanging.
+func TestRemovedWhileMounting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		svc := newFake()
+		svc.block["slow"] = make(chan struct{})
+		svc.block["m"] = make(chan struct{})
+		n := &fakeNotifier{}
+		d := New(cfgWith(vol("slow", true), vol("m", false)), Options{Service: svc, Notify: n,
+			Load: func() (*config.Config, error) { return cfgWith(vol("m", false)), nil }})
+		stop := started(t, d)
+		if n.count("READY=1") != 0 {
+			t.Fatal("READY=1 while slow is mounting")
+		}
+		if _, err := d.Reload(t.Context(), "x"); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if n.count("READY=1") != 1 {
+			t.Fatalf("READY=1 not sent after the volume holding it back was removed: %q", n.all())
+		}
+		errc := make(chan error, 1)
+		go func() { _, err := d.Mount(t.Context(), "m", "uid=0"); errc <- err }()
+		synctest.Wait()
+		if err := d.Unmount(t.Context(), "m", false, "uid=0"); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err == nil || !strings.Contains(err.Error(), "not mounted: the attempt was stopped") {
+			t.Errorf("mount interrupted by unmount: %v", err)
+		}
+		stop()
+	})
+}
