@@ -172,7 +172,7 @@ func (v *Volume) validateSource() error {
 			return fmt.Errorf("%w: a share's source is its cipher directory, not a disk", ErrVolumeSource)
 		}
 		if !evsID.MatchString(strings.TrimPrefix(v.Source, "evs:")) {
-			return fmt.Errorf("%w: evs: needs the disk's volume id, e.g. evs:0a1b2c3d-...", ErrVolumeSource)
+			return fmt.Errorf("%w: evs: needs the disk's volume id, letters, digits and dashes, e.g. evs:5a7f3a4e-1111-4000-8000-000000000000", ErrVolumeSource)
 		}
 	case !absClean(v.Source):
 		return fmt.Errorf("%w: want an absolute path, UUID=<uuid> or evs:<volume id>", ErrVolumeSource)
