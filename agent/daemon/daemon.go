@@ -762,12 +762,44 @@ func (v *volume) info() VolumeInfo {
 // Status lists the configured volumes, then what else the Service
 // reports (mounted by the CLI, or removed from the configuration while
 // mounted), sorted by name.
+//
+// The kernel's view wins: a volume the table has mounted that the
+// Service no longer reports mounted (its worker died, an admin unmounted
+// it by hand) becomes failed with ErrGone, so the status does not lie
+// and a mount request mounts it again.
 func (d *Daemon) Status(ctx context.Context) ([]VolumeInfo, error) {
+	snap := time.Now()
 	sts, err := d.svc.Status(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reading what is mounted: %w", err)
 	}
 	d.mu.Lock()
+	gone := false
+	for _, name := range sortedKeys(d.vols) {
+		v := d.vols[name]
+		// A mount that finished after the snapshot is not in it.
+		if v.state != StateMounted || v.since.After(snap) {
+			continue
+		}
+		what := "not mounted"
+		for _, st := range sts {
+			if st.Name == name || v.cfg.Target != "" && st.Target == v.cfg.Target {
+				what = st.State
+			}
+		}
+		if what == ServiceMounted {
+			continue
+		}
+		v.lastErr = fmt.Errorf("volume %s: %w: the kernel reports it %s; kmsagent mount %s mounts it again", name, ErrGone, what, name)
+		v.mounted, v.adopted = Mounted{}, false
+		v.setState(StateFailed)
+		d.log.Error("mounted volume gone", "volume", name, "kernel", what)
+		gone = true
+	}
+	if gone {
+		d.saveLocked()
+		d.notifyStatusLocked()
+	}
 	out := make([]VolumeInfo, 0, len(d.vols))
 	for _, v := range d.vols {
 		out = append(out, v.info())

@@ -445,3 +445,32 @@ func TestRemovedWhileMounting(t *testing.T) {
 		stop()
 	})
 }
+
+// TestGone: a mount that disappears under the daemon (worker killed,
+// unmounted by hand) shows as failed, and mounting it works again.
+func TestGone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		svc := newFake()
+		n := &fakeNotifier{}
+		d := New(cfgWith(vol("a", true), vol("b", true)), Options{Service: svc, Notify: n})
+		stop := started(t, d)
+		time.Sleep(time.Second)
+		svc.mu.Lock()
+		delete(svc.mounted, "a")
+		svc.mu.Unlock()
+		a := stateOf(t, d, "a")
+		if a.State != StateFailed || a.ErrorKind != "gone" || !strings.Contains(a.LastError, "the kernel reports it not mounted") {
+			t.Errorf("a: %+v", a)
+		}
+		if s := stateOf(t, d, "b"); s.State != StateMounted {
+			t.Errorf("b: %+v", s)
+		}
+		if got := n.lastStatus(); got != "1 volume unlocked, 1 failed: a (gone)" {
+			t.Errorf("STATUS=%s", got)
+		}
+		if info, err := d.Mount(t.Context(), "a", "uid=0"); err != nil || info.State != StateMounted {
+			t.Errorf("mount again: %+v %v", info, err)
+		}
+		stop()
+	})
+}

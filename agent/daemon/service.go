@@ -73,6 +73,7 @@ type VolumeStatus struct {
 var (
 	ErrNotFound = errors.New("no such volume")
 	ErrStopping = errors.New("the daemon is stopping")
+	ErrGone     = errors.New("mount gone")
 )
 
 // ErrorKind names the kind of a mount error for metrics, the status line
@@ -92,6 +93,7 @@ func ErrorKind(err error) string {
 		{kmsclient.ErrInvalidRequest, "invalid_request"},
 		{ErrNotFound, "not_found"},
 		{ErrStopping, "stopping"},
+		{ErrGone, "gone"},
 		{context.Canceled, "canceled"},
 		{context.DeadlineExceeded, "timeout"},
 	} {
