@@ -62,7 +62,6 @@ type Options struct {
 	Audit   Auditor    // nil: no audit log
 	Logger  *slog.Logger
 	Backoff Backoff
-	Metrics *Metrics // nil: new metrics
 	// Applied is called with each configuration a reload put in
 	// force, for what lives outside the daemon (the control socket's
 	// admin group).
@@ -86,7 +85,7 @@ type Daemon struct {
 	ready    bool   // READY=1 was sent
 	status   string // last STATUS= sent
 	reloadMu sync.Mutex
-	wg       sync.WaitGroup // volume goroutines
+	wg       sync.WaitGroup // mounting goroutines; none starts once stopping
 }
 
 // volume is one entry of the table. Fields are guarded by Daemon.mu.
@@ -118,11 +117,8 @@ func New(cfg *config.Config, opts Options) *Daemon {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Metrics == nil {
-		opts.Metrics = NewMetrics()
-	}
-	d := &Daemon{svc: opts.Service, opts: opts, log: opts.Logger, metrics: opts.Metrics, cfg: cfg, vols: map[string]*volume{}}
-	d.metrics.watch(d)
+	d := &Daemon{svc: opts.Service, opts: opts, log: opts.Logger, cfg: cfg, vols: map[string]*volume{}}
+	d.metrics = newMetrics(d)
 	return d
 }
 
@@ -267,17 +263,14 @@ func (d *Daemon) Stop(ctx context.Context) error {
 	d.mu.Lock()
 	d.stopping = true
 	closeAll := d.cfg.Agent.CloseOnStop
-	var runs []*run
 	for _, v := range d.vols {
 		if v.run != nil {
 			v.run.cancel()
-			runs = append(runs, v.run)
 		}
 	}
 	d.mu.Unlock()
-	for _, r := range runs {
-		<-r.done
-	}
+	// Also those a reload canceled: none is left behind.
+	d.wg.Wait()
 	if !closeAll {
 		d.log.Info("stopping; volumes stay mounted (close_on_stop = false)")
 		return nil
@@ -683,7 +676,7 @@ func (d *Daemon) apply(cfg *config.Config, actor string) ReloadResult {
 			v = &volume{cfg: vc, state: StateUnmounted, since: now}
 			d.vols[vc.Name] = v
 			res.Added = append(res.Added, vc.Name)
-			if vc.Auto {
+			if vc.Auto && !d.stopping {
 				d.startRun(v, actor)
 			}
 		case sameVolume(v.cfg, vc):
@@ -700,7 +693,7 @@ func (d *Daemon) apply(cfg *config.Config, actor string) ReloadResult {
 			v.cfg, v.lastErr = vc, nil
 			v.setState(StateUnmounted)
 			res.Changed = append(res.Changed, vc.Name)
-			if vc.Auto {
+			if vc.Auto && !d.stopping {
 				d.startRun(v, actor)
 			}
 		}

@@ -22,8 +22,9 @@ type Metrics struct {
 	d        *Daemon
 }
 
-// NewMetrics registers the metrics, and the Go runtime's and process's.
-func NewMetrics() *Metrics {
+// newMetrics registers the metrics of d, and the Go runtime's and
+// process's.
+func newMetrics(d *Daemon) *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		unlocks: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -40,18 +41,12 @@ func NewMetrics() *Metrics {
 			Help: "Failed mount attempts by error kind (throttled, unavailable, key_disabled, ...).",
 		}, []string{"kind"}),
 		volumes: prometheus.NewDesc("kmsagent_volumes", "Configured volumes by state.", []string{"state"}, nil),
+		d:       d,
 	}
-	m.Registry.MustRegister(m.unlocks, m.latency, m.errors, collectors.NewGoCollector(),
+	// The volume gauge is read from the table at scrape time.
+	m.Registry.MustRegister(m.unlocks, m.latency, m.errors, volumeCollector{m}, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
-}
-
-// watch adds the volume gauge of d, read at scrape time.
-func (m *Metrics) watch(d *Daemon) {
-	if m.d == nil {
-		m.d = d
-		m.Registry.MustRegister(volumeCollector{m})
-	}
 }
 
 func (m *Metrics) observe(kind Kind, took time.Duration, err error) {
