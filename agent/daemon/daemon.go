@@ -182,10 +182,15 @@ func (d *Daemon) Start(ctx context.Context) error {
 
 // findMounted finds vc among the Service's mounted volumes, by name or
 // by target. Stale and detached entries do not count: mounting again is
-// how they are repaired.
+// how they are repaired. Nor does another kind of volume, or a share of
+// another cipher directory, on the same target: that is not vc, and the
+// Service refuses to mount vc over it.
 func findMounted(sts []VolumeStatus, vc config.Volume) (VolumeStatus, bool) {
 	for _, st := range sts {
-		if st.State != ServiceMounted {
+		if st.State != ServiceMounted || st.Kind != "" && st.Kind != Kind(vc.Type) {
+			continue
+		}
+		if st.Kind == KindFUSE && st.Source != "" && st.Source != vc.Source {
 			continue
 		}
 		if st.Name == vc.Name || vc.Target != "" && st.Target == vc.Target {

@@ -258,13 +258,14 @@ func TestAdopt(t *testing.T) {
 			{Name: "a", Kind: KindFUSE, Target: "/mnt/a", State: ServiceMounted, WorkerPID: 77, KeyID: "cmk-a"},
 			{Name: "s", Kind: KindFUSE, Target: "/mnt/s", State: ServiceStale},
 			{Name: "cli", Kind: KindFUSE, Target: "/mnt/cli", State: ServiceMounted, WorkerPID: 88},
+			{Kind: KindFUSE, Source: "/cipher/elsewhere", Target: "/mnt/other", State: ServiceMounted},
 		}
 		since := time.Now().Add(-time.Hour)
 		st := &fakeState{recs: []Record{{Name: "a", Since: since}}}
-		d := New(cfgWith(vol("a", true), vol("s", true)), Options{Service: svc, State: st})
+		d := New(cfgWith(vol("a", true), vol("s", true), vol("other", true)), Options{Service: svc, State: st})
 		stop := started(t, d)
-		if svc.ncalls("a") != 0 || svc.ncalls("s") != 1 {
-			t.Fatalf("calls a=%d s=%d, want 0 and 1", svc.ncalls("a"), svc.ncalls("s"))
+		if svc.ncalls("a") != 0 || svc.ncalls("s") != 1 || svc.ncalls("other") != 1 {
+			t.Fatalf("calls a=%d s=%d other=%d, want 0, 1, 1 (another share on other's target is not other)", svc.ncalls("a"), svc.ncalls("s"), svc.ncalls("other"))
 		}
 		a := stateOf(t, d, "a")
 		if a.State != StateMounted || !a.Adopted || a.WorkerPID != 77 || a.KeyID != "cmk-a" || !a.Since.Equal(since) {
@@ -273,8 +274,8 @@ func TestAdopt(t *testing.T) {
 		if cli := stateOf(t, d, "cli"); cli.Managed || cli.State != StateMounted || cli.WorkerPID != 88 {
 			t.Errorf("cli: %+v", cli)
 		}
-		if recs, _ := st.Load(t.Context()); len(recs) != 2 {
-			t.Errorf("state records %+v, want a and s", recs)
+		if recs, _ := st.Load(t.Context()); len(recs) != 3 {
+			t.Errorf("state records %+v, want a, other and s", recs)
 		}
 		stop()
 	})
