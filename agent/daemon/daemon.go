@@ -251,6 +251,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.mu.Unlock()
 			d.log.Info("ready", "status", d.StatusLine())
 		case <-tick:
+			// Only when the table's lock can be had: a daemon wedged
+			// on it stops pinging and systemd restarts it, which the
+			// mounts survive.
+			d.mu.Lock()
+			d.mu.Unlock()
 			d.notify("WATCHDOG=1")
 		case <-ctx.Done():
 			d.notify("STOPPING=1")
