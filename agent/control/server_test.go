@@ -206,6 +206,11 @@ func TestAPI(t *testing.T) {
 	if err != nil || len(res.Added) != 1 || res.Added[0] != "b" || len(res.Removed)+len(res.Changed) != 0 {
 		t.Fatalf("reload: %+v %v", res, err)
 	}
+	// The new auto volume mounts in the background; a mount request
+	// waits for that attempt.
+	if v, err := root.Mount(ctx, "b"); err != nil || v.State != daemon.StateMounted {
+		t.Fatalf("mount b: %+v %v", v, err)
+	}
 	st, _ = root.Status(ctx)
 	if len(st.Volumes) != 4 || st.Volumes[1].Name != "b" || st.Volumes[1].State != daemon.StateMounted {
 		t.Errorf("after reload: %+v", st.Volumes)
