@@ -22,32 +22,18 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/secret"
+	"kmsagent/agent/tstest"
 	"kmsagent/fuse/contentenc"
 	"kmsagent/fuse/cryptocore"
 	"kmsagent/fuse/nametransform"
 )
 
-// requireGocryptfs returns the gocryptfs binary, or skips the test when
-// it cannot run here (not root, no gocryptfs, no /dev/fuse). With CI=true
-// the test fails instead, so that interop is never silently untested in
-// CI.
+// requireGocryptfs returns the gocryptfs binary, once the test can mount
+// it here (root, /dev/fuse).
 func requireGocryptfs(t *testing.T) string {
 	t.Helper()
-	stop := t.Skipf
-	if os.Getenv("CI") == "true" {
-		stop = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		stop("interop with gocryptfs needs root to mount FUSE")
-	}
-	bin, err := exec.LookPath("gocryptfs")
-	if err != nil {
-		stop("gocryptfs not installed (apt-get install gocryptfs fuse3): %v", err)
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		stop("no FUSE: %v", err)
-	}
-	return bin
+	tstest.NeedFUSE(t)
+	return tstest.NeedTool(t, "gocryptfs", "gocryptfs fuse3")
 }
 
 // crypt bundles the three layers for one random master key.
@@ -105,19 +91,14 @@ func mountGocryptfs(t *testing.T, bin string, c *crypt, cipherDir, mnt string) {
 // Calling it on a path that is not mounted is a no-op.
 func unmount(t *testing.T, mnt string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := unix.Unmount(mnt, 0)
-		switch {
-		case err == nil || errors.Is(err, unix.EINVAL):
-			return
-		case errors.Is(err, unix.EBUSY) && time.Now().Before(deadline):
-			time.Sleep(50 * time.Millisecond)
-		default:
-			_ = unix.Unmount(mnt, unix.MNT_DETACH)
-			t.Errorf("unmount %s: %v", mnt, err)
-			return
-		}
+	var err error
+	tstest.Poll(5*time.Second, func() bool {
+		err = unix.Unmount(mnt, 0)
+		return !errors.Is(err, unix.EBUSY)
+	})
+	if err != nil && !errors.Is(err, unix.EINVAL) {
+		_ = unix.Unmount(mnt, unix.MNT_DETACH)
+		t.Errorf("unmount %s: %v", mnt, err)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"kmsagent/agent/tstest"
 )
 
 // aclScript sets access and default ACLs, creates entries under a default
@@ -41,8 +43,8 @@ getfacl -n -p d d/f d/f2 d/sub d/sub2 d/sub3 g h
 // mount: ACL inheritance, mode/mask updates and removal must come out the
 // same.
 func TestACLLikeLocal(t *testing.T) {
-	requireRoot(t)
-	requireTool(t, "setfacl")
+	tstest.NeedFUSE(t)
+	tstest.NeedTool(t, "setfacl", "acl")
 	run := func(dir string) string {
 		t.Helper()
 		cmd := exec.Command("/bin/sh", "-c", aclScript)
@@ -90,8 +92,8 @@ func setfaclWorks(dir string) error {
 // users, beyond what the modes say, and a default ACL grants access to
 // new entries.
 func TestACLEnforced(t *testing.T) {
-	requireRoot(t)
-	setfacl := requireTool(t, "setfacl")
+	tstest.NeedFUSE(t)
+	setfacl := tstest.NeedTool(t, "setfacl", "acl")
 	m := mountFS(t, newCipherDir(t), newTestKey(t), Options{}, MountOptions{AllowOther: true})
 	openMount(t, m)
 	must := func(args ...string) {
@@ -146,8 +148,8 @@ func TestACLEnforced(t *testing.T) {
 // local file system (xfstests generic/375), although the server runs as
 // root.
 func TestACLClearsSetGID(t *testing.T) {
-	requireRoot(t)
-	setfacl := requireTool(t, "setfacl")
+	tstest.NeedFUSE(t)
+	setfacl := tstest.NeedTool(t, "setfacl", "acl")
 	m := mountFS(t, newCipherDir(t), newTestKey(t), Options{}, MountOptions{AllowOther: true})
 	openMount(t, m)
 	for _, tc := range []struct {

@@ -5,12 +5,14 @@ import (
 	"os/exec"
 	"syscall"
 	"testing"
+
+	"kmsagent/agent/tstest"
 )
 
 // TestAllowOther checks that with allow_other the kernel enforces file
 // modes for other users, and that their new files are theirs.
 func TestAllowOther(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	m := mountFS(t, newCipherDir(t), k, Options{}, MountOptions{AllowOther: true})
 	// The mount point's parent is a private test directory.

@@ -11,50 +11,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-// smallExt4 mounts a new, empty ext4 file system of size bytes (no
-// reserved blocks, 4096-byte blocks) on a temporary directory through a
-// loop device and returns the mount point. It is unmounted when the test
-// ends.
-func smallExt4(t *testing.T, size int64) string {
-	t.Helper()
-	requireRoot(t)
-	requireTool(t, "mkfs.ext4")
-	requireTool(t, "mount")
-	dir := t.TempDir()
-	img := filepath.Join(dir, "fs.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-m", "0", "-b", "4096", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
-	}
-	mnt := filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount -o loop: %v\n%s", err, out)
-		}
-		t.Skipf("mount -o loop: %v: %s", err, out)
-	}
-	// Lazily: the kernel sends the FUSE release of a file closed just
-	// before the share's unmount asynchronously, so the server may still
-	// hold its cipher file open for a moment.
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
-	return mnt
-}
+	"kmsagent/agent/tstest"
+)
 
 // fillDisk writes a file into dir until the file system is full.
 func fillDisk(t *testing.T, dir string) {
@@ -81,7 +40,7 @@ func fillDisk(t *testing.T, dir string) {
 // confirms that every block authenticates and every size is valid.
 func gocryptfsFsck(t *testing.T, cipher string, k *testKey) {
 	t.Helper()
-	bin := requireTool(t, "gocryptfs")
+	bin := tstest.NeedTool(t, "gocryptfs", "gocryptfs")
 	cmd := exec.Command(bin, "-fsck", "-nosyslog", "-masterkey=stdin", cipher)
 	cmd.Stdin = strings.NewReader(k.hex + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -103,7 +62,7 @@ func writeRaw(f *os.File, p []byte) (int, error) {
 // (no cut cipher block, no size beyond what was acknowledged), and what
 // was written and fsync'ed before must read back intact.
 func TestFullDisk(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	old := randBytes(7, 4000)
 	// setup writes a 4000-byte file (one partial block) and fsyncs it.
@@ -172,7 +131,7 @@ func TestFullDisk(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			disk := smallExt4(t, 16<<20)
+			disk := tstest.LoopExt4(t, 16<<20)
 			cipher := filepath.Join(disk, "cipher")
 			if err := os.Mkdir(cipher, 0o700); err != nil {
 				t.Fatal(err)
@@ -207,7 +166,7 @@ func TestFullDisk(t *testing.T) {
 		})
 	}
 	t.Run("write-until-full", func(t *testing.T) {
-		disk := smallExt4(t, 16<<20)
+		disk := tstest.LoopExt4(t, 16<<20)
 		cipher := filepath.Join(disk, "cipher")
 		if err := os.Mkdir(cipher, 0o700); err != nil {
 			t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/secret"
+	"kmsagent/agent/tstest"
 	"kmsagent/fuse/cryptocore"
 )
 
@@ -37,40 +38,6 @@ func runHelperProcess(t testing.TB, h, path string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("helper %s: %v\n%s", h, err, out)
 	}
-}
-
-// requireRoot skips a test that needs root and /dev/fuse, except under
-// CI=true, where a missing prerequisite is a failure: CI runs as root and
-// must not pass by skipping.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "needs /dev/fuse"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s, and CI=true forbids skipping", why)
-	}
-	t.Skip(why)
-}
-
-// requireTool is requireRoot's counterpart for an external program.
-func requireTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not installed, and CI=true forbids skipping (packaging/setup-dev.sh installs the test tools)", name)
-	}
-	t.Skipf("%s not installed", name)
-	return ""
 }
 
 // syncBuffer collects log output from the serving goroutines.
@@ -139,7 +106,7 @@ type testMount struct {
 
 func mountFS(t testing.TB, cipher string, k *testKey, opts Options, mo MountOptions) *testMount {
 	t.Helper()
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -164,7 +131,7 @@ func mountFS(t testing.TB, cipher string, k *testKey, opts Options, mo MountOpti
 // newFS mounts a fresh cipher directory with default options.
 func newFS(t testing.TB) (*testMount, *testKey) {
 	t.Helper()
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	return mountFS(t, newCipherDir(t), k, Options{}, MountOptions{}), k
 }
@@ -175,13 +142,10 @@ func (m *testMount) path(p ...string) string { return filepath.Join(append([]str
 // waits for the server to stop.
 func (m *testMount) unmount(t testing.TB) {
 	m.once.Do(func() {
+		// The kernel releases the mount's last files asynchronously, and
+		// until then the unmount fails with EBUSY.
 		var err error
-		for i := 0; i < 20; i++ {
-			if err = m.server.Unmount(); err == nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		tstest.Poll(time.Second, func() bool { err = m.server.Unmount(); return err == nil })
 		if err != nil {
 			t.Logf("unmount %s: %v; trying fusermount3 and a lazy unmount", m.mnt, err)
 			if out, err2 := exec.Command("fusermount3", "-u", m.mnt).CombinedOutput(); err2 != nil {

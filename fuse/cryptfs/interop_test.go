@@ -4,16 +4,20 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/secret"
+	"kmsagent/agent/tstest"
 )
 
 // Interop with Debian's gocryptfs 2.3: a tree written through our mount
@@ -23,12 +27,18 @@ import (
 // new directory, until the test ends. args select how it gets its key.
 func gocryptfsMount(t *testing.T, cipher string, stdin string, args ...string) string {
 	t.Helper()
-	bin := requireTool(t, "gocryptfs")
+	bin := tstest.NeedTool(t, "gocryptfs", "gocryptfs")
 	mnt := filepath.Join(t.TempDir(), "gmnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, append(append([]string{"-fg", "-nosyslog"}, args...), cipher, mnt)...)
+	// gocryptfs sends SIGUSR1 to -notifypid once it has mounted (its own
+	// daemonisation uses this): wait for that, not for mountinfo to change.
+	mounted := make(chan os.Signal, 1)
+	signal.Notify(mounted, syscall.SIGUSR1)
+	defer signal.Stop(mounted)
+	notify := fmt.Sprintf("-notifypid=%d", os.Getpid())
+	cmd := exec.Command(bin, append(append([]string{"-fg", "-nosyslog", notify}, args...), cipher, mnt)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -51,19 +61,21 @@ func gocryptfsMount(t *testing.T, cipher string, stdin string, args ...string) s
 			<-exited
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for !isMounted(mnt) {
+	timeout := time.After(15 * time.Second)
+	for {
 		select {
+		case <-mounted:
+			// The signal names no mount: another mount of this process
+			// may have sent it.
+			if isMounted(mnt) {
+				return mnt
+			}
 		case err := <-exited:
 			t.Fatalf("gocryptfs exited: %v\n%s", err, out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
+		case <-timeout:
 			t.Fatalf("gocryptfs did not mount within 15s:\n%s", out.String())
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	return mnt
 }
 
 // isMounted reports whether dir is a mount point, from mountinfo.
@@ -91,8 +103,8 @@ func gocryptfsUnmount(t *testing.T, mnt string) {
 }
 
 func TestInteropOursToGocryptfs(t *testing.T) {
-	requireRoot(t)
-	requireTool(t, "gocryptfs")
+	tstest.NeedFUSE(t)
+	tstest.NeedTool(t, "gocryptfs", "gocryptfs")
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	m := mountFS(t, cipher, k, Options{}, MountOptions{})
@@ -111,9 +123,9 @@ func TestInteropOursToGocryptfs(t *testing.T) {
 }
 
 func TestInteropGocryptfsToOurs(t *testing.T) {
-	requireRoot(t)
-	bin := requireTool(t, "gocryptfs")
-	xray := requireTool(t, "gocryptfs-xray")
+	tstest.NeedFUSE(t)
+	bin := tstest.NeedTool(t, "gocryptfs", "gocryptfs")
+	xray := tstest.NeedTool(t, "gocryptfs-xray", "gocryptfs")
 	cipher := filepath.Join(t.TempDir(), "cipher")
 	if err := os.Mkdir(cipher, 0o700); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"kmsagent/agent/mountinfo"
 	"kmsagent/agent/safepath"
+	"kmsagent/agent/tstest"
 )
 
 func mountsAt(t *testing.T, path string) []mountinfo.Entry {
@@ -33,7 +34,7 @@ func mountsAt(t *testing.T, path string) []mountinfo.Entry {
 // already mounted on; a mount shows in the mount table at its real path,
 // not as the /proc/self/fd path it was made through, and Unmount finds it.
 func TestMountPoint(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	base := t.TempDir()

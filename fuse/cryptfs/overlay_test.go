@@ -1,7 +1,6 @@
 package cryptfs
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,21 +10,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-// requireOverlay is requireRoot's counterpart for the overlay file
-// system.
-func requireOverlay(t testing.TB) {
-	t.Helper()
-	b, err := os.ReadFile("/proc/filesystems")
-	if err == nil && bytes.Contains(b, []byte("\toverlay\n")) {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("no overlay file system in this kernel, and CI=true forbids skipping")
-	}
-	t.Skip("no overlay file system in this kernel")
-}
+	"kmsagent/agent/tstest"
+)
 
 // TestOverlayUpper uses directories of a mount as overlayfs upperdir and
 // workdir: whiteouts for deleted lower entries, opaque directories over
@@ -33,8 +20,8 @@ func requireOverlay(t testing.TB) {
 // and the overlay. overlayfs keeps its state in trusted.overlay.* xattrs,
 // or user.overlay.* with userxattr.
 func TestOverlayUpper(t *testing.T) {
-	requireRoot(t)
-	requireOverlay(t)
+	tstest.NeedFUSE(t)
+	tstest.NeedFilesystem(t, "overlay")
 	for _, tc := range []struct {
 		name, opts, prefix string
 		// dirRename: renaming a lower directory works (redirect_dir=on

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kmsagent/agent/tstest"
 )
 
 // runHelperAs runs the helper copy of the test binary bin as helper h on
@@ -52,7 +54,7 @@ func copyExecutable(t *testing.T, dir string) string {
 // system; owner, group and mode must come out the same. In a set-group-ID
 // directory new entries take its group and new subdirectories the bit.
 func TestNewEntryOwnerAndMode(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	m := mountFS(t, newCipherDir(t), k, Options{}, MountOptions{AllowOther: true})
 	plain := filepath.Join(t.TempDir(), "plain")
@@ -118,7 +120,7 @@ func TestNewEntryOwnerAndMode(t *testing.T) {
 // same cipher directory creates the file): the file must be opened as it
 // is, not given to the caller.
 func TestCreateExistingKeepsOwner(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	long := time.Hour

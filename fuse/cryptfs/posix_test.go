@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/fuse/contentenc"
 )
 
@@ -787,7 +788,7 @@ func TestPOSIX(t *testing.T) {
 }
 
 func TestReadOnly(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	m := mountFS(t, cipher, k, Options{}, MountOptions{})
@@ -819,7 +820,7 @@ func TestReadOnly(t *testing.T) {
 // TestFewDirFds keeps at most two directory descriptors open, so that
 // most operations reopen their directory from its parent's descriptor.
 func TestFewDirFds(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	m := mountFS(t, cipher, k, Options{MaxOpenDirs: 2}, MountOptions{})
@@ -1033,7 +1034,7 @@ func TestFallocateSize(t *testing.T) {
 // TestRootInode checks that the mount root has the inode number of the
 // cipher directory, as in gocryptfs, stable across mounts.
 func TestRootInode(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	var want unix.Stat_t

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"kmsagent/agent/tstest"
 )
 
 // TestStress runs writers and readers in parallel on shared files at
@@ -22,7 +24,7 @@ import (
 // its writer's number in the top bits, so readers can check every byte
 // they see mid-flight: zero (not written yet) or written by its owner.
 func TestStress(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	m := mountFS(t, cipher, k, Options{}, MountOptions{})

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/fuse/contentenc"
 )
 
@@ -65,7 +66,7 @@ func readBlock(p string, i int) ([]byte, error) {
 }
 
 func TestTamper(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	m := mountFS(t, cipher, k, Options{}, MountOptions{})
@@ -258,7 +259,7 @@ func errorsIsErrno(err error, e syscall.Errno) bool {
 }
 
 func TestCheckKey(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	other := newTestKey(t)

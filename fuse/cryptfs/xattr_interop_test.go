@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"kmsagent/agent/tstest"
 )
 
 // Interop of xattrs and ACLs with Debian's gocryptfs 2.3 (mounted with
@@ -26,7 +28,7 @@ var interopXattrs = []struct{ name, value string }{
 // and ACLs, and returns getfacl's view of them.
 func writeXattrs(t *testing.T, mnt string) string {
 	t.Helper()
-	setfacl := requireTool(t, "setfacl")
+	setfacl := tstest.NeedTool(t, "setfacl", "acl")
 	if err := os.WriteFile(mnt+"/f", []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +55,7 @@ func writeXattrs(t *testing.T, mnt string) string {
 
 func getfacl(t *testing.T, mnt string) string {
 	t.Helper()
-	cmd := exec.Command(requireTool(t, "getfacl"), "-n", "f", "d")
+	cmd := exec.Command(tstest.NeedTool(t, "getfacl", "acl"), "-n", "f", "d")
 	cmd.Dir = mnt
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -82,8 +84,8 @@ func checkXattrs(t *testing.T, mnt, acls string) {
 }
 
 func TestInteropXattrsOursToGocryptfs(t *testing.T) {
-	requireRoot(t)
-	requireTool(t, "gocryptfs")
+	tstest.NeedFUSE(t)
+	tstest.NeedTool(t, "gocryptfs", "gocryptfs")
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	m := mountFS(t, cipher, k, Options{}, MountOptions{})
@@ -94,8 +96,8 @@ func TestInteropXattrsOursToGocryptfs(t *testing.T) {
 }
 
 func TestInteropXattrsGocryptfsToOurs(t *testing.T) {
-	requireRoot(t)
-	requireTool(t, "gocryptfs")
+	tstest.NeedFUSE(t)
+	tstest.NeedTool(t, "gocryptfs", "gocryptfs")
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	gmnt := gocryptfsMount(t, cipher, k.hex+"\n", "-masterkey=stdin", "-acl", "-suid")

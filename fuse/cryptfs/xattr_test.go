@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/fuse/nametransform"
 )
 
@@ -90,7 +91,7 @@ func openMount(t testing.TB, m *testMount) {
 // namespace on a file, a directory and the root, and checks that only
 // encrypted names reach the cipher directory.
 func TestXattrNamespaces(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	m := mountFS(t, cipher, k, Options{}, MountOptions{})
@@ -279,9 +280,9 @@ func TestXattrLongName(t *testing.T) {
 // system, also when the absence of one was already known and across a
 // remount.
 func TestXattrCapability(t *testing.T) {
-	requireRoot(t)
-	setcap := requireTool(t, "setcap")
-	getcap := requireTool(t, "getcap")
+	tstest.NeedFUSE(t)
+	setcap := tstest.NeedTool(t, "setcap", "libcap2-bin")
+	getcap := tstest.NeedTool(t, "getcap", "libcap2-bin")
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	m := mountFS(t, cipher, k, Options{}, MountOptions{})
@@ -327,7 +328,7 @@ func TestXattrCapability(t *testing.T) {
 // TestXattrTrustedHidden: trusted.* names are listed for root only, as a
 // local file system lists them; others could not read them anyway.
 func TestXattrTrustedHidden(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	m := mountFS(t, newCipherDir(t), k, Options{}, MountOptions{AllowOther: true})
 	openMount(t, m)
@@ -343,7 +344,7 @@ func TestXattrTrustedHidden(t *testing.T) {
 	if got := xattrNames(t, p); !slices.Equal(got, []string{"trusted.t", "user.u"}) {
 		t.Errorf("root lists %q", got)
 	}
-	getfattr := requireTool(t, "getfattr")
+	getfattr := tstest.NeedTool(t, "getfattr", "attr")
 	// getfattr -d reads every listed name of the match and fails on one
 	// it cannot read.
 	if err := runAs(t, 4242, 4242, m.mnt, getfattr+` -d -m - "$M/f" | grep -q user.u && ! `+getfattr+` -d -m - "$M/f" | grep -q trusted`); err != nil {
@@ -355,7 +356,7 @@ func TestXattrTrustedHidden(t *testing.T) {
 // cipher file's own file system), that do not decrypt, or that decrypt to
 // an ACL name (gocryptfs 1.8 encrypted ACLs) are not listed.
 func TestXattrHiddenStored(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	k := newTestKey(t)
 	cipher := newCipherDir(t)
 	m := mountFS(t, cipher, k, Options{}, MountOptions{})

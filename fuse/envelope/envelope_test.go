@@ -12,27 +12,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/secret"
+	"kmsagent/agent/tstest"
 	"kmsagent/agent/uuid"
 	"kmsagent/kmsclient"
-	"kmsagent/kmsclient/local"
 )
-
-func newStore(t *testing.T) (*local.Store, string) {
-	t.Helper()
-	s, err := local.Open(filepath.Join(t.TempDir(), "kms"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.CreateKey(context.Background(), "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, info.ID
-}
 
 func TestNewWriteReadUnwrap(t *testing.T) {
 	ctx := context.Background()
-	s, keyID := newStore(t)
+	s, keyID := tstest.LocalKMS(t, "")
 	e, master, err := New(ctx, s, keyID)
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +68,7 @@ func TestNewWriteReadUnwrap(t *testing.T) {
 
 func TestUnwrapRefusals(t *testing.T) {
 	ctx := context.Background()
-	s, keyID := newStore(t)
+	s, keyID := tstest.LocalKMS(t, "")
 	e, master, err := New(ctx, s, keyID)
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +99,7 @@ func TestUnwrapRefusals(t *testing.T) {
 
 func TestImport(t *testing.T) {
 	ctx := context.Background()
-	s, keyID := newStore(t)
+	s, keyID := tstest.LocalKMS(t, "")
 	master, _ := secret.Random(MasterKeyLen)
 	defer master.Wipe()
 	e, err := Import(ctx, s, keyID, master)
@@ -213,7 +200,7 @@ func openDir(t *testing.T, dir string) *os.File {
 // envelope's place is neither followed nor replaced.
 func TestWriteAtMode(t *testing.T) {
 	ctx := context.Background()
-	s, keyID := newStore(t)
+	s, keyID := tstest.LocalKMS(t, "")
 	e, master, err := New(ctx, s, keyID)
 	if err != nil {
 		t.Fatal(err)

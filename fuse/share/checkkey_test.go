@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"kmsagent/agent/secret"
+	"kmsagent/agent/tstest"
 	"kmsagent/fuse/contentenc"
 	"kmsagent/fuse/cryptfs"
 	"kmsagent/fuse/cryptocore"
@@ -138,7 +139,7 @@ func luckyKey(t *testing.T, cache map[string]*secret.Key, dir string) *secret.Ke
 // even with it.
 func TestImportNeedsEvidence(t *testing.T) {
 	ctx := context.Background()
-	kms, keyID := newKMS(t)
+	kms, keyID := tstest.LocalKMS(t, "")
 	master, _ := secret.Random(32)
 	defer master.Wipe()
 	other, _ := secret.Random(32)

@@ -12,6 +12,7 @@ import (
 
 	"kmsagent/agent/safepath"
 	"kmsagent/agent/secret"
+	"kmsagent/agent/tstest"
 	"kmsagent/fuse/envelope"
 	"kmsagent/fuse/nametransform"
 )
@@ -42,7 +43,7 @@ func listDir(t *testing.T, dir string) []string {
 // adopted tree the same way; rewrap keeps the envelope 0600.
 func TestFormatModes(t *testing.T) {
 	ctx := context.Background()
-	kms, keyID := newKMS(t)
+	kms, keyID := tstest.LocalKMS(t, "")
 	old := unix.Umask(0o022)
 	defer unix.Umask(old)
 	base := t.TempDir()
@@ -91,7 +92,7 @@ func TestFormatModes(t *testing.T) {
 // fixing the cause and running it again needs no --force.
 func TestFormatAllOrNothing(t *testing.T) {
 	ctx := context.Background()
-	kms, keyID := newKMS(t)
+	kms, keyID := tstest.LocalKMS(t, "")
 	base := t.TempDir()
 
 	// Failing at the envelope: a directory in its place cannot be
@@ -137,7 +138,7 @@ func TestFormatAllOrNothing(t *testing.T) {
 // the way cannot point root's writes elsewhere.
 func TestFormatRefusesSymlinks(t *testing.T) {
 	ctx := context.Background()
-	kms, keyID := newKMS(t)
+	kms, keyID := tstest.LocalKMS(t, "")
 	base := t.TempDir()
 	master, _ := secret.Random(32)
 	defer master.Wipe()

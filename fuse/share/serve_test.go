@@ -9,34 +9,16 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-// requireRoot skips a test that needs root and /dev/fuse, except under
-// CI=true, where a missing prerequisite is a failure: CI runs as root and
-// must not pass by skipping.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "needs /dev/fuse"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s, and CI=true forbids skipping", why)
-	}
-	t.Skip(why)
-}
+	"kmsagent/agent/tstest"
+)
 
 // serve formats a new share and serves it in the background until the
 // test ends; it returns the mount point once the mount is ready.
 func serve(t *testing.T) string {
 	t.Helper()
-	requireRoot(t)
-	kms, keyID := newKMS(t)
+	tstest.NeedFUSE(t)
+	kms, keyID := tstest.LocalKMS(t, "")
 	dir := t.TempDir()
 	if _, err := Format(context.Background(), kms, dir, keyID, false); err != nil {
 		t.Fatal(err)
@@ -73,7 +55,7 @@ func serve(t *testing.T) string {
 // while the serving process has a different one: the modes must be those
 // the caller's umask gives, masked once.
 func TestServeUmask(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedFUSE(t)
 	cases := []struct {
 		name                   string
 		serverUmask, userUmask int

@@ -9,29 +9,16 @@ import (
 	"testing"
 
 	"kmsagent/agent/secret"
+	"kmsagent/agent/tstest"
 	"kmsagent/fuse/cryptfs"
 	"kmsagent/fuse/cryptocore"
 	"kmsagent/fuse/envelope"
 	"kmsagent/fuse/nametransform"
-	"kmsagent/kmsclient/local"
 )
-
-func newKMS(t *testing.T) (*local.Store, string) {
-	t.Helper()
-	s, err := local.Open(filepath.Join(t.TempDir(), "kms"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.CreateKey(context.Background(), "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, info.ID
-}
 
 func TestFormat(t *testing.T) {
 	ctx := context.Background()
-	kms, keyID := newKMS(t)
+	kms, keyID := tstest.LocalKMS(t, "")
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "lost+found"), 0o700)
 	e, err := Format(ctx, kms, dir, keyID, false)
@@ -105,7 +92,7 @@ func makeTree(t *testing.T, master *secret.Key) string {
 
 func TestImportChecksKey(t *testing.T) {
 	ctx := context.Background()
-	kms, keyID := newKMS(t)
+	kms, keyID := tstest.LocalKMS(t, "")
 	master, _ := secret.Random(32)
 	defer master.Wipe()
 	other, _ := secret.Random(32)
