@@ -84,13 +84,20 @@ func NeedFilesystem(t testing.TB, name string) {
 	Unavailable(t, "no %s file system in this kernel", name)
 }
 
+// NeedCryptsetup returns the path of cryptsetup, or stops the test when
+// it is not installed.
+func NeedCryptsetup(t testing.TB) string {
+	t.Helper()
+	return NeedTool(t, "cryptsetup", "cryptsetup-bin")
+}
+
 // Cryptsetup runs cryptsetup (package cryptsetup-bin) in batch mode
 // without locks, which need /run/cryptsetup, and returns its combined
 // output. It stops the test when cryptsetup is not installed; a failing
 // command is the caller's to judge.
 func Cryptsetup(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	cs := NeedTool(t, "cryptsetup", "cryptsetup-bin")
+	cs := NeedCryptsetup(t)
 	var out bytes.Buffer
 	cmd := exec.Command(cs, append([]string{"--batch-mode", "--disable-locks"}, args...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/blockdev/luks2"
 	"kmsagent/blockdev/vmtest"
 	"kmsagent/blockdev/volume"
@@ -45,14 +46,9 @@ func TestVMOpenClose(t *testing.T) {
 		t.Skip("boots a VM")
 	}
 	vmtest.Require(t)
-	for _, tool := range []string{"mkfs.ext4", "cryptsetup", "debugfs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing", tool)
-			}
-			t.Skipf("%s is missing", tool)
-		}
-	}
+	tstest.NeedTool(t, "mkfs.ext4", "e2fsprogs")
+	tstest.NeedTool(t, "debugfs", "e2fsprogs")
+	tstest.NeedCryptsetup(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	kmsDir := filepath.Join(dir, "kms")

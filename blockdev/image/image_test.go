@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,6 +20,7 @@ import (
 
 	"golang.org/x/crypto/xts"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/blockdev/luks2"
 	"kmsagent/blockdev/token"
 	"kmsagent/blockdev/volume"
@@ -38,16 +38,8 @@ type fixture struct {
 
 func newFixture(t *testing.T) fixture {
 	t.Helper()
-	dir := t.TempDir()
-	s, err := local.Open(filepath.Join(dir, "kms"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.CreateKey(ctx, "images", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fixture{s, info.ID, dir}
+	s, key := tstest.LocalKMS(t, "images")
+	return fixture{s, key, t.TempDir()}
 }
 
 func (f fixture) opts(sector int, size int64) EncryptOptions {
@@ -294,28 +286,6 @@ func TestInspect(t *testing.T) {
 	}
 }
 
-func needCryptsetup(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("cryptsetup")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("cryptsetup (package cryptsetup-bin) is required in CI")
-		}
-		t.Skip("cryptsetup not installed")
-	}
-	return path
-}
-
-func cryptsetup(t *testing.T, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(needCryptsetup(t), append([]string{"--batch-mode", "--disable-locks"}, args...)...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("cryptsetup %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 func secretFile(t *testing.T, b []byte) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "secret")
@@ -328,11 +298,11 @@ func secretFile(t *testing.T, b []byte) string {
 // TestCryptsetupAcceptsImage: our images pass luksDump, open with the
 // exported volume key, and export the size token.
 func TestCryptsetupAcceptsImage(t *testing.T) {
-	needCryptsetup(t)
+	tstest.NeedCryptsetup(t)
 	f := newFixture(t)
 	for _, sector := range []int{512, 4096} {
 		path := f.encryptToFile(t, randomData(t, 70000), sector)
-		dump := cryptsetup(t, "luksDump", path)
+		dump := tstest.MustCryptsetup(t, "luksDump", path)
 		if !strings.Contains(dump, fmt.Sprintf("sector: %d [bytes]", sector)) || !strings.Contains(dump, "kmsagent-image") {
 			t.Fatalf("luksDump:\n%s", dump)
 		}
@@ -342,9 +312,9 @@ func TestCryptsetupAcceptsImage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cryptsetup(t, "open", "--test-passphrase", "--volume-key-file", secretFile(t, vk.Bytes()), path)
+		tstest.MustCryptsetup(t, "open", "--test-passphrase", "--volume-key-file", secretFile(t, vk.Bytes()), path)
 		vk.Wipe()
-		if out := cryptsetup(t, "token", "export", "--token-id", "1", path); !strings.Contains(out, `"image_size":"70000"`) {
+		if out := tstest.MustCryptsetup(t, "token", "export", "--token-id", "1", path); !strings.Contains(out, `"image_size":"70000"`) {
 			t.Fatalf("token export: %s", out)
 		}
 	}
@@ -355,7 +325,7 @@ func TestCryptsetupAcceptsImage(t *testing.T) {
 // (offline reencryption, no device-mapper), and we decrypt it with the
 // passphrase. This is what pins the IV unit of 4096-byte sectors.
 func TestCryptsetupOfflineEncrypt(t *testing.T) {
-	needCryptsetup(t)
+	tstest.NeedCryptsetup(t)
 	for _, sector := range []string{"512", "4096"} {
 		t.Run(sector, func(t *testing.T) {
 			plain := randomData(t, 3<<20)
@@ -365,7 +335,7 @@ func TestCryptsetupOfflineEncrypt(t *testing.T) {
 				t.Fatal(err)
 			}
 			pass := secretFile(t, []byte("offline\n"))
-			cryptsetup(t, "reencrypt", "--encrypt", "--type", "luks2", "--force-offline-reencrypt", "--sector-size", sector,
+			tstest.MustCryptsetup(t, "reencrypt", "--encrypt", "--type", "luks2", "--force-offline-reencrypt", "--sector-size", sector,
 				"--reduce-device-size", "16M", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", pass, path)
 			got, res := decryptFile(t, path, DecryptOptions{Passphrase: []byte("offline\n")})
 			if res.SizeRecorded || len(got) < len(plain) || !bytes.Equal(got[:len(plain)], plain) {

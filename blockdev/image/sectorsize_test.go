@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/blockdev/luks2"
 )
 
@@ -134,20 +135,6 @@ func TestSectorSizeFromContent(t *testing.T) {
 	}
 }
 
-// needMkfs returns the path of a mkfs tool: a failure under CI=true,
-// a skip elsewhere.
-func needMkfs(t *testing.T, name, pkg string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s (package %s) is required in CI", name, pkg)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return path
-}
-
 // TestSectorSizeRealFileSystems runs the check on file systems made by
 // the real tools on image files. Only the first MiB is encrypted: the
 // choice depends on the start alone.
@@ -168,7 +155,7 @@ func TestSectorSizeRealFileSystems(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.tool+strings.Join(tt.args, ""), func(t *testing.T) {
-			mkfs := needMkfs(t, tt.tool, tt.pkg)
+			mkfs := tstest.NeedTool(t, tt.tool, tt.pkg)
 			path := filepath.Join(t.TempDir(), "fs.raw")
 			if err := os.WriteFile(path, nil, 0o600); err != nil {
 				t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/secret"
+	"kmsagent/agent/tstest"
 )
 
 // uniqueDesc returns a description no other test run uses, so checks of
@@ -36,10 +37,7 @@ func requireKeyring(t *testing.T) {
 	if err == nil {
 		return
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("kernel keyring unavailable: %v", err)
-	}
-	t.Skipf("kernel keyring unavailable: %v", err)
+	tstest.Unavailable(t, "kernel keyring unavailable (a kernel with CONFIG_KEYS, no seccomp filter on keyctl): %v", err)
 }
 
 func randomKey(t *testing.T) *secret.Key {
@@ -60,21 +58,6 @@ func procKeysHas(t *testing.T, desc string) bool {
 		t.Fatal(err)
 	}
 	return len(lines) > 0
-}
-
-// eventually polls cond for up to 5 s: invalidated keys leave /proc/keys
-// when the key garbage collector (a work item) has run.
-func eventually(cond func() bool) bool {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestValidateDescription(t *testing.T) {
@@ -170,10 +153,10 @@ func TestLogonKeyLifecycle(t *testing.T) {
 	if _, err := unix.KeyctlString(unix.KEYCTL_DESCRIBE, id); err == nil {
 		t.Error("key still describable after WithLogonKey returned")
 	}
-	if !eventually(func() bool { return !procKeysHas(t, desc) }) {
+	if !tstest.Poll(5*time.Second, func() bool { return !procKeysHas(t, desc) }) {
 		t.Error("key still in /proc/keys 5 s after WithLogonKey returned")
 	}
-	if !eventually(func() bool {
+	if !tstest.Poll(5*time.Second, func() bool {
 		_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid))
 		return errors.Is(err, os.ErrNotExist)
 	}) {
@@ -254,7 +237,7 @@ func TestCallbackErrorAndPanicStillDiscardKey(t *testing.T) {
 			if _, err := unix.KeyctlString(unix.KEYCTL_DESCRIBE, id); err == nil {
 				t.Error("key survived the failed callback")
 			}
-			if !eventually(func() bool { return !procKeysHas(t, desc) }) {
+			if !tstest.Poll(5*time.Second, func() bool { return !procKeysHas(t, desc) }) {
 				t.Error("key still in /proc/keys")
 			}
 		})
@@ -313,7 +296,7 @@ func TestConcurrentKeys(t *testing.T) {
 		t.Errorf("%d callbacks ran on %d distinct threads", n, len(tids))
 	}
 	for _, d := range descs {
-		if !eventually(func() bool { return !procKeysHas(t, d) }) {
+		if !tstest.Poll(5*time.Second, func() bool { return !procKeysHas(t, d) }) {
 			t.Errorf("key %s still in /proc/keys", d)
 		}
 	}

@@ -5,8 +5,11 @@ import (
 	"os"
 	"runtime"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kmsagent/agent/tstest"
 )
 
 // The main goroutine starts on the process's main thread; locking it there
@@ -58,7 +61,7 @@ func TestMainThreadAvoided(t *testing.T) {
 	if !r.keyFound {
 		t.Error("key not found on the callback's thread keyring")
 	}
-	if !eventually(func() bool {
+	if !tstest.Poll(5*time.Second, func() bool {
 		_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", r.tid))
 		return os.IsNotExist(err)
 	}) {

@@ -9,37 +9,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kmsagent/agent/tstest"
 )
 
 // These tests check our output against cryptsetup itself, on image files
 // only (nothing here needs root or device-mapper).
 
-func needCryptsetup(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("cryptsetup")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("cryptsetup (package cryptsetup-bin) is required in CI")
-		}
-		t.Skip("cryptsetup not installed")
-	}
-	return path
-}
-
-func cryptsetup(t *testing.T, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(needCryptsetup(t), append([]string{"--batch-mode", "--disable-locks"}, args...)...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("cryptsetup %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 func cryptsetupFails(t *testing.T, args ...string) {
 	t.Helper()
-	cmd := exec.Command(needCryptsetup(t), append([]string{"--batch-mode", "--disable-locks"}, args...)...)
-	if out, err := cmd.CombinedOutput(); err == nil {
+	if out, err := tstest.Cryptsetup(t, args...); err == nil {
 		t.Fatalf("cryptsetup %s succeeded, want failure\n%s", strings.Join(args, " "), out)
 	}
 }
@@ -105,7 +84,7 @@ func sortedStrings(m map[string]KDF) []string {
 }
 
 func TestCryptsetupOpensOurImage(t *testing.T) {
-	needCryptsetup(t)
+	tstest.NeedCryptsetup(t)
 	for _, tc := range []struct {
 		name string
 		opts FormatOptions
@@ -119,7 +98,7 @@ func TestCryptsetupOpensOurImage(t *testing.T) {
 			path, h, vk := newImage(t, tc.opts, passes)
 			dir := filepath.Dir(path)
 
-			dump := cryptsetup(t, "luksDump", path)
+			dump := tstest.MustCryptsetup(t, "luksDump", path)
 			for _, want := range []string{h.UUID(), "pbkdf2", "argon2id", "aes-xts-plain64"} {
 				if !strings.Contains(dump, want) {
 					t.Errorf("luksDump lacks %q:\n%s", want, dump)
@@ -131,18 +110,18 @@ func TestCryptsetupOpensOurImage(t *testing.T) {
 			for pass := range passes {
 				// --key-file takes the bytes as they are, newline included.
 				kf := writeFile(t, dir, "pass", []byte(pass))
-				cryptsetup(t, "open", "--test-passphrase", "--key-file", kf, path)
+				tstest.MustCryptsetup(t, "open", "--test-passphrase", "--key-file", kf, path)
 			}
 			kf := writeFile(t, dir, "wrong", []byte(wrongPass))
 			cryptsetupFails(t, "open", "--test-passphrase", "--key-file", kf, path)
 			vkf := writeFile(t, dir, "vk", vk)
-			cryptsetup(t, "open", "--test-passphrase", "--volume-key-file", vkf, path)
+			tstest.MustCryptsetup(t, "open", "--test-passphrase", "--volume-key-file", vkf, path)
 		})
 	}
 }
 
 func TestCryptsetupChangesOurImage(t *testing.T) {
-	needCryptsetup(t)
+	tstest.NeedCryptsetup(t)
 	path, h, vk := newImage(t, FormatOptions{DigestIterations: 1000}, map[string]KDF{"first": fastPBKDF2})
 	dir := filepath.Dir(path)
 
@@ -155,7 +134,7 @@ func TestCryptsetupChangesOurImage(t *testing.T) {
 	if err := h.Write(f); err != nil {
 		t.Fatal(err)
 	}
-	exported := cryptsetup(t, "token", "export", "--token-id", "0", path)
+	exported := tstest.MustCryptsetup(t, "token", "export", "--token-id", "0", path)
 	if !jsonEqual(t, []byte(exported), token) {
 		t.Errorf("cryptsetup token export = %s, want %s", exported, token)
 	}
@@ -163,10 +142,10 @@ func TestCryptsetupChangesOurImage(t *testing.T) {
 	// cryptsetup adds a keyslot and a token of its own.
 	oldPass := writeFile(t, dir, "old", []byte("first"))
 	newPass := writeFile(t, dir, "new", []byte("second"))
-	cryptsetup(t, "luksAddKey", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", oldPass, path, newPass)
+	tstest.MustCryptsetup(t, "luksAddKey", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", oldPass, path, newPass)
 	theirs := json.RawMessage(`{"type":"other-tool","keyslots":["1"],"blob":{"nested":[1,2,3]}}`)
 	tf := writeFile(t, dir, "token.json", theirs)
-	cryptsetup(t, "token", "import", "--json-file", tf, "--token-id", "5", path)
+	tstest.MustCryptsetup(t, "token", "import", "--json-file", tf, "--token-id", "5", path)
 
 	h2, err := Read(f)
 	if err != nil {
@@ -199,7 +178,7 @@ func TestCryptsetupChangesOurImage(t *testing.T) {
 	if !bytes.Equal(h3.JSON(), before) {
 		t.Errorf("JSON changed by a label-only rewrite:\n%s\n%s", before, h3.JSON())
 	}
-	if !strings.Contains(cryptsetup(t, "luksDump", path), "relabelled") {
+	if !strings.Contains(tstest.MustCryptsetup(t, "luksDump", path), "relabelled") {
 		t.Errorf("label not seen by cryptsetup")
 	}
 
@@ -209,8 +188,8 @@ func TestCryptsetupChangesOurImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	cryptsetupFails(t, "open", "--test-passphrase", "--key-file", oldPass, path)
-	cryptsetup(t, "open", "--test-passphrase", "--key-file", newPass, path)
-	exported = cryptsetup(t, "token", "export", "--token-id", "0", path)
+	tstest.MustCryptsetup(t, "open", "--test-passphrase", "--key-file", newPass, path)
+	exported = tstest.MustCryptsetup(t, "token", "export", "--token-id", "0", path)
 	var tok struct{ Keyslots []string }
 	if err := json.Unmarshal([]byte(exported), &tok); err != nil || len(tok.Keyslots) != 0 {
 		t.Errorf("token 0 after removing keyslot 0: %s (%v)", exported, err)
@@ -236,7 +215,7 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 // A header we repaired after damage to its primary copy is one cryptsetup
 // reads and opens without falling back.
 func TestCryptsetupAcceptsRepairedHeader(t *testing.T) {
-	needCryptsetup(t)
+	tstest.NeedCryptsetup(t)
 	path := unxz(t, "compatimage2.img.xz")
 	f := openFile(t, path)
 	if _, err := f.WriteAt([]byte{'X'}, binHeaderSize+100); err != nil {
@@ -254,8 +233,8 @@ func TestCryptsetupAcceptsRepairedHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	kf := writeFile(t, t.TempDir(), "pass", []byte(compatPass0))
-	cryptsetup(t, "open", "--test-passphrase", "--key-slot", "0", "--key-file", kf, path)
-	if out := cryptsetup(t, "luksDump", path); !strings.Contains(out, "Epoch:         \t10") {
+	tstest.MustCryptsetup(t, "open", "--test-passphrase", "--key-slot", "0", "--key-file", kf, path)
+	if out := tstest.MustCryptsetup(t, "luksDump", path); !strings.Contains(out, "Epoch:         \t10") {
 		t.Errorf("luksDump after repair:\n%s", out)
 	}
 }
@@ -264,7 +243,7 @@ func TestCryptsetupAcceptsRepairedHeader(t *testing.T) {
 // in one value are accepted or refused by Read as cryptsetup luksDump
 // accepts or refuses them. The one deliberate difference is named.
 func TestValidationMatchesCryptsetup(t *testing.T) {
-	needCryptsetup(t)
+	tstest.NeedCryptsetup(t)
 	tests := []struct {
 		name, old, new string
 		accept         bool // by both
@@ -296,7 +275,7 @@ func TestValidationMatchesCryptsetup(t *testing.T) {
 			}
 			dev := imageFrom(t, strings.Replace(baseJSON, tc.old, tc.new, 1), nil)
 			path := writeFile(t, dir, "img", dev.data)
-			out, csErr := exec.Command(needCryptsetup(t), "--disable-locks", "luksDump", path).CombinedOutput()
+			out, csErr := exec.Command(tstest.NeedCryptsetup(t), "--disable-locks", "luksDump", path).CombinedOutput()
 			if (csErr == nil) != tc.accept {
 				t.Fatalf("cryptsetup luksDump: %v (want accepted=%v)\n%s", csErr, tc.accept, out)
 			}

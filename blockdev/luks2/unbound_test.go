@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"kmsagent/agent/tstest"
 )
 
 // unboundPass is the passphrase of the unbound keyslot of cryptsetup's
@@ -20,7 +22,7 @@ const unboundPass = "93R4P4pIqAH8"
 // (luksAddKey --unbound) under unboundPass.
 func cryptsetupUnbound(t *testing.T, boundPass string) string {
 	t.Helper()
-	needCryptsetup(t)
+	tstest.NeedCryptsetup(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "unbound.img")
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
@@ -32,8 +34,8 @@ func cryptsetupUnbound(t *testing.T, boundPass string) string {
 	p0 := writeFile(t, dir, "p0", []byte(boundPass))
 	p1 := writeFile(t, dir, "p1", []byte(unboundPass))
 	fast := []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
-	cryptsetup(t, append([]string{"luksFormat", "--type", "luks2", "--key-file", p0, path}, fast...)...)
-	cryptsetup(t, append([]string{"luksAddKey", "--unbound", "--key-size", "512", path, p1}, fast...)...)
+	tstest.MustCryptsetup(t, append([]string{"luksFormat", "--type", "luks2", "--key-file", p0, path}, fast...)...)
+	tstest.MustCryptsetup(t, append([]string{"luksAddKey", "--unbound", "--key-size", "512", path, p1}, fast...)...)
 	return path
 }
 
@@ -65,7 +67,7 @@ func TestUnboundKeyslot(t *testing.T) {
 		t.Fatalf("OpenAny with the bound passphrase: slot %d, %v", slot, err)
 	}
 	defer vk.Wipe()
-	out := cryptsetup(t, "luksDump", "--dump-volume-key", "--key-file", writeFile(t, t.TempDir(), "p", []byte("bound")), path)
+	out := tstest.MustCryptsetup(t, "luksDump", "--dump-volume-key", "--key-file", writeFile(t, t.TempDir(), "p", []byte("bound")), path)
 	if want := hex.EncodeToString(vk.Bytes()); !strings.Contains(strings.Join(strings.Fields(out), ""), want) {
 		t.Errorf("volume key %s is not the one cryptsetup dumps:\n%s", want, out)
 	}
@@ -76,7 +78,7 @@ func TestUnboundKeyslot(t *testing.T) {
 // cryptsetup reads them) but not opened: the data is partly in the old
 // layout and partly in the new.
 func TestReencryptionRefused(t *testing.T) {
-	needCryptsetup(t)
+	tstest.NeedCryptsetup(t)
 	fast := []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
 	for _, tc := range []struct {
 		name  string
@@ -97,7 +99,7 @@ func TestReencryptionRefused(t *testing.T) {
 			}
 			pass := writeFile(t, dir, "pass", []byte("old key"))
 			for _, args := range tc.setup {
-				cryptsetup(t, append(append(args, fast...), "--key-file", pass, path)...)
+				tstest.MustCryptsetup(t, append(append(args, fast...), "--key-file", pass, path)...)
 			}
 			f := openFile(t, path)
 			h := readHeader(t, f)

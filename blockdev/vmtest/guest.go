@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"kmsagent/agent/tstest"
 )
 
 // InGuest reports whether this process runs inside a vmtest VM.
@@ -44,12 +46,5 @@ func Data(name, value string) {
 // asynchronously (invalidated keys, deferred removes, autoclear loops),
 // so a guest test waits for them rather than checking once.
 func Eventually(cond func() bool) bool {
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
+	return tstest.Poll(5*time.Second, cond)
 }

@@ -4,11 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/blockdev/luks2"
 	"kmsagent/kmsclient/local"
 )
@@ -25,15 +24,8 @@ type kmsFixture struct {
 
 func newKMS(t testing.TB) kmsFixture {
 	t.Helper()
-	s, err := local.Open(filepath.Join(t.TempDir(), "kms"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.CreateKey(context.Background(), "disks", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kmsFixture{s, info.ID}
+	s, key := tstest.LocalKMS(t, "disks")
+	return kmsFixture{s, key}
 }
 
 func (k kmsFixture) newKey(t *testing.T) string {
@@ -78,34 +70,6 @@ func writePass(t *testing.T, data string) string {
 	return p
 }
 
-func needCryptsetup(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("cryptsetup")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("cryptsetup (package cryptsetup-bin) is required in CI")
-		}
-		t.Skip("cryptsetup not installed")
-	}
-	return path
-}
-
-func cryptsetupRun(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	cmd := exec.Command(needCryptsetup(t), append([]string{"--batch-mode", "--disable-locks"}, args...)...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-func cryptsetup(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := cryptsetupRun(t, args...)
-	if err != nil {
-		t.Fatalf("cryptsetup %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
 // unboundPass is the passphrase of the unbound keyslot of cryptsetup's
 // test image luks2_keyslot_unassigned.img, whose shape cryptsetupUnbound
 // copies.
@@ -118,7 +82,7 @@ func cryptsetupUnbound(t *testing.T, pass string) (string, *os.File) {
 	t.Helper()
 	path, f := newFile(t, imageSize)
 	fast := []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
-	cryptsetup(t, append([]string{"luksFormat", "--type", "luks2", "--key-file", writePass(t, pass), path}, fast...)...)
-	cryptsetup(t, append([]string{"luksAddKey", "--unbound", "--key-size", "512", path, writePass(t, unboundPass)}, fast...)...)
+	tstest.MustCryptsetup(t, append([]string{"luksFormat", "--type", "luks2", "--key-file", writePass(t, pass), path}, fast...)...)
+	tstest.MustCryptsetup(t, append([]string{"luksAddKey", "--unbound", "--key-size", "512", path, writePass(t, unboundPass)}, fast...)...)
 	return path, f
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/blockdev/token"
 )
 
@@ -14,7 +15,7 @@ import (
 // only (no root, no device-mapper).
 
 func TestCryptsetupAcceptsFormat(t *testing.T) {
-	needCryptsetup(t)
+	tstest.NeedCryptsetup(t)
 	k := newKMS(t)
 	for _, sector := range []int{512, 4096} {
 		path, f := newFile(t, imageSize)
@@ -25,15 +26,15 @@ func TestCryptsetupAcceptsFormat(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dump := cryptsetup(t, "luksDump", path)
+		dump := tstest.MustCryptsetup(t, "luksDump", path)
 		for _, want := range []string{"UUID:          \t" + res.UUID, "sector: " + itoa(sector), "0: kmsagent", "PBKDF:      pbkdf2", "PBKDF:      argon2id"} {
 			if !strings.Contains(dump, want) {
 				t.Fatalf("luksDump lacks %q:\n%s", want, dump)
 			}
 		}
 		// The recovery passphrase opens with stock cryptsetup.
-		cryptsetup(t, "open", "--test-passphrase", "--key-slot", "1", "--key-file", writePass(t, recovery), path)
-		if _, err := cryptsetupRun(t, "open", "--test-passphrase", "--key-file", writePass(t, "break glass"), path); err == nil {
+		tstest.MustCryptsetup(t, "open", "--test-passphrase", "--key-slot", "1", "--key-file", writePass(t, recovery), path)
+		if _, err := tstest.Cryptsetup(t, "open", "--test-passphrase", "--key-file", writePass(t, "break glass"), path); err == nil {
 			t.Fatal("cryptsetup accepted a wrong passphrase")
 		}
 		// So does the exported volume key.
@@ -43,7 +44,7 @@ func TestCryptsetupAcceptsFormat(t *testing.T) {
 		}
 		vkFile := writePass(t, string(vk.Bytes()))
 		vk.Wipe()
-		cryptsetup(t, "open", "--test-passphrase", "--volume-key-file", vkFile, path)
+		tstest.MustCryptsetup(t, "open", "--test-passphrase", "--volume-key-file", vkFile, path)
 		// And the KMS data key, as base64 text, opens the token's keyslot.
 		h, _ := ReadHeader(f)
 		raw, _ := h.Token(res.TokenID)
@@ -54,10 +55,10 @@ func TestCryptsetupAcceptsFormat(t *testing.T) {
 		}
 		pass, _ := token.Passphrase(dk)
 		dk.Wipe()
-		cryptsetup(t, "open", "--test-passphrase", "--key-slot", "0", "--key-file", writePass(t, string(pass.Bytes())), path)
+		tstest.MustCryptsetup(t, "open", "--test-passphrase", "--key-slot", "0", "--key-file", writePass(t, string(pass.Bytes())), path)
 		pass.Wipe()
 		// token export returns our token as stored.
-		exported := cryptsetup(t, "token", "export", "--token-id", "0", path)
+		exported := tstest.MustCryptsetup(t, "token", "export", "--token-id", "0", path)
 		if !jsonSame(t, exported, string(raw)) {
 			t.Fatalf("token export:\n%s\nwant\n%s", exported, raw)
 		}
@@ -67,19 +68,19 @@ func TestCryptsetupAcceptsFormat(t *testing.T) {
 // TestOurReaderAfterCryptsetup: cryptsetup changes the header (a new
 // keyslot, an imported token); we still unlock through the KMS.
 func TestOurReaderAfterCryptsetup(t *testing.T) {
-	needCryptsetup(t)
+	tstest.NeedCryptsetup(t)
 	k := newKMS(t)
 	path, f := newFile(t, imageSize)
 	recovery := writePass(t, "recovery")
 	if _, err := Format(ctx, f, k.store, FormatOptions{CreateOptions: CreateOptions{KeyID: k.key, RecoveryPassphrase: []byte("recovery"), RecoveryKDF: fastArgon2id}}); err != nil {
 		t.Fatal(err)
 	}
-	cryptsetup(t, "luksAddKey", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", recovery, path, writePass(t, "third"))
+	tstest.MustCryptsetup(t, "luksAddKey", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", recovery, path, writePass(t, "third"))
 	other := filepath.Join(t.TempDir(), "token.json")
 	if err := os.WriteFile(other, []byte(`{"type":"site-local","keyslots":["2"],"note":"kept"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cryptsetup(t, "token", "import", "--json-file", other, path)
+	tstest.MustCryptsetup(t, "token", "import", "--json-file", other, path)
 	f.Close()
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -100,16 +101,16 @@ func TestOurReaderAfterCryptsetup(t *testing.T) {
 	if _, err := Rewrap(ctx, f, k.store, k.newKey(t)); err != nil {
 		t.Fatal(err)
 	}
-	if out := cryptsetup(t, "token", "export", "--token-id", "1", path); !strings.Contains(out, `"note":"kept"`) {
+	if out := tstest.MustCryptsetup(t, "token", "export", "--token-id", "1", path); !strings.Contains(out, `"note":"kept"`) {
 		t.Fatalf("foreign token after rewrap: %s", out)
 	}
-	cryptsetup(t, "luksDump", path)
+	tstest.MustCryptsetup(t, "luksDump", path)
 }
 
 // TestEnrollCryptsetupVolume: a volume made by cryptsetup luksFormat and
 // enrolled by us opens through the KMS and still with its passphrase.
 func TestEnrollCryptsetupVolume(t *testing.T) {
-	needCryptsetup(t)
+	tstest.NeedCryptsetup(t)
 	k := newKMS(t)
 	for _, args := range [][]string{
 		{"--sector-size", "4096"},
@@ -118,7 +119,7 @@ func TestEnrollCryptsetupVolume(t *testing.T) {
 		path, f := newFile(t, imageSize)
 		f.Close()
 		pass := writePass(t, "installer\n")
-		cryptsetup(t, append([]string{"luksFormat", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", pass, path}, args...)...)
+		tstest.MustCryptsetup(t, append([]string{"luksFormat", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", pass, path}, args...)...)
 		f, err := os.OpenFile(path, os.O_RDWR, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -131,17 +132,17 @@ func TestEnrollCryptsetupVolume(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cryptsetup(t, "open", "--test-passphrase", "--key-file", pass, path)
-		cryptsetup(t, "open", "--test-passphrase", "--volume-key-file", writePass(t, string(vk.Bytes())), path)
+		tstest.MustCryptsetup(t, "open", "--test-passphrase", "--key-file", pass, path)
+		tstest.MustCryptsetup(t, "open", "--test-passphrase", "--volume-key-file", writePass(t, string(vk.Bytes())), path)
 		vk.Wipe()
-		if out := cryptsetup(t, "luksDump", path); !strings.Contains(out, "kmsagent") {
+		if out := tstest.MustCryptsetup(t, "luksDump", path); !strings.Contains(out, "kmsagent") {
 			t.Fatalf("luksDump after enroll:\n%s", out)
 		}
 		if _, err := Unenroll(ctx, f); err != nil {
 			t.Fatal(err)
 		}
-		cryptsetup(t, "open", "--test-passphrase", "--key-file", pass, path)
-		if out := cryptsetup(t, "luksDump", path); strings.Contains(out, "kmsagent") || strings.Contains(out, "  1: luks2") {
+		tstest.MustCryptsetup(t, "open", "--test-passphrase", "--key-file", pass, path)
+		if out := tstest.MustCryptsetup(t, "luksDump", path); strings.Contains(out, "kmsagent") || strings.Contains(out, "  1: luks2") {
 			t.Fatalf("luksDump after unenroll:\n%s", out)
 		}
 	}

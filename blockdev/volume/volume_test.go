@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/blockdev/luks2"
 	"kmsagent/blockdev/probe"
 	"kmsagent/blockdev/token"
@@ -503,7 +504,7 @@ func TestUnenrollCountsOnlyBoundKeyslots(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer vk.Wipe()
-	cryptsetup(t, "open", "--test-passphrase", "--volume-key-file", writePass(t, string(vk.Bytes())), path)
+	tstest.MustCryptsetup(t, "open", "--test-passphrase", "--volume-key-file", writePass(t, string(vk.Bytes())), path)
 }
 
 // TestEnrollRefusesUnboundPassphrase: the passphrase of an unbound
