@@ -11,21 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/mountinfo"
+	"kmsagent/agent/tstest"
 )
-
-// requireRoot skips a test that mounts, unless CI=true, where a missing
-// prerequisite is a failure: CI runs as root and must not pass by
-// skipping.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root, and CI=true forbids skipping")
-	}
-	t.Skip("needs root")
-}
 
 func mountedAt(t *testing.T, path string) bool {
 	t.Helper()
@@ -132,7 +119,7 @@ func TestMkdirAll(t *testing.T) {
 }
 
 func TestOpenMountpointRefusesMounted(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedRoot(t, "to mount")
 	mp := t.TempDir()
 	if err := unix.Mount("kmsagent-test", mp, "tmpfs", 0, ""); err != nil {
 		t.Fatal(err)
@@ -151,7 +138,7 @@ func TestOpenMountpointRefusesMounted(t *testing.T) {
 // moved it, never at the symlink's target; a symlink already in place is
 // refused.
 func TestSwapAttack(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedRoot(t, "to mount")
 	base := t.TempDir()
 	// The attacker must reach their home.
 	os.Chmod(filepath.Dir(base), 0o755)
@@ -239,7 +226,7 @@ func TestSwapAttack(t *testing.T) {
 // TestMountUnmount: the mount shows at the real path, OpenMounted sees
 // the mounted root, and Unmount undoes it.
 func TestMountUnmount(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedRoot(t, "to mount")
 	mp := t.TempDir()
 	m, err := OpenMountpoint(mp)
 	if err != nil {

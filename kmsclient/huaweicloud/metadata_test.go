@@ -39,6 +39,7 @@ type fakeMetadata struct {
 	keyStatus   int             // answer to GET securitykey; 0 serves a credential
 	keyBody     string          // body of a securitykey answer instead of a credential, or of its failure
 	gate        chan struct{}   // when set, securitykey waits for it to close
+	arrived     chan struct{}   // when set, securitykey sends on it before waiting for gate
 	fetches     int             // securitykey requests
 	tokens      []string        // tokens handed out
 	seenTokens  []string        // X-Metadata-Token of each securitykey request
@@ -90,10 +91,16 @@ func (m *fakeMetadata) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, tok)
 	case r.Method == http.MethodGet && r.URL.Path == "/openstack/latest/securitykey":
 		m.mu.Lock()
-		gate := m.gate
+		gate, arrived := m.gate, m.arrived
 		m.fetches++
 		m.seenTokens = append(m.seenTokens, r.Header.Get("X-Metadata-Token"))
 		m.mu.Unlock()
+		if arrived != nil {
+			select { // a fetch too many must fail the test, not hang it
+			case arrived <- struct{}{}:
+			default:
+			}
+		}
 		if gate != nil {
 			<-gate
 		}
@@ -291,8 +298,8 @@ func TestMetadataFailedRefresh(t *testing.T) {
 // fetch.
 func TestMetadataSingleFetch(t *testing.T) {
 	c, f, md, _ := metadataClient(t)
-	gate := make(chan struct{})
-	md.set(func(m *fakeMetadata) { m.gate = gate })
+	gate, arrived := make(chan struct{}), make(chan struct{}, 1)
+	md.set(func(m *fakeMetadata) { m.gate, m.arrived = gate, arrived })
 	const callers = 16
 	errs := make(chan error, callers)
 	for range callers {
@@ -301,7 +308,9 @@ func TestMetadataSingleFetch(t *testing.T) {
 			errs <- err
 		}()
 	}
-	time.Sleep(20 * time.Millisecond) // let them pile up on the refresh
+	// Once the fetch has arrived, a caller finds the refresh in flight or,
+	// after close(gate), its credential: neither may fetch again.
+	<-arrived
 	close(gate)
 	for range callers {
 		if err := <-errs; err != nil {
@@ -322,8 +331,8 @@ func TestMetadataSingleFetch(t *testing.T) {
 // does not fail the others waiting for it.
 func TestMetadataCallerGivesUp(t *testing.T) {
 	c, _, md, _ := metadataClient(t)
-	gate := make(chan struct{})
-	md.set(func(m *fakeMetadata) { m.gate = gate })
+	gate, arrived := make(chan struct{}), make(chan struct{}, 1)
+	md.set(func(m *fakeMetadata) { m.gate, m.arrived = gate, arrived })
 	short, cancel := context.WithTimeout(t.Context(), 30*time.Millisecond)
 	defer cancel()
 	first := make(chan error, 1)
@@ -331,9 +340,7 @@ func TestMetadataCallerGivesUp(t *testing.T) {
 		_, err := c.DescribeKey(short, keyA)
 		first <- err
 	}()
-	for md.fetchCount() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	<-arrived
 	second := make(chan error, 1)
 	go func() {
 		_, err := c.DescribeKey(t.Context(), keyA)

@@ -2,19 +2,17 @@ package kmsserver_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/kmsclient/huaweicloud/signer"
 	"kmsagent/kmsclient/huaweicloud/wire"
 	"kmsagent/kmsclient/kmsserver"
-	"kmsagent/kmsclient/local"
 )
 
 // FuzzRequest feeds arbitrary bodies, signed, to every operation: the
@@ -22,14 +20,7 @@ import (
 // error body. Each request is signed a second later than the one before,
 // so repeated inputs are not refused as replays.
 func FuzzRequest(f *testing.F) {
-	store, err := local.Open(filepath.Join(f.TempDir(), "kms"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	info, err := store.CreateKey(context.Background(), "fuzz", "")
-	if err != nil {
-		f.Fatal(err)
-	}
+	store, keyID := tstest.LocalKMS(f, "fuzz")
 	var clock struct {
 		sync.Mutex
 		t time.Time
@@ -47,16 +38,16 @@ func FuzzRequest(f *testing.F) {
 	})
 	ops := []string{wire.OpCreateDataKey, wire.OpCreateDataKeyNoPlaintext, wire.OpEncryptDataKey, wire.OpDecryptDataKey, wire.OpDescribeKey}
 	seeds := []string{
-		`{"key_id":"` + info.ID + `","datakey_length":"256","additional_authenticated_data":"v"}`,
+		`{"key_id":"` + keyID + `","datakey_length":"256","additional_authenticated_data":"v"}`,
 		`{"key_id":"fuzz","plain_text":"00","datakey_plain_length":"1","encryption_context":{"binding":"v"}}`,
 		`{"key_id":"fuzz","cipher_text":"01","datakey_cipher_length":"32","additional_authenticated_data":"v"}`,
 		`{"key_id":"alias/fuzz"}`,
 		`{"key_id":"fuzz","encryption_context":{"a":"b","c":"d"}}`,
-		`{"key_id":"` + info.ID + `"}`,
-		`{"key_id":"` + info.ID + `","key_spec":"HMAC_384","sequence":"919c82d4-8046-4722-9094-35c3c6524cff","pin_type":"PlainText"}`,
-		`{"key_id":"` + info.ID + `","key_spec":"SM4","datakey_length":"128","pin":"1"}`,
-		`{"key_id":"` + info.ID + `","plain_text":"00","datakey_plain_length":"1","key_spec":"RSA","pin_type":"x"}`,
-		`{"key_id":"` + info.ID + `","cipher_text":"0A0b","datakey_cipher_length":"1","sequence":"1"}`,
+		`{"key_id":"` + keyID + `"}`,
+		`{"key_id":"` + keyID + `","key_spec":"HMAC_384","sequence":"919c82d4-8046-4722-9094-35c3c6524cff","pin_type":"PlainText"}`,
+		`{"key_id":"` + keyID + `","key_spec":"SM4","datakey_length":"128","pin":"1"}`,
+		`{"key_id":"` + keyID + `","plain_text":"00","datakey_plain_length":"1","key_spec":"RSA","pin_type":"x"}`,
+		`{"key_id":"` + keyID + `","cipher_text":"0A0b","datakey_cipher_length":"1","sequence":"1"}`,
 		`[]`, `null`, `{"key_id":1}`, ``,
 	}
 	for i, s := range seeds {

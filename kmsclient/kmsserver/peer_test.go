@@ -16,6 +16,7 @@ import (
 	"time"
 	"unsafe"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/kmsclient/huaweicloud/signer"
 	"kmsagent/kmsclient/huaweicloud/wire"
 	"kmsagent/kmsclient/kmsserver"
@@ -104,7 +105,7 @@ func roundTrip(t *testing.T, conn net.Conn, keyID, sk string) (int, string) {
 // The socket is abstract, so no file mode stands in the way: SO_PEERCRED
 // alone decides.
 func TestPeerCredentials(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedRoot(t, "to connect with other credentials")
 	const group = 4242
 	addr := fmt.Sprintf("@kmsserver-test-%d-%d", time.Now().UnixNano(), syscall.Getpid())
 	ln, err := net.Listen("unix", addr)

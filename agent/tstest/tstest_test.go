@@ -1,0 +1,144 @@
+package tstest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// recorder is a testing.TB that records how a helper stopped the test.
+type recorder struct {
+	testing.TB
+	failed, skipped string
+}
+
+func (r *recorder) Helper() {}
+
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.failed = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+func (r *recorder) Skip(args ...any) {
+	r.skipped = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+
+// record runs fn on a recorder in a goroutine of its own, as Fatalf and
+// Skip end it.
+func record(fn func(testing.TB)) *recorder {
+	r := &recorder{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn(r)
+	}()
+	<-done
+	return r
+}
+
+func TestUnavailable(t *testing.T) {
+	for _, tt := range []struct {
+		ci                 string
+		wantFail, wantSkip bool
+	}{
+		{"true", true, false},
+		{"", false, true},
+		{"false", false, true},
+	} {
+		t.Run("CI="+tt.ci, func(t *testing.T) {
+			t.Setenv("CI", tt.ci)
+			r := record(func(tb testing.TB) { Unavailable(tb, "frob not installed (apt-get install %s)", "frob") })
+			if got := r.failed != ""; got != tt.wantFail || !strings.Contains(r.failed+r.skipped, "frob not installed (apt-get install frob)") {
+				t.Errorf("failed %q, skipped %q", r.failed, r.skipped)
+			}
+			if got := r.skipped != ""; got != tt.wantSkip {
+				t.Errorf("failed %q, skipped %q", r.failed, r.skipped)
+			}
+		})
+	}
+}
+
+func TestNeedTool(t *testing.T) {
+	t.Setenv("CI", "")
+	if p := NeedTool(t, "sh", "dash"); p == "" {
+		t.Fatal("no path for sh")
+	}
+	r := record(func(tb testing.TB) { NeedTool(tb, "kmsagent-no-such-tool", "no-such-package") })
+	if !strings.Contains(r.skipped, "apt-get install no-such-package") {
+		t.Fatalf("skip message %q does not say what to install", r.skipped)
+	}
+}
+
+func TestNeedFilesystem(t *testing.T) {
+	t.Setenv("CI", "")
+	NeedFilesystem(t, "proc")
+	if r := record(func(tb testing.TB) { NeedFilesystem(tb, "kmsagent-nofs") }); r.skipped == "" {
+		t.Fatal("an unknown file system type did not stop the test")
+	}
+}
+
+func TestPoll(t *testing.T) {
+	n := 0
+	if !Poll(time.Second, func() bool { n++; return n == 3 }) || n != 3 {
+		t.Fatalf("Poll stopped after %d checks", n)
+	}
+	if Poll(0, func() bool { return false }) {
+		t.Fatal("Poll reported a condition that never held")
+	}
+	r := record(func(tb testing.TB) { WaitFor(tb, 0, "nothing", func() bool { return false }) })
+	if !strings.Contains(r.failed, "waiting for nothing") {
+		t.Fatalf("WaitFor failed with %q", r.failed)
+	}
+}
+
+func TestWaitExit(t *testing.T) {
+	cmd := exec.Command("cat")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	if WaitExit(t, cmd.Process.Pid, 0) {
+		t.Fatal("cat reported as exited while it reads")
+	}
+	in.Close()
+	if !WaitExit(t, cmd.Process.Pid, 10*time.Second) {
+		t.Fatal("cat did not exit when its input closed")
+	}
+}
+
+func TestNotifySocket(t *testing.T) {
+	n := NotifySocket(t)
+	c, err := net.Dial("unixgram", os.Getenv("NOTIFY_SOCKET"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, msg := range []string{"STATUS=starting", "STATUS=up\nREADY=1"} {
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.Wait(t, 10*time.Second, "READY=1")
+	r := record(func(tb testing.TB) { n.Wait(tb, 0, "READY=1") })
+	if !strings.Contains(r.failed, "no READY=1") {
+		t.Fatalf("Wait with nothing sent: %q", r.failed)
+	}
+}
+
+func TestLocalKMS(t *testing.T) {
+	s, id := LocalKMS(t, "test")
+	info, err := s.DescribeKey(t.Context(), "alias/test")
+	if err != nil || info.ID != id {
+		t.Fatalf("DescribeKey(alias/test) = %+v, %v; want key %s", info, err, id)
+	}
+}
