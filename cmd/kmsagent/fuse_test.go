@@ -9,57 +9,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/fuse/envelope"
 )
-
-// needRoot skips a test that needs root and FUSE, except in CI where the
-// suite runs as root and a skip would hide a broken test.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (FUSE mounts); CI runs as root")
-	}
-	t.Skip("needs root (FUSE mounts)")
-}
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// binary builds kmsagent once: mount re-executes itself as the worker, so
-// the end-to-end tests run the real binary.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "kmsagent-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		// Other users run it too (status as nobody).
-		if err := os.Chmod(dir, 0o755); err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "kmsagent")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
 
 // host is one machine's view: a config with its own embedded KMS.
 type host struct {
@@ -70,10 +24,10 @@ type host struct {
 }
 
 func newHost(t *testing.T) *host {
-	needRoot(t)
+	tstest.NeedRoot(t, "to mount FUSE")
 	dir := t.TempDir()
 	cfg := writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("[kms.local]\nstate_dir = %q\n", filepath.Join(dir, "kms")), 0o600)
-	return &host{t: t, bin: binary(t), config: cfg, dir: dir}
+	return &host{t: t, bin: tstest.Kmsagent(t), config: cfg, dir: dir}
 }
 
 // with returns h for use in subtest t.

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kmsagent/agent/tstest"
 )
 
 // runStdin runs kmsagent in-process with stdin; stdout may be binary.
@@ -194,13 +196,7 @@ func TestImageEncryptSectorSize(t *testing.T) {
 // TestImageDecryptCryptsetupImage: any LUKS2 image opens with a
 // passphrase, here one made by cryptsetup luksFormat.
 func TestImageDecryptCryptsetupImage(t *testing.T) {
-	cs, err := exec.LookPath("cryptsetup")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("cryptsetup (package cryptsetup-bin) is required in CI")
-		}
-		t.Skip("cryptsetup not installed")
-	}
+	cs := tstest.NeedCryptsetup(t)
 	c := localCLI(t)
 	dir := t.TempDir()
 	disk := sparseFile(t, dir, 18<<20)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kmsagent/agent/tstest"
 )
 
 // cli runs kmsagent in-process.
@@ -209,6 +211,7 @@ keys = ["*"]
 		}
 	}
 
+	ready := tstest.NotifySocket(t) // kms serve sends READY=1 once it listens
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan result, 1)
 	go func() {
@@ -228,17 +231,7 @@ keys = ["*"]
 			t.Error("serve did not stop")
 		}
 	}()
-	for i := 0; ; i++ {
-		conn, err := net.Dial("tcp", addr)
-		if err == nil {
-			conn.Close()
-			break
-		}
-		if i > 100 {
-			t.Fatal("serve did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	ready.Wait(t, 10*time.Second, "READY=1")
 	for _, check := range []struct {
 		path string
 		mode os.FileMode
@@ -282,14 +275,10 @@ keys = ["*"]
 // its new directory (0750) belong to the group, so its members reach it
 // and nobody else does.
 func TestServeSocketGroup(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to chown the socket, and CI=true forbids skipping")
-		}
-		t.Skip("needs root to chown the socket")
-	}
+	tstest.NeedRoot(t, "to chown the socket")
 	server := localCLI(t)
 	sock := filepath.Join(t.TempDir(), "run", "kms.sock")
+	ready := tstest.NotifySocket(t) // kms serve sends READY=1 once it listens
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan result, 1)
 	go func() { done <- server.runCtx(ctx, "kms", "serve", "--socket", sock, "--socket-group", "4242") }()
@@ -302,16 +291,7 @@ func TestServeSocketGroup(t *testing.T) {
 			t.Error("the socket outlived the server")
 		}
 	}()
-	for i := 0; ; i++ {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
-		if i > 100 {
-			t.Fatal("serve did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	ready.Wait(t, 10*time.Second, "READY=1")
 	for _, want := range []struct {
 		path string
 		mode os.FileMode

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kmsagent/agent/tstest"
 )
 
 // unboundPass is the passphrase of the unbound keyslot of cryptsetup's
@@ -19,13 +21,7 @@ const unboundPass = "93R4P4pIqAH8"
 // (luksAddKey --unbound) and opens with unboundPass.
 func unboundImage(t *testing.T, dir string) (disk, boundFile, unboundFile string) {
 	t.Helper()
-	cs, err := exec.LookPath("cryptsetup")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("cryptsetup (package cryptsetup-bin) is required in CI")
-		}
-		t.Skip("cryptsetup not installed")
-	}
+	cs := tstest.NeedCryptsetup(t)
 	disk = sparseFile(t, dir, 18<<20)
 	boundFile = writeFile(t, filepath.Join(dir, "bound"), "the volume's passphrase\n", 0o600)
 	unboundFile = writeFile(t, filepath.Join(dir, "unbound"), unboundPass, 0o600)
@@ -45,9 +41,7 @@ func unboundImage(t *testing.T, dir string) (disk, boundFile, unboundFile string
 // nothing: no command prints, decrypts or enrolls with the key it holds,
 // which is not the volume key.
 func TestUnboundKeyslotRefused(t *testing.T) {
-	if os.Geteuid() != 0 {
-		needRoot(t) // export-key is root only
-	}
+	tstest.NeedRoot(t, "for export-key")
 	c := localCLI(t)
 	dir := t.TempDir()
 	c.mustRun("kms", "create-key", "--alias", "disks")
@@ -96,16 +90,8 @@ func TestUnboundKeyslotRefused(t *testing.T) {
 // refuses it, as cryptsetup refuses to activate it, and leaves it as it
 // is.
 func TestDetachedHeaderRefused(t *testing.T) {
-	if os.Geteuid() != 0 {
-		needRoot(t) // export-key is root only
-	}
-	cs, err := exec.LookPath("cryptsetup")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("cryptsetup (package cryptsetup-bin) is required in CI")
-		}
-		t.Skip("cryptsetup not installed")
-	}
+	tstest.NeedRoot(t, "for export-key")
+	cs := tstest.NeedCryptsetup(t)
 	c := localCLI(t)
 	c.mustRun("kms", "create-key", "--alias", "disks")
 	dir := t.TempDir()
@@ -143,9 +129,7 @@ func TestDetachedHeaderRefused(t *testing.T) {
 // reencryption (cryptsetup reencrypt --init-only) is shown by inspect
 // but opened by no command: its data is partly under each of two keys.
 func TestReencryptionInProgressRefused(t *testing.T) {
-	if os.Geteuid() != 0 {
-		needRoot(t) // export-key is root only
-	}
+	tstest.NeedRoot(t, "for export-key")
 	c := localCLI(t)
 	c.mustRun("kms", "create-key", "--alias", "disks")
 	dir := t.TempDir()

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kmsagent/agent/tstest"
 )
 
 // sparseFile makes a file of size bytes (a stand-in for a disk).
@@ -61,26 +63,17 @@ func (c *cli) refuseRun(want string, args ...string) {
 
 func cryptsetupOK(t *testing.T, args ...string) {
 	t.Helper()
-	path, err := exec.LookPath("cryptsetup")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("cryptsetup (package cryptsetup-bin) is required in CI")
-		}
+	if _, err := exec.LookPath("cryptsetup"); err != nil && !tstest.InCI() {
 		t.Log("cryptsetup not installed; skipping its check")
 		return
 	}
-	out, err := exec.Command(path, append([]string{"--batch-mode", "--disable-locks"}, args...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("cryptsetup %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
+	tstest.MustCryptsetup(t, args...)
 }
 
 // TestLuksLifecycle: format a disk file with a recovery passphrase,
 // export the key both ways, rewrap, unenroll, enroll again.
 func TestLuksLifecycle(t *testing.T) {
-	if os.Geteuid() != 0 {
-		needRoot(t) // export-key is root only
-	}
+	tstest.NeedRoot(t, "for export-key")
 	c := localCLI(t)
 	dir := t.TempDir()
 	key := strings.TrimSpace(c.mustRun("kms", "create-key", "--alias", "disks").stdout)

@@ -14,9 +14,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"kmsagent/agent/tstest"
 )
 
 // TestShareKeysWiped checks "keys are zeroed on unmount" as a test: while a
@@ -66,12 +67,8 @@ func TestShareKeysWiped(t *testing.T) {
 	}
 
 	h.must("umount", plain)
-	deadline := time.Now().Add(10 * time.Second)
-	for syscall.Kill(pid, 0) == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("worker %d still running after umount", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !tstest.WaitExit(t, pid, 10*time.Second) {
+		t.Fatalf("worker %d still running after umount", pid)
 	}
 	for _, p := range ourProcesses(t) {
 		mem := readProcessMemory(t, p)

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kmsagent/agent/tstest"
 )
 
 // writeSelfSigned writes a self-signed certificate for 127.0.0.1, which is
@@ -75,6 +77,8 @@ keys = ["tls"]
 `, sk), 0o600)}
 	addr := freePort(t)
 
+	// kms serve sends READY=1 once it listens and again after a reload.
+	ready := tstest.NotifySocket(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan result, 1)
 	go func() {
@@ -94,16 +98,10 @@ keys = ["tls"]
 		defer c.Close()
 		return c.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
 	}
-	waitFor := func(want int64) {
-		t.Helper()
-		for i := 0; serial() != want; i++ {
-			if i > 100 {
-				t.Fatalf("the server does not present certificate %d", want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+	ready.Wait(t, 10*time.Second, "READY=1")
+	if got := serial(); got != 1 {
+		t.Fatalf("the server presents certificate %d, want 1", got)
 	}
-	waitFor(1)
 
 	client := func(extra string) *cli {
 		cfg := fmt.Sprintf("[kms]\nprovider = \"huaweicloud\"\ntimeout = \"5s\"\n[kms.huaweicloud]\nendpoint = \"https://%s\"\nproject_id = \"proj\"\naccess_key = \"AK1\"\nsecret_key_file = %q\n%s", addr, sk, extra)
@@ -121,7 +119,10 @@ keys = ["tls"]
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(2)
+	ready.Wait(t, 10*time.Second, "READY=1")
+	if got := serial(); got != 2 {
+		t.Fatalf("after SIGHUP the server presents certificate %d, want 2", got)
+	}
 	if r := client(fmt.Sprintf("ca_file = %q\n", cert)).run("kms", "describe-key", id); r.code != 0 {
 		t.Fatalf("describe-key after the reload: %d %q", r.code, r.stderr)
 	}
