@@ -1,13 +1,19 @@
 // Package tstest is the test support shared by kmsagent's packages: the
-// checks for what a test needs from the machine, the fixtures many
-// packages build the same way, and the one sanctioned way to wait for a
-// condition that nothing signals.
+// checks for what a test needs from the machine, the fixtures several
+// packages build the same way (an embedded KMS with a key, the kmsagent
+// binary, cryptsetup images, a loop-mounted ext4), and waiting.
 //
 // Prerequisites follow one rule. A test that cannot run here (not root, no
 // /dev/fuse, a tool not installed) is skipped on a developer's machine,
 // but fails when CI=true: CI installs everything (packaging/setup-dev.sh)
 // and runs as root, so a skip there would hide a test that no longer
 // runs. Every message says what is missing and how to get it.
+//
+// Tests wait for a signal, not for time to pass: a channel or pipe from
+// the code under test, a process's exit (WaitExit), systemd's READY=1
+// (NotifySocket), the kernel's change notification on the mount table
+// (WaitMount), or testing/synctest for code that only uses timers. Poll
+// and WaitFor are for what gives no signal at all, and say so where used.
 //
 // The helpers take testing.TB and call its Helper method, so failures are
 // reported at the caller's line.
@@ -113,4 +119,28 @@ func MustCryptsetup(t testing.TB, args ...string) string {
 		t.Fatalf("cryptsetup %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return out
+}
+
+// FastKDF returns the cryptsetup options of a keyslot that opens in
+// milliseconds (PBKDF2 at 1000 iterations): for test images only.
+func FastKDF() []string {
+	return []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
+}
+
+// LuksFormat formats the image file path as LUKS2 with cryptsetup and a
+// FastKDF keyslot 0 that opens with the passphrase in keyFile; extra
+// options (--sector-size, --header, ...) come before the device.
+func LuksFormat(t testing.TB, path, keyFile string, extra ...string) {
+	t.Helper()
+	args := append([]string{"luksFormat", "--type", "luks2", "--key-file", keyFile}, FastKDF()...)
+	MustCryptsetup(t, append(append(args, extra...), path)...)
+}
+
+// LuksAddUnbound adds an unbound keyslot to the LUKS2 image path
+// (luksAddKey --unbound: a 512-bit key of its own, not the volume key)
+// that opens with the passphrase in keyFile. Without a passphrase file
+// for the existing keyslots, cryptsetup needs none for an unbound one.
+func LuksAddUnbound(t testing.TB, path, keyFile string) {
+	t.Helper()
+	MustCryptsetup(t, append([]string{"luksAddKey", "--unbound", "--key-size", "512", path, keyFile}, FastKDF()...)...)
 }

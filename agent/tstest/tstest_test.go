@@ -142,3 +142,38 @@ func TestLocalKMS(t *testing.T) {
 		t.Fatalf("DescribeKey(alias/test) = %+v, %v; want key %s", info, err, id)
 	}
 }
+
+func TestMounted(t *testing.T) {
+	if !Mounted(t, "/proc") {
+		t.Fatal("/proc not seen as a mount point")
+	}
+	dir := t.TempDir()
+	if Mounted(t, dir) {
+		t.Fatalf("%s seen as a mount point", dir)
+	}
+	WaitMount(t, "/proc", true, 0)
+	WaitMount(t, dir, false, 0)
+	r := record(func(tb testing.TB) { WaitMount(tb, dir, true, 0) })
+	if !strings.Contains(r.failed, "not mounted") {
+		t.Fatalf("WaitMount for a directory that is no mount point: %q", r.failed)
+	}
+}
+
+func TestBuffer(t *testing.T) {
+	var b Buffer
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for range 100 {
+				fmt.Fprint(&b, "x")
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	if n := len(b.String()); n != 400 {
+		t.Fatalf("%d bytes, want 400", n)
+	}
+}
