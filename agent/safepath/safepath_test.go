@@ -14,20 +14,6 @@ import (
 	"kmsagent/agent/tstest"
 )
 
-func mountedAt(t *testing.T, path string) bool {
-	t.Helper()
-	all, err := mountinfo.Read()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range all {
-		if m.Mountpoint == path {
-			return true
-		}
-	}
-	return false
-}
-
 func TestOpenRefusesSymlinks(t *testing.T) {
 	dir := t.TempDir()
 	real := filepath.Join(dir, "real")
@@ -196,14 +182,14 @@ func TestSwapAttack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Unmount(moved, unix.MNT_DETACH)
-	if mountedAt(t, victim) {
+	if tstest.Mounted(t, victim) {
 		unix.Unmount(victim, unix.MNT_DETACH)
 		t.Fatal("the mount followed the swapped-in symlink")
 	}
 	if _, err := os.Stat(filepath.Join(victim, "passwd")); err != nil {
 		t.Fatalf("victim hidden: %v", err)
 	}
-	if !mountedAt(t, moved) {
+	if !tstest.Mounted(t, moved) {
 		t.Fatalf("mount table does not show the checked directory at its real path %s", moved)
 	}
 	all, _ := mountinfo.Read()
@@ -236,7 +222,7 @@ func TestMountUnmount(t *testing.T) {
 	if err := m.Mount("kmsagent-test", "tmpfs", 0, ""); err != nil {
 		t.Fatal(err)
 	}
-	if !mountedAt(t, mp) {
+	if !tstest.Mounted(t, mp) {
 		unix.Unmount(mp, unix.MNT_DETACH)
 		t.Fatal("not in the mount table at its path")
 	}
@@ -253,7 +239,7 @@ func TestMountUnmount(t *testing.T) {
 	if err := m.Unmount(0); err != nil {
 		t.Fatal(err)
 	}
-	if mountedAt(t, mp) {
+	if tstest.Mounted(t, mp) {
 		t.Fatal("still mounted")
 	}
 }

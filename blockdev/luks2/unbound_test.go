@@ -33,9 +33,8 @@ func cryptsetupUnbound(t *testing.T, boundPass string) string {
 	}
 	p0 := writeFile(t, dir, "p0", []byte(boundPass))
 	p1 := writeFile(t, dir, "p1", []byte(unboundPass))
-	fast := []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
-	tstest.MustCryptsetup(t, append([]string{"luksFormat", "--type", "luks2", "--key-file", p0, path}, fast...)...)
-	tstest.MustCryptsetup(t, append([]string{"luksAddKey", "--unbound", "--key-size", "512", path, p1}, fast...)...)
+	tstest.LuksFormat(t, path, p0)
+	tstest.LuksAddUnbound(t, path, p1)
 	return path
 }
 

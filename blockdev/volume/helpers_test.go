@@ -81,8 +81,7 @@ const unboundPass = "93R4P4pIqAH8"
 func cryptsetupUnbound(t *testing.T, pass string) (string, *os.File) {
 	t.Helper()
 	path, f := newFile(t, imageSize)
-	fast := []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
-	tstest.MustCryptsetup(t, append([]string{"luksFormat", "--type", "luks2", "--key-file", writePass(t, pass), path}, fast...)...)
-	tstest.MustCryptsetup(t, append([]string{"luksAddKey", "--unbound", "--key-size", "512", path, writePass(t, unboundPass)}, fast...)...)
+	tstest.LuksFormat(t, path, writePass(t, pass))
+	tstest.LuksAddUnbound(t, path, writePass(t, unboundPass))
 	return path, f
 }

@@ -78,15 +78,10 @@ func (h *host) mount(cipher, plain string, opts ...string) {
 	h.t.Helper()
 	h.must(append([]string{"mount", "fuse", cipher, plain}, opts...)...)
 	h.t.Cleanup(func() {
-		if isMounted(plain) {
+		if tstest.Mounted(h.t, plain) {
 			h.kmsagent(nil, "umount", "--lazy", plain)
 		}
 	})
-}
-
-func isMounted(mp string) bool {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	return strings.Contains(string(b), " "+mp+" ")
 }
 
 func randomBytes(n int) []byte {
@@ -130,7 +125,7 @@ func TestShareLifecycle(t *testing.T) {
 	}
 
 	h.must("umount", plain)
-	if isMounted(plain) {
+	if tstest.Mounted(t, plain) {
 		t.Fatal("still mounted after umount")
 	}
 	if out, _ := exec.Command("pgrep", "-f", "fuse-worker -o  -- "+cipher).Output(); len(out) > 0 {
@@ -161,9 +156,7 @@ func TestShareLifecycle(t *testing.T) {
 // --import-master-key-file and reads back through ours.
 func TestGocryptfsInterop(t *testing.T) {
 	h := newHost(t)
-	if _, err := exec.LookPath("gocryptfs"); err != nil {
-		t.Fatal("gocryptfs is not installed; run packaging/setup-dev.sh")
-	}
+	tstest.NeedTool(t, "gocryptfs", "gocryptfs")
 	h.must("kms", "create-key", "--alias", "k")
 	files := map[string][]byte{
 		"empty":                  nil,

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,7 +16,7 @@ import (
 // runStdin runs kmsagent in-process with stdin; stdout may be binary.
 func (c *cli) runStdin(stdin []byte, args ...string) result {
 	c.t.Helper()
-	var out, errb lockedBuffer
+	var out, errb tstest.Buffer
 	env := &cliEnv{stdout: &out, stderr: &errb, stdin: bytes.NewReader(stdin)}
 	code := run(context.Background(), env, append([]string{"--config", c.config}, args...))
 	return result{code, out.String(), errb.String()}
@@ -196,14 +195,12 @@ func TestImageEncryptSectorSize(t *testing.T) {
 // TestImageDecryptCryptsetupImage: any LUKS2 image opens with a
 // passphrase, here one made by cryptsetup luksFormat.
 func TestImageDecryptCryptsetupImage(t *testing.T) {
-	cs := tstest.NeedCryptsetup(t)
+	tstest.NeedCryptsetup(t)
 	c := localCLI(t)
 	dir := t.TempDir()
 	disk := sparseFile(t, dir, 18<<20)
 	pass := writeFile(t, filepath.Join(dir, "pass"), "cryptsetup made me\n", 0o600)
-	if out, err := exec.Command(cs, "--batch-mode", "--disable-locks", "luksFormat", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", pass, disk).CombinedOutput(); err != nil {
-		t.Fatalf("luksFormat: %v\n%s", err, out)
-	}
+	tstest.LuksFormat(t, disk, pass)
 	out := filepath.Join(dir, "out.raw")
 	c.mustRun("image", "decrypt", disk, out, "--passphrase-file", pass)
 	if fi, err := os.Stat(out); err != nil || fi.Size() != 2<<20 {

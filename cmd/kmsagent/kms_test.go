@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,30 +32,13 @@ func (c *cli) run(args ...string) result {
 }
 
 func (c *cli) runCtx(ctx context.Context, args ...string) result {
-	var out, errb lockedBuffer
+	var out, errb tstest.Buffer
 	env := &cliEnv{stdout: &out, stderr: &errb, stdin: strings.NewReader("")}
 	if c.config != "" {
 		args = append([]string{"--config", c.config}, args...)
 	}
 	code := run(ctx, env, args)
 	return result{code, out.String(), errb.String()}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func writeFile(t *testing.T, path, data string, mode os.FileMode) string {

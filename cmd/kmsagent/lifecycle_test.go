@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/fuse/share"
 )
 
@@ -66,7 +67,7 @@ func TestWorkerSignals(t *testing.T) {
 				h.must("umount", plain)
 				return
 			}
-			waitUnmounted(t, plain, 10*time.Second)
+			tstest.WaitMount(t, plain, false, 10*time.Second)
 			if open != nil {
 				if _, err := open.WriteString("still served while open"); err != nil {
 					t.Fatalf("detached mount stopped serving an open file: %v", err)
@@ -155,34 +156,6 @@ func procStatus(t *testing.T, pid int, field string) string {
 	}
 	t.Fatalf("no %s in /proc/%d/status", field, pid)
 	return ""
-}
-
-// waitUnmounted waits for mp to leave the mount table, woken by the
-// kernel's change notification on /proc/self/mountinfo.
-func waitUnmounted(t *testing.T, mp string, timeout time.Duration) {
-	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	deadline := time.Now().Add(timeout)
-	for {
-		// Reading the table to its end re-arms the notification.
-		f.Seek(0, io.SeekStart)
-		b, err := io.ReadAll(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(string(b), " "+mp+" ") {
-			return
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			t.Fatalf("%s still mounted after %v", mp, timeout)
-		}
-		unix.Poll([]unix.PollFd{{Fd: int32(f.Fd()), Events: unix.POLLPRI}}, int(left/time.Millisecond)+1)
-	}
 }
 
 // workerLog returns the log of the share's worker where it goes to the
@@ -321,7 +294,7 @@ func TestWorkerDies(t *testing.T) {
 			if err := syscall.Kill(workerPID(t, cipher), tc.sig); err != nil {
 				t.Fatal(err)
 			}
-			waitUnmounted(t, plain, 10*time.Second)
+			tstest.WaitMount(t, plain, false, 10*time.Second)
 			if st := statusLine(h.must("status"), plain); st != "" {
 				t.Fatalf("status after the reaper: %q", st)
 			}
@@ -393,7 +366,7 @@ func TestStaleMount(t *testing.T) {
 	if out := h.must("umount", plain); !strings.Contains(out, "removed a stale mount") {
 		t.Fatalf("umount of a busy stale mount printed %q", out)
 	}
-	if isMounted(plain) {
+	if tstest.Mounted(t, plain) {
 		t.Fatal("stale mount still there after umount")
 	}
 	h.refuse("not a kmsagent mount", "umount", plain)
@@ -417,7 +390,7 @@ func TestStatusDetached(t *testing.T) {
 	if out := h.must("umount", "--lazy", plain); !strings.Contains(out, "detached") {
 		t.Fatalf("umount --lazy printed %q", out)
 	}
-	if isMounted(plain) {
+	if tstest.Mounted(t, plain) {
 		t.Fatal("still in the mount table after umount --lazy")
 	}
 	// Processes root may not trace (a sandbox's PID 1) make the count a
@@ -476,14 +449,14 @@ func TestForegroundHangup(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if isMounted(plain) {
+		if tstest.Mounted(t, plain) {
 			h.kmsagent(nil, "umount", "--lazy", plain)
 		}
 	})
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() && !strings.Contains(sc.Text(), "serving in the foreground") {
 	}
-	if !isMounted(plain) {
+	if !tstest.Mounted(t, plain) {
 		cmd.Process.Kill()
 		t.Fatalf("foreground mount did not come up: %v", cmd.Wait())
 	}
@@ -495,7 +468,7 @@ func TestForegroundHangup(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("foreground mount after SIGHUP: %v", err)
 	}
-	if isMounted(plain) {
+	if tstest.Mounted(t, plain) {
 		t.Fatal("SIGHUP left the foreground mount behind")
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,19 +20,12 @@ const unboundPass = "93R4P4pIqAH8"
 // (luksAddKey --unbound) and opens with unboundPass.
 func unboundImage(t *testing.T, dir string) (disk, boundFile, unboundFile string) {
 	t.Helper()
-	cs := tstest.NeedCryptsetup(t)
+	tstest.NeedCryptsetup(t)
 	disk = sparseFile(t, dir, 18<<20)
 	boundFile = writeFile(t, filepath.Join(dir, "bound"), "the volume's passphrase\n", 0o600)
 	unboundFile = writeFile(t, filepath.Join(dir, "unbound"), unboundPass, 0o600)
-	fast := []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"}
-	for _, args := range [][]string{
-		append([]string{"luksFormat", "--type", "luks2", "--key-file", boundFile, disk}, fast...),
-		append([]string{"luksAddKey", "--unbound", "--key-size", "512", disk, unboundFile}, fast...),
-	} {
-		if out, err := exec.Command(cs, append([]string{"--batch-mode", "--disable-locks"}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("cryptsetup %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
+	tstest.LuksFormat(t, disk, boundFile)
+	tstest.LuksAddUnbound(t, disk, unboundFile)
 	return disk, boundFile, unboundFile
 }
 
@@ -91,7 +83,7 @@ func TestUnboundKeyslotRefused(t *testing.T) {
 // is.
 func TestDetachedHeaderRefused(t *testing.T) {
 	tstest.NeedRoot(t, "for export-key")
-	cs := tstest.NeedCryptsetup(t)
+	tstest.NeedCryptsetup(t)
 	c := localCLI(t)
 	c.mustRun("kms", "create-key", "--alias", "disks")
 	dir := t.TempDir()
@@ -101,10 +93,7 @@ func TestDetachedHeaderRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	pass := writeFile(t, filepath.Join(dir, "pass"), "detached", 0o600)
-	if out, err := exec.Command(cs, "--batch-mode", "--disable-locks", "luksFormat", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
-		"--key-file", pass, "--header", hdr, data).CombinedOutput(); err != nil {
-		t.Fatalf("luksFormat --header: %v\n%s", err, out)
-	}
+	tstest.LuksFormat(t, data, pass, "--header", hdr)
 	before := sum(t, hdr)
 	const want = "segment 0 starts at offset 0, inside the metadata and keyslot area"
 	for _, args := range [][]string{
@@ -134,11 +123,7 @@ func TestReencryptionInProgressRefused(t *testing.T) {
 	c.mustRun("kms", "create-key", "--alias", "disks")
 	dir := t.TempDir()
 	disk, bound, _ := unboundImage(t, dir)
-	cs, _ := exec.LookPath("cryptsetup")
-	if out, err := exec.Command(cs, "--batch-mode", "--disable-locks", "reencrypt", "--init-only", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
-		"--key-file", bound, disk).CombinedOutput(); err != nil {
-		t.Fatalf("reencrypt --init-only: %v\n%s", err, out)
-	}
+	tstest.MustCryptsetup(t, append(append([]string{"reencrypt", "--init-only"}, tstest.FastKDF()...), "--key-file", bound, disk)...)
 	before := sum(t, disk)
 	r := c.mustRun("image", "inspect", disk)
 	if !strings.Contains(r.stdout, "reencrypt (a reencryption is in progress") || !strings.Contains(r.stdout, "Requirements:  online-reencrypt") {

@@ -1,7 +1,6 @@
 package cryptfs
 
 import (
-	"bytes"
 	"encoding/hex"
 	"log/slog"
 	"os"
@@ -38,24 +37,6 @@ func runHelperProcess(t testing.TB, h, path string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("helper %s: %v\n%s", h, err, out)
 	}
-}
-
-// syncBuffer collects log output from the serving goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // testKey is a master key with its hex form for gocryptfs -masterkey.
@@ -100,7 +81,7 @@ func newCipherDir(t testing.TB) string {
 type testMount struct {
 	cipher, mnt string
 	server      *Server
-	logs        *syncBuffer
+	logs        *tstest.Buffer
 	once        sync.Once
 }
 
@@ -111,7 +92,7 @@ func mountFS(t testing.TB, cipher string, k *testKey, opts Options, mo MountOpti
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &tstest.Buffer{}
 	opts.CipherDir = cipher
 	opts.Core = k.core
 	opts.Logger = slog.New(slog.NewTextHandler(logs, nil))

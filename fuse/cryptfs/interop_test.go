@@ -1,7 +1,6 @@
 package cryptfs
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/hex"
 	"fmt"
@@ -40,7 +39,7 @@ func gocryptfsMount(t *testing.T, cipher string, stdin string, args ...string) s
 	notify := fmt.Sprintf("-notifypid=%d", os.Getpid())
 	cmd := exec.Command(bin, append(append([]string{"-fg", "-nosyslog", notify}, args...), cipher, mnt)...)
 	cmd.Stdin = strings.NewReader(stdin)
-	var out syncBuffer
+	var out tstest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -48,7 +47,7 @@ func gocryptfsMount(t *testing.T, cipher string, stdin string, args ...string) s
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
-		if isMounted(mnt) {
+		if tstest.Mounted(t, mnt) {
 			if o, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
 				t.Logf("fusermount3 -u %s: %v: %s", mnt, err, o)
 				_ = unix.Unmount(mnt, unix.MNT_DETACH)
@@ -67,7 +66,7 @@ func gocryptfsMount(t *testing.T, cipher string, stdin string, args ...string) s
 		case <-mounted:
 			// The signal names no mount: another mount of this process
 			// may have sent it.
-			if isMounted(mnt) {
+			if tstest.Mounted(t, mnt) {
 				return mnt
 			}
 		case err := <-exited:
@@ -76,23 +75,6 @@ func gocryptfsMount(t *testing.T, cipher string, stdin string, args ...string) s
 			t.Fatalf("gocryptfs did not mount within 15s:\n%s", out.String())
 		}
 	}
-}
-
-// isMounted reports whether dir is a mount point, from mountinfo.
-func isMounted(dir string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && fields[4] == dir {
-			return true
-		}
-	}
-	return false
 }
 
 func gocryptfsUnmount(t *testing.T, mnt string) {

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -78,24 +77,6 @@ func findLocalKMS(t *testing.T) string {
 	return ""
 }
 
-// lockedBuffer collects the emulator's log for failure reports.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 var startedRe = regexp.MustCompile(`Local KMS started on [0-9.]*:([0-9]+)`)
 
 // startLocalKMS runs local-kms with its data in a temporary directory and
@@ -124,7 +105,7 @@ func startLocalKMS(t *testing.T) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
-	var log lockedBuffer
+	var log tstest.Buffer
 	exited := make(chan struct{})
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()

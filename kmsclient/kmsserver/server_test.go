@@ -13,10 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/kmsclient"
 	"kmsagent/kmsclient/huaweicloud"
 	"kmsagent/kmsclient/huaweicloud/signer"
@@ -32,28 +32,10 @@ const (
 	testProject = "0b5b8a1f7e0026e12f0ec0153f5d2b1e"
 )
 
-// syncBuffer collects log lines from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type fixture struct {
 	store  *local.Store
 	srv    *httptest.Server
-	log    *syncBuffer
+	log    *tstest.Buffer
 	client func(t testing.TB, aadField string) *huaweicloud.Client
 }
 
@@ -63,7 +45,7 @@ func newFixture(t testing.TB, opts kmsserver.Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{store: store, log: &syncBuffer{}}
+	f := &fixture{store: store, log: &tstest.Buffer{}}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(f.log, nil))
 	}

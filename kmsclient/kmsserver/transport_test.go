@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/kmsclient/huaweicloud"
 	"kmsagent/kmsclient/kmsserver"
 	"kmsagent/kmsclient/kmstest"
@@ -99,7 +100,7 @@ func writePEM(t testing.TB, path, typ string, der []byte) {
 type served struct {
 	store *local.Store
 	srv   *kmsserver.Server
-	log   *syncBuffer
+	log   *tstest.Buffer
 }
 
 func serveOn(t testing.TB, ln net.Listener, opts kmsserver.Options, limits kmsserver.Limits, tlsFiles *kmsserver.TLSFiles) *served {
@@ -108,7 +109,7 @@ func serveOn(t testing.TB, ln net.Listener, opts kmsserver.Options, limits kmsse
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &served{store: store, log: &syncBuffer{}}
+	s := &served{store: store, log: &tstest.Buffer{}}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(s.log, nil))
 	}
