@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -62,28 +63,35 @@ func TestRetryPolicy(t *testing.T) {
 	}
 }
 
+// TestRetryHonoursContextAndElapsed runs the real sleeps on synctest's
+// fake clock, so the count of calls that fit in MaxElapsed is exact.
 func TestRetryHonoursContextAndElapsed(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	calls := 0
-	p := RetryPolicy{MaxAttempts: 100, BaseDelay: time.Millisecond, MaxDelay: 2 * time.Millisecond}
-	err := p.Do(ctx, func(context.Context) error {
-		calls++
-		if calls == 3 {
-			cancel()
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		calls := 0
+		p := RetryPolicy{MaxAttempts: 100, BaseDelay: time.Millisecond, MaxDelay: 2 * time.Millisecond}
+		err := p.Do(ctx, func(context.Context) error {
+			calls++
+			if calls == 3 {
+				cancel()
+			}
+			return kindErr(ErrUnavailable)
+		})
+		if calls != 3 || !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("after cancel: calls %d, err %v", calls, err)
 		}
-		return kindErr(ErrUnavailable)
-	})
-	if calls != 3 || !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("after cancel: calls %d, err %v", calls, err)
-	}
 
-	calls = 0
-	p = RetryPolicy{MaxAttempts: 100, BaseDelay: 20 * time.Millisecond, MaxDelay: 20 * time.Millisecond, MaxElapsed: 50 * time.Millisecond,
-		jitter: func(max time.Duration) time.Duration { return max }}
-	p.Do(context.Background(), func(context.Context) error { calls++; return kindErr(ErrThrottled) })
-	if calls < 2 || calls > 4 {
-		t.Fatalf("MaxElapsed 50ms with 20ms delays allowed %d calls", calls)
-	}
+		// Calls at 0, 20 and 40 ms; a fourth, at 60 ms, would be past
+		// MaxElapsed.
+		calls = 0
+		p = RetryPolicy{MaxAttempts: 100, BaseDelay: 20 * time.Millisecond, MaxDelay: 20 * time.Millisecond, MaxElapsed: 50 * time.Millisecond,
+			jitter: func(max time.Duration) time.Duration { return max }}
+		start := time.Now()
+		p.Do(context.Background(), func(context.Context) error { calls++; return kindErr(ErrThrottled) })
+		if calls != 3 || time.Since(start) != 40*time.Millisecond {
+			t.Fatalf("MaxElapsed 50ms with 20ms delays allowed %d calls in %v, want 3 in 40ms", calls, time.Since(start))
+		}
+	})
 }
 
 func TestFullJitterBounds(t *testing.T) {
