@@ -16,7 +16,10 @@
 // and WaitFor are for what gives no signal at all, and say so where used.
 //
 // The helpers take testing.TB and call its Helper method, so failures are
-// reported at the caller's line.
+// reported at the caller's line. LocalKMS and WaitMount make this package
+// import kmsclient/local and agent/mountinfo: their tests, and those of
+// the packages they import (kmsclient, agent/secret, agent/uuid), cannot
+// use it, which would be an import cycle.
 package tstest
 
 import (
