@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kmsagent/agent/tstest"
 )
 
 func TestOpenTrustedDir(t *testing.T) {
@@ -19,7 +21,7 @@ func TestOpenTrustedDir(t *testing.T) {
 			t.Fatal(err)
 		}
 		if uid >= 0 {
-			requireRoot(t)
+			tstest.NeedRoot(t, "to give the directory to another owner")
 			if err := os.Chown(p, uid, -1); err != nil {
 				t.Fatal(err)
 			}

@@ -14,6 +14,7 @@ import (
 
 	"kmsagent/agent/control"
 	"kmsagent/agent/daemon"
+	"kmsagent/agent/tstest"
 )
 
 // notifySocket is a stand-in for systemd's NOTIFY_SOCKET: it collects
@@ -73,7 +74,7 @@ func (n *notifySocket) await(t *testing.T, prefix string) string {
 // to it as the CLI will: status, health, metrics, reload (bad, then
 // SIGHUP with a new volume), and SIGTERM.
 func TestRunDaemon(t *testing.T) {
-	bin := binary(t)
+	bin := tstest.Kmsagent(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "run", "agent.sock")
 	base := fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\n",
