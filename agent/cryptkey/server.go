@@ -1,0 +1,272 @@
+package cryptkey
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"kmsagent/agent/audit"
+	"kmsagent/agent/safepath"
+	"kmsagent/agent/secret"
+	"kmsagent/blockdev/token"
+	"kmsagent/blockdev/volume"
+	"kmsagent/kmsclient"
+)
+
+// Lookup maps a volume name, as systemd-cryptsetup knows it (the first
+// crypttab field), to the device or image file holding its LUKS2 header.
+// It returns an error wrapping ErrUnknownVolume for a name it does not
+// know. Crypttab is the default; a daemon with its own volume table maps
+// its configured names instead.
+type Lookup interface {
+	Lookup(ctx context.Context, name string) (device string, err error)
+}
+
+// Keyer yields the keyslot passphrase of a device and the CMK that
+// unwrapped it (also on error, where known, for the audit record).
+// KMSKeyer does it in this process; a daemon that keeps key material out
+// of its own memory can do it in a worker instead.
+type Keyer interface {
+	Passphrase(ctx context.Context, device string) (*secret.Key, token.KMS, error)
+}
+
+// Auditor records key uses; *audit.Log is one.
+type Auditor interface {
+	Write(ctx context.Context, r audit.Record) error
+}
+
+// KMSKeyer opens the device read-only and calls Passphrase.
+type KMSKeyer struct{ KMS kmsclient.KMS }
+
+// Passphrase implements Keyer.
+func (k KMSKeyer) Passphrase(ctx context.Context, device string) (*secret.Key, token.KMS, error) {
+	f, err := volume.OpenDevice(device, false)
+	if err != nil {
+		return nil, token.KMS{}, err
+	}
+	defer f.Close()
+	return Passphrase(ctx, f, k.KMS)
+}
+
+// Defaults of the Server's limits.
+const (
+	DefaultMaxConns = 16
+	DefaultTimeout  = 2 * time.Minute
+)
+
+// writeTimeout bounds the write of the key: the client is blocked in
+// read, so anything longer means it is gone or not reading.
+const writeTimeout = 10 * time.Second
+
+// ErrNotRoot means a client other than uid 0 connected.
+var ErrNotRoot = errors.New("peer is not root")
+
+// Server answers systemd-cryptsetup's key-file reads on a listening
+// socket. Lookup, Keyer and Audit are required.
+type Server struct {
+	Lookup Lookup
+	Keyer  Keyer
+	Audit  Auditor
+	// Log receives one line per request; nil discards.
+	Log *slog.Logger
+	// MaxConns bounds the requests served at once; 0 means
+	// DefaultMaxConns. Further clients wait in the listen backlog.
+	MaxConns int
+	// Timeout bounds one request from accept to close, KMS call
+	// included; 0 means DefaultTimeout.
+	Timeout time.Duration
+}
+
+// Listen creates the key socket at path, mode 0600. Its directory is
+// created 0700 if missing and must be owned by root (or this process's
+// user) with no group write or other access, so that only root can
+// reach or replace the socket; a stale socket left by a previous run is
+// removed, anything else at path is an error. The caller closes the
+// listener, which removes the socket.
+func Listen(path string) (*net.UnixListener, error) {
+	dir := filepath.Dir(path)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("key socket directory: %w", err)
+	}
+	d, err := safepath.OpenTrustedDir(dir, 0o027)
+	if err != nil {
+		return nil, fmt.Errorf("key socket directory: %w", err)
+	}
+	defer d.Close()
+	base := filepath.Base(path)
+	var st unix.Stat_t
+	switch err := unix.Fstatat(int(d.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK:
+		if err := unix.Unlinkat(int(d.Fd()), base, 0); err != nil {
+			return nil, fmt.Errorf("remove stale key socket %s: %w", path, err)
+		}
+	case err == nil:
+		return nil, fmt.Errorf("%s exists and is not a socket; remove it or choose another key socket path", path)
+	case !errors.Is(err, unix.ENOENT):
+		return nil, fmt.Errorf("key socket %s: %w", path, err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("key socket: %w", err)
+	}
+	// The directory keeps others out between bind and chmod.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("key socket: %w", err)
+	}
+	return ln, nil
+}
+
+// Serve answers connections on ln until ctx ends or ln fails, then
+// waits for the requests under way and returns. It returns nil when ctx
+// ended. ln may come from Listen or from systemd socket activation.
+func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
+	if s.Lookup == nil || s.Keyer == nil || s.Audit == nil {
+		return errors.New("cryptkey: Server needs Lookup, Keyer and Audit")
+	}
+	max := s.MaxConns
+	if max <= 0 {
+		max = DefaultMaxConns
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { ln.SetDeadline(time.Now()) })
+	defer stop()
+	slots := make(chan struct{}, max)
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			<-slots
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("key socket: accept: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			s.serve(ctx, c)
+		}()
+	}
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Log
+}
+
+// serve answers one client: the passphrase, or nothing.
+func (s *Server) serve(ctx context.Context, c *net.UnixConn) {
+	defer c.Close()
+	timeout := s.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	rec := audit.Record{Kind: audit.KindLUKS, Op: audit.OpCrypttabKey}
+	addr := ""
+	if a, ok := c.RemoteAddr().(*net.UnixAddr); ok {
+		addr = a.Name
+	}
+	log := s.logger().With("peer", addr)
+	// The record is written even when the request ran out of time.
+	writeAudit := func(r audit.Record) error {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+		defer cancel()
+		return s.Audit.Write(actx, r)
+	}
+	fail := func(err error) {
+		rec = rec.WithError(err)
+		log.Warn("crypttab key refused", "volume", rec.Volume, "uid", rec.UID, "pid", rec.PID, "error", err)
+		if aerr := writeAudit(rec); aerr != nil {
+			log.Error("audit record not written", "error", aerr)
+		}
+	}
+
+	cred, err := peerCred(c)
+	if err != nil {
+		fail(err)
+		return
+	}
+	rec.Caller = audit.LookupCaller(int(cred.Uid), int(cred.Pid))
+	name, nameErr := VolumeFromPeer(addr)
+	rec.Volume = name
+	// Root only, checked before anything else is done for the peer.
+	if cred.Uid != 0 {
+		fail(fmt.Errorf("%w: uid %d, pid %d", ErrNotRoot, cred.Uid, cred.Pid))
+		return
+	}
+	if nameErr != nil {
+		fail(nameErr)
+		return
+	}
+	dev, err := s.Lookup.Lookup(ctx, name)
+	if err != nil {
+		fail(err)
+		return
+	}
+	log = log.With("volume", name, "device", dev)
+	pass, cmk, err := s.Keyer.Passphrase(ctx, dev)
+	rec.CMK, rec.Provider = cmk.KeyID, cmk.Provider
+	if err != nil {
+		fail(fmt.Errorf("%s: %w", dev, err))
+		return
+	}
+	defer pass.Wipe()
+	// Fail closed: a key that cannot be recorded is not handed out.
+	rec = rec.WithError(nil)
+	if err := writeAudit(rec); err != nil {
+		log.Error("crypttab key withheld: audit record not written", "error", err)
+		return
+	}
+	c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := c.Write(pass.Bytes()); err != nil {
+		log.Error("crypttab key not delivered", "error", err)
+		return
+	}
+	log.Info("crypttab key delivered", "uid", rec.UID, "pid", rec.PID, "unit", rec.Unit, "cmk", rec.CMK)
+}
+
+// peerCred returns the credentials the kernel recorded when the client
+// connected.
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	if credErr != nil {
+		return nil, fmt.Errorf("SO_PEERCRED: %w", credErr)
+	}
+	return cred, nil
+}
