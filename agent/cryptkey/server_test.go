@@ -1,0 +1,209 @@
+package cryptkey
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"kmsagent/agent/audit"
+)
+
+// TestServeKey is the crypttab path end to end without systemd: a
+// client that binds and connects as systemd-cryptsetup does reads the
+// passphrase, and stock cryptsetup opens the keyslot with it.
+func TestServeKey(t *testing.T) {
+	cryptsetup := needCryptsetup(t)
+	v := newVolume(t)
+	rec := &recorder{}
+	path := serveTest(t, &Server{Lookup: mapLookup{"data": v.path}, Keyer: KMSKeyer{v.store}, Audit: rec})
+
+	key, err := readKey(path, "@5a1b2c3d4e5f6071/cryptsetup/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(key) != 44 || bytes.ContainsAny(key, "\n\x00") {
+		t.Fatalf("got %d bytes, want the 44-byte base64 text of the data key without newline", len(key))
+	}
+	cmd := exec.Command(cryptsetup, "--batch-mode", "--disable-locks", "open", "--test-passphrase", "--key-file=-", v.path)
+	cmd.Stdin = bytes.NewReader(key)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cryptsetup does not accept the served passphrase: %v\n%s", err, out)
+	}
+	// A byte off and cryptsetup refuses: the check above means something.
+	key[0] ^= 1
+	cmd = exec.Command(cryptsetup, "--batch-mode", "--disable-locks", "open", "--test-passphrase", "--key-file=-", v.path)
+	cmd.Stdin = bytes.NewReader(key)
+	if err := cmd.Run(); err == nil {
+		t.Fatal("cryptsetup accepted a wrong passphrase")
+	}
+
+	recs := rec.records()
+	if len(recs) != 1 {
+		t.Fatalf("got %d audit records, want 1: %+v", len(recs), recs)
+	}
+	want := audit.Record{
+		Caller: audit.Caller{UID: os.Geteuid(), PID: os.Getpid()},
+		Volume: "data", Kind: audit.KindLUKS, CMK: v.keyID, Provider: "local",
+		Op: audit.OpCrypttabKey, Result: audit.ResultOK,
+	}
+	got := recs[0]
+	got.Comm, got.Unit = "", ""
+	if got != want {
+		t.Fatalf("audit record\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestServeRefuses checks that every refused request gets nothing (EOF
+// at once, which systemd-cryptsetup takes as a wrong key and falls back
+// to asking) and one audit record saying why.
+func TestServeRefuses(t *testing.T) {
+	v := newVolume(t)
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		bind   string
+		uid    int // -1: as this process
+		setup  func(t *testing.T)
+		result string
+		msg    string
+	}{
+		{name: "unknown volume", bind: "@1/cryptsetup/other", uid: -1, result: "error", msg: "unknown volume"},
+		{name: "no bind address", bind: "", uid: -1, result: "error", msg: "not systemd-cryptsetup's"},
+		{name: "credential socket", bind: "@ab/unit/foo.service/cred", uid: -1, result: "error", msg: "not systemd-cryptsetup's"},
+		{name: "bad volume name", bind: "@ab/cryptsetup/..", uid: -1, result: "error", msg: "not a valid file name"},
+		{name: "not root", bind: "@ab/cryptsetup/data", uid: 65534, result: "error", msg: "not root"},
+		{name: "not a LUKS volume", bind: "@ab/cryptsetup/plain", uid: -1, result: "error", msg: "not a LUKS2 volume"},
+		{
+			name: "disabled key", bind: "@ab/cryptsetup/data", uid: -1, result: "key_disabled", msg: "disabled",
+			setup: func(t *testing.T) {
+				if err := v.store.DisableKey(ctx, v.keyID); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { v.store.EnableKey(ctx, v.keyID) })
+			},
+		},
+	}
+	plain := filepath.Join(t.TempDir(), "plain.img")
+	if err := os.WriteFile(plain, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.uid >= 0 {
+				requireRoot(t)
+			}
+			if tt.setup != nil {
+				tt.setup(t)
+			}
+			rec := &recorder{}
+			lookup := &countLookup{next: mapLookup{"data": v.path, "plain": plain}}
+			path := serveTest(t, &Server{Lookup: lookup, Keyer: KMSKeyer{v.store}, Audit: rec})
+			var (
+				key []byte
+				err error
+			)
+			if tt.uid >= 0 {
+				// Let the other user reach the socket, so that the
+				// server's own check is what refuses it.
+				// t.TempDir makes its directories 0700.
+				for p := filepath.Dir(path); p != filepath.Clean(os.TempDir()) && p != "/"; p = filepath.Dir(p) {
+					if err := os.Chmod(p, 0o755); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := os.Chmod(path, 0o666); err != nil {
+					t.Fatal(err)
+				}
+				key, err = readKeyAs(tt.uid, path, tt.bind)
+			} else {
+				key, err = readKey(path, tt.bind)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(key) != 0 {
+				t.Fatalf("refused request got %d bytes", len(key))
+			}
+			recs := rec.records()
+			if len(recs) != 1 {
+				t.Fatalf("got %d audit records, want 1: %+v", len(recs), recs)
+			}
+			r := recs[0]
+			if r.Result != tt.result || !strings.Contains(r.Error, tt.msg) || r.Op != audit.OpCrypttabKey {
+				t.Fatalf("audit record %+v, want result %q and an error containing %q", r, tt.result, tt.msg)
+			}
+			if tt.uid >= 0 && r.UID != tt.uid {
+				t.Fatalf("audit record has uid %d, want the peer's %d", r.UID, tt.uid)
+			}
+			// A peer refused for who or what it is gets no look-up.
+			if n := lookup.calls.Load(); (tt.uid >= 0 || strings.Contains(tt.msg, "systemd-cryptsetup") || strings.Contains(tt.msg, "file name")) && n != 0 {
+				t.Fatalf("volume looked up %d times for a refused peer", n)
+			}
+			if tt.result == "key_disabled" && (r.CMK != v.keyID || r.Volume != "data") {
+				t.Fatalf("audit record %+v lacks the volume or CMK", r)
+			}
+		})
+	}
+}
+
+// TestServeAuditFailure checks that a key whose use cannot be recorded
+// is not handed out.
+func TestServeAuditFailure(t *testing.T) {
+	v := newVolume(t)
+	rec := &recorder{err: errors.New("disk full")}
+	path := serveTest(t, &Server{Lookup: mapLookup{"data": v.path}, Keyer: KMSKeyer{v.store}, Audit: rec})
+	key, err := readKey(path, "@ab/cryptsetup/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(key) != 0 {
+		t.Fatalf("got %d bytes although the audit record failed", len(key))
+	}
+}
+
+// TestListen checks the socket's and directory's modes and that an
+// unsafe directory or a non-socket at the path is refused.
+func TestListen(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	path := filepath.Join(dir, "cryptsetup.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{dir: 0o700 | os.ModeDir, path: 0o600 | os.ModeSocket} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != want {
+			t.Errorf("%s has mode %v, want %v", p, fi.Mode(), want)
+		}
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	// A stale socket from a previous run is replaced.
+	ln, err = Listen(path)
+	if err != nil {
+		t.Fatalf("stale socket: %v", err)
+	}
+	ln.Close()
+
+	regular := filepath.Join(dir, "file")
+	if err := os.WriteFile(regular, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(regular); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("Listen over a regular file: %v", err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(path); err == nil {
+		t.Error("Listen in a world-writable directory succeeded")
+	}
+}
