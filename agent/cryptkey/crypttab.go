@@ -39,9 +39,11 @@ type Entry struct {
 
 // ParseCrypttab reads crypttab lines as systemd-cryptsetup-generator
 // does: blank lines and lines starting with # are skipped; the rest have
-// two to four fields separated by spaces or tabs. Unlike the generator,
-// which logs and skips a bad line, a malformed line is an error here:
-// the caller is about to hand out a key on the strength of this file.
+// two to four fields separated by spaces or tabs, with no quoting (so a
+// LABEL= with a blank cannot be written). Unlike the generator, which
+// logs and skips a line of fewer fields and ignores fields past the
+// fourth, a malformed line is an error here: the caller is about to hand
+// out a key on the strength of this file.
 // Options are split at commas; systemd's backslash escapes inside
 // options are not interpreted (they matter only for option values this
 // package does not read).
