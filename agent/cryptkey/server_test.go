@@ -4,13 +4,18 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"kmsagent/agent/audit"
+	"kmsagent/agent/secret"
+	"kmsagent/blockdev/token"
 )
 
 // TestServeKey is the crypttab path end to end without systemd: a
@@ -205,5 +210,137 @@ func TestListen(t *testing.T) {
 	}
 	if _, err := Listen(path); err == nil {
 		t.Error("Listen in a world-writable directory succeeded")
+	}
+}
+
+// TestServeCrypttabLoop runs the default look-up for real: a crypttab
+// line naming the volume by UUID=, resolved by scanning the block
+// devices for the LUKS2 header, with the image on a loop device.
+func TestServeCrypttabLoop(t *testing.T) {
+	requireRoot(t)
+	cryptsetup := needCryptsetup(t)
+	losetup, err := exec.LookPath("losetup")
+	if err != nil {
+		t.Skip("losetup not installed")
+	}
+	v := newVolume(t)
+	out, err := exec.Command(losetup, "--find", "--show", "--read-only", v.path).CombinedOutput()
+	if err != nil {
+		t.Skipf("no loop device: %v: %s", err, out)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command(losetup, "--detach", loop).Run() })
+
+	dir := t.TempDir()
+	tab := filepath.Join(dir, "crypttab")
+	line := "data UUID=" + strings.ToUpper(v.uuid) + " /run/kmsagent/cryptsetup.sock luks,_netdev\n"
+	if err := os.WriteFile(tab, []byte("# test\n"+line), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	path := serveTest(t, &Server{Lookup: &Crypttab{Path: tab}, Keyer: KMSKeyer{v.store}, Audit: rec})
+	key, err := readKey(path, "@1234/cryptsetup/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(key) == 0 {
+		t.Fatalf("no key served; audit: %+v", rec.records())
+	}
+	cmd := exec.Command(cryptsetup, "--batch-mode", "--disable-locks", "open", "--test-passphrase", "--key-file=-", loop)
+	cmd.Stdin = bytes.NewReader(key)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cryptsetup does not accept the served passphrase on %s: %v\n%s", loop, err, out)
+	}
+}
+
+// blockingKeyer blocks every call until release is closed or the
+// request's context ends, and tracks how many calls run at once.
+type blockingKeyer struct {
+	mu        sync.Mutex
+	active    int
+	maxActive int
+	calls     int
+	full      chan struct{} // closed when active first reaches limit
+	limit     int
+	release   chan struct{}
+}
+
+func (k *blockingKeyer) Passphrase(ctx context.Context, _ string) (*secret.Key, token.KMS, error) {
+	k.mu.Lock()
+	k.calls++
+	k.active++
+	k.maxActive = max(k.maxActive, k.active)
+	if k.active == k.limit && k.full != nil {
+		close(k.full)
+		k.full = nil
+	}
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		k.active--
+		k.mu.Unlock()
+	}()
+	select {
+	case <-k.release:
+		return nil, token.KMS{}, errors.New("released")
+	case <-ctx.Done():
+		return nil, token.KMS{}, ctx.Err()
+	}
+}
+
+// TestServeMaxConns checks that no more than MaxConns requests are
+// worked on at once, and that the others are served once slots free.
+func TestServeMaxConns(t *testing.T) {
+	const limit, clients = 2, 6
+	k := &blockingKeyer{full: make(chan struct{}), limit: limit, release: make(chan struct{})}
+	full := k.full
+	rec := &recorder{}
+	path := serveTest(t, &Server{Lookup: mapLookup{"data": "/dev/null"}, Keyer: k, Audit: rec, MaxConns: limit})
+	errs := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			// Abstract addresses are unique, as systemd's random part
+			// makes them.
+			_, err := readKey(path, fmt.Sprintf("@%x/cryptsetup/data", i))
+			errs <- err
+		}()
+	}
+	select {
+	case <-full:
+	case err := <-errs:
+		t.Fatalf("a client ended before the limit was reached: %v", err)
+	}
+	close(k.release)
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.maxActive > limit || k.calls != clients {
+		t.Fatalf("%d calls, at most %d at once; want %d calls, at most %d at once", k.calls, k.maxActive, clients, limit)
+	}
+	if n := len(rec.records()); n != clients {
+		t.Fatalf("%d audit records, want %d", n, clients)
+	}
+}
+
+// TestServeTimeout checks that a request stuck at the KMS ends after
+// Timeout with nothing written and a timeout recorded.
+func TestServeTimeout(t *testing.T) {
+	k := &blockingKeyer{release: make(chan struct{})}
+	rec := &recorder{}
+	path := serveTest(t, &Server{Lookup: mapLookup{"data": "/dev/null"}, Keyer: k, Audit: rec, Timeout: 50 * time.Millisecond})
+	key, err := readKey(path, "@ab/cryptsetup/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(key) != 0 {
+		t.Fatalf("got %d bytes", len(key))
+	}
+	recs := rec.records()
+	if len(recs) != 1 || recs[0].Result != "timeout" {
+		t.Fatalf("audit records %+v, want one with result timeout", recs)
 	}
 }
