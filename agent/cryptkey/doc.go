@@ -24,7 +24,9 @@
 // (the base64 text of the KMS data key, token.Passphrase: 44 bytes, no
 // newline) once and closes the connection. Errors are logged and
 // audited, and the connection is closed without a byte written. What
-// the client does then (as of systemd 252 to 256):
+// the client does then, as systemd's source reads (main branch; the
+// socket support dates from v248, Debian 12 has v252; the boot test
+// under systemd as PID 1 is what confirms it):
 //
 //   - An empty read is a successful read of an empty key: activation
 //     with an empty passphrase fails with EPERM, which systemd-cryptsetup

@@ -126,7 +126,8 @@ func Listen(path string) (*net.UnixListener, error) {
 }
 
 // Serve answers connections on ln until ctx ends or ln fails, then
-// waits for the requests under way and returns. It returns nil when ctx
+// cancels the requests under way (their clients get nothing, as on any
+// error), waits for them and returns. It returns nil when ctx
 // ended. ln may come from Listen or from systemd socket activation.
 func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	if s.Lookup == nil || s.Keyer == nil || s.Audit == nil {
