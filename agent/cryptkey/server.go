@@ -133,9 +133,9 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	if s.Lookup == nil || s.Keyer == nil || s.Audit == nil {
 		return errors.New("cryptkey: Server needs Lookup, Keyer and Audit")
 	}
-	max := s.MaxConns
-	if max <= 0 {
-		max = DefaultMaxConns
+	limit := s.MaxConns
+	if limit <= 0 {
+		limit = DefaultMaxConns
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -143,7 +143,8 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { ln.SetDeadline(time.Now()) })
 	defer stop()
-	slots := make(chan struct{}, max)
+	slots := make(chan struct{}, limit)
+	var backoff time.Duration
 	for {
 		select {
 		case slots <- struct{}{}:
@@ -160,8 +161,21 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
+			// Out of descriptors or memory is passing, and at boot
+			// giving up would fail every volume still to come: wait
+			// and accept again, as net/http does.
+			if isTransient(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.logger().Warn("key socket: accept failed, retrying", "error", err, "in", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+				}
+				continue
+			}
 			return fmt.Errorf("key socket: accept: %w", err)
 		}
+		backoff = 0
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -169,6 +183,16 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 			s.serve(ctx, c)
 		}()
 	}
+}
+
+// isTransient reports accept errors that go away by themselves.
+func isTransient(err error) bool {
+	for _, e := range []error{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM, unix.ECONNABORTED, unix.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) logger() *slog.Logger {
