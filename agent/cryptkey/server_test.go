@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -342,5 +343,18 @@ func TestServeTimeout(t *testing.T) {
 	recs := rec.records()
 	if len(recs) != 1 || recs[0].Result != "timeout" {
 		t.Fatalf("audit records %+v, want one with result timeout", recs)
+	}
+}
+
+func TestIsTransient(t *testing.T) {
+	for err, want := range map[error]bool{
+		&os.SyscallError{Syscall: "accept4", Err: syscall.EMFILE}: true,
+		&os.SyscallError{Syscall: "accept4", Err: syscall.ENFILE}: true,
+		&os.SyscallError{Syscall: "accept4", Err: syscall.EBADF}:  false,
+		errors.New("closed"): false,
+	} {
+		if got := isTransient(err); got != want {
+			t.Errorf("isTransient(%v) = %v, want %v", err, got, want)
+		}
 	}
 }
