@@ -3,8 +3,11 @@ package cryptkey
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -355,6 +358,83 @@ func TestIsTransient(t *testing.T) {
 	} {
 		if got := isTransient(err); got != want {
 			t.Errorf("isTransient(%v) = %v, want %v", err, got, want)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
+}
+
+// TestServeKeyNotLogged serves a key with the real audit log and a
+// debug-level logger, then looks for the key in both: the passphrase
+// text, and the data key it encodes in raw, hex and base64 form.
+func TestServeKeyNotLogged(t *testing.T) {
+	v := newVolume(t)
+	logPath := filepath.Join(t.TempDir(), "audit.log")
+	alog, err := audit.Open(logPath, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alog.Close()
+	var text syncBuffer
+	logger := slog.New(slog.NewTextHandler(&text, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	path := serveTest(t, &Server{Lookup: mapLookup{"data": v.path}, Keyer: KMSKeyer{v.store}, Audit: alog, Log: logger})
+
+	key, err := readKey(path, "@77/cryptsetup/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(key) != 44 {
+		t.Fatalf("got %d bytes", len(key))
+	}
+	// A refusal logs too.
+	if _, err := readKey(path, "@78/cryptsetup/other"); err != nil {
+		t.Fatal(err)
+	}
+	dk, err := base64.StdEncoding.DecodeString(string(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	auditText, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := audit.Read(bytes.NewReader(auditText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Records) != 2 || res.Records[0].Result != audit.ResultOK || res.Records[0].Op != audit.OpCrypttabKey || res.Records[1].Volume != "other" {
+		t.Fatalf("audit log holds %+v", res.Records)
+	}
+	forms := map[string][]byte{
+		"passphrase":     key,
+		"raw":            dk,
+		"hex":            []byte(hex.EncodeToString(dk)),
+		"base64 raw url": []byte(base64.RawURLEncoding.EncodeToString(dk)),
+	}
+	for where, b := range map[string][]byte{"audit log": auditText, "log": text.Bytes()} {
+		if !bytes.Contains(b, []byte("data")) {
+			t.Fatalf("%s names no volume: %s", where, b)
+		}
+		for form, k := range forms {
+			if bytes.Contains(b, k) {
+				t.Errorf("%s holds the key (%s)", where, form)
+			}
 		}
 	}
 }
