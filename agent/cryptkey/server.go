@@ -254,7 +254,7 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) {
 		fail(err)
 		return
 	}
-	log = log.With("volume", name, "device", dev)
+	log = log.With("device", dev)
 	pass, cmk, err := s.Keyer.Passphrase(ctx, dev)
 	rec.CMK, rec.Provider = cmk.KeyID, cmk.Provider
 	if err != nil {
@@ -273,7 +273,7 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) {
 		log.Error("crypttab key not delivered", "error", err)
 		return
 	}
-	log.Info("crypttab key delivered", "uid", rec.UID, "pid", rec.PID, "unit", rec.Unit, "cmk", rec.CMK)
+	log.Info("crypttab key delivered", "volume", name, "uid", rec.UID, "pid", rec.PID, "unit", rec.Unit, "cmk", rec.CMK)
 }
 
 // peerCred returns the credentials the kernel recorded when the client
