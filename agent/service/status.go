@@ -1,0 +1,115 @@
+package service
+
+import (
+	"context"
+
+	"kmsagent/blockdev/crypt"
+	"kmsagent/blockdev/dm"
+	"kmsagent/fuse/envelope"
+	"kmsagent/fuse/share"
+)
+
+// State is what a volume is doing.
+type State string
+
+const (
+	StateMounted State = "mounted" // a share served by its worker; a LUKS volume's file system mounted
+	StateOpen    State = "open"    // a LUKS volume mapped, its file system not mounted by us
+	// StateStale: a share's worker is gone (killed, crashed) and the
+	// kernel answers every access with ENOTCONN until the mount is
+	// removed.
+	StateStale State = "stale"
+	// StateDetached: a share unmounted lazily, whose worker serves the
+	// files still open, and holds its keys, until the last is closed.
+	StateDetached State = "detached"
+	// StateClosing: a LUKS volume whose removal is deferred until its
+	// last user closes it.
+	StateClosing State = "closing"
+	// StateUnknown: this user cannot tell.
+	StateUnknown State = "unknown"
+)
+
+// VolumeStatus is one volume as the kernel and the worker records show
+// it.
+type VolumeStatus struct {
+	Name      string `json:"name,omitempty"`
+	Kind      Kind   `json:"kind"`
+	Source    string `json:"source"` // cipher directory; a LUKS volume's backing device
+	Target    string `json:"target"` // mount point, "" for an open LUKS volume not mounted
+	State     State  `json:"state"`
+	WorkerPID int    `json:"worker_pid,omitempty"`
+	// OpenFiles counts the open files on a detached share;
+	// OpenFilesPartial says some processes' could not be seen.
+	OpenFiles        int    `json:"open_files,omitempty"`
+	OpenFilesPartial bool   `json:"open_files_partial,omitempty"`
+	UUID             string `json:"uuid,omitempty"` // the share's or the LUKS volume's
+	KeyID            string `json:"kms_key_id,omitempty"`
+	Provider         string `json:"kms_provider,omitempty"`
+	Device           string `json:"device,omitempty"` // /dev/mapper/NAME
+	Options          string `json:"options,omitempty"`
+	// Error is why the share's envelope could not be read.
+	Error string `json:"error,omitempty"`
+	// Block is a LUKS volume's device-mapper view.
+	Block *crypt.Info `json:"block,omitempty"`
+}
+
+// Status lists the mounted shares (and detached ones still served) and
+// the open LUKS volumes. A host without device-mapper has no LUKS
+// volumes to show, which is not an error.
+func (s *Service) Status(ctx context.Context) ([]VolumeStatus, error) {
+	mounts, err := share.Status(s.o.RunDir)
+	if err != nil {
+		return nil, err
+	}
+	out := []VolumeStatus{}
+	for _, m := range mounts {
+		v := VolumeStatus{Kind: KindShare, Source: m.CipherDir, Target: m.Mountpoint, Options: m.Options, State: shareState(m.State)}
+		if m.Worker != nil {
+			v.WorkerPID = m.Worker.PID
+		}
+		if m.State == share.StateDetached {
+			v.OpenFiles, v.OpenFilesPartial = m.OpenFiles, m.OpenFilesPartial
+		}
+		if e, err := envelope.Read(m.CipherDir); err != nil {
+			v.Error = err.Error()
+		} else {
+			v.UUID, v.Provider, v.KeyID = e.VolumeUUID, e.KMS.Provider, e.KMS.KeyID
+		}
+		out = append(out, v)
+	}
+	ctl, err := dm.Open()
+	if err != nil {
+		return out, nil
+	}
+	defer ctl.Close()
+	infos, err := crypt.List(ctl)
+	if err != nil {
+		return out, nil
+	}
+	for _, info := range infos {
+		v := VolumeStatus{Name: info.Name, Kind: KindLUKS, Source: info.Backing, UUID: info.LUKSUUID, Device: "/dev/mapper/" + info.Name, State: StateOpen, Block: &info}
+		if info.BackingFile != "" {
+			v.Source = info.BackingFile
+		}
+		if len(info.Mountpoints) > 0 {
+			v.Target, v.State = info.Mountpoints[0], StateMounted
+		}
+		if info.Deferred {
+			v.State = StateClosing
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func shareState(st share.State) State {
+	switch st {
+	case share.StateRunning:
+		return StateMounted
+	case share.StateStale:
+		return StateStale
+	case share.StateDetached:
+		return StateDetached
+	}
+	return StateUnknown
+}

@@ -1,0 +1,113 @@
+package worker
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoPipe is returned by OpenPipe in a process that was not started by
+// Start (an admin typing a hidden command).
+var ErrNoPipe = errors.New("no status pipe on fd 3")
+
+// Pipe is the worker's end of the status pipe.
+type Pipe struct{ f *os.File }
+
+// OpenPipe returns fd 3, which Start set up.
+func OpenPipe() (*Pipe, error) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(3, &st); err != nil {
+		return nil, ErrNoPipe
+	}
+	return &Pipe{f: os.NewFile(3, "status")}, nil
+}
+
+func (p *Pipe) send(m Message) {
+	if p == nil || p.f == nil {
+		return
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return
+	}
+	p.f.Write(append(b, '\n'))
+}
+
+// Step reports the start of a step.
+func (p *Pipe) Step(name string) { p.send(Message{Step: oneLine(name)}) }
+
+// Warn reports a warning for the parent to pass on; the worker carries
+// on.
+func (p *Pipe) Warn(msg string) { p.send(Message{Warning: oneLine(msg)}) }
+
+// Done reports ready (err == nil) or the error, once, and closes the
+// pipe. step, when err says which step failed, is given by stepOf.
+func (p *Pipe) Done(err error, stepOf func(error) (step string, rest error)) {
+	if p == nil || p.f == nil {
+		return
+	}
+	if err == nil {
+		p.send(Message{Ready: true, PID: os.Getpid()})
+	} else {
+		e := &Error{Code: CodeOf(err), Message: oneLine(err.Error())}
+		if stepOf != nil {
+			if step, rest := stepOf(err); step != "" {
+				e.Step, e.Message = step, oneLine(rest.Error())
+			}
+		}
+		p.send(Message{Error: e})
+	}
+	p.f.Close()
+	p.f = nil
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// Harden is the first thing a worker does, before it holds a key: no
+// core dumps and no ptrace by other users, and all its memory locked,
+// since the keys derived from the master key (AES round keys, the name
+// cipher) live on the Go heap, which could otherwise be swapped out. It
+// returns why memory could not be locked; the worker runs on regardless.
+func Harden() error {
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	return lockMemory()
+}
+
+// lockMemory locks the process's memory, now and as it grows.
+//
+// MCL_ONFAULT locks pages as they are first touched: without it
+// MCL_FUTURE would populate in full every range the Go runtime maps
+// (heap arenas, goroutine stacks), and the resident size would balloon.
+// Locked memory counts against RLIMIT_MEMLOCK by mapping size, and Go
+// maps far more than it touches; under a finite limit a later heap growth
+// would fail and the runtime would abort with the mount still up. So
+// memory is locked only where the limit cannot be hit: with
+// CAP_IPC_LOCK (root, unless the unit drops it) or an unlimited limit.
+func lockMemory() error {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim); err != nil {
+		return fmt.Errorf("memory not locked, keys may be swapped out: RLIMIT_MEMLOCK: %w", err)
+	}
+	if lim.Cur != unix.RLIM_INFINITY && !hasCapability(unix.CAP_IPC_LOCK) {
+		return fmt.Errorf("memory not locked, keys may be swapped out: RLIMIT_MEMLOCK is %d KiB and the worker lacks CAP_IPC_LOCK; set LimitMEMLOCK=infinity in the service unit or run ulimit -l unlimited before mounting", lim.Cur/1024)
+	}
+	if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE | unix.MCL_ONFAULT); err != nil {
+		return fmt.Errorf("memory not locked, keys may be swapped out: mlockall: %w (RLIMIT_MEMLOCK: LimitMEMLOCK= in the service unit, ulimit -l)", err)
+	}
+	return nil
+}
+
+// hasCapability reports whether capability c is in the effective set.
+func hasCapability(c int) bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[c/32].Effective&(1<<(c%32)) != 0
+}

@@ -1,0 +1,114 @@
+// Package worker runs the processes that hold keys: the share (FUSE)
+// worker, which lives as long as its mount, and the block unlock worker,
+// which lives for one table load. Both are the kmsagent binary re-executed
+// with a hidden command, so a key never enters the process that started
+// them (the CLI or the long-lived daemon), and a crash of one mount
+// cannot take down another.
+//
+// A worker is an owned child. It reports to its parent over a pipe on fd
+// 3, one JSON object a line:
+//
+//	{"step":"kms"}                      starting a step (optional)
+//	{"warning":"memory not locked..."}   carrying on regardless (optional)
+//	{"ready":true,"pid":1234}            done: mounted, or table loaded
+//	{"error":{"code":"key_disabled","step":"kms","message":"..."}}
+//
+// The error code is stable and names a kmsclient sentinel where there is
+// one, so the parent rebuilds an error that errors.Is matches
+// (kmsclient.ErrKeyDisabled, ...) although only text crossed the pipe:
+// the CLI's exit codes and the daemon's retry decisions work the same
+// for a worker's failure as for an in-process one.
+//
+// The parent watches its child through a pidfd (Go's os.Process holds one
+// on Linux); a process that is not its child (a worker adopted after a
+// daemon restart, the reaper's worker) is watched with Watch, which polls
+// a pidfd, instead of inferring death from a lock file.
+package worker
+
+import (
+	"encoding/json"
+	"errors"
+
+	"kmsagent/kmsclient"
+)
+
+// Message is one line of the status pipe.
+type Message struct {
+	Step    string `json:"step,omitempty"`
+	Warning string `json:"warning,omitempty"`
+	Ready   bool   `json:"ready,omitempty"`
+	PID     int    `json:"pid,omitempty"`
+	Error   *Error `json:"error,omitempty"`
+}
+
+// Error is a worker's failure as its parent sees it. It unwraps to the
+// kmsclient sentinel its Code names, if any.
+type Error struct {
+	Code    Code   `json:"code"`
+	Step    string `json:"step,omitempty"` // the step that failed, when the worker knows
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Unwrap gives the sentinel of the code, so errors.Is works across the
+// pipe.
+func (e *Error) Unwrap() error {
+	for _, c := range codes {
+		if c.code == e.Code {
+			return c.err
+		}
+	}
+	return nil
+}
+
+// Code classifies a worker's error. The values are part of the protocol
+// (a newer parent may talk to an older worker during an upgrade): add,
+// never rename.
+type Code string
+
+const (
+	CodeOther              Code = "other"
+	CodeKeyNotFound        Code = "key_not_found"
+	CodeKeyDisabled        Code = "key_disabled"
+	CodeKeyPendingDeletion Code = "key_pending_deletion"
+	CodeAccessDenied       Code = "access_denied"
+	CodeThrottled          Code = "throttled"
+	CodeUnavailable        Code = "unavailable"
+	CodeInvalidCiphertext  Code = "invalid_ciphertext"
+	CodeInvalidRequest     Code = "invalid_request"
+)
+
+// codes pairs each code with its sentinel, most specific first.
+var codes = []struct {
+	code Code
+	err  error
+}{
+	{CodeKeyNotFound, kmsclient.ErrKeyNotFound},
+	{CodeKeyDisabled, kmsclient.ErrKeyDisabled},
+	{CodeKeyPendingDeletion, kmsclient.ErrKeyPendingDeletion},
+	{CodeAccessDenied, kmsclient.ErrAccessDenied},
+	{CodeThrottled, kmsclient.ErrThrottled},
+	{CodeUnavailable, kmsclient.ErrUnavailable},
+	{CodeInvalidCiphertext, kmsclient.ErrInvalidCiphertext},
+	{CodeInvalidRequest, kmsclient.ErrInvalidRequest},
+}
+
+// CodeOf classifies err.
+func CodeOf(err error) Code {
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return CodeOther
+}
+
+// ParseMessage decodes one status line.
+func ParseMessage(line []byte) (Message, error) {
+	var m Message
+	if err := json.Unmarshal(line, &m); err != nil {
+		return Message{}, err
+	}
+	return m, nil
+}
