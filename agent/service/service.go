@@ -164,13 +164,13 @@ func (s *Service) notify(n Note) {
 
 // OpenKMS opens the configured KMS provider.
 func (s *Service) OpenKMS(ctx context.Context) (kmsclient.KMS, error) {
-	k, _, err := s.openKMSRegion(ctx)
+	k, _, err := s.OpenKMSRegion(ctx)
 	return k, err
 }
 
-// openKMSRegion opens the configured KMS and returns the region the
+// OpenKMSRegion opens the configured KMS and returns the region the
 // configuration names, which tokens record next to the key id.
-func (s *Service) openKMSRegion(ctx context.Context) (kmsclient.KMS, string, error) {
+func (s *Service) OpenKMSRegion(ctx context.Context) (kmsclient.KMS, string, error) {
 	cfg, err := s.config()
 	if err != nil {
 		return nil, "", err

@@ -17,6 +17,12 @@ import (
 // are short.
 const maxPassphraseFile = 64 << 10
 
+// ReadPassphrase reads a passphrase file byte for byte, as cryptsetup's
+// --key-file does (a trailing newline is part of the passphrase).
+func ReadPassphrase(path string) (*secret.Key, error) {
+	return secret.ReadFile(path, maxPassphraseFile)
+}
+
 // maxMasterKeyFile bounds a share's imported master key file (hex).
 const maxMasterKeyFile = 4096
 
@@ -116,7 +122,7 @@ func (s *Service) formatLUKS(ctx context.Context, path string, o FormatOptions) 
 	}
 	fo := volume.FormatOptions{CreateOptions: volume.CreateOptions{KeyID: o.KeyID, SectorSize: o.SectorSize}, Force: o.Force}
 	if o.RecoveryPassphraseFile != "" {
-		pass, err := secret.ReadFile(o.RecoveryPassphraseFile, maxPassphraseFile)
+		pass, err := ReadPassphrase(o.RecoveryPassphraseFile)
 		if err != nil {
 			return Formatted{}, err
 		}
@@ -132,7 +138,7 @@ func (s *Service) formatLUKS(ctx context.Context, path string, o FormatOptions) 
 		return Formatted{}, err
 	}
 	defer dev.Close()
-	kms, region, err := s.openKMSRegion(ctx)
+	kms, region, err := s.OpenKMSRegion(ctx)
 	if err != nil {
 		return Formatted{}, err
 	}
@@ -240,7 +246,7 @@ func (s *Service) ExportKey(ctx context.Context, o ExportKeyOptions) (ExportedKe
 	}
 	var pass *secret.Key
 	if o.PassphraseFile != "" {
-		if pass, err = secret.ReadFile(o.PassphraseFile, maxPassphraseFile); err != nil {
+		if pass, err = ReadPassphrase(o.PassphraseFile); err != nil {
 			return ExportedKey{}, err
 		}
 		defer pass.Wipe()
@@ -293,7 +299,7 @@ func (s *Service) Enroll(ctx context.Context, o EnrollOptions) (Enrolled, error)
 	if err != nil {
 		return Enrolled{}, err
 	}
-	pass, err := secret.ReadFile(o.PassphraseFile, maxPassphraseFile)
+	pass, err := ReadPassphrase(o.PassphraseFile)
 	if err != nil {
 		return Enrolled{}, err
 	}
@@ -303,7 +309,7 @@ func (s *Service) Enroll(ctx context.Context, o EnrollOptions) (Enrolled, error)
 		return Enrolled{}, err
 	}
 	defer dev.Close()
-	kms, region, err := s.openKMSRegion(ctx)
+	kms, region, err := s.OpenKMSRegion(ctx)
 	if err != nil {
 		return Enrolled{}, err
 	}

@@ -21,6 +21,9 @@ import (
 // ready is called once the mount serves; warn gets the warnings, which
 // are logged too.
 func (s *Service) ServeShare(ctx context.Context, spec Spec, ready func(share.Worker), warn func(string)) error {
+	if err := s.removeStaleMounts(spec); err != nil {
+		return err
+	}
 	o, _, err := s.serveOptions(spec)
 	if err != nil {
 		return err

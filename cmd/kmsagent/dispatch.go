@@ -2,15 +2,40 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"flag"
+	"fmt"
+	"log/slog"
 	"os"
-	"path/filepath"
+	"strings"
+
+	"kmsagent/agent/config"
+	"kmsagent/agent/service"
 )
 
-// Commands that act on both kinds of volume and are not split by kind on
-// the command line (export-key, rewrap) pick the handler by what the path
-// is: a directory is a share, anything else a LUKS2 device or image.
+// newService is the volume service as the commands use it: the
+// configuration is loaded when a verb first needs the KMS, workers get
+// the same --config, and what a worker wants an admin to see goes to
+// stderr.
+func newService(env *cliEnv) (*service.Service, error) {
+	return newServiceLogger(env, nil)
+}
+
+func newServiceLogger(env *cliEnv, log *slog.Logger) (*service.Service, error) {
+	return service.New(service.Options{
+		LoadConfig: func() (*config.Config, error) { return loadConfig(env) },
+		ConfigPath: env.configFlag,
+		Logger:     log,
+		Notify: func(n service.Note) {
+			if n.Warning {
+				fmt.Fprintf(env.stderr, "kmsagent: warning: %s\n", n.Message)
+			} else {
+				fmt.Fprintf(env.stderr, "kmsagent: %s\n", n.Message)
+			}
+		},
+	})
+}
 
 // runUmount closes a share mount, or a block volume by mount point or
 // device-mapper name.
@@ -22,20 +47,37 @@ func runUmount(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	mp, err := filepath.Abs(pos[0])
+	svc, err := newService(env)
 	if err != nil {
 		return err
 	}
-	if found, err := runUmountShare(ctx, env, mp, lazy); found {
+	res, err := svc.Close(ctx, pos[0], lazy)
+	for _, mp := range res.Mountpoints {
+		fmt.Fprintf(env.stdout, "%s: unmounted\n", mp)
+	}
+	if err != nil {
 		return err
 	}
-	return runUmountLuks(ctx, env, pos[0], lazy)
+	switch {
+	case res.Kind == service.KindShare && res.Stale:
+		fmt.Fprintf(env.stdout, "%s: removed a stale mount (its worker had died)\n", res.Target)
+	case res.Kind == service.KindShare && res.Detached:
+		fmt.Fprintf(env.stdout, "%s: detached; its worker serves the files still open and exits, wiping its keys, once they are closed (see kmsagent status)\n", res.Target)
+	case res.Kind == service.KindShare:
+	case res.Deferred:
+		fmt.Fprintf(env.stdout, "%s: still in use; marked for removal when its last user closes it (the key stays in the kernel until then)\n", res.Target)
+	case res.Loop != "" && !res.LoopDetached:
+		fmt.Fprintf(env.stdout, "%s: closed, key wiped; %s is still attached (not ours or still in use)\n", res.Target, res.Loop)
+	default:
+		fmt.Fprintf(env.stdout, "%s: closed, key wiped\n", res.Target)
+	}
+	return nil
 }
 
 func runExportKey(ctx context.Context, env *cliEnv, args []string) error {
-	var passFile string
+	o := service.ExportKeyOptions{}
 	pos, err := parseFlags(env, "export-key", "PATH", args, 1, 1, func(fs *flag.FlagSet) {
-		fs.StringVar(&passFile, "passphrase-file", "", "LUKS2: open a keyslot with this passphrase instead of the KMS token")
+		fs.StringVar(&o.PassphraseFile, "passphrase-file", "", "LUKS2: open a keyslot with this passphrase instead of the KMS token")
 	})
 	if err != nil {
 		return err
@@ -43,13 +85,31 @@ func runExportKey(ctx context.Context, env *cliEnv, args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("export-key prints a master key and is for root only; run it with sudo")
 	}
-	if isDir(pos[0]) {
-		if passFile != "" {
-			return usagef("export-key: --passphrase-file is for LUKS2 volumes; a share's key comes from its envelope")
-		}
-		return runExportKeyShare(ctx, env, pos[0])
+	o.Source = pos[0]
+	o.Kind = service.KindOf(o.Source)
+	if o.Kind == service.KindShare && o.PassphraseFile != "" {
+		return usagef("export-key: --passphrase-file is for LUKS2 volumes; a share's key comes from its envelope")
 	}
-	return runExportKeyLuks(ctx, env, pos[0], passFile)
+	svc, err := newService(env)
+	if err != nil {
+		return err
+	}
+	k, err := svc.ExportKey(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer k.Key.Wipe()
+	if k.Kind == service.KindShare {
+		fmt.Fprintf(env.stderr, "kmsagent: WARNING: printing the master key of share %s; anyone who sees it can read the share without the KMS\n", k.UUID)
+	} else {
+		fmt.Fprintf(env.stderr, "kmsagent: WARNING: printing the volume key of %s; anyone who sees it can read the volume without the KMS or a passphrase\n", o.Source)
+	}
+	out := make([]byte, hex.EncodedLen(k.Key.Len())+1)
+	hex.Encode(out, k.Key.Bytes())
+	out[len(out)-1] = '\n'
+	_, err = env.stdout.Write(out)
+	clear(out)
+	return err
 }
 
 // rewrapCmd is rewrap, also named "image rewrap".
@@ -68,13 +128,18 @@ func runRewrap(ctx context.Context, env *cliEnv, name string, args []string) err
 	if keyID == "" {
 		return usagef("%s: --key-id is required", name)
 	}
-	if isDir(pos[0]) {
-		return runRewrapShare(ctx, env, pos[0], keyID)
+	svc, err := newService(env)
+	if err != nil {
+		return err
 	}
-	return runRewrapLuks(ctx, env, pos[0], keyID)
-}
-
-func isDir(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.IsDir()
+	res, err := svc.Rewrap(ctx, service.RewrapOptions{Source: pos[0], KeyID: keyID})
+	if err != nil {
+		return err
+	}
+	if res.Kind == service.KindShare {
+		fmt.Fprintf(env.stdout, "%s: master key re-wrapped from %s to %s\n", pos[0], strings.Join(res.OldKeyIDs, ", "), keyID)
+	} else {
+		fmt.Fprintf(env.stdout, "%s: data key re-wrapped from %s to %s; only the token changed\n", pos[0], strings.Join(res.OldKeyIDs, ", "), keyID)
+	}
+	return nil
 }

@@ -2,51 +2,23 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"log/syslog"
-	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
-	"time"
 
-	"golang.org/x/sys/unix"
-
-	"kmsagent/agent/kmsconn"
-	"kmsagent/agent/secret"
+	"kmsagent/agent/service"
+	"kmsagent/agent/worker"
 	"kmsagent/blockdev/crypt"
-	"kmsagent/blockdev/dm"
-	"kmsagent/fuse/cryptfs"
-	"kmsagent/fuse/envelope"
 	"kmsagent/fuse/share"
-	"kmsagent/kmsclient"
 )
 
 // fuseWorkerCommand is the hidden command the mount command re-executes
 // to serve a share in the background.
-const fuseWorkerCommand = "fuse-worker"
-
-// readyTimeout bounds how long mount waits for the worker: a KMS round
-// trip with retries, plus the mount itself.
-const readyTimeout = 2 * time.Minute
-
-// openKMS opens the configured KMS provider.
-func openKMS(ctx context.Context, env *cliEnv) (kmsclient.KMS, error) {
-	cfg, err := loadConfig(env)
-	if err != nil {
-		return nil, err
-	}
-	return kmsconn.Open(ctx, cfg.KMS)
-}
+const fuseWorkerCommand = service.ShareWorkerCommand
 
 func runFormatFuse(ctx context.Context, env *cliEnv, args []string) error {
 	var keyID, importFile string
@@ -63,36 +35,15 @@ func runFormatFuse(ctx context.Context, env *cliEnv, args []string) error {
 		return usagef("format fuse: --key-id is required")
 	}
 	dir := pos[0]
-	kms, err := openKMS(ctx, env)
+	svc, err := newService(env)
 	if err != nil {
 		return err
 	}
-	var e *envelope.Envelope
-	if importFile != "" {
-		raw, err := secret.ReadFile(importFile, 4096)
-		if err != nil {
-			return err
-		}
-		master, err := share.ParseMasterKey(raw.Bytes())
-		raw.Wipe()
-		if err != nil {
-			return fmt.Errorf("%s: %w", importFile, err)
-		}
-		defer master.Wipe()
-		e, err = share.Import(ctx, kms, dir, keyID, master, force)
-		if errors.Is(err, cryptfs.ErrKeyUnverified) {
-			return fmt.Errorf("%w; if you are sure the key is this tree's, pass --force", err)
-		}
-		if err != nil {
-			return err
-		}
-	} else {
-		e, err = share.Format(ctx, kms, dir, keyID, force)
-		if err != nil {
-			return err
-		}
+	e, err := svc.Format(ctx, service.FormatOptions{Kind: service.KindShare, Source: dir, KeyID: keyID, Force: force, MasterKeyFile: importFile})
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(env.stdout, "%s: share %s, master key wrapped by %s key %s\n", dir, e.VolumeUUID, e.KMS.Provider, e.KMS.KeyID)
+	fmt.Fprintf(env.stdout, "%s: share %s, master key wrapped by %s key %s\n", dir, e.UUID, e.Provider, e.KeyID)
 	return nil
 }
 
@@ -107,27 +58,8 @@ func (m *mountFlags) define(fs *flag.FlagSet) {
 	fs.BoolVar(&m.foreground, "foreground", false, "serve in the foreground until unmounted or interrupted (for debugging)")
 }
 
-// knownMountOptions are the -o options passed on to the kernel mount.
-var knownMountOptions = []string{"default_permissions", "nosuid", "nodev", "noexec", "suid", "dev", "exec"}
-
-func parseMountOptions(s string, o *share.ServeOptions) error {
-	for _, opt := range strings.Split(s, ",") {
-		switch opt {
-		case "":
-		case "ro":
-			o.ReadOnly = true
-		case "rw":
-			o.ReadOnly = false
-		case "allow_other":
-			o.AllowOther = true
-		default:
-			if !slices.Contains(knownMountOptions, opt) {
-				return usagef("mount: unknown option -o %s; known: ro, rw, allow_other, %s", opt, strings.Join(knownMountOptions, ", "))
-			}
-			o.KernelOptions = append(o.KernelOptions, opt)
-		}
-	}
-	return nil
+func (m *mountFlags) spec(pos []string) service.Spec {
+	return service.Spec{Kind: service.KindShare, Source: pos[0], Target: pos[1], Options: strings.Split(m.options, ",")}
 }
 
 func runMountFuse(ctx context.Context, env *cliEnv, args []string) error {
@@ -136,180 +68,56 @@ func runMountFuse(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := removeStaleMounts(env, pos[0], pos[1]); err != nil {
-		return err
-	}
-	o, err := serveOptions(pos[0], pos[1], mf.options)
-	if err != nil {
-		return err
-	}
-	if mf.foreground {
-		// A hangup closes the terminal the mount was served from.
-		ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
-		defer stop()
-		return serveShare(ctx, env, o, func(share.Worker) {
-			fmt.Fprintf(env.stderr, "kmsagent: %s mounted on %s; serving in the foreground\n", o.CipherDir, o.Mountpoint)
-		}, func(string) {})
-	}
-	return startWorker(ctx, env, o, args[1:])
-}
-
-// serveOptions checks the directories before any KMS call, so a typo gets
-// a clear error and no key is unwrapped.
-func serveOptions(dir, mountpoint, options string) (share.ServeOptions, error) {
-	o := share.ServeOptions{RunDir: share.DefaultRunDir}
-	var err error
-	if o.CipherDir, err = filepath.Abs(dir); err != nil {
-		return o, err
-	}
-	if o.Mountpoint, err = filepath.Abs(mountpoint); err != nil {
-		return o, err
-	}
-	if err := parseMountOptions(options, &o); err != nil {
-		return o, err
-	}
-	if _, err := envelope.Read(o.CipherDir); err != nil {
-		return o, err
-	}
-	if err := share.CheckMountpoint(o.Mountpoint); err != nil {
-		return o, err
-	}
-	fi, err := os.Stat(o.Mountpoint)
-	if err != nil {
-		return o, fmt.Errorf("mount point: %w", err)
-	}
-	if !fi.IsDir() {
-		return o, fmt.Errorf("mount point %s is not a directory", o.Mountpoint)
-	}
-	if o.Mountpoint == o.CipherDir || strings.HasPrefix(o.Mountpoint, o.CipherDir+"/") {
-		return o, fmt.Errorf("mount point %s is inside the cipher directory %s; mount somewhere else", o.Mountpoint, o.CipherDir)
-	}
-	if held, err := share.Held(o.RunDir, o.CipherDir); err == nil && held {
-		// Acquire in the worker gives the full message; this saves a
-		// KMS round trip.
-		if _, err := share.Acquire(o.RunDir, o.CipherDir, ""); err != nil {
-			return o, err
+	if !mf.foreground {
+		svc, err := newService(env)
+		if err != nil {
+			return err
 		}
+		_, err = svc.Mount(ctx, mf.spec(pos))
+		return err
 	}
-	return o, nil
-}
-
-// serveShare serves until unmounted or ctx ends, as the worker or in the
-// foreground. Warnings go to the log and to warn.
-func serveShare(ctx context.Context, env *cliEnv, o share.ServeOptions, ready func(share.Worker), warn func(string)) error {
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(env.stderr, nil))
-	}
-	if err := hardenWorker(); err != nil {
-		o.Logger.Warn(err.Error())
-		warn(err.Error())
-	}
-	kms, err := openKMS(ctx, env)
+	// Logs go to the terminal the mount is served from, and a hangup
+	// closes it.
+	svc, err := newServiceLogger(env, slog.New(slog.NewTextHandler(env.stderr, nil)))
 	if err != nil {
 		return err
 	}
-	o.KMS = kms
-	o.Ready = ready
-	return share.Serve(ctx, o)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
+	defer stop()
+	return svc.ServeShare(ctx, mf.spec(pos), func(w share.Worker) {
+		fmt.Fprintf(env.stderr, "kmsagent: %s mounted on %s; serving in the foreground\n", w.CipherDir, w.Mountpoint)
+	}, func(string) {})
 }
 
-// startWorker re-executes this binary as the worker, detached in its own
-// session, and waits for it to report the mount ready or failed over a
-// pipe.
-func startWorker(ctx context.Context, env *cliEnv, o share.ServeOptions, args []string) error {
-	wargs := []string{"-o", strings.Join(o.AllOptions(), ","), "--", o.CipherDir, o.Mountpoint}
-	w, err := startWorkerProcess(env, "mount worker", fuseWorkerCommand, wargs, &syscall.SysProcAttr{Setsid: true})
-	if err != nil {
-		return err
-	}
-	if err := w.wait(ctx, readyTimeout, nil); err != nil {
-		return err
-	}
-	w.cmd.Process.Release()
-	return nil
-}
-
-// runFuseWorker serves one share for startWorker: status on fd 3, logs to
-// syslog (the journal under systemd).
+// runFuseWorker is the share worker the mount starts: status on fd 3,
+// logs to syslog.
 func runFuseWorker(ctx context.Context, env *cliEnv, args []string) error {
-	status, err := openStatusPipe(fuseWorkerCommand, "kmsagent mount fuse")
+	pipe, err := worker.OpenPipe()
 	if err != nil {
-		return err
+		return fmt.Errorf("%s is started by kmsagent mount fuse", fuseWorkerCommand)
 	}
 	// The worker has no terminal (it runs in its own session); a SIGHUP
 	// is someone's "reload", and there is nothing to reload. Dying of it
 	// would leave a dead mount. SIGINT and SIGTERM end ctx: unmount.
 	signal.Ignore(syscall.SIGHUP)
-	err = func() error {
-		var mf mountFlags
-		pos, err := parseFlags(env, fuseWorkerCommand, "DIR MOUNTPOINT", args, 2, 2, mf.define)
-		if err != nil {
-			return err
-		}
-		o, err := serveOptions(pos[0], pos[1], mf.options)
-		if err != nil {
-			return err
-		}
-		var closeLog func()
-		o.Logger, closeLog = shareLogger(o.RunDir, o.CipherDir)
-		defer closeLog()
-		ready := func(w share.Worker) {
-			if err := startReaper(w); err != nil {
-				o.Logger.Warn("no reaper: if this worker dies, its mount stays until the next kmsagent mount or umount", "err", err)
-			}
-			status.done(nil)
-		}
-		return serveShare(ctx, env, o, ready, status.warn)
-	}()
+	var mf mountFlags
+	pos, err := parseFlags(env, fuseWorkerCommand, "DIR MOUNTPOINT", args, 2, 2, mf.define)
 	if err != nil {
-		status.done(err)
-	}
-	return err
-}
-
-// shareLogger logs to syslog (the journal under systemd), or where there
-// is none (a container, a rescue shell) to the share's log file: tampered
-// blocks must be reported somewhere an admin can find.
-func shareLogger(runDir, cipherDir string) (*slog.Logger, func()) {
-	if sl, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_INFO, "kmsagent-fuse"); err == nil {
-		return slog.New(slog.NewTextHandler(sl, &slog.HandlerOptions{ReplaceAttr: dropTime})), func() { sl.Close() }
-	}
-	if f, err := share.OpenLog(runDir, cipherDir); err == nil {
-		return slog.New(slog.NewTextHandler(f, nil)), func() { f.Close() }
-	}
-	return slog.New(slog.DiscardHandler), func() {}
-}
-
-// fuseReaperCommand is the hidden command of the reaper, which a worker
-// starts once its mount is up: a process without keys that removes the
-// mount if the worker ends without unmounting it. Nothing inside the
-// worker can do that for every end: SIGKILL, and fatal runtime errors
-// (an unrecovered panic in a go-fuse serving goroutine, a concurrent map
-// write, out of memory), run no deferred function. What the reaper
-// misses (it was killed too) the next mount, umount or status finds
-// stale.
-const fuseReaperCommand = "fuse-reaper"
-
-// startReaper starts the reaper of w.
-func startReaper(w share.Worker) error {
-	self, err := os.Executable()
-	if err != nil {
+		pipe.Done(err, nil)
 		return err
 	}
-	cmd := exec.Command(self, fuseReaperCommand,
-		"--pid", strconv.Itoa(w.PID), "--start", strconv.FormatUint(w.Start, 10),
-		"--mount-id", strconv.Itoa(w.MountID), "--dev", strconv.FormatUint(w.Dev, 10),
-		"--", w.CipherDir, w.Mountpoint)
-	cmd.Dir = "/"
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start reaper: %w", err)
+	svc, err := newService(env)
+	if err != nil {
+		pipe.Done(err, nil)
+		return err
 	}
-	go cmd.Wait()
-	return nil
+	return svc.RunShareWorker(ctx, mf.spec(pos), pipe)
 }
 
-// runFuseReaper waits for its worker to end, then removes the worker's
-// mount if it is still there.
+// fuseReaperCommand is the hidden command of the reaper (see
+// service.RunReaper).
+const fuseReaperCommand = service.ReaperCommand
+
 func runFuseReaper(ctx context.Context, env *cliEnv, args []string) error {
 	var w share.Worker
 	pos, err := parseFlags(env, fuseReaperCommand, "CIPHER-DIR MOUNTPOINT", args, 2, 2, func(fs *flag.FlagSet) {
@@ -322,114 +130,11 @@ func runFuseReaper(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	w.CipherDir, w.Mountpoint = pos[0], pos[1]
-	// It must outlive its worker: a hangup or an interrupt sent to the
-	// worker's process group is the worker's to handle.
+	// It must outlive its worker: a hangup, an interrupt or a
+	// termination sent to the worker's process group is the worker's to
+	// handle.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT)
-	log, closeLog := shareLogger(share.DefaultRunDir, w.CipherDir)
-	defer closeLog()
-	if err := waitProcess(w); err != nil {
-		log.Error("reaper cannot watch its worker", "pid", w.PID, "err", err)
-		return err
-	}
-	removed, err := share.Reap(share.DefaultRunDir, w)
-	if err != nil {
-		log.Error("worker ended without unmounting, and its mount could not be removed", "mountpoint", w.Mountpoint, "pid", w.PID, "err", err)
-		return err
-	}
-	if removed {
-		log.Warn("worker ended without unmounting; removed its mount", "mountpoint", w.Mountpoint, "pid", w.PID)
-	}
-	return nil
-}
-
-// waitProcess waits for w's process to exit (it may have already).
-func waitProcess(w share.Worker) error {
-	fd, err := unix.PidfdOpen(w.PID, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("pidfd: %w", err)
-	}
-	defer unix.Close(fd)
-	// The PID is the worker's only while its start time matches.
-	if w.Liveness() == share.Gone {
-		return nil
-	}
-	for {
-		_, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, -1)
-		if !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
-}
-
-// dropTime leaves the timestamp to syslog.
-func dropTime(groups []string, a slog.Attr) slog.Attr {
-	if len(groups) == 0 && a.Key == slog.TimeKey {
-		return slog.Attr{}
-	}
-	return a
-}
-
-// runUmountShare unmounts the share mounted on mp, if there is one.
-func runUmountShare(ctx context.Context, env *cliEnv, mp string, lazy bool) (found bool, err error) {
-	m, err := share.FindMount(mp)
-	if err != nil {
-		return false, nil
-	}
-	st, err := share.Unmount(ctx, m, lazy)
-	switch {
-	case err != nil:
-	case st == share.StateStale:
-		fmt.Fprintf(env.stdout, "%s: removed a stale mount (its worker had died)\n", mp)
-	case lazy:
-		fmt.Fprintf(env.stdout, "%s: detached; its worker serves the files still open and exits, wiping its keys, once they are closed (see kmsagent status)\n", mp)
-	}
-	return true, err
-}
-
-// removeStaleMounts removes stale mounts of ours (their worker died) on
-// the mount point or of the share, which would stand in the new mount's
-// way.
-func removeStaleMounts(env *cliEnv, dir, mountpoint string) error {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return err
-	}
-	if mountpoint, err = filepath.Abs(mountpoint); err != nil {
-		return err
-	}
-	removed, err := share.RemoveStale(share.DefaultRunDir, mountpoint, dir)
-	for _, m := range removed {
-		fmt.Fprintf(env.stderr, "kmsagent: removed a stale mount of %s on %s (its worker had died)\n", m.CipherDir, m.Mountpoint)
-	}
-	return err
-}
-
-// runExportKeyShare prints a share's master key; runExportKey has checked
-// the caller is root.
-func runExportKeyShare(ctx context.Context, env *cliEnv, dir string) error {
-	e, err := envelope.Read(dir)
-	if err != nil {
-		return err
-	}
-	kms, err := openKMS(ctx, env)
-	if err != nil {
-		return err
-	}
-	master, err := e.Unwrap(ctx, kms)
-	if err != nil {
-		return err
-	}
-	defer master.Wipe()
-	fmt.Fprintf(env.stderr, "kmsagent: WARNING: printing the master key of share %s; anyone who sees it can read the share without the KMS\n", e.VolumeUUID)
-	out := make([]byte, hex.EncodedLen(master.Len())+1)
-	hex.Encode(out, master.Bytes())
-	out[len(out)-1] = '\n'
-	_, err = env.stdout.Write(out)
-	clear(out)
-	return err
+	return service.RunReaper(context.WithoutCancel(ctx), share.DefaultRunDir, w)
 }
 
 // shareStatus is one line of status --json.
@@ -450,25 +155,38 @@ type shareStatus struct {
 	Error            string `json:"error,omitempty"`
 }
 
-// describeWorker says what a mount's worker is doing, and what to do
+// describeWorker says what a share's worker is doing, and what to do
 // about it.
-func describeWorker(m share.MountStatus) string {
-	switch m.State {
-	case share.StateStale:
-		return "stale: worker gone (run kmsagent umount " + m.Mountpoint + ")"
-	case share.StateDetached:
+func describeWorker(v service.VolumeStatus) string {
+	switch v.State {
+	case service.StateStale:
+		return "stale: worker gone (run kmsagent umount " + v.Target + ")"
+	case service.StateDetached:
 		files := "files"
-		if m.OpenFiles == 1 {
+		if v.OpenFiles == 1 {
 			files = "file"
 		}
-		if m.OpenFilesPartial {
-			return fmt.Sprintf("detached: unmounting, at least %d open %s", m.OpenFiles, files)
+		if v.OpenFilesPartial {
+			return fmt.Sprintf("detached: unmounting, at least %d open %s", v.OpenFiles, files)
 		}
-		return fmt.Sprintf("detached: unmounting, %d open %s", m.OpenFiles, files)
-	case share.StateUnknown:
+		return fmt.Sprintf("detached: unmounting, %d open %s", v.OpenFiles, files)
+	case service.StateUnknown:
 		return "unknown (run as root to check)"
 	}
-	return string(m.State)
+	return string(shareState(v.State))
+}
+
+// shareState is a share's state as status has always named it.
+func shareState(st service.State) share.State {
+	switch st {
+	case service.StateMounted:
+		return share.StateRunning
+	case service.StateStale:
+		return share.StateStale
+	case service.StateDetached:
+		return share.StateDetached
+	}
+	return share.StateUnknown
 }
 
 func runStatus(ctx context.Context, env *cliEnv, args []string) error {
@@ -478,35 +196,28 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	}); err != nil {
 		return err
 	}
-	mounts, err := share.Status(share.DefaultRunDir)
+	svc, err := newService(env)
+	if err != nil {
+		return err
+	}
+	all, err := svc.Status(ctx)
 	if err != nil {
 		return err
 	}
 	out := []shareStatus{}
-	for _, m := range mounts {
-		s := shareStatus{Mountpoint: m.Mountpoint, CipherDir: m.CipherDir, Options: m.Options, State: string(m.State), Worker: describeWorker(m)}
-		if m.Worker != nil {
-			s.PID = m.Worker.PID
+	volumes := []crypt.Info{}
+	for _, v := range all {
+		if v.Kind == service.KindLUKS {
+			volumes = append(volumes, *v.Block)
+			continue
 		}
-		if m.State == share.StateDetached {
-			s.OpenFiles = &m.OpenFiles
-			s.OpenFilesPartial = m.OpenFilesPartial
-		}
-		if e, err := envelope.Read(m.CipherDir); err != nil {
-			s.Error = err.Error()
-		} else {
-			s.Share, s.Provider, s.KeyID = e.VolumeUUID, e.KMS.Provider, e.KMS.KeyID
+		s := shareStatus{Mountpoint: v.Target, CipherDir: v.Source, Options: v.Options, State: string(shareState(v.State)), Worker: describeWorker(v),
+			PID: v.WorkerPID, Share: v.UUID, Provider: v.Provider, KeyID: v.KeyID, Error: v.Error}
+		if v.State == service.StateDetached {
+			s.OpenFiles = &v.OpenFiles
+			s.OpenFilesPartial = v.OpenFilesPartial
 		}
 		out = append(out, s)
-	}
-	// A host without device-mapper has no block volumes to show; that
-	// is not an error for status.
-	volumes := []crypt.Info{}
-	if ctl, err := dm.Open(); err == nil {
-		if vs, err := crypt.List(ctl); err == nil {
-			volumes = vs
-		}
-		ctl.Close()
 	}
 	if asJSON {
 		return writeJSON(env, struct {
@@ -546,22 +257,4 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	}
 	return tw.Flush()
-}
-
-// runRewrapShare re-wraps a share's master key under keyID; the data and
-// the master key do not change.
-func runRewrapShare(ctx context.Context, env *cliEnv, dir, keyID string) error {
-	if _, err := envelope.Read(dir); err != nil {
-		return err
-	}
-	kms, err := openKMS(ctx, env)
-	if err != nil {
-		return err
-	}
-	_, old, err := share.Rewrap(ctx, kms, dir, keyID)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.stdout, "%s: master key re-wrapped from %s to %s\n", dir, old, keyID)
-	return nil
 }

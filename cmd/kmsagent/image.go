@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/service"
 	"kmsagent/blockdev/image"
 	"kmsagent/blockdev/volume"
 )
@@ -70,7 +71,11 @@ func runImageEncrypt(ctx context.Context, env *cliEnv, args []string) error {
 		defer f.Close()
 		in = f
 	}
-	kms, region, err := openKMSRegion(ctx, env)
+	svc, err := newService(env)
+	if err != nil {
+		return err
+	}
+	kms, region, err := svc.OpenKMSRegion(ctx)
 	if err != nil {
 		return err
 	}
@@ -137,7 +142,7 @@ func runImageDecrypt(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	o := image.DecryptOptions{}
 	if passFile != "" {
-		pass, err := readPassphrase(passFile)
+		pass, err := service.ReadPassphrase(passFile)
 		if err != nil {
 			return err
 		}
@@ -150,7 +155,11 @@ func runImageDecrypt(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer img.Close()
 	if o.Passphrase == nil {
-		if o.KMS, err = openKMS(ctx, env); err != nil {
+		svc, err := newService(env)
+		if err != nil {
+			return err
+		}
+		if o.KMS, err = svc.OpenKMS(ctx); err != nil {
 			return err
 		}
 	}

@@ -7,21 +7,17 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"syscall"
 	"time"
 
+	"kmsagent/agent/service"
+	"kmsagent/agent/worker"
 	"kmsagent/blockdev/crypt"
-	"kmsagent/blockdev/dm"
 )
 
 // luksWorkerCommand is the hidden command that unlocks one block volume:
 // the only process that holds its key, for the moment it takes to load
 // the dm-crypt table.
-const luksWorkerCommand = "luks-worker"
-
-// unlockTimeout bounds the unlock worker: a KMS round trip with retries,
-// the keyslot and the table load.
-const unlockTimeout = 2 * time.Minute
+const luksWorkerCommand = service.UnlockWorkerCommand
 
 // luksFlags are the options of mount luks that the worker needs too.
 type luksFlags struct {
@@ -52,151 +48,57 @@ func runMountLuks(ctx context.Context, env *cliEnv, args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("mount luks needs root (device-mapper, loop devices, mount)")
 	}
-	o := crypt.Options{Name: lf.name, FSType: fsType, MountOptions: options, ReadOnly: lf.readOnly, AllowDiscards: lf.discard}
+	spec := service.Spec{Kind: service.KindLUKS, Name: lf.name, Source: pos[0], FSType: fsType, ReadOnly: lf.readOnly, Discard: lf.discard}
+	if options != "" {
+		spec.Options = []string{options}
+	}
 	if len(pos) == 2 {
-		o.Mountpoint = pos[1]
+		spec.Target = pos[1]
 	} else if fsType != "" || options != "" {
 		return usagef("mount luks: --fs-type and -o need a MOUNTPOINT")
 	}
-	// Argument mistakes first: they should not be hidden behind a
-	// missing device-mapper.
-	if lf.name != "" {
-		if err := dm.ValidateName(lf.name); err != nil {
-			return err
-		}
-	}
-	if _, err := os.Stat(pos[0]); err != nil {
-		return fmt.Errorf("volume: %w", err)
-	}
-	ctl, err := dm.Open()
+	svc, err := newService(env)
 	if err != nil {
 		return err
 	}
-	defer ctl.Close()
 	steps := &stepClock{}
-	o.Progress = steps.mark
-	unlock := func(ctx context.Context, req crypt.UnlockRequest) error {
-		return runUnlockWorker(ctx, env, req, steps.mark)
-	}
-	v, err := crypt.Open(ctx, ctl, pos[0], o, unlock)
-	steps.mark("")
-	if verbose {
+	v, err := svc.MountWithProgress(ctx, spec, steps.mark)
+	if verbose && len(steps.names) > 0 {
 		fmt.Fprintf(env.stderr, "kmsagent: %s\n", steps)
 	}
 	if err != nil {
 		return err
 	}
-	msg := fmt.Sprintf("%s: volume %s opened", v.Device, v.LUKSUUID)
+	msg := fmt.Sprintf("%s: volume %s opened", v.Device, v.UUID)
 	if v.Loop != "" {
 		msg += " (image on " + v.Loop + ")"
 	}
-	if v.Mountpoint != "" {
-		msg += fmt.Sprintf(", %s mounted on %s", v.FSType, v.Mountpoint)
+	if v.Target != "" {
+		msg += fmt.Sprintf(", %s mounted on %s", v.FSType, v.Target)
 	}
 	fmt.Fprintln(env.stdout, msg)
 	return nil
 }
 
-// runUnlockWorker runs the unlock worker for req and waits for it to
-// finish; its steps go to onStep. The worker dies with this process
-// (Pdeathsig), so an interrupted mount cannot finish behind its back.
-func runUnlockWorker(ctx context.Context, env *cliEnv, req crypt.UnlockRequest, onStep func(string)) error {
-	args := []string{"--name", req.Name}
-	if req.ReadOnly {
-		args = append(args, "--read-only")
-	}
-	if req.AllowDiscards {
-		args = append(args, "--discard")
-	}
-	args = append(args, "--", req.Device)
-	w, err := startWorkerProcess(env, "unlock worker", luksWorkerCommand, args, &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL})
-	if err != nil {
-		return err
-	}
-	var last string
-	err = w.wait(ctx, unlockTimeout, func(s string) { last = s; onStep(s) })
-	if err == nil {
-		// Ready is its last word; wait for it to be gone, key and all.
-		<-w.exited
-		return nil
-	}
-	var died *workerDiedError
-	if errors.As(err, &died) && last != "" {
-		return &crypt.StepError{Step: last, Err: err}
-	}
-	// The worker's message starts with the step that failed.
-	for _, s := range crypt.Steps {
-		if rest, ok := strings.CutPrefix(err.Error(), s+": "); ok {
-			return &crypt.StepError{Step: s, Err: errors.New(rest)}
-		}
-	}
-	return err
-}
-
-// runLuksWorker is the unlock worker: it unwraps the volume key through
-// the KMS, loads the dm-crypt table with it, wipes it and exits.
+// runLuksWorker is the unlock worker (service.RunUnlockWorker).
 func runLuksWorker(ctx context.Context, env *cliEnv, args []string) error {
-	status, err := openStatusPipe(luksWorkerCommand, "kmsagent mount luks")
+	pipe, err := worker.OpenPipe()
 	if err != nil {
+		return fmt.Errorf("%s is started by kmsagent mount luks", luksWorkerCommand)
+	}
+	var lf luksFlags
+	pos, err := parseFlags(env, luksWorkerCommand, "DEVICE", args, 1, 1, lf.define)
+	if err != nil {
+		pipe.Done(err, nil)
 		return err
 	}
-	if err := hardenWorker(); err != nil {
-		status.warn(err.Error())
-	}
-	err = func() error {
-		var lf luksFlags
-		pos, err := parseFlags(env, luksWorkerCommand, "DEVICE", args, 1, 1, lf.define)
-		if err != nil {
-			return err
-		}
-		kms, err := openKMS(ctx, env)
-		if err != nil {
-			return &crypt.StepError{Step: crypt.StepKMS, Err: err}
-		}
-		ctl, err := dm.Open()
-		if err != nil {
-			return err
-		}
-		defer ctl.Close()
-		req := crypt.UnlockRequest{Device: pos[0], Name: lf.name, ReadOnly: lf.readOnly, AllowDiscards: lf.discard}
-		return crypt.Activate(ctx, ctl, kms, req, status.step)
-	}()
-	status.done(err)
-	return err
-}
-
-// runUmountLuks closes the block volume named target (a mount point or a
-// device-mapper name); a target that is neither is an error.
-func runUmountLuks(ctx context.Context, env *cliEnv, target string, lazy bool) error {
-	notOurs := fmt.Errorf("%s is not a kmsagent mount or volume (see kmsagent status)", target)
-	ctl, err := dm.Open()
+	svc, err := newService(env)
 	if err != nil {
-		return notOurs
-	}
-	defer ctl.Close()
-	name, ok, err := crypt.Resolve(ctl, target)
-	if err != nil {
+		pipe.Done(err, nil)
 		return err
 	}
-	if !ok {
-		return notOurs
-	}
-	res, err := crypt.Close(ctx, ctl, name, crypt.CloseOptions{Lazy: lazy})
-	for _, mp := range res.Unmounted {
-		fmt.Fprintf(env.stdout, "%s: unmounted\n", mp)
-	}
-	if err != nil {
-		return err
-	}
-	switch {
-	case res.Deferred:
-		fmt.Fprintf(env.stdout, "%s: still in use; marked for removal when its last user closes it (the key stays in the kernel until then)\n", name)
-	case res.Loop != "" && !res.LoopDetached:
-		fmt.Fprintf(env.stdout, "%s: closed, key wiped; %s is still attached (not ours or still in use)\n", name, res.Loop)
-	default:
-		fmt.Fprintf(env.stdout, "%s: closed, key wiped\n", name)
-	}
-	return nil
+	req := crypt.UnlockRequest{Device: pos[0], Name: lf.name, ReadOnly: lf.readOnly, AllowDiscards: lf.discard}
+	return svc.RunUnlockWorker(ctx, req, pipe)
 }
 
 // stepClock times the steps of mount luks for --verbose.
