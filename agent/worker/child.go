@@ -31,11 +31,13 @@ func (p *Pipe) send(m Message) {
 	if p == nil || p.f == nil {
 		return
 	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return
-	}
-	p.f.Write(append(b, '\n'))
+	p.f.Write(marshal(m))
+}
+
+// marshal is m as one line of the pipe.
+func marshal(m Message) []byte {
+	b, _ := json.Marshal(m) // plain strings and numbers: cannot fail
+	return append(b, '\n')
 }
 
 // Step reports the start of a step.

@@ -1,0 +1,23 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestMountKeyRefused: a share whose KMS key is refused fails to mount
+// with the key-refused exit status, although the refusal happened in the
+// worker and reached the command only as a message on its pipe.
+func TestMountKeyRefused(t *testing.T) {
+	h := newHost(t)
+	h.must("kms", "create-key", "--alias", "k")
+	cipher, plain := shareDirs(h)
+	h.must("kms", "disable-key", "k")
+	_, errs, code := h.kmsagent(nil, "mount", "fuse", cipher, plain)
+	if code != exitKey || !strings.Contains(errs, "disabled") || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+		t.Fatalf("mount with a disabled key: exit %d, stderr %q; want exit %d and one line saying the key is disabled", code, errs, exitKey)
+	}
+	if isMounted(plain) {
+		t.Fatal("mounted with a disabled key")
+	}
+}
