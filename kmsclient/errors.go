@@ -21,9 +21,9 @@ var (
 
 // hints tell an admin what to do about each kind of failure.
 var hints = map[error]string{
-	ErrKeyNotFound:        "check the key id or alias (kmsagent kms list-keys, or the provider's console)",
-	ErrKeyDisabled:        "enable the key (kmsagent kms enable-key, or the provider's console)",
-	ErrKeyPendingDeletion: "cancel the scheduled deletion (kmsagent kms cancel-deletion, or the provider's console)",
+	ErrKeyNotFound:        "check the key id or alias",
+	ErrKeyDisabled:        "enable the key",
+	ErrKeyPendingDeletion: "cancel the scheduled deletion",
 	ErrAccessDenied:       "check the credentials and the key policy in the [kms] config",
 	ErrThrottled:          "the KMS is rate limiting; retry later or lower the request rate",
 	ErrUnavailable:        "check network access to the KMS endpoint and its status",

@@ -108,7 +108,7 @@ func TestFullJitterBounds(t *testing.T) {
 func TestErrorMessage(t *testing.T) {
 	err := &Error{Provider: "huaweicloud", Op: "decrypt", KeyID: "k1", Kind: ErrKeyDisabled, Code: "KMS.0209", Status: 400, Message: "key disabled\nsecond line"}
 	got := err.Error()
-	want := "huaweicloud kms decrypt (key k1): key disabled (KMS.0209: HTTP 400: key disabled); enable the key (kmsagent kms enable-key, or the provider's console)"
+	want := "huaweicloud kms decrypt (key k1): key disabled (KMS.0209: HTTP 400: key disabled); enable the key"
 	if got != want {
 		t.Fatalf("got  %q\nwant %q", got, want)
 	}

@@ -47,8 +47,10 @@ type VolumeStatus struct {
 	Provider         string `json:"kms_provider,omitempty"`
 	Device           string `json:"device,omitempty"` // /dev/mapper/NAME
 	Options          string `json:"options,omitempty"`
-	// Error is why the share's envelope could not be read.
+	// Error is why the share's envelope could not be read; Err is the
+	// same as an error value.
 	Error string `json:"error,omitempty"`
+	Err   error  `json:"-"`
 	// Block is a LUKS volume's device-mapper view.
 	Block *crypt.Info `json:"block,omitempty"`
 }
@@ -71,7 +73,7 @@ func (s *Service) Status(ctx context.Context) ([]VolumeStatus, error) {
 			v.OpenFiles, v.OpenFilesPartial = m.OpenFiles, m.OpenFilesPartial
 		}
 		if e, err := envelope.Read(m.CipherDir); err != nil {
-			v.Error = err.Error()
+			v.Error, v.Err = err.Error(), err
 		} else {
 			v.UUID, v.Provider, v.KeyID = e.VolumeUUID, e.KMS.Provider, e.KMS.KeyID
 		}

@@ -13,8 +13,8 @@
 //	{"ready":true,"pid":1234}            done: mounted, or table loaded
 //	{"error":{"code":"key_disabled","step":"kms","message":"..."}}
 //
-// The error code is stable and names a kmsclient sentinel where there is
-// one, so the parent rebuilds an error that errors.Is matches
+// The error code is stable and names a sentinel (of kmsclient, or of the
+// block volume code) where there is one, so the parent rebuilds an error that errors.Is matches
 // (kmsclient.ErrKeyDisabled, ...) although only text crossed the pipe:
 // the CLI's exit codes and the daemon's retry decisions work the same
 // for a worker's failure as for an in-process one.
@@ -29,6 +29,8 @@ import (
 	"encoding/json"
 	"errors"
 
+	"kmsagent/blockdev/crypt"
+	"kmsagent/blockdev/volume"
 	"kmsagent/kmsclient"
 )
 
@@ -77,6 +79,9 @@ const (
 	CodeUnavailable        Code = "unavailable"
 	CodeInvalidCiphertext  Code = "invalid_ciphertext"
 	CodeInvalidRequest     Code = "invalid_request"
+	CodeNotEnrolled        Code = "not_enrolled" // a LUKS volume without a kmsagent token
+	CodeWrongVolume        Code = "wrong_volume" // a token bound to another volume
+	CodeAlreadyOpen        Code = "already_open" // a LUKS volume mapped already
 )
 
 // codes pairs each code with its sentinel, most specific first.
@@ -92,6 +97,9 @@ var codes = []struct {
 	{CodeUnavailable, kmsclient.ErrUnavailable},
 	{CodeInvalidCiphertext, kmsclient.ErrInvalidCiphertext},
 	{CodeInvalidRequest, kmsclient.ErrInvalidRequest},
+	{CodeNotEnrolled, volume.ErrNotEnrolled},
+	{CodeWrongVolume, volume.ErrWrongVolume},
+	{CodeAlreadyOpen, crypt.ErrAlreadyOpen},
 }
 
 // CodeOf classifies err.

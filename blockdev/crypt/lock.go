@@ -28,7 +28,7 @@ func lockVolume(luksUUID string) (*os.File, error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("volume %s is being opened by another kmsagent process; wait for it and check kmsagent status", luksUUID)
+			return nil, &OpeningError{LUKSUUID: luksUUID}
 		}
 		return nil, fmt.Errorf("volume lock: %w", err)
 	}

@@ -193,7 +193,7 @@ func mount(v *Volume, mp *safepath.Mountpoint, fstype string, flags uintptr, dat
 			return fmt.Errorf("detect the file system on %s: %w", v.Device, err)
 		}
 		if fstype == "" {
-			return fmt.Errorf("no known file system on %s (wrong key, or not formatted yet?); give --fs-type to try anyway", v.Device)
+			return &UnknownFSError{Device: v.Device}
 		}
 	}
 	if err := mp.Mount(v.Device, fstype, flags, data); err != nil {
@@ -217,10 +217,10 @@ func checkNotOpen(ctl *dm.Control, luksUUID, name string) error {
 	prefix := strings.TrimSuffix(probe, "x")
 	for _, d := range devs {
 		if len(d.UUID) >= len(prefix) && strings.EqualFold(d.UUID[:len(prefix)], prefix) {
-			return fmt.Errorf("%w as /dev/mapper/%s (close it with kmsagent umount %s)", ErrAlreadyOpen, d.Name, d.Name)
+			return &AlreadyOpenError{Name: d.Name}
 		}
 		if d.Name == name {
-			return fmt.Errorf("a device-mapper device named %s exists already (uuid %q); choose another --name", name, d.UUID)
+			return &NameTakenError{Name: name, UUID: d.UUID}
 		}
 	}
 	return nil
@@ -293,7 +293,7 @@ func Close(ctx context.Context, ctl *dm.Control, name string, o CloseOptions) (C
 	}
 	for i := len(mps) - 1; i >= 0; i-- {
 		if err := unix.Unmount(mps[i], uflags); err != nil {
-			return res, fmt.Errorf("unmount %s: %w (close what uses it, or use --lazy)", mps[i], err)
+			return res, &UnmountError{Mountpoint: mps[i], Err: err}
 		}
 		res.Unmounted = append(res.Unmounted, mps[i])
 	}

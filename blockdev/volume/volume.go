@@ -181,7 +181,7 @@ func Format(ctx context.Context, dev Device, kms kmsclient.KMS, o FormatOptions)
 		return nil, fmt.Errorf("the device is %d bytes; a LUKS2 volume needs its 16 MiB header and at least one %d-byte sector of data", size, sector)
 	}
 	if (size-dataOffset)%int64(sector) != 0 {
-		return nil, fmt.Errorf("the data area (%d bytes) is not a multiple of the %d-byte sector size; use --sector-size 512", size-dataOffset, sector)
+		return nil, &AlignmentError{DataSize: size - dataOffset, SectorSize: sector}
 	}
 	stale, err := checkFormat(dev, o.Force)
 	if err != nil {
@@ -261,7 +261,7 @@ func ReadHeader(dev Device) (*luks2.Header, error) { return readHeader(dev) }
 // unwrap asks the KMS for a token's data key and opens its keyslot.
 func unwrap(ctx context.Context, dev Device, h *luks2.Header, kms kmsclient.KMS, t kmsToken) (*secret.Key, error) {
 	if t.tok.Binding != h.UUID() {
-		return nil, fmt.Errorf("token %d is bound to volume %s but this header's UUID is %s: the token (or header) was copied from another volume; re-enroll with kmsagent enroll", t.id, t.tok.Binding, h.UUID())
+		return nil, &BindingError{TokenID: t.id, Binding: t.tok.Binding, UUID: h.UUID()}
 	}
 	if p := kms.Provider(); p != t.tok.KMS.Provider {
 		return nil, fmt.Errorf("token %d was made with KMS provider %q but the agent is configured for %q; set [kms] provider = %q", t.id, t.tok.KMS.Provider, p, t.tok.KMS.Provider)
@@ -303,7 +303,7 @@ func unlockHeader(ctx context.Context, dev Device, h *luks2.Header, kms kmsclien
 		return nil, err
 	}
 	if len(toks) == 0 {
-		return nil, fmt.Errorf("%w; bind it with kmsagent enroll, or open it with a passphrase", ErrNotEnrolled)
+		return nil, ErrNotEnrolled
 	}
 	var errs []error
 	for _, t := range toks {
@@ -368,7 +368,7 @@ func Enroll(ctx context.Context, dev Device, kms kmsclient.KMS, passphrase []byt
 		return nil, err
 	}
 	if len(toks) > 0 {
-		return nil, fmt.Errorf("already enrolled (token %d, KMS key %s); use kmsagent rewrap to change the KMS key, or kmsagent unenroll first", toks[0].id, toks[0].tok.KMS.KeyID)
+		return nil, &EnrolledError{TokenID: toks[0].id, KeyID: toks[0].tok.KMS.KeyID}
 	}
 	vk, err := openAny(dev, h, passphrase)
 	if err != nil {
@@ -453,11 +453,7 @@ func Unenroll(ctx context.Context, dev Device) ([]int, error) {
 		}
 	}
 	if left == 0 {
-		note := ""
-		if len(unbound) > 0 {
-			note = fmt.Sprintf(" (unbound keyslots %v hold other keys and do not open it)", unbound)
-		}
-		return nil, fmt.Errorf("refusing to remove the only keyslot that opens the volume%s; add a passphrase first (cryptsetup luksAddKey, or kmsagent export-key and cryptsetup luksAddKey --volume-key-file)", note)
+		return nil, &LastKeyslotError{Unbound: unbound}
 	}
 	for _, t := range toks {
 		if err := h.RemoveToken(t.id); err != nil {
@@ -496,7 +492,7 @@ func Rewrap(ctx context.Context, dev Device, kms kmsclient.KMS, newKeyID string)
 		return nil, err
 	}
 	if len(toks) == 0 {
-		return nil, fmt.Errorf("%w; bind it with kmsagent enroll first", ErrNotEnrolled)
+		return nil, ErrNotEnrolled
 	}
 	// Store the key id as the KMS names it, so the token does not depend
 	// on an alias that may later point elsewhere. DescribeKey may be

@@ -102,7 +102,7 @@ func TestFormatRefuses(t *testing.T) {
 		{"luks2", imageSize, put(0, []byte("LUKS\xba\xbe\x00\x02")), FormatOptions{}, "LUKS2 header", true},
 		{"luks2 secondary", imageSize, put(0x8000, []byte("SKUL\xba\xbe\x00\x02")), FormatOptions{}, "secondary", true},
 		{"too small", 16 << 20, nil, FormatOptions{}, "at least one", false},
-		{"unaligned", imageSize + 512, nil, FormatOptions{}, "--sector-size 512", false},
+		{"unaligned", imageSize + 512, nil, FormatOptions{}, "not a multiple of the 4096-byte sector size", false},
 		{"bad sector size", imageSize, nil, FormatOptions{CreateOptions: CreateOptions{SectorSize: 1024}}, "use 512 or 4096", false},
 		{"unknown key", imageSize, nil, FormatOptions{CreateOptions: CreateOptions{KeyID: "nope"}}, "not found", false},
 	}

@@ -212,7 +212,10 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 			continue
 		}
 		s := shareStatus{Mountpoint: v.Target, CipherDir: v.Source, Options: v.Options, State: string(shareState(v.State)), Worker: describeWorker(v),
-			PID: v.WorkerPID, Share: v.UUID, Provider: v.Provider, KeyID: v.KeyID, Error: v.Error}
+			PID: v.WorkerPID, Share: v.UUID, Provider: v.Provider, KeyID: v.KeyID}
+		if v.Err != nil {
+			s.Error = advise(nil, v.Err).Error()
+		}
 		if v.State == service.StateDetached {
 			s.OpenFiles = &v.OpenFiles
 			s.OpenFilesPartial = v.OpenFilesPartial

@@ -76,7 +76,7 @@ func run(ctx context.Context, env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "kmsagent: %s; see kmsagent --help\n", dashes(err.Error()))
 		return exitUsage
 	}
-	err := advise(root.dispatch(ctx, env, "kmsagent", fs.Args()))
+	err := advise(fs.Args(), root.dispatch(ctx, env, "kmsagent", fs.Args()))
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(env.stderr, "kmsagent: %v\n", err)
 	}

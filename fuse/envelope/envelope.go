@@ -204,12 +204,24 @@ func (e *Envelope) validate() error {
 	return nil
 }
 
+// NotShareError is a directory without an envelope.
+type NotShareError struct{ Dir string }
+
+func (e *NotShareError) Error() string {
+	return fmt.Sprintf("%s has no %s: not a kmsagent share", e.Dir, FileName)
+}
+
+// ExistsError is an envelope that is not replaced unless asked to.
+type ExistsError struct{ Path string }
+
+func (e *ExistsError) Error() string { return e.Path + " already exists" }
+
 // Read reads the envelope of the cipher directory dir.
 func Read(dir string) (*Envelope, error) {
 	path := filepath.Join(dir, FileName)
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%s has no %s: not a kmsagent share; run kmsagent format fuse %s --key-id ID", dir, FileName, dir)
+		return nil, &NotShareError{Dir: dir}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open envelope: %w", err)
@@ -238,7 +250,7 @@ func read(f *os.File, dir string) (*Envelope, error) {
 func ReadAt(dir *os.File) (*Envelope, error) {
 	fd, err := unix.Openat(int(dir.Fd()), FileName, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err == unix.ENOENT {
-		return nil, fmt.Errorf("%s has no %s: not a kmsagent share; run kmsagent format fuse %s --key-id ID", dir.Name(), FileName, dir.Name())
+		return nil, &NotShareError{Dir: dir.Name()}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open envelope in %s: %w", dir.Name(), err)
@@ -283,7 +295,7 @@ func (e *Envelope) WriteAt(dir *os.File, replace bool) error {
 	var old unix.Stat_t
 	switch err := unix.Fstatat(dfd, FileName, &old, unix.AT_SYMLINK_NOFOLLOW); {
 	case err == nil && !replace:
-		return fmt.Errorf("%s already exists; pass --force to replace it (the old wrapped key is lost)", path)
+		return &ExistsError{Path: path}
 	case err == nil && old.Mode&unix.S_IFMT != unix.S_IFREG:
 		return fmt.Errorf("%s is not a regular file; move it away", path)
 	case err == nil && old.Mode&0o004 == 0:
@@ -332,7 +344,7 @@ func (e *Envelope) WriteAt(dir *os.File, replace bool) error {
 		// concurrent format.
 		err = unix.Linkat(dfd, tmp, dfd, FileName, 0)
 		if err == unix.EEXIST {
-			return fmt.Errorf("%s already exists; pass --force to replace it (the old wrapped key is lost)", path)
+			return &ExistsError{Path: path}
 		}
 	}
 	if err != nil {

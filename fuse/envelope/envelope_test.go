@@ -30,7 +30,8 @@ func TestNewWriteReadUnwrap(t *testing.T) {
 	if err := e.WriteAt(d, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.WriteAt(d, false); err == nil || !strings.Contains(err.Error(), "--force") {
+	var exists *ExistsError
+	if err := e.WriteAt(d, false); !errors.As(err, &exists) {
 		t.Fatalf("second write: %v", err)
 	}
 	fi, err := os.Stat(filepath.Join(dir, FileName))
@@ -159,7 +160,8 @@ func TestParseRejects(t *testing.T) {
 
 func TestReadMissing(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := Read(dir); err == nil || !strings.Contains(err.Error(), "kmsagent format fuse") {
+	var notShare *NotShareError
+	if _, err := Read(dir); !errors.As(err, &notShare) || notShare.Dir != dir {
 		t.Fatalf("got %v", err)
 	}
 	os.Symlink("/etc/passwd", filepath.Join(dir, FileName))

@@ -89,7 +89,7 @@ func Import(ctx context.Context, kms kmsclient.KMS, dir, keyID string, master *s
 		return nil, err
 	}
 	if _, err := nametransform.ReadDirIVAt(int(d.Fd())); err != nil {
-		return nil, fmt.Errorf("%s is not a gocryptfs v2 directory (%v); run kmsagent format fuse without --import-master-key-file for a new share", dir, err)
+		return nil, &NotGocryptfsError{Dir: dir, Err: err}
 	}
 	if err := checkKey(d, master); err != nil {
 		switch {
@@ -162,7 +162,7 @@ func install(tx *undo, e *envelope.Envelope, force bool) error {
 	}
 	if err := unix.Fstatat(dfd, envelope.FileName, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
 		if !force {
-			return fmt.Errorf("%s already holds a share (%s); pass --force to replace the envelope (the old one is kept as a backup)", d.Name(), envelope.FileName)
+			return &HasShareError{Dir: d.Name()}
 		}
 		backup := envelope.FileName + ".bak-" + time.Now().UTC().Format("20060102T150405Z")
 		if err := unix.Linkat(dfd, envelope.FileName, dfd, backup, 0); err != nil {
@@ -213,7 +213,7 @@ func checkEmpty(d *os.File, dir string, force bool) error {
 	names = slices.DeleteFunc(names, func(n string) bool { return n == "lost+found" })
 	if len(names) > 0 && !force {
 		slices.Sort(names)
-		return fmt.Errorf("%s is not empty (%s, ...); format an empty directory, or pass --force to format it anyway (nothing in it is overwritten)", dir, names[0])
+		return &NotEmptyError{Dir: dir, First: names[0]}
 	}
 	return nil
 }

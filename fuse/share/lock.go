@@ -71,7 +71,7 @@ func Acquire(runDir, dir, info string) (*Lock, error) {
 			holder, _ := os.ReadFile(path)
 			f.Close()
 			if errors.Is(err, unix.EWOULDBLOCK) {
-				return nil, fmt.Errorf("%s is already mounted on this host (%s); unmount it first with kmsagent umount", dir, strings.TrimSpace(string(holder)))
+				return nil, &HeldError{Dir: dir, Holder: strings.TrimSpace(string(holder))}
 			}
 			return nil, fmt.Errorf("mount lock: %w", err)
 		}

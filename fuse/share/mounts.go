@@ -60,7 +60,7 @@ func CheckMountpoint(mountpoint string) error {
 	var me *safepath.MountedError
 	switch {
 	case errors.As(err, &me) && me.FSType == "fuse."+cryptfs.Subtype:
-		return fmt.Errorf("%s is already a kmsagent mount of %s; run kmsagent umount %s first", me.Path, me.Source, me.Path)
+		return &MountedError{Path: me.Path, CipherDir: me.Source}
 	case errors.As(err, &me):
 		return fmt.Errorf("%w; mount the share on an unused directory", err)
 	case err != nil:
@@ -80,7 +80,7 @@ func FindMount(mountpoint string) (Mount, error) {
 			return m, nil
 		}
 	}
-	return Mount{}, fmt.Errorf("%s is not a kmsagent share mount (see kmsagent status or /proc/mounts)", mountpoint)
+	return Mount{}, fmt.Errorf("%s: %w", mountpoint, ErrNotMounted)
 }
 
 // workerExitTimeout bounds the wait for the worker to wipe and exit after
@@ -394,7 +394,7 @@ func unmount(mountpoint string, lazy bool) error {
 	}
 	err := unix.Unmount(mountpoint, flags)
 	if errors.Is(err, unix.EBUSY) {
-		return fmt.Errorf("%s is busy: a process has files open there (see fuser -vm %s); close them, or use kmsagent umount --lazy", mountpoint, mountpoint)
+		return &BusyError{Mountpoint: mountpoint}
 	}
 	if err != nil {
 		return fmt.Errorf("unmount %s: %w", mountpoint, err)

@@ -52,7 +52,8 @@ func TestFormat(t *testing.T) {
 
 	notEmpty := t.TempDir()
 	os.WriteFile(filepath.Join(notEmpty, "data"), []byte("x"), 0o600)
-	if _, err := Format(ctx, kms, notEmpty, keyID, false); err == nil || !strings.Contains(err.Error(), "--force") {
+	var notEmptyErr *NotEmptyError
+	if _, err := Format(ctx, kms, notEmpty, keyID, false); !errors.As(err, &notEmptyErr) {
 		t.Fatalf("non-empty: %v", err)
 	}
 	if _, err := Format(ctx, kms, t.TempDir(), "3f1b6c9e-0000-4000-8000-000000000000", false); err == nil {
