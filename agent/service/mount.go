@@ -44,6 +44,11 @@ type Mounted struct {
 	UUID            string
 	KeyID, Provider string
 	Since           time.Time
+	// Exited is closed when the share's worker, a child of this process,
+	// exits (it has unmounted, or died); nil for LUKS. The child is
+	// reaped either way; a caller that restarts adopts the worker with
+	// worker.Watch instead.
+	Exited <-chan struct{} `json:"-"`
 }
 
 // Mount mounts a share (it returns once the worker serves the mount) or
@@ -188,7 +193,7 @@ func (s *Service) mountShare(ctx context.Context, spec Spec) (Mounted, error) {
 	if pid == 0 {
 		pid = p.PID()
 	}
-	return Mounted{Spec: spec, WorkerPID: pid, UUID: e.VolumeUUID, KeyID: e.KMS.KeyID, Provider: e.KMS.Provider, Since: time.Now()}, nil
+	return Mounted{Spec: spec, WorkerPID: pid, UUID: e.VolumeUUID, KeyID: e.KMS.KeyID, Provider: e.KMS.Provider, Since: time.Now(), Exited: p.Done()}, nil
 }
 
 // workerArgs is the command line of a worker after the binary's name.
@@ -240,7 +245,8 @@ func (s *Service) mountLUKS(ctx context.Context, spec Spec, progress func(string
 		return Mounted{}, err
 	}
 	spec.Name, spec.FSType = v.Name, v.FSType
-	return Mounted{Spec: spec, Device: v.Device, Loop: v.Loop, UUID: v.LUKSUUID, Since: time.Now()}, nil
+	provider, keyID := luksKeyRef(spec.Source)
+	return Mounted{Spec: spec, Device: v.Device, Loop: v.Loop, UUID: v.LUKSUUID, Provider: provider, KeyID: keyID, Since: time.Now()}, nil
 }
 
 // unlock runs the unlock worker for req and waits for it to finish and
@@ -350,6 +356,17 @@ func (s *Service) Close(ctx context.Context, target string, lazy bool) (Unmounte
 	name, ok, err := crypt.Resolve(ctl, target)
 	if err != nil {
 		return Unmounted{}, err
+	}
+	if !ok {
+		// The volume's source: its backing device or image file.
+		if infos, err := crypt.List(ctl); err == nil {
+			for _, info := range infos {
+				if info.Backing == abs || (info.BackingFile != "" && info.BackingFile == abs) {
+					name, ok = info.Name, true
+					break
+				}
+			}
+		}
 	}
 	if !ok {
 		return Unmounted{}, notOurs

@@ -5,6 +5,8 @@ import (
 
 	"kmsagent/blockdev/crypt"
 	"kmsagent/blockdev/dm"
+	"kmsagent/blockdev/token"
+	"kmsagent/blockdev/volume"
 	"kmsagent/fuse/envelope"
 	"kmsagent/fuse/share"
 )
@@ -99,9 +101,35 @@ func (s *Service) Status(ctx context.Context) ([]VolumeStatus, error) {
 		if info.Deferred {
 			v.State = StateClosing
 		}
+		v.Provider, v.KeyID = luksKeyRef(v.Source)
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// luksKeyRef names the KMS key of the first kmsagent token of the LUKS2
+// volume at path; empty when there is none or it cannot be read (status
+// run by a user who may not read the device).
+func luksKeyRef(path string) (provider, keyID string) {
+	f, err := volume.OpenDevice(path, false)
+	if err != nil {
+		return "", ""
+	}
+	defer f.Close()
+	h, err := volume.ReadHeader(f)
+	if err != nil {
+		return "", ""
+	}
+	for _, id := range h.TokenIDs() {
+		raw, err := h.Token(id)
+		if err != nil || token.TypeOf(raw) != token.Type {
+			continue
+		}
+		if t, err := token.Parse(raw); err == nil {
+			return t.KMS.Provider, t.KMS.KeyID
+		}
+	}
+	return "", ""
 }
 
 func shareState(st share.State) State {
