@@ -179,7 +179,11 @@ func (s *Service) mountShare(ctx context.Context, spec Spec) (Mounted, error) {
 	if err != nil {
 		return Mounted{}, err
 	}
-	args := s.workerArgs(ShareWorkerCommand, "-o", strings.Join(o.AllOptions(), ","), "--", o.CipherDir, o.Mountpoint)
+	var args []string
+	if s.o.RunDir != share.DefaultRunDir {
+		args = append(args, "--run-dir", s.o.RunDir)
+	}
+	args = s.workerArgs(ShareWorkerCommand, append(args, "-o", strings.Join(o.AllOptions(), ","), "--", o.CipherDir, o.Mountpoint)...)
 	p, err := worker.Start(worker.Command{What: "mount worker", Executable: s.o.Executable, Args: args, Detach: true})
 	if err != nil {
 		return Mounted{}, err
@@ -344,7 +348,7 @@ func (s *Service) Close(ctx context.Context, target string, lazy bool) (Unmounte
 		}
 	}
 	if err == nil {
-		st, err := share.Unmount(ctx, m, lazy)
+		st, err := share.Unmount(ctx, s.o.RunDir, m, lazy)
 		return Unmounted{Kind: KindShare, Target: m.Mountpoint, Stale: st == share.StateStale, Detached: lazy && st != share.StateStale}, err
 	}
 	notOurs := &NotMountedError{Target: target}

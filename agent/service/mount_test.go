@@ -30,8 +30,8 @@ func needRoot(t *testing.T) {
 // testHost is a configuration with its own embedded KMS and the kmsagent
 // binary, which Mount starts as the worker.
 type testHost struct {
-	bin, config string
-	svc         *Service
+	bin, config, runDir string
+	svc                 *Service
 }
 
 func newTestHost(t *testing.T) *testHost {
@@ -50,11 +50,13 @@ func newTestHost(t *testing.T) *testHost {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := New(Options{Config: cfg, Executable: bin})
+	// A run directory of its own: the workers must be told it.
+	runDir := filepath.Join(dir, "run")
+	svc, err := New(Options{Config: cfg, Executable: bin, RunDir: runDir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testHost{bin: bin, config: cfgPath, svc: svc}
+	return &testHost{bin: bin, config: cfgPath, runDir: runDir, svc: svc}
 }
 
 // kms runs a kmsagent kms command against the host's KMS.
@@ -92,6 +94,9 @@ func TestShareLifecycle(t *testing.T) {
 	t.Cleanup(func() { h.svc.Unmount(context.Background(), plain, true) })
 	if m.Kind != KindShare || m.WorkerPID == 0 || m.UUID != f.UUID || m.KeyID != f.KeyID || m.Exited == nil {
 		t.Fatalf("Mounted = %+v", m)
+	}
+	if locks, _ := filepath.Glob(filepath.Join(h.runDir, "*.lock")); len(locks) != 1 {
+		t.Fatalf("locks in the service's run directory: %q; want the worker's", locks)
 	}
 	if err := os.WriteFile(filepath.Join(plain, "hello"), []byte("hi"), 0o600); err != nil {
 		t.Fatal(err)

@@ -125,10 +125,14 @@ func dropTime(groups []string, a slog.Attr) slog.Attr {
 
 // startReaper starts the reaper of w.
 func (s *Service) startReaper(w share.Worker) error {
-	cmd := exec.Command(s.o.Executable, ReaperCommand,
-		"--pid", strconv.Itoa(w.PID), "--start", strconv.FormatUint(w.Start, 10),
+	args := []string{ReaperCommand}
+	if s.o.RunDir != share.DefaultRunDir {
+		args = append(args, "--run-dir", s.o.RunDir)
+	}
+	args = append(args, "--pid", strconv.Itoa(w.PID), "--start", strconv.FormatUint(w.Start, 10),
 		"--mount-id", strconv.Itoa(w.MountID), "--dev", strconv.FormatUint(w.Dev, 10),
 		"--", w.CipherDir, w.Mountpoint)
+	cmd := exec.Command(s.o.Executable, args...)
 	cmd.Dir = "/"
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start reaper: %w", err)

@@ -19,13 +19,24 @@ import (
 // the same --config, and what a worker wants an admin to see goes to
 // stderr.
 func newService(env *cliEnv) (*service.Service, error) {
-	return newServiceLogger(env, nil)
+	return newServiceWith(env, nil, "")
 }
 
 func newServiceLogger(env *cliEnv, log *slog.Logger) (*service.Service, error) {
+	return newServiceWith(env, log, "")
+}
+
+// newServiceRunDir is the service of a share worker, whose parent named
+// the run directory.
+func newServiceRunDir(env *cliEnv, runDir string) (*service.Service, error) {
+	return newServiceWith(env, nil, runDir)
+}
+
+func newServiceWith(env *cliEnv, log *slog.Logger, runDir string) (*service.Service, error) {
 	return service.New(service.Options{
 		LoadConfig: func() (*config.Config, error) { return loadConfig(env) },
 		ConfigPath: env.configFlag,
+		RunDir:     runDir,
 		Logger:     log,
 		Notify: func(n service.Note) {
 			if n.Warning {

@@ -101,12 +101,16 @@ func runFuseWorker(ctx context.Context, env *cliEnv, args []string) error {
 	// would leave a dead mount. SIGINT and SIGTERM end ctx: unmount.
 	signal.Ignore(syscall.SIGHUP)
 	var mf mountFlags
-	pos, err := parseFlags(env, fuseWorkerCommand, "DIR MOUNTPOINT", args, 2, 2, mf.define)
+	runDir := share.DefaultRunDir
+	pos, err := parseFlags(env, fuseWorkerCommand, "DIR MOUNTPOINT", args, 2, 2, func(fs *flag.FlagSet) {
+		mf.define(fs)
+		fs.StringVar(&runDir, "run-dir", runDir, "mount locks and worker records")
+	})
 	if err != nil {
 		pipe.Done(err, nil)
 		return err
 	}
-	svc, err := newService(env)
+	svc, err := newServiceRunDir(env, runDir)
 	if err != nil {
 		pipe.Done(err, nil)
 		return err
@@ -120,7 +124,9 @@ const fuseReaperCommand = service.ReaperCommand
 
 func runFuseReaper(ctx context.Context, env *cliEnv, args []string) error {
 	var w share.Worker
+	runDir := share.DefaultRunDir
 	pos, err := parseFlags(env, fuseReaperCommand, "CIPHER-DIR MOUNTPOINT", args, 2, 2, func(fs *flag.FlagSet) {
+		fs.StringVar(&runDir, "run-dir", runDir, "mount locks and worker records")
 		fs.IntVar(&w.PID, "pid", 0, "worker process")
 		fs.Uint64Var(&w.Start, "start", 0, "worker start time")
 		fs.IntVar(&w.MountID, "mount-id", 0, "mount ID of the worker's mount")
@@ -134,7 +140,7 @@ func runFuseReaper(ctx context.Context, env *cliEnv, args []string) error {
 	// termination sent to the worker's process group is the worker's to
 	// handle.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT)
-	return service.RunReaper(context.WithoutCancel(ctx), share.DefaultRunDir, w)
+	return service.RunReaper(context.WithoutCancel(ctx), runDir, w)
 }
 
 // shareStatus is one line of status --json.

@@ -91,10 +91,10 @@ const workerExitTimeout = 30 * time.Second
 // after wiping its keys; lazy detaches a busy mount and does not wait.
 // A stale mount (its worker is gone) is removed, lazily if busy: nothing
 // is left to flush. It returns the state m was in.
-func Unmount(ctx context.Context, m Mount, lazy bool) (State, error) {
-	st, w := stateOf(DefaultRunDir, m)
+func Unmount(ctx context.Context, runDir string, m Mount, lazy bool) (State, error) {
+	st, w := stateOf(runDir, m)
 	if st == StateStale {
-		return st, removeStale(DefaultRunDir, m, w)
+		return st, removeStale(runDir, m, w)
 	}
 	if err := unmount(m.Mountpoint, lazy); err != nil {
 		return st, err
@@ -109,7 +109,7 @@ func Unmount(ctx context.Context, m Mount, lazy bool) (State, error) {
 	// not written it yet. Its lock goes when it exits.
 	deadline := time.Now().Add(workerExitTimeout)
 	for {
-		held, err := Held(DefaultRunDir, m.CipherDir)
+		held, err := Held(runDir, m.CipherDir)
 		if err != nil || !held {
 			return st, nil
 		}
