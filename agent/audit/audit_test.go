@@ -133,7 +133,7 @@ func TestWriteRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := strings.SplitN(string(b), "\n", 2)[0]
-	want := `{"time":"2026-12-01T09:00:00.000005000Z","uid":0,"pid":4242,"comm":"kmsagent","unit":"systemd-cryptsetup@data.service","volume":"data","kind":"luks","cmk":"0f6c1d2e-3b4a-4c5d-8e9f-0a1b2c3d4e5f","provider":"local","op":"unwrap","result":"key_disabled","error":"local kms decrypt: key disabled; enable the key (kmsagent kms enable-key, or the provider's console)"}`
+	want := `{"time":"2026-12-01T09:00:00.000005000Z","uid":0,"pid":4242,"comm":"kmsagent","unit":"systemd-cryptsetup@data.service","volume":"data","kind":"luks","cmk":"0f6c1d2e-3b4a-4c5d-8e9f-0a1b2c3d4e5f","provider":"local","op":"unwrap","result":"key_disabled","error":"local kms decrypt: key disabled; enable the key"}`
 	if first != want {
 		t.Errorf("line\n%s\nwant\n%s", first, want)
 	}

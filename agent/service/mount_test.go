@@ -11,21 +11,9 @@ import (
 	"time"
 
 	"kmsagent/agent/config"
+	"kmsagent/agent/tstest"
 	"kmsagent/kmsclient"
 )
-
-// needRoot skips a test that needs root and FUSE, except in CI where the
-// suite runs as root and a skip would hide a broken test.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (FUSE mounts); CI runs as root")
-	}
-	t.Skip("needs root (FUSE mounts)")
-}
 
 // testHost is a configuration with its own embedded KMS and the kmsagent
 // binary, which Mount starts as the worker.
@@ -36,12 +24,9 @@ type testHost struct {
 
 func newTestHost(t *testing.T) *testHost {
 	t.Helper()
-	needRoot(t)
+	tstest.NeedRoot(t, "to mount FUSE")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "kmsagent")
-	if out, err := exec.Command("go", "build", "-o", bin, "kmsagent/cmd/kmsagent").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := tstest.Kmsagent(t)
 	cfgPath := filepath.Join(dir, "agent.toml")
 	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, "[kms.local]\nstate_dir = %q\n", filepath.Join(dir, "kms")), 0o600); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"kmsagent/agent/tstest"
 )
 
 // TestMountKeyRefused: a share whose KMS key is refused fails to mount
@@ -17,7 +19,7 @@ func TestMountKeyRefused(t *testing.T) {
 	if code != exitKey || !strings.Contains(errs, "disabled") || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
 		t.Fatalf("mount with a disabled key: exit %d, stderr %q; want exit %d and one line saying the key is disabled", code, errs, exitKey)
 	}
-	if isMounted(plain) {
+	if tstest.Mounted(t, plain) {
 		t.Fatal("mounted with a disabled key")
 	}
 }
