@@ -109,10 +109,10 @@ func Activate(ctx context.Context, ctl *dm.Control, kms kmsclient.KMS, req Unloc
 		return stepErr(current, err)
 	}
 	defer vk.Wipe()
-	return activateKey(ctl, vk, seg, size, st.Rdev, uuid, req, progress)
+	return activateKey(ctx, ctl, vk, seg, size, st.Rdev, uuid, req, progress)
 }
 
-func activateKey(ctl *dm.Control, vk *secret.Key, seg luks2.SegmentInfo, size int64, backing uint64, uuid string, req UnlockRequest, progress func(string)) error {
+func activateKey(ctx context.Context, ctl *dm.Control, vk *secret.Key, seg luks2.SegmentInfo, size int64, backing uint64, uuid string, req UnlockRequest, progress func(string)) error {
 	progress(StepActivate)
 	if seg.KeySize != 0 && seg.KeySize != vk.Len() {
 		return stepErr(StepActivate, fmt.Errorf("volume key of %d bytes, but the header says %d", vk.Len(), seg.KeySize))
@@ -123,7 +123,7 @@ func activateKey(ctl *dm.Control, vk *secret.Key, seg luks2.SegmentInfo, size in
 	}
 	spec := dm.Spec{Name: req.Name, UUID: uuid, Targets: []dm.Target{t}, ReadOnly: req.ReadOnly}
 	err = keyring.WithSecret(keyring.Description(req.Name), vk, func(string) error {
-		_, err := ctl.Activate(spec)
+		_, err := ctl.Activate(ctx, spec)
 		return err
 	})
 	if err != nil {
@@ -131,7 +131,7 @@ func activateKey(ctl *dm.Control, vk *secret.Key, seg luks2.SegmentInfo, size in
 	}
 	// Belt and braces: what the kernel reports must be the reference.
 	if tab, err := ctl.Table(req.Name); err != nil || dm.KeyringOnly(tab) != nil {
-		ctl.Deactivate(req.Name, dm.RemoveOptions{})
+		ctl.Deactivate(context.WithoutCancel(ctx), req.Name, dm.RemoveOptions{})
 		if err == nil {
 			err = dm.KeyringOnly(tab)
 		}

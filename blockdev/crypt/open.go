@@ -154,7 +154,7 @@ func Open(ctx context.Context, ctl *dm.Control, source string, o Options, unlock
 	err = unlock(ctx, UnlockRequest{Device: devPath, Name: v.Name, ReadOnly: o.ReadOnly, AllowDiscards: o.AllowDiscards})
 	if err != nil {
 		err = stepErr(StepUnlock, err)
-		if cerr := removeLeftover(ctl, v.Name, uuid); cerr != nil {
+		if cerr := removeLeftover(context.WithoutCancel(ctx), ctl, v.Name, uuid); cerr != nil {
 			err = fmt.Errorf("%w (and removing the half-made mapping failed: %v)", err, cerr)
 		}
 		return nil, err
@@ -173,7 +173,7 @@ func Open(ctx context.Context, ctl *dm.Control, source string, o Options, unlock
 
 	progress(StepMount)
 	if err := mount(v, mp, o.FSType, flags, data); err != nil {
-		if _, derr := ctl.Deactivate(v.Name, dm.RemoveOptions{}); derr != nil {
+		if _, derr := ctl.Deactivate(context.WithoutCancel(ctx), v.Name, dm.RemoveOptions{}); derr != nil {
 			err = fmt.Errorf("%w (and closing the mapping failed: %v)", err, derr)
 		}
 		return nil, stepErr(StepMount, err)
@@ -228,7 +228,7 @@ func checkNotOpen(ctl *dm.Control, luksUUID, name string) error {
 
 // removeLeftover removes the mapping name if it carries the uuid Open
 // gave it: what a worker that died half way left behind.
-func removeLeftover(ctl *dm.Control, name, uuid string) error {
+func removeLeftover(ctx context.Context, ctl *dm.Control, name, uuid string) error {
 	info, err := ctl.Status(name)
 	if errors.Is(err, unix.ENXIO) {
 		return nil
@@ -239,7 +239,7 @@ func removeLeftover(ctl *dm.Control, name, uuid string) error {
 	if info.UUID != uuid {
 		return nil // somebody else's device that took the name
 	}
-	_, err = ctl.Deactivate(name, dm.RemoveOptions{})
+	_, err = ctl.Deactivate(ctx, name, dm.RemoveOptions{})
 	return err
 }
 
@@ -300,9 +300,9 @@ func Close(ctx context.Context, ctl *dm.Control, name string, o CloseOptions) (C
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-	rr, err := ctl.Deactivate(name, dm.RemoveOptions{})
+	rr, err := ctl.Deactivate(ctx, name, dm.RemoveOptions{})
 	if errors.Is(err, unix.EBUSY) {
-		rr, err = ctl.Deactivate(name, dm.RemoveOptions{Deferred: true})
+		rr, err = ctl.Deactivate(ctx, name, dm.RemoveOptions{Deferred: true})
 	}
 	if err != nil {
 		return res, err

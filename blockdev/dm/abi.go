@@ -51,6 +51,7 @@ const (
 	flagActivePresent   = 1 << 5  // DM_ACTIVE_PRESENT_FLAG
 	flagInactivePresent = 1 << 6  // DM_INACTIVE_PRESENT_FLAG
 	flagBufferFull      = 1 << 8  // DM_BUFFER_FULL_FLAG
+	flagUeventGenerated = 1 << 13 // DM_UEVENT_GENERATED_FLAG
 	flagUUID            = 1 << 14 // DM_UUID_FLAG
 	flagSecureData      = 1 << 15 // DM_SECURE_DATA_FLAG
 	flagDeferredRemove  = 1 << 17 // DM_DEFERRED_REMOVE

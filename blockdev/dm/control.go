@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -27,17 +28,24 @@ type Options struct {
 	// NodeDir is where /dev/mapper/<name> nodes are made when udev does
 	// not make them.
 	NodeDir string
+	// UdevTimeout bounds each wait for udev to finish a device's event;
+	// DefaultUdevTimeout when zero.
+	UdevTimeout time.Duration
 }
 
 // Control is an open device-mapper control node. Its methods may be
 // called from several goroutines; Close must come after all of them.
 type Control struct {
-	fd      int
-	nodeDir string
-	version Version
+	fd          int
+	nodeDir     string
+	version     Version
+	udev        UdevMode
+	udevTimeout time.Duration
 }
 
-// Open opens the control node and checks the kernel's interface version.
+// Open opens the control node, checks the kernel's interface version,
+// and finds out whether udev runs and can tell when it is done with a
+// device (see UdevMode).
 func Open() (*Control, error) { return OpenWith(Options{}) }
 
 // OpenWith is Open with explicit paths.
@@ -48,11 +56,18 @@ func OpenWith(o Options) (*Control, error) {
 	if o.NodeDir == "" {
 		o.NodeDir = DefaultNodeDir
 	}
+	if o.UdevTimeout <= 0 {
+		o.UdevTimeout = DefaultUdevTimeout
+	}
 	fd, err := openControl(o.ControlPath)
 	if err != nil {
 		return nil, err
 	}
-	c := &Control{fd: fd, nodeDir: o.NodeDir}
+	c := &Control{
+		fd: fd, nodeDir: o.NodeDir,
+		udev:        detectUdev(udevControlSocket, udevRulesDirs, sysvSemProc),
+		udevTimeout: o.UdevTimeout,
+	}
 	v, err := c.queryVersion()
 	if err == nil {
 		err = v.check()
@@ -75,6 +90,9 @@ func (c *Control) Close() error {
 
 // Version is the kernel's ioctl interface version read at Open.
 func (c *Control) Version() Version { return c.version }
+
+// Udev is how device nodes and links are made, as detected at Open.
+func (c *Control) Udev() UdevMode { return c.udev }
 
 // NodeDir is the directory of the /dev/mapper/<name> nodes.
 func (c *Control) NodeDir() string { return c.nodeDir }
@@ -147,6 +165,9 @@ type request struct {
 	uuid    string
 	flags   uint32
 	targets uint32
+	// eventNr is dm_ioctl.event_nr; resume and remove carry the udev
+	// flags and cookie there (see udev.go).
+	eventNr uint32
 	payload []byte
 	// replySize asks for room for a reply payload; the buffer grows and
 	// the ioctl is repeated while the kernel sets DM_BUFFER_FULL_FLAG.
@@ -173,6 +194,7 @@ func (c *Control) do(r request) (header, []byte, error) {
 			DataStart:   headerSize,
 			TargetCount: r.targets,
 			Flags:       r.flags,
+			EventNr:     r.eventNr,
 			Name:        r.name,
 			UUID:        r.uuid,
 		}

@@ -1,6 +1,7 @@
 package dm
 
 import (
+	"context"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -105,21 +106,24 @@ func (c *Control) LoadTable(name string, targets []Target, readOnly bool) (DevIn
 }
 
 // Resume makes a loaded table live and resumes I/O (DM_DEV_SUSPEND
-// without DM_SUSPEND_FLAG), then makes the /dev/mapper/<name> node if
-// udev has not.
-func (c *Control) Resume(name string) (DevInfo, error) {
+// without DM_SUSPEND_FLAG). Where udev runs with synchronisation (see
+// UdevMode), it returns once udev has processed the device, so
+// /dev/mapper/<name> and the /dev/disk links exist; ctx bounds that wait.
+// When nothing else made /dev/mapper/<name>, it makes the node itself.
+func (c *Control) Resume(ctx context.Context, name string) (DevInfo, error) {
 	if err := ValidateName(name); err != nil {
 		return DevInfo{}, err
 	}
-	h, _, err := c.do(request{cmd: unix.DM_DEV_SUSPEND, name: name})
+	h, err, waitErr := c.doUevent(ctx, request{cmd: unix.DM_DEV_SUSPEND, name: name}, opResume)
 	if err != nil {
-		return DevInfo{}, opError(opResume, name, err)
+		return DevInfo{}, err
 	}
 	info := infoOf(h)
+	// Also when udev was too slow, so the device is at least usable.
 	if _, err := EnsureNode(c.nodeDir, name, info.Dev); err != nil {
 		return info, err
 	}
-	return info, nil
+	return info, waitErr
 }
 
 // Suspend stops I/O to the device after flushing what is in flight and

@@ -25,7 +25,7 @@ func TestGuestSecureDataWipesBuffer(t *testing.T) {
 	if _, err := c.Create(name, "", false); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Remove(name, RemoveOptions{})
+	defer c.Remove(t.Context(), name, RemoveOptions{})
 
 	for _, secure := range []bool{false, true} {
 		payload, err := encodeTargets([]Target{{Length: 8, Type: "linear", Params: "/dev/vdb 0"}})

@@ -78,7 +78,7 @@ func activateCrypt(t *testing.T, c *dm.Control, key *secret.Key, name, device st
 	var info dm.DevInfo
 	err = keyring.WithSecret(keyring.Description(name), key, func(desc string) error {
 		var err error
-		info, err = c.Activate(dm.Spec{Name: name, UUID: uuid, Targets: []dm.Target{cryptTarget(t, desc, device, sectors)}})
+		info, err = c.Activate(t.Context(), dm.Spec{Name: name, UUID: uuid, Targets: []dm.Target{cryptTarget(t, desc, device, sectors)}})
 		return err
 	})
 	if err != nil {
@@ -127,7 +127,7 @@ func TestGuestCryptLifecycle(t *testing.T) {
 	sectors := deviceSectors(t, "/dev/vda")
 	err := keyring.WithSecret(keyring.Description(name), key, func(desc string) error {
 		during, _ = keyring.Listed(desc)
-		_, err := c.Activate(dm.Spec{Name: name, UUID: uuid, Targets: []dm.Target{cryptTarget(t, desc, "/dev/vda", sectors)}})
+		_, err := c.Activate(t.Context(), dm.Spec{Name: name, UUID: uuid, Targets: []dm.Target{cryptTarget(t, desc, "/dev/vda", sectors)}})
 		return err
 	})
 	if err != nil {
@@ -197,10 +197,10 @@ func TestGuestCryptLifecycle(t *testing.T) {
 		t.Error("KeyringOnly accepted the wiped table's hex key")
 	}
 	// dm-crypt refuses to resume without a key: proof the wipe took.
-	if _, err := c.Resume(name); err == nil {
+	if _, err := c.Resume(t.Context(), name); err == nil {
 		t.Error("resume after key wipe succeeded")
 	}
-	if res, err := c.Remove(name, dm.RemoveOptions{}); err != nil || res.Deferred {
+	if res, err := c.Remove(t.Context(), name, dm.RemoveOptions{}); err != nil || res.Deferred {
 		t.Fatalf("remove: %+v, %v", res, err)
 	}
 	if _, ok := listed(t, c, name); ok {
@@ -281,7 +281,7 @@ func TestGuestLoadNeedsKeyOnSameThread(t *testing.T) {
 	sectors := deviceSectors(t, "/dev/vdb")
 	spec := dm.Spec{Name: name, Targets: []dm.Target{cryptTarget(t, keyring.Description(name), "/dev/vdb", sectors)}}
 
-	_, err := c.Activate(spec)
+	_, err := c.Activate(t.Context(), spec)
 	if !errors.Is(err, unix.ENOKEY) || !strings.Contains(err.Error(), "key not found") {
 		t.Errorf("load without key: %v, want ENOKEY with an explanation", err)
 	}
@@ -294,7 +294,7 @@ func TestGuestLoadNeedsKeyOnSameThread(t *testing.T) {
 		go func() {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
-			_, err := c.Activate(spec)
+			_, err := c.Activate(t.Context(), spec)
 			errc <- err
 		}()
 		return <-errc
@@ -321,11 +321,11 @@ func TestGuestBusyRemove(t *testing.T) {
 	}
 	defer holder.Close()
 
-	_, err = c.Remove(name, dm.RemoveOptions{})
+	_, err = c.Remove(t.Context(), name, dm.RemoveOptions{})
 	if !errors.Is(err, unix.EBUSY) || !strings.Contains(err.Error(), "open count 1") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("remove of a busy device: %v", err)
 	}
-	_, err = c.Deactivate(name, dm.RemoveOptions{})
+	_, err = c.Deactivate(t.Context(), name, dm.RemoveOptions{})
 	if !errors.Is(err, unix.EBUSY) {
 		t.Fatalf("deactivate of a busy device: %v", err)
 	}
@@ -335,7 +335,7 @@ func TestGuestBusyRemove(t *testing.T) {
 	// The device still works.
 	readSector(t, "/dev/mapper/"+name, 1)
 
-	res, err := c.Deactivate(name, dm.RemoveOptions{Deferred: true})
+	res, err := c.Deactivate(t.Context(), name, dm.RemoveOptions{Deferred: true})
 	if err != nil || !res.Deferred {
 		t.Fatalf("deferred deactivate: %+v, %v", res, err)
 	}
@@ -366,7 +366,7 @@ func TestGuestDeactivate(t *testing.T) {
 	if _, err := os.Stat("/dev/mapper/" + name); err != nil {
 		t.Fatal(err)
 	}
-	res, err := c.Deactivate(name, dm.RemoveOptions{Deferred: true})
+	res, err := c.Deactivate(t.Context(), name, dm.RemoveOptions{Deferred: true})
 	if err != nil || res.Deferred {
 		t.Fatalf("deactivate: %+v, %v", res, err)
 	}

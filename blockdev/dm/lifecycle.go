@@ -1,6 +1,7 @@
 package dm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -15,29 +16,32 @@ type Spec struct {
 	ReadOnly bool
 }
 
-// Activate creates the device, loads its table and resumes it, making
-// /dev/mapper/<name> when udev does not. When a step fails, the device it
-// created is removed again, so a failed activation leaves nothing behind.
-// For crypt targets with a thread-keyring key, call it on the thread that
-// holds the key (inside keyring.WithLogonKey).
-func (c *Control) Activate(s Spec) (DevInfo, error) {
+// Activate creates the device, loads its table and resumes it. It
+// returns when /dev/mapper/<name> exists: made by udev, which has then
+// also made the /dev/disk links (see Resume), or by this package. When a
+// step fails, or udev does not finish within ctx and the udev timeout,
+// the device it created is removed again, so a failed activation leaves
+// nothing behind. For crypt targets with a thread-keyring key, call it on
+// the thread that holds the key (inside keyring.WithLogonKey).
+func (c *Control) Activate(ctx context.Context, s Spec) (DevInfo, error) {
 	if _, err := c.Create(s.Name, s.UUID, s.ReadOnly); err != nil {
 		return DevInfo{}, err
 	}
 	if _, err := c.LoadTable(s.Name, s.Targets, s.ReadOnly); err != nil {
-		return DevInfo{}, c.undoCreate(s.Name, err)
+		return DevInfo{}, c.undoCreate(ctx, s.Name, err)
 	}
-	info, err := c.Resume(s.Name)
+	info, err := c.Resume(ctx, s.Name)
 	if err != nil {
-		return DevInfo{}, c.undoCreate(s.Name, err)
+		return DevInfo{}, c.undoCreate(ctx, s.Name, err)
 	}
 	return info, nil
 }
 
 // undoCreate removes a half-activated device and returns the original
-// error, with the cleanup failure appended when there is one.
-func (c *Control) undoCreate(name string, cause error) error {
-	if _, err := c.Remove(name, RemoveOptions{}); err != nil {
+// error, with the cleanup failure appended when there is one. The
+// cleanup runs even when ctx is cancelled, bounded by the udev timeout.
+func (c *Control) undoCreate(ctx context.Context, name string, cause error) error {
+	if _, err := c.Remove(context.WithoutCancel(ctx), name, RemoveOptions{}); err != nil {
 		return fmt.Errorf("%w (and cleanup failed: %v)", cause, err)
 	}
 	return cause
@@ -49,8 +53,9 @@ func (c *Control) undoCreate(name string, cause error) error {
 // o.Deferred: then it is only marked for removal on last close, and its
 // key stays in use until then (the kernel zeroes it when it destroys the
 // table), because suspending a device that is still used would hang its
-// users.
-func (c *Control) Deactivate(name string, o RemoveOptions) (RemoveResult, error) {
+// users. Like Remove, it waits for udev to remove the links, bounded by
+// ctx.
+func (c *Control) Deactivate(ctx context.Context, name string, o RemoveOptions) (RemoveResult, error) {
 	info, err := c.Status(name)
 	if err != nil {
 		return RemoveResult{}, err
@@ -59,14 +64,14 @@ func (c *Control) Deactivate(name string, o RemoveOptions) (RemoveResult, error)
 		if !o.Deferred {
 			return RemoveResult{}, fmt.Errorf("dm: deactivate %q: device is busy (open count %d); close its users (unmount, stop holders) or use deferred remove: %w", name, info.OpenCount, unix.EBUSY)
 		}
-		return c.Remove(name, o)
+		return c.Remove(ctx, name, o)
 	}
 	if info.ActiveTable() {
 		if err := c.wipeKeys(name, info); err != nil {
 			return RemoveResult{}, err
 		}
 	}
-	res, err := c.Remove(name, RemoveOptions{})
+	res, err := c.Remove(ctx, name, RemoveOptions{})
 	if err != nil && errors.Is(err, unix.EBUSY) {
 		return res, fmt.Errorf("dm: deactivate %q: opened again after its key was wiped; it stays suspended without a key until removed: %w", name, err)
 	}

@@ -1,6 +1,7 @@
 package dm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -23,11 +24,13 @@ type RemoveResult struct {
 }
 
 // Remove destroys the device and its tables (DM_DEV_REMOVE) and removes
-// the /dev/mapper node this package made. A busy device fails with an
+// the /dev/mapper node this package made. Where udev runs with
+// synchronisation, it returns once udev has removed the device's links;
+// ctx bounds that wait, not the removal. A busy device fails with an
 // error that wraps unix.EBUSY and gives the open count, unless
 // o.Deferred, which marks it for removal instead and says so in the
 // result.
-func (c *Control) Remove(name string, o RemoveOptions) (RemoveResult, error) {
+func (c *Control) Remove(ctx context.Context, name string, o RemoveOptions) (RemoveResult, error) {
 	if err := ValidateName(name); err != nil {
 		return RemoveResult{}, err
 	}
@@ -42,18 +45,18 @@ func (c *Control) Remove(name string, o RemoveOptions) (RemoveResult, error) {
 	if o.Deferred {
 		flags |= flagDeferredRemove
 	}
-	h, _, err := c.do(request{cmd: unix.DM_DEV_REMOVE, name: name, flags: flags})
+	h, err, waitErr := c.doUevent(ctx, request{cmd: unix.DM_DEV_REMOVE, name: name, flags: flags}, opRemove)
+	if errors.Is(err, unix.EBUSY) {
+		return RemoveResult{}, fmt.Errorf("dm: remove %q: device is busy (open count %d); close its users (unmount, stop holders) or use deferred remove: %w", name, info.OpenCount, unix.EBUSY)
+	}
 	if err != nil {
-		if errors.Is(err, unix.EBUSY) {
-			return RemoveResult{}, fmt.Errorf("dm: remove %q: device is busy (open count %d); close its users (unmount, stop holders) or use deferred remove: %w", name, info.OpenCount, err)
-		}
-		return RemoveResult{}, opError(opRemove, name, err)
+		return RemoveResult{}, err
 	}
 	if o.Deferred && h.Flags&flagDeferredRemove != 0 {
-		return RemoveResult{Deferred: true}, nil
+		return RemoveResult{Deferred: true}, waitErr
 	}
 	if err := RemoveNode(c.nodeDir, name, info.Dev); err != nil {
 		return RemoveResult{}, err
 	}
-	return RemoveResult{}, nil
+	return RemoveResult{}, waitErr
 }
