@@ -159,25 +159,7 @@ func TestVMOpenClose(t *testing.T) {
 		os.Remove(p)
 	}
 
-	files := map[string][]byte{
-		guestConfig: fmt.Appendf(nil, "[kms.local]\nstate_dir = %q\n", guestKMSDir),
-		guestKeyID:  []byte(key.ID),
-	}
-	err = filepath.WalkDir(kmsDir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(kmsDir, p)
-		files[filepath.Join(guestKMSDir, rel)] = b
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	files := guestKMSFiles(t, kmsDir, key.ID)
 
 	res := vmtest.Run(t, vmtest.Config{
 		Binaries: map[string]string{
@@ -224,6 +206,32 @@ func TestVMOpenClose(t *testing.T) {
 	if string(out) != vmText {
 		t.Fatalf("decrypted /vm.txt = %q, want %q", out, vmText)
 	}
+}
+
+// guestKMSFiles returns the files that give the VM the local KMS in
+// kmsDir (at guestKMSDir) with its key id and a kmsagent configuration.
+func guestKMSFiles(t *testing.T, kmsDir, keyID string) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{
+		guestConfig: fmt.Appendf(nil, "[kms.local]\nstate_dir = %q\n", guestKMSDir),
+		guestKeyID:  []byte(keyID),
+	}
+	err := filepath.WalkDir(kmsDir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(kmsDir, p)
+		files[filepath.Join(guestKMSDir, rel)] = b
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
 }
 
 // segmentAndKey returns the data segment and volume key of a kmsagent

@@ -1,0 +1,160 @@
+package crypt_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"kmsagent/blockdev/crypt"
+	"kmsagent/blockdev/dm"
+	"kmsagent/blockdev/vmtest"
+	"kmsagent/kmsclient/local"
+)
+
+// TestGuestUdevLinks runs in the VM of TestVMUdev, with udevd and the
+// device-mapper rules; in a VM without udev it skips. Every check comes
+// right after Open or Close returns, without polling: the wait for udev
+// is Open's and Close's job.
+func TestGuestUdevLinks(t *testing.T) {
+	vmtest.RequireGuest(t)
+	ctl, err := dm.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Close()
+	if ctl.Udev() != dm.UdevSync {
+		t.Skipf("device-mapper sees %v", ctl.Udev())
+	}
+	vmtest.Report(t)
+	ctx := context.Background()
+	store, err := local.Open(guestKMSDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock := func(ctx context.Context, req crypt.UnlockRequest) error {
+		return crypt.Activate(ctx, ctl, store, req, nil)
+	}
+	const name = "udevvol"
+	v, err := crypt.Open(ctx, ctl, "/dev/vda", crypt.Options{Name: name}, unlock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ctl.Status(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := "/dev/dm-" + strconv.FormatUint(uint64(info.Minor()), 10)
+	links := []string{
+		"/dev/mapper/" + name,
+		"/dev/disk/by-uuid/" + udevFSUUID,
+		"/dev/disk/by-label/" + udevFSLabel,
+		"/dev/disk/by-id/dm-name-" + name,
+		"/dev/disk/by-id/dm-uuid-" + info.UUID,
+	}
+	for _, l := range links {
+		fi, err := os.Lstat(l)
+		if err != nil {
+			t.Errorf("right after Open: %v", err)
+			continue
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			t.Errorf("%s is %v, want udev's symlink", l, fi.Mode())
+			continue
+		}
+		if got, err := filepath.EvalSymlinks(l); err != nil || got != node {
+			t.Errorf("%s -> %q, %v; want %s", l, got, err, node)
+		}
+	}
+	if v.Device != "/dev/mapper/"+name {
+		t.Errorf("Volume.Device = %q", v.Device)
+	}
+
+	// What systemd reads from udev's database to make
+	// dev-mapper-<name>.device: the systemd tag, readiness, the link.
+	out, err := exec.Command("udevadm", "info", "--query=property", "--name="+node).Output()
+	if err != nil {
+		t.Fatalf("udevadm info %s: %v", node, err)
+	}
+	props := map[string]string{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if k, val, ok := strings.Cut(l, "="); ok {
+			props[k] = val
+		}
+	}
+	vmtest.Data("udev-properties", strings.Join(strings.Fields(string(out)), " "))
+	for k, want := range map[string]string{"DM_NAME": name, "DM_UUID": info.UUID, "ID_FS_UUID": udevFSUUID, "SYSTEMD_READY": "1", "DM_UDEV_PRIMARY_SOURCE_FLAG": "1"} {
+		if props[k] != want {
+			t.Errorf("udev property %s = %q, want %q", k, props[k], want)
+		}
+	}
+	if !strings.Contains(props["TAGS"], ":systemd:") {
+		t.Errorf("udev TAGS = %q, want the systemd tag", props["TAGS"])
+	}
+	if !strings.Contains(" "+props["DEVLINKS"]+" ", " /dev/mapper/"+name+" ") {
+		t.Errorf("udev DEVLINKS = %q, want /dev/mapper/%s", props["DEVLINKS"], name)
+	}
+	requireNoCookies(t, "after Open")
+
+	if _, err := crypt.Close(ctx, ctl, name, crypt.CloseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if _, err := os.Lstat(l); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("right after Close: %s is still there (%v)", l, err)
+		}
+	}
+	requireNoCookies(t, "after Close")
+
+	// A deferred remove of a busy device sends no event: Close must not
+	// wait for one, nor leave the cookie behind. The links go when the
+	// last user closes the device and udev handles the kernel's event.
+	if _, err := crypt.Open(ctx, ctl, "/dev/vda", crypt.Options{Name: name}, unlock); err != nil {
+		t.Fatal(err)
+	}
+	busy, err := os.Open("/dev/mapper/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := crypt.Close(ctx, ctl, name, crypt.CloseOptions{})
+	if err != nil || !res.Deferred {
+		busy.Close()
+		t.Fatalf("close of a busy volume: %+v, %v; want deferred", res, err)
+	}
+	requireNoCookies(t, "after a deferred Close")
+	busy.Close()
+	if !vmtest.Eventually(func() bool {
+		_, err := os.Lstat("/dev/mapper/" + name)
+		return errors.Is(err, fs.ErrNotExist)
+	}) {
+		t.Errorf("/dev/mapper/%s still there after the deferred remove", name)
+	}
+}
+
+// requireNoCookies fails if a device-mapper udev semaphore (key
+// 0x0d4dxxxx) is left in /proc/sysvipc/sem.
+func requireNoCookies(t *testing.T, when string) {
+	t.Helper()
+	f, err := os.Open("/proc/sysvipc/sem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		key, err := strconv.ParseInt(fields[0], 10, 64)
+		if err == nil && uint32(key)>>16 == 0x0D4D {
+			t.Errorf("%s: udev cookie semaphore %#x left: %s", when, uint32(key), s.Text())
+		}
+	}
+}
