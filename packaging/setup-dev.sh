@@ -13,6 +13,7 @@ packages=(
   e2fsprogs xfsprogs dosfstools  # file systems for probes, images and full-disk tests
   ca-certificates xz-utils bc python3
   qemu-system-x86 linux-image-cloud-amd64 busybox-static qemu-utils  # dm-crypt in a VM
+  udev dmsetup       # udevd and the device-mapper udev rules (with dmsetup) for the VM tests with udev
   gcc libc6-dev      # go test -race needs cgo
 )
 for p in "${packages[@]}"; do
