@@ -15,6 +15,11 @@
 //	VMTEST-DATA <name> <value>
 //	VMTEST-EXIT <status of the script>
 //
+// AddHostProgram copies a dynamically linked host program with its
+// libraries into the VM; AddUdev adds Debian's udevd and chosen rules
+// and returns the script lines that start it, for tests of what udev
+// does with our devices.
+//
 // BuildTest and BuildBinary compile Go test binaries and commands of this
 // module statically (CGO_ENABLED=0) for the VM.
 //
