@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"kmsagent/blockdev/crypt"
 	"kmsagent/blockdev/dm"
 	"kmsagent/blockdev/vmtest"
@@ -135,6 +137,51 @@ func TestGuestUdevLinks(t *testing.T) {
 	}) {
 		t.Errorf("/dev/mapper/%s still there after the deferred remove", name)
 	}
+}
+
+// TestGuestUdevWithoutDMRules runs in the VM of TestVMUdev whose udevd
+// has no device-mapper rules, as on a host without dmsetup: nobody would
+// complete a cookie, so Open and Close must not wait for one, and the
+// package makes and removes /dev/mapper/<name> itself.
+func TestGuestUdevWithoutDMRules(t *testing.T) {
+	vmtest.RequireGuest(t)
+	ctl, err := dm.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Close()
+	if ctl.Udev() != dm.UdevUnsynced {
+		t.Skipf("device-mapper sees %v", ctl.Udev())
+	}
+	vmtest.Report(t)
+	ctx := context.Background()
+	store, err := local.Open(guestKMSDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock := func(ctx context.Context, req crypt.UnlockRequest) error {
+		return crypt.Activate(ctx, ctl, store, req, nil)
+	}
+	const name = "udevvol"
+	if _, err := crypt.Open(ctx, ctl, "/dev/vda", crypt.Options{Name: name}, unlock); err != nil {
+		t.Fatal(err)
+	}
+	info, err := ctl.Status(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/dev/mapper/"+name, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK || st.Rdev != unix.Mkdev(info.Major(), info.Minor()) {
+		t.Errorf("/dev/mapper/%s right after Open: %v, mode %#o, rdev %#x; want the device %d:%d", name, err, st.Mode, st.Rdev, info.Major(), info.Minor())
+	}
+	requireNoCookies(t, "after Open")
+	if _, err := crypt.Close(ctx, ctl, name, crypt.CloseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat("/dev/mapper/" + name); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("right after Close: /dev/mapper/%s is still there (%v)", name, err)
+	}
+	requireNoCookies(t, "after Close")
 }
 
 // requireNoCookies fails if a device-mapper udev semaphore (key

@@ -18,12 +18,14 @@ const (
 	udevFSLabel = "kmsudev"
 )
 
-// TestVMUdev boots a VM that runs Debian's udevd with the device-mapper
+// TestVMUdev boots VMs that run Debian's udevd. With the device-mapper
 // rules of the dmsetup package (and dmsetup, which they call) and
-// systemd's block rules, and runs TestGuestUdevLinks there: a volume
-// opened by this package gets its /dev/mapper and /dev/disk links, and
-// the udev properties systemd needs for dev-mapper-<name>.device, by the
-// time Open returns, and loses them by the time Close returns.
+// systemd's block rules, TestGuestUdevLinks checks that a volume opened
+// by this package gets its /dev/mapper and /dev/disk links, and the udev
+// properties systemd needs for dev-mapper-<name>.device, by the time Open
+// returns, and loses them by the time Close returns. Without the dm rules
+// (no dmsetup installed), TestGuestUdevWithoutDMRules checks that nothing
+// waits for a notification that cannot come.
 func TestVMUdev(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a VM")
@@ -35,10 +37,6 @@ func TestVMUdev(t *testing.T) {
 		}
 		t.Skip("mkfs.ext4 is missing")
 	}
-	var cfg vmtest.Config
-	vmtest.AddHostProgram(t, &cfg, "/sbin/dmsetup", "dmsetup")
-	script := vmtest.AddUdev(t, &cfg, "55-dm.rules", "60-persistent-storage-dm.rules", "95-dm-notify.rules", "99-systemd.rules")
-
 	ctx := context.Background()
 	dir := t.TempDir()
 	kmsDir := filepath.Join(dir, "kms")
@@ -85,18 +83,44 @@ func TestVMUdev(t *testing.T) {
 	}
 	writePayload(t, vda, seg, vk, plain)
 
-	cfg.Binaries["/bin/crypt.test"] = vmtest.BuildTest(t, ".")
-	for p, b := range guestKMSFiles(t, kmsDir, key.ID) {
-		cfg.Files[p] = b
+	bin := vmtest.BuildTest(t, ".")
+	for _, c := range []struct {
+		name    string
+		dmsetup bool
+		rules   []string
+		guest   string
+	}{
+		{"dmsetup rules", true, []string{"55-dm.rules", "60-persistent-storage-dm.rules", "95-dm-notify.rules", "99-systemd.rules"}, "TestGuestUdevLinks"},
+		{"no dm rules", false, []string{"99-systemd.rules"}, "TestGuestUdevWithoutDMRules"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var cfg vmtest.Config
+			if c.dmsetup {
+				vmtest.AddHostProgram(t, &cfg, "/sbin/dmsetup", "dmsetup")
+			}
+			script := vmtest.AddUdev(t, &cfg, c.rules...)
+			cfg.Binaries["/bin/crypt.test"] = bin
+			for p, b := range guestKMSFiles(t, kmsDir, key.ID) {
+				cfg.Files[p] = b
+			}
+			disk := filepath.Join(t.TempDir(), "vda.img")
+			img, err := os.ReadFile(vda)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(disk, img, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg.Disks = []string{disk}
+			cfg.Script = script + "chmod 700 " + guestKMSDir + "; /bin/crypt.test -test.run '^" + c.guest + "$' -test.v -test.count=1"
+			cfg.Timeout = 120e9
+			res := vmtest.Run(t, cfg)
+			for _, m := range res.Markers {
+				if m.Kind == "DATA" {
+					t.Logf("guest %s: %s", m.Name, m.Detail)
+				}
+			}
+			res.RequireSuccess(t, c.guest)
+		})
 	}
-	cfg.Disks = []string{vda}
-	cfg.Script = script + "chmod 700 " + guestKMSDir + "; /bin/crypt.test -test.run '^TestGuestUdev' -test.v -test.count=1"
-	cfg.Timeout = 120e9
-	res := vmtest.Run(t, cfg)
-	for _, m := range res.Markers {
-		if m.Kind == "DATA" {
-			t.Logf("guest %s: %s", m.Name, m.Detail)
-		}
-	}
-	res.RequireSuccess(t, "TestGuestUdevLinks")
 }

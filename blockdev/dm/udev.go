@@ -21,11 +21,15 @@ import (
 // and (through systemd's rules) the dev-mapper-<name>.device unit, but
 // only for devices whose uevents carry libdevmapper's udev flags: the
 // device-mapper rules (10-dm.rules upstream, 55-dm.rules in Debian's
-// dmsetup package) ignore a "change" event that does not say it comes
-// from the primary source, and treat the device as not ready. The flags
-// travel in the upper 16 bits of dm_ioctl.event_nr of the resume and
-// remove ioctls; the kernel copies the whole event_nr into the uevent as
-// DM_COOKIE, and the rules decode it with "dmsetup udevflags".
+// dmsetup package) disable the disk and other rules for the "add" event
+// at the first table load, and keep them disabled through udev's
+// database for later events unless one says it comes from the primary
+// source (DM_UDEV_PRIMARY_SOURCE_FLAG): without the flags, no /dev/disk
+// links and SYSTEMD_READY=0. The flags travel in the upper 16 bits of
+// dm_ioctl.event_nr of the resume and remove ioctls (the events that
+// matter; create sends none); the kernel copies the whole event_nr into
+// the uevent as DM_COOKIE, and the rules decode it with "dmsetup
+// udevflags".
 //
 // The lower 16 bits are a cookie: the key of a SysV semaphore, less its
 // DM_COOKIE_MAGIC prefix. 95-dm-notify.rules runs "dmsetup udevcomplete
