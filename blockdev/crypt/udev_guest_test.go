@@ -1,7 +1,6 @@
 package crypt_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io/fs"
@@ -184,24 +183,12 @@ func TestGuestUdevWithoutDMRules(t *testing.T) {
 	requireNoCookies(t, "after Close")
 }
 
-// requireNoCookies fails if a device-mapper udev semaphore (key
-// 0x0d4dxxxx) is left in /proc/sysvipc/sem.
+// requireNoCookies fails if a device-mapper udev cookie semaphore is
+// left.
 func requireNoCookies(t *testing.T, when string) {
 	t.Helper()
-	f, err := os.Open("/proc/sysvipc/sem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) == 0 {
-			continue
-		}
-		key, err := strconv.ParseInt(fields[0], 10, 64)
-		if err == nil && uint32(key)>>16 == 0x0D4D {
-			t.Errorf("%s: udev cookie semaphore %#x left: %s", when, uint32(key), s.Text())
-		}
+	left, err := vmtest.DMCookies()
+	if err != nil || len(left) > 0 {
+		t.Errorf("%s: udev cookie semaphores left: %q %v", when, left, err)
 	}
 }

@@ -24,6 +24,9 @@ type Spec struct {
 // nothing behind. For crypt targets with a thread-keyring key, call it on
 // the thread that holds the key (inside keyring.WithLogonKey).
 func (c *Control) Activate(ctx context.Context, s Spec) (DevInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return DevInfo{}, fmt.Errorf("dm: activate %q: %w", s.Name, err)
+	}
 	if _, err := c.Create(s.Name, s.UUID, s.ReadOnly); err != nil {
 		return DevInfo{}, err
 	}
@@ -40,8 +43,10 @@ func (c *Control) Activate(ctx context.Context, s Spec) (DevInfo, error) {
 // undoCreate removes a half-activated device and returns the original
 // error, with the cleanup failure appended when there is one. The
 // cleanup runs even when ctx is cancelled, bounded by the udev timeout.
+// A removal whose udev event was not seen to finish still removed the
+// device, so it is no failed cleanup.
 func (c *Control) undoCreate(ctx context.Context, name string, cause error) error {
-	if _, err := c.Remove(context.WithoutCancel(ctx), name, RemoveOptions{}); err != nil {
+	if _, err := c.Remove(context.WithoutCancel(ctx), name, RemoveOptions{}); err != nil && !errors.Is(err, ErrUdevWait) {
 		return fmt.Errorf("%w (and cleanup failed: %v)", cause, err)
 	}
 	return cause

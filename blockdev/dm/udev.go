@@ -89,6 +89,11 @@ func (m UdevMode) String() string {
 // hear of it.
 const DefaultUdevTimeout = 60 * time.Second
 
+// ErrUdevWait is wrapped by the error of a Resume or Remove that took
+// effect but whose udev event was not seen to finish, within the udev
+// timeout or before the context ended.
+var ErrUdevWait = errors.New("udev did not finish the device's event")
+
 // Standard locations for detectUdev.
 const (
 	udevControlSocket = "/run/udev/control"
@@ -316,9 +321,9 @@ func (c *Control) doUevent(ctx context.Context, r request, op string) (h header,
 	defer cancel()
 	if err := ck.wait(wctx); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return h, nil, fmt.Errorf("dm: %s %q: udev did not finish the device's event within %v (is udevd stuck, or in another IPC namespace than this process?): %w", op, r.name, c.udevTimeout, err)
+			return h, nil, fmt.Errorf("dm: %s %q: %w within %v (is udevd stuck, or in another IPC namespace than this process?): %w", op, r.name, ErrUdevWait, c.udevTimeout, err)
 		}
-		return h, nil, fmt.Errorf("dm: %s %q: waiting for udev: %w", op, r.name, err)
+		return h, nil, fmt.Errorf("dm: %s %q: %w: %w", op, r.name, ErrUdevWait, err)
 	}
 	return h, nil, nil
 }

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -73,6 +74,26 @@ func AddUdev(t testing.TB, cfg *Config, rules ...string) string {
 		"udevadm trigger --action=add --subsystem-match=block",
 		"udevadm settle --timeout=30",
 	}, "\n") + "\n"
+}
+
+// DMCookies returns the lines of /proc/sysvipc/sem for device-mapper's
+// udev cookies (keys 0x0d4dxxxx), to check in the VM that none leaked.
+func DMCookies() ([]string, error) {
+	b, err := os.ReadFile("/proc/sysvipc/sem")
+	if err != nil {
+		return nil, err
+	}
+	var left []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 {
+			continue
+		}
+		if key, err := strconv.ParseInt(f[0], 10, 64); err == nil && uint32(key)>>16 == 0x0D4D {
+			left = append(left, strings.Join(f, " "))
+		}
+	}
+	return left, nil
 }
 
 // missing skips the test for a missing prerequisite, or fails it under
