@@ -44,7 +44,7 @@ const (
 	udevFlagsShift  = 16     // DM_UDEV_FLAGS_SHIFT
 	udevFlagsMask   = 0xFFFF0000
 	udevCookieMask  = ^uint32(udevFlagsMask)
-	semKeyPermUser  = 0o600
+	semPerm         = 0o600
 	notifyRulesName = "95-dm-notify.rules"
 
 	udevDisableDMRules         = 0x0001 // DM_UDEV_DISABLE_DM_RULES_FLAG: no /dev/mapper link from udev
@@ -227,7 +227,7 @@ func newCookie() (*cookie, error) {
 			continue // a zero base means "flags only, no cookie"
 		}
 		key := semKey(base)
-		id, err := semget(key, 1, unix.IPC_CREAT|unix.IPC_EXCL|semKeyPermUser)
+		id, err := semget(key, 1, unix.IPC_CREAT|unix.IPC_EXCL|semPerm)
 		if errors.Is(err, unix.EEXIST) {
 			continue
 		}
