@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"kmsagent/agent/tstest"
 	"kmsagent/blockdev/luks2"
@@ -171,7 +172,7 @@ func TestVMOpenClose(t *testing.T) {
 		CPUs:     2,
 		Modules:  []string{"loop"},
 		Script:   "mkdir -p /mnt; chmod 700 " + guestKMSDir + "; KMSAGENT_CONFIG=" + guestConfig + " /bin/crypt.test -test.run '^TestGuest' -test.v -test.count=1",
-		Timeout:  150e9,
+		Timeout:  8 * time.Minute, // see vmtest.DefaultTimeout
 		MemoryMB: 768,
 	})
 	for _, m := range res.Markers {
