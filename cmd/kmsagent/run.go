@@ -19,9 +19,7 @@ import (
 	"kmsagent/agent/control"
 	"kmsagent/agent/daemon"
 	"kmsagent/agent/peercred"
-	"kmsagent/blockdev/crypt"
-	"kmsagent/blockdev/dm"
-	"kmsagent/fuse/share"
+	"kmsagent/agent/service"
 )
 
 // runDaemon is `kmsagent run`: the daemon, a systemd Type=notify service.
@@ -62,9 +60,17 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		logger.Warn("run: WATCHDOG_USEC ignored", "error", err)
 	}
+	svc, err := service.New(service.Options{
+		Config:     cfg,
+		LoadConfig: load,
+		Logger:     logger,
+	})
+	if err != nil {
+		return err
+	}
 	var srv *control.Server
 	d := daemon.New(cfg, daemon.Options{
-		Service:  kernelService{},
+		Service:  daemonService{svc},
 		Load:     load,
 		Notify:   sdNotifier{},
 		Logger:   logger,
@@ -164,58 +170,4 @@ type sdNotifier struct{}
 func (sdNotifier) Notify(state string) error {
 	_, err := sddaemon.SdNotify(false, state)
 	return err
-}
-
-// errNoService: mounting through the daemon waits for the volume
-// service (agent/service) that the CLI's verbs are moving into.
-var errNoService = errors.New("mounting through the daemon is not in this build yet; use kmsagent mount fuse|luks")
-
-// kernelService reports what the kernel has mounted and open, so the
-// daemon adopts and lists existing mounts; it mounts nothing yet.
-type kernelService struct{}
-
-func (kernelService) Mount(ctx context.Context, spec daemon.Spec) (daemon.Mounted, error) {
-	return daemon.Mounted{}, fmt.Errorf("volume %s: %w", spec.Name, errNoService)
-}
-
-func (kernelService) Unmount(ctx context.Context, target string, lazy bool) error {
-	return fmt.Errorf("%s: %w", target, errNoService)
-}
-
-func (kernelService) Status(ctx context.Context) ([]daemon.VolumeStatus, error) {
-	mounts, err := share.Status(share.DefaultRunDir)
-	if err != nil {
-		return nil, err
-	}
-	var out []daemon.VolumeStatus
-	for _, m := range mounts {
-		st := daemon.VolumeStatus{Kind: daemon.KindFUSE, Source: m.CipherDir, Target: m.Mountpoint, State: daemon.ServiceMounted}
-		switch m.State {
-		case share.StateStale:
-			st.State = daemon.ServiceStale
-		case share.StateDetached:
-			st.State = daemon.ServiceDetached
-		}
-		if m.Worker != nil {
-			st.WorkerPID = m.Worker.PID
-		}
-		out = append(out, st)
-	}
-	// No device-mapper (as on a host without the module): no block
-	// volumes, which is not an error for the status.
-	if ctl, err := dm.Open(); err == nil {
-		vols, err := crypt.List(ctl)
-		ctl.Close()
-		if err != nil {
-			return nil, err
-		}
-		for _, v := range vols {
-			target := ""
-			if len(v.Mountpoints) > 0 {
-				target = v.Mountpoints[0]
-			}
-			out = append(out, daemon.VolumeStatus{Name: v.Name, Kind: daemon.KindLUKS, Source: v.Backing, Target: target, State: daemon.ServiceMounted, Device: "/dev/mapper/" + v.Name})
-		}
-	}
-	return out, nil
 }
