@@ -88,6 +88,10 @@ func (c *command) dispatch(ctx context.Context, env *cliEnv, path string, args [
 		}
 		return s.run(ctx, env, args[1:])
 	}
+	if c.run != nil {
+		// A group that also takes arguments of its own (mount NAME).
+		return c.run(ctx, env, args)
+	}
 	return usagef("%sunknown command %q; see %s --help", where, args[0], path)
 }
 

@@ -58,6 +58,9 @@ func runUmount(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	if handled, err := umountThroughDaemon(ctx, env, pos[0], lazy); handled {
+		return err
+	}
 	svc, err := newService(env)
 	if err != nil {
 		return err

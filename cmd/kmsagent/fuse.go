@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 
+	"kmsagent/agent/control"
 	"kmsagent/agent/service"
 	"kmsagent/agent/worker"
 	"kmsagent/blockdev/crypt"
@@ -202,6 +203,14 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	}); err != nil {
 		return err
 	}
+	var managed *control.StatusReply
+	if c := connectDaemon(ctx, env); c != nil {
+		st, err := c.Status(ctx)
+		c.Close()
+		if err == nil {
+			managed = &st
+		}
+	}
 	svc, err := newService(env)
 	if err != nil {
 		return err
@@ -230,9 +239,13 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	if asJSON {
 		return writeJSON(env, struct {
-			Shares  []shareStatus `json:"shares"`
-			Volumes []crypt.Info  `json:"volumes"`
-		}{out, volumes})
+			Shares  []shareStatus        `json:"shares"`
+			Volumes []crypt.Info         `json:"volumes"`
+			Daemon  *control.StatusReply `json:"daemon,omitempty"` // when kmsagent run answers
+		}{out, volumes, managed})
+	}
+	if managed != nil {
+		printDaemonVolumes(env, *managed)
 	}
 	if len(out) == 0 && len(volumes) == 0 {
 		fmt.Fprintln(env.stdout, "no shares mounted, no volumes open")

@@ -31,7 +31,7 @@ func commandTree() *command {
 			{name: "fuse", summary: "initialise a gocryptfs-v2 share in DIR, key from the KMS", run: runFormatFuse},
 			{name: "luks", summary: "write a LUKS2 header with a KMS keyslot to a device or image file", run: runFormatLuks},
 		}},
-		{name: "mount", summary: "mount a share or open a LUKS2 volume", sub: []*command{
+		{name: "mount", summary: "mount a share or open a LUKS2 volume; mount NAME asks the daemon to mount a [[volume]]", run: runMountByName, sub: []*command{
 			{name: "fuse", summary: "mount share DIR on MOUNTPOINT; a worker serves it", run: runMountFuse},
 			{name: "luks", summary: "open a LUKS2 volume with dm-crypt and mount it", run: runMountLuks},
 		}},

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -119,13 +120,26 @@ func TestRunDaemonShares(t *testing.T) {
 		t.Fatalf("after restart: %+v, want mounted by worker %d", v, worker)
 	}
 
-	if err := c.Unmount(ctx, "data", false); err != nil {
-		t.Fatal(err)
+	// The CLI is a client of the daemon: status shows the daemon's
+	// table, umount NAME and mount NAME go through it.
+	if out := cli("status"); !strings.Contains(out, "daemon: ") || !regexp.MustCompile(`(?m)^off\s+fuse\s+failed`).MatchString(out) || !regexp.MustCompile(`(?m)^data\s+fuse\s+mounted`).MatchString(out) {
+		t.Fatalf("status does not show the daemon's volumes:\n%s", out)
+	}
+	if out := cli("umount", "data"); !strings.Contains(out, "unmounted by the daemon") {
+		t.Fatalf("umount data: %s", out)
 	}
 	if !tstest.WaitExit(t, worker, 10*time.Second) {
 		t.Fatal("the worker did not exit after the unmount")
 	}
 	if tstest.Mounted(t, plain) {
 		t.Fatal("still mounted after unmount through the daemon")
+	}
+	cli("mount", "data")
+	if b, err := os.ReadFile(filepath.Join(plain, "f")); err != nil || string(b) != "hello" {
+		t.Fatalf("after mount data through the daemon: %q %v", b, err)
+	}
+	cli("umount", plain)
+	if tstest.Mounted(t, plain) {
+		t.Fatal("still mounted after umount of the mount point")
 	}
 }
