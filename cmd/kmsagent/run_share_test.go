@@ -57,24 +57,6 @@ func TestRunDaemonShares(t *testing.T) {
 	plain := filepath.Join(dir, "data")
 	t.Cleanup(func() { syscall.Unmount(plain, syscall.MNT_DETACH) })
 
-	start := func() (*exec.Cmd, *notifySocket) {
-		notify := newNotifySocket(t, t.TempDir())
-		cmd := exec.Command(bin, "--config", cfg, "run")
-		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.path)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cmd.Process.Kill()
-			cmd.Wait()
-			if t.Failed() {
-				t.Logf("daemon log:\n%s", stderr.String())
-			}
-		})
-		return cmd, notify
-	}
 	byName := func(st control.StatusReply) map[string]daemon.VolumeInfo {
 		m := map[string]daemon.VolumeInfo{}
 		for _, v := range st.Volumes {
@@ -83,7 +65,7 @@ func TestRunDaemonShares(t *testing.T) {
 		return m
 	}
 
-	cmd, notify := start()
+	cmd, notify := startDaemon(t, bin, cfg)
 	notify.await(t, "READY=1")
 	c := control.NewClient(sock)
 	defer c.Close()
@@ -110,7 +92,7 @@ func TestRunDaemonShares(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(plain, "f")); err != nil || string(b) != "hello" {
 		t.Fatalf("after kill -9 of the daemon: %q %v", b, err)
 	}
-	_, notify = start()
+	_, notify = startDaemon(t, bin, cfg)
 	notify.await(t, "READY=1")
 	st, err = c.Status(ctx)
 	if err != nil {
@@ -142,4 +124,26 @@ func TestRunDaemonShares(t *testing.T) {
 	if tstest.Mounted(t, plain) {
 		t.Fatal("still mounted after umount of the mount point")
 	}
+}
+
+// startDaemon starts `kmsagent run` with config cfg and a stand-in for
+// systemd's notify socket; the test's cleanup kills it.
+func startDaemon(t *testing.T, bin, cfg string) (*exec.Cmd, *notifySocket) {
+	t.Helper()
+	notify := newNotifySocket(t, t.TempDir())
+	cmd := exec.Command(bin, "--config", cfg, "run")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.path)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", stderr.String())
+		}
+	})
+	return cmd, notify
 }
