@@ -1,12 +1,8 @@
 package vmtest
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -80,12 +76,6 @@ func Run(t testing.TB, cfg Config) *Result {
 }
 
 func run(dir string, env Env, cfg Config) (*Result, error) {
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultTimeout
-	}
-	if cfg.MemoryMB <= 0 {
-		cfg.MemoryMB = 512
-	}
 	if len(cfg.Disks) > 26 {
 		return nil, fmt.Errorf("%d disks; at most 26", len(cfg.Disks))
 	}
@@ -93,88 +83,31 @@ func run(dir string, env Env, cfg Config) (*Result, error) {
 	if err := buildInitramfs(initrd, env, &cfg); err != nil {
 		return nil, err
 	}
-	console := filepath.Join(dir, "console.log")
-	args, err := qemuArgs(env, cfg, initrd, console)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, env.QEMU, args...)
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stderr, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	start := time.Now()
-	runErr := cmd.Run()
-	res := &Result{Duration: time.Since(start), ExitCode: -1}
-	serial, readErr := os.ReadFile(console)
-	res.Serial = string(serial)
-	p := parseConsole(res.Serial)
-	res.Markers, res.ExitCode = p.markers, p.exitCode
-	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return res, fmt.Errorf("VM did not power off within %v (booted: %v)", cfg.Timeout, p.booted)
-	case runErr != nil:
-		return res, fmt.Errorf("qemu: %v: %s", runErr, strings.TrimSpace(stderr.String()))
-	case readErr != nil:
-		return res, fmt.Errorf("read console log: %w", readErr)
-	case !p.booted:
-		return res, fmt.Errorf("VM never reached /init (no %s line)", bootPrefix)
-	case p.exitCode < 0:
-		return res, fmt.Errorf("VM stopped before the script finished (no %s line)", exitPrefix)
-	}
-	return res, nil
+	return cfg.machine(env, initrd).Boot(context.Background(), filepath.Join(dir, "console.log"))
 }
 
-// qemuArgs builds the command line: software emulation (KVM cannot run a
-// stock kernel on this kind of host), no default devices or network, the
-// console on the first serial port into a file, -no-reboot so that
-// poweroff and panics (panic=-1) both end qemu. no_timer_check: under
-// emulation on a loaded host the kernel's check that the IO-APIC timer
-// ticks can time out and panic the boot ("IO-APIC + timer doesn't
-// work"); the emulated timer is fine, only slow.
+// machine is the boot of the initramfs initrd for cfg.
+func (cfg Config) machine(env Env, initrd string) Machine {
+	return Machine{
+		QEMU:   env.QEMU,
+		Kernel: env.Kernel,
+		Initrd: initrd,
+		// no_timer_check: under emulation on a loaded host the
+		// kernel's check that the IO-APIC timer ticks can time out and
+		// panic the boot ("IO-APIC + timer doesn't work"); the
+		// emulated timer is fine, only slow.
+		Cmdline:  "console=ttyS0 panic=-1 quiet no_timer_check",
+		Disks:    cfg.Disks,
+		Serials:  cfg.Serials,
+		MemoryMB: cfg.MemoryMB,
+		CPUs:     cfg.CPUs,
+		Timeout:  cfg.Timeout,
+	}
+}
+
+// qemuArgs is the qemu command line of cfg's boot.
 func qemuArgs(env Env, cfg Config, initrd, console string) ([]string, error) {
-	args := []string{
-		"-accel", "tcg",
-		"-machine", "pc",
-		"-m", fmt.Sprint(cfg.MemoryMB),
-		"-smp", fmt.Sprint(max(cfg.CPUs, 1)),
-		"-nodefaults", "-no-user-config",
-		"-display", "none",
-		"-monitor", "none",
-		"-no-reboot",
-		"-serial", "file:" + console,
-		"-kernel", env.Kernel,
-		"-initrd", initrd,
-		"-append", "console=ttyS0 panic=-1 quiet no_timer_check",
-	}
-	if len(cfg.Serials) > len(cfg.Disks) {
-		return nil, fmt.Errorf("%d serials for %d disks", len(cfg.Serials), len(cfg.Disks))
-	}
-	for i, d := range cfg.Disks {
-		abs, err := filepath.Abs(d)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := os.Stat(abs); err != nil {
-			return nil, fmt.Errorf("disk image: %w", err)
-		}
-		// qemu's option parser takes ",," for a literal comma.
-		file := "file=" + strings.ReplaceAll(abs, ",", ",,") + ",format=raw"
-		if len(cfg.Serials) == 0 {
-			args = append(args, "-drive", file+",if=virtio")
-			continue
-		}
-		// A serial is a property of the device, not of the drive: spell
-		// both out, for every disk so they keep their order on the bus.
-		id := fmt.Sprintf("disk%d", i)
-		dev := "virtio-blk-pci,drive=" + id
-		if i < len(cfg.Serials) && cfg.Serials[i] != "" {
-			dev += ",serial=" + strings.ReplaceAll(cfg.Serials[i], ",", ",,")
-		}
-		args = append(args, "-drive", file+",if=none,id="+id, "-device", dev)
-	}
-	return args, nil
+	return cfg.machine(env, initrd).qemuArgs(console)
 }
 
 // Status returns the status of the named result marker, or "" if the VM
