@@ -14,6 +14,7 @@ packages=(
   ca-certificates xz-utils bc python3
   qemu-system-x86 linux-image-cloud-amd64 busybox-static qemu-utils  # dm-crypt in a VM
   udev dmsetup       # udevd and the device-mapper udev rules (with dmsetup) for the VM tests with udev
+  mmdebstrap         # the Debian root file system of the systemd boot tests (blockdev/vmtest/debvm)
   gcc libc6-dev      # go test -race needs cgo
 )
 for p in "${packages[@]}"; do

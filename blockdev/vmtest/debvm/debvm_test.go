@@ -56,6 +56,7 @@ echo first >/var/lib/debvm-boot
 	requireRunning(t, first)
 	t.Logf("first boot done after %v in all", time.Since(start).Round(time.Millisecond))
 
+	vm.ForcePoweroff = true // the first boot stopped the units in order
 	second := vm.Boot(t, `
 check persisted '[ "$(cat /var/lib/debvm-boot)" = first ]'
 check deb-unit 'systemctl is-active --quiet debvm-probe.service'
@@ -79,6 +80,7 @@ func TestDebianVMScriptFailure(t *testing.T) {
 		t.Skip("boots a Debian VM")
 	}
 	vm := New(t, Config{})
+	vm.ForcePoweroff = true
 	res := vm.Boot(t, `
 check false 'false'
 data note 'two

@@ -32,14 +32,15 @@
 //	data NAME VALUE                # VMTEST-DATA NAME VALUE
 //
 // Its exit status becomes VMTEST-EXIT; then the service powers the VM off
-// with an orderly systemctl poweroff, so stopping units is exercised too
-// (a script must not power off itself). The boot reports these data
-// besides the script's:
+// with an orderly systemctl poweroff, so stopping units is exercised too,
+// or at once with VM.ForcePoweroff (a script must not power off itself).
+// The boot reports these data besides the script's:
 //
 //	kernel         uname -r
+//	boot-id        /proc/sys/kernel/random/boot_id
 //	system-state   running, degraded, ... as is-system-running says
 //	failed-units   when the state is not running: the failed units
-//	boot-id        /proc/sys/kernel/random/boot_id
+//	startup        systemd-analyze time: kernel and userspace start-up
 //
 // A failing script also dumps the failed units and the end of the
 // journal to the console, which Result.Serial holds.

@@ -9,6 +9,9 @@ const (
 	// fwCfgScript is the fw_cfg name of the boot's script; qemu wants
 	// names of user files under opt/.
 	fwCfgScript = "opt/debvm/script"
+	// cmdlineForcePoweroff on the kernel command line makes the runner
+	// power off at once, without stopping units (VM.ForcePoweroff).
+	cmdlineForcePoweroff = "debvm.poweroff=force"
 )
 
 // runnerScript runs the boot's script. Its output goes to ttyS0 directly
@@ -16,6 +19,7 @@ const (
 // asynchronous and may lose the last lines at poweroff. It waits for the
 // boot to settle first, so that the script sees the system as a user
 // would and is-system-running says running rather than starting. The
+// startup time (systemd-analyze) tells a slow host from a slow unit. The
 // script runs in a subshell: an exit there ends the script only, and the
 // exit status still gets reported.
 const runnerScript = `#!/bin/sh
@@ -25,6 +29,7 @@ echo "VMTEST-DATA kernel $(uname -r)"
 echo "VMTEST-DATA boot-id $(cat /proc/sys/kernel/random/boot_id)"
 state=$(systemctl is-system-running --wait)
 echo "VMTEST-DATA system-state $state"
+echo "VMTEST-DATA startup $(systemd-analyze time | head -n1)"
 if [ "$state" != running ]; then
 	echo "VMTEST-DATA failed-units $(systemctl list-units --failed --plain --no-legend | cut -d' ' -f1 | tr '\n' ' ')"
 fi
@@ -66,7 +71,11 @@ if [ "$status" -ne 0 ]; then
 fi
 echo "VMTEST-EXIT $status"
 sync
-systemctl --no-block poweroff
+if grep -qw ` + cmdlineForcePoweroff + ` /proc/cmdline; then
+	systemctl poweroff -ff
+else
+	systemctl --no-block poweroff
+fi
 `
 
 // unitFile starts the runner once the boot reached multi-user.target. It
