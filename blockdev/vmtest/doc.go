@@ -20,6 +20,10 @@
 // and returns the script lines that start it, for tests of what udev
 // does with our devices.
 //
+// Machine is the qemu boot itself, for harnesses that boot something
+// else with the same markers (package debvm boots a Debian root disk with
+// systemd).
+//
 // BuildTest and BuildBinary compile Go test binaries and commands of this
 // module statically (CGO_ENABLED=0) for the VM.
 //

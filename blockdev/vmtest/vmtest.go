@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// DefaultTimeout bounds a boot when Config.Timeout is zero. Software
+// DefaultTimeout bounds a boot when Config.Timeout (Machine.Timeout) is zero. Software
 // emulation on a 2-core machine that also runs other test packages is
 // slow and uneven (a boot that takes 20 s on an idle host took over a
 // minute under load), so the bound only catches a VM that hangs: it costs

@@ -76,6 +76,7 @@ func baseTar(ctx context.Context, dir string, packages []string, logf func(strin
 		return tarPath, nil
 	}
 	tmp := tarPath + ".part"
+	os.Remove(tmp) // left by a build that was killed
 	defer os.Remove(tmp)
 	args := []string{
 		"--variant=apt", "--format=tar",
