@@ -45,6 +45,18 @@
 // A failing script also dumps the failed units and the end of the
 // journal to the console, which Result.Serial holds.
 //
+// A boot test then reads:
+//
+//	vm := debvm.New(t, debvm.Config{
+//		Debs:     []string{deb},
+//		Files:    map[string][]byte{"/etc/kmsagent/agent.toml": config},
+//		Crypttab: "data /dev/disk/by-id/virtio-vol-1 ...\n",
+//		Fstab:    "/dev/mapper/data /data ext4 defaults 0 2\n",
+//	})
+//	vm.Disks = []debvm.Disk{{Path: dataImage, Serial: "vol-1"}}
+//	res := vm.Boot(t, `check agent 'systemctl is-active --quiet kmsagent'`)
+//	res.RequireSuccess(t, "agent")
+//
 // Requirements: root (mmdebstrap, chroot and mkfs.ext4 -d keep file
 // owners), mmdebstrap, e2fsprogs, and what blockdev/vmtest needs, plus
 // the cloud kernel's initrd in /boot. Missing ones skip the tests, or
