@@ -78,8 +78,10 @@ func baseTar(ctx context.Context, dir string, packages []string, logf func(strin
 	tmp := tarPath + ".part"
 	os.Remove(tmp) // left by a build that was killed
 	defer os.Remove(tmp)
+	// dpkg's fsyncs buy nothing here: a build that does not finish is
+	// thrown away. Without them the build is some 15% faster.
 	args := []string{
-		"--variant=apt", "--format=tar",
+		"--variant=apt", "--format=tar", "--dpkgopt=force-unsafe-io",
 		"--include=" + strings.Join(packages, ","),
 		Suite, tmp,
 	}
