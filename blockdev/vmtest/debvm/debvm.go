@@ -344,7 +344,7 @@ func (vm *VM) machine(script string) vmtest.Machine {
 		QEMU:     vm.env.QEMU,
 		Kernel:   vm.env.Kernel,
 		Initrd:   vm.initrd,
-		Cmdline:  "root=/dev/vda rw console=ttyS0 panic=-1",
+		Cmdline:  "root=/dev/vda rw console=ttyS0 panic=-1 no_timer_check",
 		Disks:    []string{vm.Root},
 		MemoryMB: vm.MemoryMB,
 		CPUs:     vm.CPUs,
