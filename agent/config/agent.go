@@ -34,6 +34,10 @@ type Agent struct {
 	// for root only. Everyone who can connect may read the status.
 	AdminGroup string `toml:"admin_group"`
 	AuditLog   string `toml:"audit_log"`
+	// AuditFailOpen keeps unlocking volumes when the audit log cannot
+	// be written (a full disk), counting the records lost; by default a
+	// mount whose key use cannot be recorded is undone.
+	AuditFailOpen bool `toml:"audit_fail_open"`
 	// CloseOnStop closes every volume when the daemon stops; by default
 	// mounts outlive it, so a restart does not cut I/O.
 	CloseOnStop bool `toml:"close_on_stop"`

@@ -31,6 +31,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -40,6 +42,7 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
 	"kmsagent/agent/config"
+	"kmsagent/agent/peercred"
 	"kmsagent/kmsclient"
 )
 
@@ -82,8 +85,9 @@ type Daemon struct {
 	cfg      *config.Config
 	vols     map[string]*volume
 	stopping bool
-	ready    bool   // READY=1 was sent
-	status   string // last STATUS= sent
+	ready    bool     // READY=1 was sent
+	status   string   // last STATUS= sent
+	saved    []Record // what the state file holds
 	reloadMu sync.Mutex
 	wg       sync.WaitGroup // mounting goroutines; none starts once stopping
 }
@@ -106,10 +110,30 @@ type volume struct {
 // it has returned.
 type run struct {
 	cancel    context.CancelFunc
-	kick      chan struct{}
+	kick      chan caller // who asked for the attempt cut short
 	attempted chan struct{}
 	first     chan struct{} // closed after the first attempt only
 	done      chan struct{}
+}
+
+// caller is who a mount or unmount is done for, for the audit log: the
+// control API's peer, or the daemon itself for what it does on its own.
+type caller struct {
+	actor    string
+	uid, pid int
+}
+
+// self is the daemon acting on its own (boot, hotplug, stop).
+func self(actor string) caller { return caller{actor: actor, uid: os.Getuid(), pid: os.Getpid()} }
+
+// callerOf is the peer of a control API request (its context carries
+// the connection's credentials), or the daemon itself for a request that
+// did not come over the socket (SIGHUP).
+func callerOf(ctx context.Context, actor string) caller {
+	if p := peercred.FromContext(ctx); p != nil && p.Err == nil {
+		return caller{actor: actor, uid: p.UID, pid: p.PID}
+	}
+	return self(actor)
 }
 
 // New makes a daemon for cfg; Start brings it up.
@@ -141,6 +165,12 @@ func SpecOf(v config.Volume) Spec {
 // Start adopts what is already mounted and starts mounting every auto
 // volume. It returns once the goroutines are started; Ready tells when
 // each had its first attempt.
+//
+// The kernel's view (the Service's Status) decides what is mounted; the
+// state file only adds what the kernel cannot tell: since when, which
+// CMK, the retries, and the last error of a volume that is not mounted.
+// A state file that cannot be read is reported and rebuilt from the
+// kernel's view by the next save.
 func (d *Daemon) Start(ctx context.Context) error {
 	mounted, err := d.svc.Status(ctx)
 	if err != nil {
@@ -149,9 +179,8 @@ func (d *Daemon) Start(ctx context.Context) error {
 	var recs []Record
 	if d.opts.State != nil {
 		if recs, err = d.opts.State.Load(ctx); err != nil {
-			// The kernel's view is what counts; the records only add
-			// since times.
-			d.log.Warn("state file unreadable; adopting what the kernel reports", "error", err)
+			d.log.Error("state file not used; rebuilt from what the kernel reports", "error", err)
+			recs = nil
 		}
 	}
 	d.mu.Lock()
@@ -160,24 +189,66 @@ func (d *Daemon) Start(ctx context.Context) error {
 	for _, vc := range d.cfg.Volumes {
 		v := &volume{cfg: vc, state: StateUnmounted, since: now}
 		d.vols[vc.Name] = v
+		rec, hasRec := findRecord(recs, vc)
 		if st, ok := findMounted(mounted, vc); ok {
 			v.state, v.adopted = StateMounted, true
 			v.mounted = Mounted{Spec: SpecOf(vc), WorkerPID: st.WorkerPID, Device: st.Device, KeyID: st.KeyID, Provider: st.Provider, Since: now}
-			for _, r := range recs {
-				if r.Name == vc.Name && !r.Since.IsZero() {
-					v.mounted.Since, v.since = r.Since, r.Since
-				}
+			if hasRec && rec.State == StateMounted {
+				v.restoreMounted(rec)
 			}
 			d.log.Info("adopted a mounted volume", "volume", vc.Name, "target", vc.Target, "worker_pid", st.WorkerPID, "device", st.Device)
 			continue
 		}
+		if hasRec {
+			v.restoreUnmounted(rec)
+		}
 		if vc.Auto {
-			d.startRun(v, "boot")
+			lastErr := v.lastErr
+			d.startRun(v, self("boot"))
+			v.lastErr = lastErr // shown until the attempt ends
 		}
 	}
 	d.saveLocked()
 	d.notifyStatusLocked()
 	return nil
+}
+
+// findRecord finds the state file's record of vc: the same name, kind
+// and source (a volume whose configuration changed while the daemon was
+// down starts afresh).
+func findRecord(recs []Record, vc config.Volume) (Record, bool) {
+	for _, r := range recs {
+		if r.Name == vc.Name && r.Kind == Kind(vc.Type) && r.Source == vc.Source {
+			return r, true
+		}
+	}
+	return Record{}, false
+}
+
+// restoreMounted adds to an adopted volume what only the record knows.
+func (v *volume) restoreMounted(r Record) {
+	if !r.Since.IsZero() {
+		v.mounted.Since, v.since = r.Since, r.Since
+	}
+	if v.mounted.KeyID == "" {
+		v.mounted.KeyID, v.mounted.Provider = r.KeyID, r.Provider
+	}
+	v.retries = r.Retries
+}
+
+// restoreUnmounted gives a volume the kernel does not report mounted its
+// last error: the one recorded, or, for a volume the record has mounted,
+// that its mount went away while no daemon ran. A volume without auto
+// then stays failed with it; an auto one is tried again.
+func (v *volume) restoreUnmounted(r Record) {
+	switch {
+	case r.State == StateMounted:
+		v.lastErr = fmt.Errorf("volume %s: %w: mounted when the daemon stopped, not mounted when it started", r.Name, ErrGone)
+		v.state = StateFailed
+	case r.LastError != "" && (r.State == StateFailed || r.State == StateRetrying):
+		v.lastErr = &restoredError{msg: r.LastError, kind: r.ErrorKind}
+		v.state, v.since, v.retries = StateFailed, r.Since, r.Retries
+	}
 }
 
 // findMounted finds vc among the Service's mounted volumes, by name or
@@ -294,7 +365,7 @@ func (d *Daemon) Stop(ctx context.Context) error {
 		if !up {
 			continue
 		}
-		if err := d.unmountVolume(ctx, v, false, "stop"); err != nil {
+		if err := d.unmountVolume(ctx, v, false, self("stop")); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -313,15 +384,15 @@ func (d *Daemon) names() []string {
 }
 
 // startRun starts the mounting goroutine of v. d.mu is held.
-func (d *Daemon) startRun(v *volume, actor string) *run {
+func (d *Daemon) startRun(v *volume, who caller) *run {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &run{cancel: cancel, kick: make(chan struct{}, 1), attempted: make(chan struct{}), first: make(chan struct{}), done: make(chan struct{})}
+	r := &run{cancel: cancel, kick: make(chan caller, 1), attempted: make(chan struct{}), first: make(chan struct{}), done: make(chan struct{})}
 	v.run = r
 	v.retries = 0
 	v.nextRetry = time.Time{}
 	v.setState(StateMounting)
 	d.wg.Add(1)
-	go d.mountLoop(ctx, v, r, SpecOf(v.cfg), actor)
+	go d.mountLoop(ctx, v, r, SpecOf(v.cfg), who)
 	return r
 }
 
@@ -333,7 +404,7 @@ func (v *volume) setState(s string) {
 
 // mountLoop mounts v, retrying with backoff while the KMS throttles or
 // is unavailable.
-func (d *Daemon) mountLoop(ctx context.Context, v *volume, r *run, spec Spec, actor string) {
+func (d *Daemon) mountLoop(ctx context.Context, v *volume, r *run, spec Spec, who caller) {
 	defer d.wg.Done()
 	defer close(r.done)
 	defer r.cancel()
@@ -353,7 +424,9 @@ func (d *Daemon) mountLoop(ctx context.Context, v *volume, r *run, spec Spec, ac
 		start := time.Now()
 		m, err := d.svc.Mount(ctx, spec)
 		d.metrics.observe(spec.Kind, time.Since(start), err)
-		d.audit(Event{Time: time.Now(), Actor: actor, Op: "mount", Volume: spec.Name, KeyID: m.KeyID, Provider: m.Provider, Result: result(err), Error: errString(err)})
+		if aerr := d.audit(who, Event{Op: OpMount, Volume: spec.Name, Kind: spec.Kind, KeyID: m.KeyID, Provider: m.Provider, Err: err}); err == nil && aerr != nil {
+			err = d.undoUnaudited(ctx, spec, aerr)
+		}
 
 		d.mu.Lock()
 		if v.run != r { // replaced or removed meanwhile
@@ -401,7 +474,7 @@ func (d *Daemon) mountLoop(ctx context.Context, v *volume, r *run, spec Spec, ac
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
-		case <-r.kick:
+		case who = <-r.kick:
 			t.Stop()
 		case <-ctx.Done():
 			t.Stop()
@@ -418,24 +491,41 @@ func (d *Daemon) mountLoop(ctx context.Context, v *volume, r *run, spec Spec, ac
 	}
 }
 
-func result(err error) string {
-	if err == nil {
-		return "ok"
+// audit records e for who. The error is the Auditor's: the event is not
+// on record.
+func (d *Daemon) audit(who caller, e Event) error {
+	if d.opts.Audit == nil {
+		return nil
 	}
-	return ErrorKind(err)
+	e.Time, e.Actor, e.UID, e.PID = time.Now(), who.actor, who.uid, who.pid
+	// Not the mount's context: a mount that succeeded as the daemon
+	// stops is still recorded.
+	ctx, cancel := context.WithTimeout(context.Background(), auditTimeout)
+	defer cancel()
+	err := d.opts.Audit.Audit(ctx, e)
+	if err != nil {
+		d.log.Error("audit record not written", "op", e.Op, "volume", e.Volume, "error", err)
+	}
+	return err
 }
 
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
+// auditTimeout bounds the wait for the audit log's other writers.
+const auditTimeout = 30 * time.Second
 
-func (d *Daemon) audit(e Event) {
-	if d.opts.Audit != nil {
-		d.opts.Audit.Audit(e)
+// undoUnaudited closes a volume whose mount could not be recorded in the
+// audit log (fail closed: a key use that is not on record is not kept)
+// and returns the error the volume fails with.
+func (d *Daemon) undoUnaudited(ctx context.Context, spec Spec, aerr error) error {
+	target := spec.Target
+	if target == "" {
+		target = spec.Name
 	}
+	err := fmt.Errorf("volume %s: %w: %v; the volume was closed again", spec.Name, ErrAudit, aerr)
+	if uerr := d.svc.Unmount(context.WithoutCancel(ctx), target, false); uerr != nil {
+		err = fmt.Errorf("volume %s: %w: %v; closing the volume again failed too, it stays mounted without a record: %v", spec.Name, ErrAudit, aerr, uerr)
+	}
+	d.log.Error("mount not kept: its key use is not in the audit log (the audit log fails closed)", "volume", spec.Name, "error", err)
+	return err
 }
 
 // Mount mounts the configured volume name now and returns its status
@@ -460,11 +550,12 @@ func (d *Daemon) Mount(ctx context.Context, name, actor string) (VolumeInfo, err
 		return info, nil
 	}
 	r := v.run
+	who := callerOf(ctx, actor)
 	if r == nil {
-		r = d.startRun(v, actor)
+		r = d.startRun(v, who)
 	} else {
 		select {
-		case r.kick <- struct{}{}:
+		case r.kick <- who:
 		default:
 		}
 	}
@@ -514,18 +605,19 @@ func (d *Daemon) Unmount(ctx context.Context, nameOrTarget string, lazy bool, ac
 		}
 	}
 	d.mu.Unlock()
+	who := callerOf(ctx, actor)
 	if v == nil {
 		if !strings.HasPrefix(nameOrTarget, "/") {
 			return fmt.Errorf("%w: %s is neither a [[volume]] name nor a mount point", ErrNotFound, nameOrTarget)
 		}
 		err := d.svc.Unmount(ctx, nameOrTarget, lazy)
-		d.audit(Event{Time: time.Now(), Actor: actor, Op: "unmount", Volume: nameOrTarget, Result: result(err), Error: errString(err)})
+		d.audit(who, Event{Op: OpUnmount, Volume: nameOrTarget, Err: err})
 		return err
 	}
-	return d.unmountVolume(ctx, v, lazy, actor)
+	return d.unmountVolume(ctx, v, lazy, who)
 }
 
-func (d *Daemon) unmountVolume(ctx context.Context, v *volume, lazy bool, actor string) error {
+func (d *Daemon) unmountVolume(ctx context.Context, v *volume, lazy bool, who caller) error {
 	d.mu.Lock()
 	if r := v.run; r != nil {
 		r.cancel()
@@ -551,7 +643,7 @@ func (d *Daemon) unmountVolume(ctx context.Context, v *volume, lazy bool, actor 
 	name, keyID, provider := v.cfg.Name, v.mounted.KeyID, v.mounted.Provider
 	d.mu.Unlock()
 	err := d.svc.Unmount(ctx, target, lazy)
-	d.audit(Event{Time: time.Now(), Actor: actor, Op: "unmount", Volume: name, KeyID: keyID, Provider: provider, Result: result(err), Error: errString(err)})
+	d.audit(who, Event{Op: OpUnmount, Volume: name, Kind: Kind(v.cfg.Type), KeyID: keyID, Provider: provider, Err: err})
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err != nil {
@@ -585,10 +677,10 @@ func (d *Daemon) Attached(match func(source string) bool) []string {
 			continue
 		}
 		if v.run == nil {
-			d.startRun(v, "attach")
+			d.startRun(v, self("attach"))
 		} else {
 			select {
-			case v.run.kick <- struct{}{}:
+			case v.run.kick <- self("attach"):
 			default:
 			}
 		}
@@ -636,7 +728,7 @@ func (d *Daemon) Reload(ctx context.Context, actor string) (ReloadResult, error)
 		d.log.Error("reload failed; the running configuration stays", "error", err)
 		return ReloadResult{}, fmt.Errorf("reload: %w; the running configuration stays", err)
 	}
-	res := d.apply(cfg, actor)
+	res := d.apply(cfg, callerOf(ctx, actor))
 	if d.opts.Applied != nil {
 		d.opts.Applied(cfg)
 	}
@@ -646,7 +738,7 @@ func (d *Daemon) Reload(ctx context.Context, actor string) (ReloadResult, error)
 
 // apply makes cfg the configuration in force, touching only the volumes
 // that changed.
-func (d *Daemon) apply(cfg *config.Config, actor string) ReloadResult {
+func (d *Daemon) apply(cfg *config.Config, who caller) ReloadResult {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var res ReloadResult
@@ -687,7 +779,7 @@ func (d *Daemon) apply(cfg *config.Config, actor string) ReloadResult {
 			d.vols[vc.Name] = v
 			res.Added = append(res.Added, vc.Name)
 			if vc.Auto && !d.stopping {
-				d.startRun(v, actor)
+				d.startRun(v, who)
 			}
 		case sameVolume(v.cfg, vc):
 			// Untouched.
@@ -704,7 +796,7 @@ func (d *Daemon) apply(cfg *config.Config, actor string) ReloadResult {
 			v.setState(StateUnmounted)
 			res.Changed = append(res.Changed, vc.Name)
 			if vc.Auto && !d.stopping {
-				d.startRun(v, actor)
+				d.startRun(v, who)
 			}
 		}
 	}
@@ -939,22 +1031,35 @@ func (d *Daemon) notifyStatusLocked() {
 	d.notify("STATUS=" + s)
 }
 
-// saveLocked writes the records of the mounted volumes. d.mu is held.
+// saveLocked writes the records of the table when they changed. d.mu
+// is held.
 func (d *Daemon) saveLocked() {
 	if d.opts.State == nil {
 		return
 	}
-	var recs []Record
+	recs := []Record{}
 	for _, name := range sortedKeys(d.vols) {
-		v := d.vols[name]
-		if v.state != StateMounted {
-			continue
-		}
-		m := v.mounted
-		recs = append(recs, Record{Name: name, Kind: m.Kind, Source: v.cfg.Source, Target: v.cfg.Target,
-			WorkerPID: m.WorkerPID, Device: m.Device, KeyID: m.KeyID, Provider: m.Provider, Since: m.Since})
+		recs = append(recs, d.vols[name].record())
+	}
+	if reflect.DeepEqual(recs, d.saved) {
+		return
 	}
 	if err := d.opts.State.Save(context.Background(), recs); err != nil {
 		d.log.Error("state file not written", "error", err)
+		return
 	}
+	d.saved = recs
+}
+
+func (v *volume) record() Record {
+	r := Record{Name: v.cfg.Name, Kind: Kind(v.cfg.Type), Source: v.cfg.Source, Target: v.cfg.Target, State: v.state,
+		Since: v.since, Retries: v.retries}
+	if v.state == StateMounted {
+		m := v.mounted
+		r.Since, r.WorkerPID, r.Device, r.KeyID, r.Provider = m.Since, m.WorkerPID, m.Device, m.KeyID, m.Provider
+	}
+	if v.lastErr != nil {
+		r.LastError, r.ErrorKind = v.lastErr.Error(), ErrorKind(v.lastErr)
+	}
+	return r
 }

@@ -261,7 +261,7 @@ func TestAdopt(t *testing.T) {
 			{Kind: KindFUSE, Source: "/cipher/elsewhere", Target: "/mnt/other", State: ServiceMounted},
 		}
 		since := time.Now().Add(-time.Hour)
-		st := &fakeState{recs: []Record{{Name: "a", Since: since}}}
+		st := &fakeState{recs: []Record{{Name: "a", Kind: KindFUSE, Source: "/cipher/a", State: StateMounted, Since: since}}}
 		d := New(cfgWith(vol("a", true), vol("s", true), vol("other", true)), Options{Service: svc, State: st})
 		stop := started(t, d)
 		if svc.ncalls("a") != 0 || svc.ncalls("s") != 1 || svc.ncalls("other") != 1 {

@@ -140,10 +140,11 @@ type fakeAudit struct {
 	events []Event
 }
 
-func (a *fakeAudit) Audit(e Event) {
+func (a *fakeAudit) Audit(_ context.Context, e Event) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.events = append(a.events, e)
+	return nil
 }
 
 type fakeState struct {

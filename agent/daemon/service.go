@@ -14,7 +14,9 @@ import (
 // KMS delays one volume, never the table.
 type Service interface {
 	// Mount unlocks and mounts one volume. Errors wrap kmsclient's
-	// sentinels, which decide whether the daemon retries.
+	// sentinels, which decide whether the daemon retries. On error the
+	// returned Mounted may still carry the KeyID and Provider the
+	// volume's token named, for the audit record.
 	Mount(ctx context.Context, spec Spec) (Mounted, error)
 	// Unmount unmounts a share or closes a LUKS2 volume; target is
 	// the mount point, or the volume's name when it has none.
@@ -74,29 +76,15 @@ var (
 	ErrNotFound = errors.New("no such volume")
 	ErrStopping = errors.New("the daemon is stopping")
 	ErrGone     = errors.New("mount gone")
+	// ErrAudit means a mount was undone because the audit log could
+	// not record it.
+	ErrAudit = errors.New("key use not recorded in the audit log")
 )
 
 // ErrorKind names the kind of a mount error for metrics, the status line
 // and the control API: a kmsclient error kind, "canceled", or "other".
 func ErrorKind(err error) string {
-	for _, k := range []struct {
-		err  error
-		name string
-	}{
-		{kmsclient.ErrThrottled, "throttled"},
-		{kmsclient.ErrUnavailable, "unavailable"},
-		{kmsclient.ErrKeyDisabled, "key_disabled"},
-		{kmsclient.ErrKeyPendingDeletion, "key_pending_deletion"},
-		{kmsclient.ErrKeyNotFound, "key_not_found"},
-		{kmsclient.ErrAccessDenied, "access_denied"},
-		{kmsclient.ErrInvalidCiphertext, "invalid_ciphertext"},
-		{kmsclient.ErrInvalidRequest, "invalid_request"},
-		{ErrNotFound, "not_found"},
-		{ErrStopping, "stopping"},
-		{ErrGone, "gone"},
-		{context.Canceled, "canceled"},
-		{context.DeadlineExceeded, "timeout"},
-	} {
+	for _, k := range errorKinds {
 		if errors.Is(err, k.err) {
 			return k.name
 		}
@@ -104,17 +92,64 @@ func ErrorKind(err error) string {
 	return "other"
 }
 
+var errorKinds = []struct {
+	err  error
+	name string
+}{
+	{kmsclient.ErrThrottled, "throttled"},
+	{kmsclient.ErrUnavailable, "unavailable"},
+	{kmsclient.ErrKeyDisabled, "key_disabled"},
+	{kmsclient.ErrKeyPendingDeletion, "key_pending_deletion"},
+	{kmsclient.ErrKeyNotFound, "key_not_found"},
+	{kmsclient.ErrAccessDenied, "access_denied"},
+	{kmsclient.ErrInvalidCiphertext, "invalid_ciphertext"},
+	{kmsclient.ErrInvalidRequest, "invalid_request"},
+	{ErrNotFound, "not_found"},
+	{ErrStopping, "stopping"},
+	{ErrGone, "gone"},
+	{ErrAudit, "audit"},
+	{context.Canceled, "canceled"},
+	{context.DeadlineExceeded, "timeout"},
+}
+
+// restoredError is a volume's last error as the state file kept it: its
+// text, and its kind for errors.Is, so the status and the retry
+// decision read as before a restart.
+type restoredError struct{ msg, kind string }
+
+func (e *restoredError) Error() string { return e.msg }
+
+func (e *restoredError) Is(target error) bool {
+	for _, k := range errorKinds {
+		if k.name == e.kind && k.err == target {
+			return true
+		}
+	}
+	return false
+}
+
 // Seams for packages that join later: the state file and the audit log.
 
-// Record is one volume the daemon brought up, as the state file keeps it
-// so a restarted daemon knows what it opened and since when.
+// Record is one volume of the table as the state file keeps it: what
+// the kernel cannot tell a restarted daemon (since when, which CMK,
+// retries, the last error), so its status reads as before the restart.
 type Record struct {
-	Name, Source, Target string
-	Kind                 Kind
-	WorkerPID            int
-	Device               string
-	KeyID, Provider      string
-	Since                time.Time
+	Name      string    `json:"name"`
+	Kind      Kind      `json:"kind"`
+	Source    string    `json:"source"`
+	Target    string    `json:"target,omitempty"`
+	State     string    `json:"state"`
+	Since     time.Time `json:"since"`
+	WorkerPID int       `json:"worker_pid,omitempty"`
+	Device    string    `json:"device,omitempty"`
+	KeyID     string    `json:"key_id,omitempty"`
+	Provider  string    `json:"provider,omitempty"`
+	Retries   int       `json:"retries,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	ErrorKind string    `json:"error_kind,omitempty"`
+	// Discovered marks a volume unlocked on attach without a [[volume]]
+	// (auto_unlock_attached).
+	Discovered bool `json:"discovered,omitempty"`
 }
 
 // StateStore keeps the records across restarts (agent/state: an atomic
@@ -124,22 +159,34 @@ type StateStore interface {
 	Save(ctx context.Context, recs []Record) error
 }
 
-// Event is one key unwrap for the audit log (agent/audit): who asked,
-// which volume, which CMK, and the result.
+// Event is one mount attempt (a key unwrap) or one unmount, for the
+// audit log (agent/audit): who asked, which volume, which CMK, and the
+// result.
 type Event struct {
-	Time     time.Time
-	Actor    string // "boot", "reload", or the peer ("uid=0 pid=42")
-	Op       string // "mount", "unmount"
+	Time  time.Time
+	Actor string // "boot", "attach", "sighup", or the control API's peer ("pid=42 uid=0")
+	// UID and PID are who asked: the control API's peer, or the daemon
+	// itself for what it does on its own (boot, hotplug, retries).
+	UID, PID int
+	Op       string // OpMount or OpUnmount
 	Volume   string
-	KeyID    string
+	Kind     Kind
+	KeyID    string // the CMK; empty when the attempt failed before reading the token
 	Provider string
-	Result   string // "ok" or ErrorKind
-	Error    string
+	Err      error // nil for success
 }
 
-// Auditor writes audit events; it must not block for long.
+// Operations of an Event.
+const (
+	OpMount   = "mount"
+	OpUnmount = "unmount"
+)
+
+// Auditor writes audit events. An error means the event is not on
+// record: for a mount the daemon then undoes it (fail closed), unless
+// the Auditor fails open and returns nil.
 type Auditor interface {
-	Audit(Event)
+	Audit(ctx context.Context, e Event) error
 }
 
 // Notifier sends sd_notify(3) messages ("READY=1", "STATUS=...").
