@@ -9,17 +9,20 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
+	"kmsagent/agent/audit"
 	"kmsagent/agent/config"
 	"kmsagent/agent/control"
 	"kmsagent/agent/daemon"
 	"kmsagent/agent/peercred"
 	"kmsagent/agent/service"
+	"kmsagent/agent/state"
 )
 
 // runDaemon is `kmsagent run`: the daemon, a systemd Type=notify service.
@@ -50,6 +53,13 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Before the socket: a second daemon must stop at the state
+	// directory's lock, not take over the first one's socket.
+	records, auditor, err := openRecords(cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer records.Close()
 	ln, err := controlListener(cfg.Agent.Socket, group, logger)
 	if err != nil {
 		return err
@@ -73,6 +83,8 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) error {
 		Service:  daemonService{svc},
 		Load:     load,
 		Notify:   sdNotifier{},
+		State:    records.state,
+		Audit:    auditor,
 		Logger:   logger,
 		Watchdog: watchdog,
 		Applied: func(c *config.Config) {
@@ -121,6 +133,46 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) error {
 			return nil
 		}
 	}
+}
+
+// records are the daemon's files: the state file, locked for this
+// daemon, and the audit log.
+type records struct {
+	state *daemon.StateFile
+	audit *audit.Log
+}
+
+// openRecords opens [agent] state_dir and audit_log. Another daemon on
+// the same state directory is a one-line error naming its pid. The audit
+// log fails closed unless audit_fail_open is set.
+func openRecords(cfg *config.Config, logger *slog.Logger) (*records, daemon.Auditor, error) {
+	st, err := daemon.OpenStateFile(cfg.Agent.StateDir)
+	if errors.Is(err, state.ErrLocked) {
+		return nil, nil, fmt.Errorf("run: %w; stop it first (systemctl stop kmsagent), or give this one another [agent] state_dir", err)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("run: agent.state_dir: %w", err)
+	}
+	// The log's directory is made private when missing; an existing one
+	// must already be root's and not writable by others.
+	if err := os.MkdirAll(filepath.Dir(cfg.Agent.AuditLog), 0o700); err != nil {
+		st.Close()
+		return nil, nil, fmt.Errorf("run: agent.audit_log: %w", err)
+	}
+	log, err := audit.Open(cfg.Agent.AuditLog, audit.Options{
+		FailOpen: cfg.Agent.AuditFailOpen,
+		Report:   func(err error) { logger.Error("audit log", "error", err) },
+	})
+	if err != nil {
+		st.Close()
+		return nil, nil, fmt.Errorf("run: agent.audit_log: %w", err)
+	}
+	return &records{state: st, audit: log}, daemon.AuditLog{Log: log}, nil
+}
+
+func (r *records) Close() {
+	r.audit.Close()
+	r.state.Close()
 }
 
 func adminGroup(cfg *config.Config) (int, error) {

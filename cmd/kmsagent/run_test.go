@@ -151,3 +151,50 @@ func TestRunDaemon(t *testing.T) {
 		t.Errorf("socket left behind: %v", err)
 	}
 }
+
+// TestRunDaemonStateLocked: a second `kmsagent run` on the same state
+// directory stops at start with one line naming the first one's pid, and
+// leaves the first one's socket alone.
+func TestRunDaemonStateLocked(t *testing.T) {
+	bin := tstest.Kmsagent(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "run", "agent.sock")
+	cfg := writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\n",
+		filepath.Join(dir, "kms"), sock, filepath.Join(dir, "state"), filepath.Join(dir, "log", "audit.log")), 0o600)
+	notify := newNotifySocket(t, dir)
+	first := exec.Command(bin, "--config", cfg, "run")
+	first.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.path)
+	var stderr strings.Builder
+	first.Stderr = &stderr
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		first.Process.Signal(syscall.SIGTERM)
+		first.Wait()
+		if t.Failed() {
+			t.Logf("first daemon's log:\n%s", stderr.String())
+		}
+	})
+	notify.await(t, "READY=1")
+
+	second := exec.Command(bin, "--config", cfg, "run", "--socket", filepath.Join(dir, "second.sock"))
+	out, err := second.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+		t.Fatalf("second daemon: %v\n%s", err, out)
+	}
+	msg := strings.TrimSpace(string(out))
+	if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, fmt.Sprintf("in use by process %d", first.Process.Pid)) {
+		t.Errorf("second daemon's error, want one line naming pid %d:\n%s", first.Process.Pid, msg)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "second.sock")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the second daemon made its socket: %v", err)
+	}
+	if _, err := control.NewClient(sock).Health(t.Context()); err != nil {
+		t.Errorf("the first daemon no longer answers: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "log", "audit.log")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("audit log: %v %v", fi, err)
+	}
+}
