@@ -59,10 +59,13 @@ const (
 type Options struct {
 	Service Service
 	// Load reads the configuration again, for Reload.
-	Load    func() (*config.Config, error)
-	Notify  Notifier   // nil: no sd_notify
-	State   StateStore // nil: no state file
-	Audit   Auditor    // nil: no audit log
+	Load   func() (*config.Config, error)
+	Notify Notifier   // nil: no sd_notify
+	State  StateStore // nil: no state file
+	Audit  Auditor    // nil: no audit log
+	// Devices answers hot-plug's questions about block devices; nil:
+	// no hot-plug (Hotplug refuses to run).
+	Devices Devices
 	Logger  *slog.Logger
 	Backoff Backoff
 	// Applied is called with each configuration a reload put in
@@ -103,6 +106,12 @@ type volume struct {
 	nextRetry time.Time
 	since     time.Time // of the current state
 	run       *run      // the goroutine mounting it, nil when none
+	// below are the devices a mounted LUKS2 volume sits on, noted when
+	// it came up (see hotplug.go).
+	below []uint64
+	// discovered: unlocked on attach without a [[volume]]
+	// (auto_unlock_attached).
+	discovered bool
 }
 
 // run is one mounting goroutine: cancel stops it, kick cuts its backoff
@@ -196,6 +205,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 			if hasRec && rec.State == StateMounted {
 				v.restoreMounted(rec)
 			}
+			v.below = d.noteBelow(v.mounted)
 			d.log.Info("adopted a mounted volume", "volume", vc.Name, "target", vc.Target, "worker_pid", st.WorkerPID, "device", st.Device)
 			continue
 		}
@@ -208,9 +218,34 @@ func (d *Daemon) Start(ctx context.Context) error {
 			v.lastErr = lastErr // shown until the attempt ends
 		}
 	}
+	d.adoptDiscoveredLocked(recs, mounted, now)
 	d.saveLocked()
 	d.notifyStatusLocked()
 	return nil
+}
+
+// adoptDiscoveredLocked takes back the volumes an earlier daemon
+// unlocked on attach (auto_unlock_attached) that are still open. One
+// that is not is forgotten: hot-plug finds it again if its disk is
+// there. d.mu is held.
+func (d *Daemon) adoptDiscoveredLocked(recs []Record, mounted []VolumeStatus, now time.Time) {
+	for _, r := range recs {
+		u, ok := strings.CutPrefix(r.Name, discoveredPrefix)
+		if !r.Discovered || !ok || d.vols[r.Name] != nil {
+			continue
+		}
+		vc := discoveredConfig(u)
+		st, ok := findMounted(mounted, vc)
+		if !ok || vc.Source != r.Source {
+			continue
+		}
+		v := &volume{cfg: vc, discovered: true, state: StateMounted, adopted: true, since: now}
+		v.mounted = Mounted{Spec: SpecOf(vc), Device: st.Device, KeyID: st.KeyID, Provider: st.Provider, Since: now}
+		v.restoreMounted(r)
+		v.below = d.noteBelow(v.mounted)
+		d.vols[r.Name] = v
+		d.log.Info("adopted a volume unlocked on attach", "volume", r.Name, "device", st.Device)
+	}
 }
 
 // findRecord finds the state file's record of vc: the same name, kind
@@ -427,6 +462,10 @@ func (d *Daemon) mountLoop(ctx context.Context, v *volume, r *run, spec Spec, wh
 		if aerr := d.audit(who, Event{Op: OpMount, Volume: spec.Name, Kind: spec.Kind, KeyID: m.KeyID, Provider: m.Provider, Err: err}); err == nil && aerr != nil {
 			err = d.undoUnaudited(ctx, spec, aerr)
 		}
+		var below []uint64
+		if err == nil {
+			below = d.noteBelow(m)
+		}
 
 		d.mu.Lock()
 		if v.run != r { // replaced or removed meanwhile
@@ -439,7 +478,7 @@ func (d *Daemon) mountLoop(ctx context.Context, v *volume, r *run, spec Spec, wh
 			if m.Since.IsZero() {
 				m.Since = time.Now()
 			}
-			v.mounted, v.lastErr, v.nextRetry = m, nil, time.Time{}
+			v.mounted, v.lastErr, v.nextRetry, v.below = m, nil, time.Time{}, below
 			v.setState(StateMounted)
 			d.log.Info("volume mounted", "volume", spec.Name, "target", spec.Target, "key_id", m.KeyID, "worker_pid", m.WorkerPID, "device", m.Device, "attempts", attempt+1)
 		case ctx.Err() != nil:
@@ -650,7 +689,7 @@ func (d *Daemon) unmountVolume(ctx context.Context, v *volume, lazy bool, who ca
 		d.log.Error("unmount failed", "volume", name, "target", target, "error", err)
 		return fmt.Errorf("volume %s: %w", name, err)
 	}
-	v.mounted, v.lastErr, v.adopted = Mounted{}, nil, false
+	v.mounted, v.lastErr, v.adopted, v.below = Mounted{}, nil, false, nil
 	v.setState(StateUnmounted)
 	d.log.Info("volume unmounted", "volume", name, "target", target, "lazy", lazy)
 	d.saveLocked()
@@ -673,7 +712,9 @@ func (d *Daemon) Attached(match func(source string) bool) []string {
 	var tried []string
 	for _, name := range sortedKeys(d.vols) {
 		v := d.vols[name]
-		if !v.cfg.Auto || v.state == StateMounted || !match(v.cfg.Source) {
+		// A discovered volume comes back through Discovered, once its
+		// header is seen again.
+		if !v.cfg.Auto || v.discovered || v.state == StateMounted || !match(v.cfg.Source) {
 			continue
 		}
 		if v.run == nil {
@@ -758,7 +799,13 @@ func (d *Daemon) apply(cfg *config.Config, who caller) ReloadResult {
 	}
 	for name, v := range d.vols {
 		if _, ok := wanted[name]; ok {
+			// A [[volume]] now names what was discovered: it is
+			// configured from here on.
+			v.discovered = false
 			continue
+		}
+		if v.discovered {
+			continue // not the configuration's: hot-plug's
 		}
 		if v.run != nil {
 			v.run.cancel()
@@ -836,15 +883,18 @@ type VolumeInfo struct {
 	Auto      bool      `json:"auto"`
 	Adopted   bool      `json:"adopted,omitempty"` // mounted by an earlier daemon
 	Managed   bool      `json:"managed"`           // a [[volume]] of the configuration
-	LastError string    `json:"last_error,omitempty"`
-	ErrorKind string    `json:"error_kind,omitempty"`
-	Retries   int       `json:"retries"`
-	NextRetry time.Time `json:"next_retry,omitzero"`
+	// Discovered: unlocked on attach without a [[volume]]
+	// (auto_unlock_attached), opened as /dev/mapper/NAME, not mounted.
+	Discovered bool      `json:"discovered,omitempty"`
+	LastError  string    `json:"last_error,omitempty"`
+	ErrorKind  string    `json:"error_kind,omitempty"`
+	Retries    int       `json:"retries"`
+	NextRetry  time.Time `json:"next_retry,omitzero"`
 }
 
 func (v *volume) info() VolumeInfo {
 	i := VolumeInfo{Name: v.cfg.Name, Kind: Kind(v.cfg.Type), State: v.state, Source: v.cfg.Source, Target: v.cfg.Target,
-		Since: v.since, Auto: v.cfg.Auto, Adopted: v.adopted, Managed: true, Retries: v.retries, NextRetry: v.nextRetry}
+		Since: v.since, Auto: v.cfg.Auto, Adopted: v.adopted, Managed: !v.discovered, Discovered: v.discovered, Retries: v.retries, NextRetry: v.nextRetry}
 	if v.state == StateMounted {
 		i.KeyID, i.Provider, i.WorkerPID, i.Device = v.mounted.KeyID, v.mounted.Provider, v.mounted.WorkerPID, v.mounted.Device
 	}
@@ -903,7 +953,7 @@ func (d *Daemon) Status(ctx context.Context) ([]VolumeInfo, error) {
 	for _, st := range sts {
 		managed := false
 		for _, i := range out {
-			if i.Managed && (i.Name == st.Name || i.Target != "" && i.Target == st.Target) {
+			if (i.Managed || i.Discovered) && (i.Name == st.Name || i.Target != "" && i.Target == st.Target) {
 				managed = true
 			}
 		}
@@ -1053,7 +1103,7 @@ func (d *Daemon) saveLocked() {
 
 func (v *volume) record() Record {
 	r := Record{Name: v.cfg.Name, Kind: Kind(v.cfg.Type), Source: v.cfg.Source, Target: v.cfg.Target, State: v.state,
-		Since: v.since, Retries: v.retries}
+		Since: v.since, Retries: v.retries, Discovered: v.discovered}
 	if v.state == StateMounted {
 		m := v.mounted
 		r.Since, r.WorkerPID, r.Device, r.KeyID, r.Provider = m.Since, m.WorkerPID, m.Device, m.KeyID, m.Provider

@@ -23,6 +23,7 @@ type fakeService struct {
 	external []VolumeStatus // reported by Status besides what it mounted
 	calls    map[string][]time.Time
 	unmounts []string
+	lazy     []bool // of each unmount
 	pid      int
 }
 
@@ -51,6 +52,9 @@ func (f *fakeService) Mount(ctx context.Context, spec Spec) (Mounted, error) {
 		}
 	}
 	f.mounted[spec.Name] = spec
+	if spec.Kind == KindLUKS {
+		return Mounted{Spec: spec, Device: "/dev/mapper/" + spec.Name, KeyID: "cmk-1", Provider: "local", Since: time.Now()}, nil
+	}
 	f.pid++
 	return Mounted{Spec: spec, WorkerPID: f.pid, KeyID: "cmk-1", Provider: "local", Since: time.Now()}, nil
 }
@@ -59,6 +63,7 @@ func (f *fakeService) Unmount(ctx context.Context, target string, lazy bool) err
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.unmounts = append(f.unmounts, target)
+	f.lazy = append(f.lazy, lazy)
 	for n, s := range f.mounted {
 		if s.Target == target || s.Name == target {
 			delete(f.mounted, n)

@@ -108,6 +108,7 @@ var errorKinds = []struct {
 	{ErrStopping, "stopping"},
 	{ErrGone, "gone"},
 	{ErrAudit, "audit"},
+	{ErrDiskRemoved, "disk_removed"},
 	{context.Canceled, "canceled"},
 	{context.DeadlineExceeded, "timeout"},
 }

@@ -1,0 +1,210 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+
+	"golang.org/x/sys/unix"
+
+	"kmsagent/agent/config"
+	"kmsagent/agent/source"
+	"kmsagent/agent/uevent"
+)
+
+// fakeEvents delivers what the test sends: a uevent.Event or an error.
+type fakeEvents chan any
+
+func (f fakeEvents) Next(ctx context.Context) (uevent.Event, error) {
+	select {
+	case x := <-f:
+		if err, ok := x.(error); ok {
+			return uevent.Event{}, err
+		}
+		return x.(uevent.Event), nil
+	case <-ctx.Done():
+		return uevent.Event{}, ctx.Err()
+	}
+}
+
+func blockEvent(action uevent.Action, dev fakeDisk) uevent.Event {
+	return uevent.Event{Action: action, Subsystem: "block", DevName: dev.name, DevType: "disk", Major: unix.Major(dev.dev), Minor: unix.Minor(dev.dev)}
+}
+
+// fakeDisk is a block device of fakeDevices.
+type fakeDisk struct {
+	name    string
+	dev     uint64
+	sources []string // the sources it matches
+	kms     string   // UUID of its kmsagent LUKS2 header
+}
+
+// fakeDevices is the block devices present; mapped[node] is what a
+// /dev/mapper node sits on.
+type fakeDevices struct {
+	mu     sync.Mutex
+	disks  map[string]fakeDisk
+	mapped map[string]string
+}
+
+func (f *fakeDevices) plug(d fakeDisk) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.disks[d.name] = d
+}
+
+func (f *fakeDevices) unplug(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.disks, name)
+}
+
+func (f *fakeDevices) Matches(_ context.Context, src, devName string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Contains(f.disks[devName].sources, src), nil
+}
+
+func (f *fakeDevices) KMSVolume(_ context.Context, devName string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.disks[devName].kms, nil
+}
+
+func (f *fakeDevices) Under(node string) ([]source.Device, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.disks[f.mapped[node]]
+	if !ok {
+		return nil, fmt.Errorf("%s: not a mapping", node)
+	}
+	return []source.Device{{Name: d.name, Dev: d.dev}}, nil
+}
+
+func (f *fakeDevices) Devices() ([]source.Device, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []source.Device
+	for _, d := range f.disks {
+		out = append(out, source.Device{Name: d.name, Dev: d.dev})
+	}
+	return out, nil
+}
+
+const (
+	uuidData  = "11111111-2222-4333-8444-555555555555"
+	uuidStray = "99999999-8888-4777-8666-555555555555"
+)
+
+// TestHotplug: a disk that carries a configured volume mounts it when
+// attached; with auto_unlock_attached a kmsagent disk no [[volume]] names
+// is opened as luks-<UUID> (at start when already there, and when
+// attached); removing the disk under a mounted volume detaches it lazily
+// and fails it with "disk removed" until it comes back; lost events
+// rescan.
+func TestHotplug(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		vdb := fakeDisk{name: "vdb", dev: unix.Mkdev(252, 16), sources: []string{"UUID=" + uuidData}}
+		vdc := fakeDisk{name: "vdc", dev: unix.Mkdev(252, 32), kms: uuidStray}
+		vdd := fakeDisk{name: "vdd", dev: unix.Mkdev(252, 48)}
+		devs := &fakeDevices{disks: map[string]fakeDisk{"vdc": vdc}, mapped: map[string]string{
+			"/dev/mapper/data": "vdb", "/dev/mapper/luks-" + uuidStray: "vdc"}}
+		svc := newFake()
+		svc.results["data"] = []error{errors.New("UUID=" + uuidData + ": no device found")}
+		cfg := cfgWith(config.Volume{Name: "data", Type: "luks", Source: "UUID=" + uuidData, Target: "/mnt/data", Auto: true})
+		cfg.Agent.AutoUnlockAttached = true
+		audit := &fakeAudit{}
+		d := New(cfg, Options{Service: svc, Devices: devs, Audit: audit, Backoff: fixedBackoff})
+		stop := started(t, d)
+		defer stop()
+		ctx, cancel := context.WithCancel(t.Context())
+		events := make(fakeEvents)
+		hotplugDone := make(chan error, 1)
+		go func() { hotplugDone <- d.Hotplug(ctx, events) }()
+		synctest.Wait()
+
+		stray := discoveredPrefix + uuidStray
+		if s := stateOf(t, d, stray); s.State != StateMounted || !s.Discovered || s.Managed || s.Device != "/dev/mapper/"+stray || s.Target != "" {
+			t.Errorf("%s, attached before the start: %+v", stray, s)
+		}
+		if s := stateOf(t, d, "data"); s.State != StateFailed {
+			t.Fatalf("data without its disk: %+v", s)
+		}
+
+		send := func(x any) {
+			t.Helper()
+			events <- x
+			synctest.Wait()
+		}
+		devs.plug(vdb)
+		send(blockEvent(uevent.ActionAdd, vdb))
+		if s := stateOf(t, d, "data"); s.State != StateMounted {
+			t.Errorf("data after its disk came: %+v", s)
+		}
+		devs.plug(vdd)
+		send(blockEvent(uevent.ActionAdd, vdd))
+		if svc.ncalls("data") != 2 || len(svc.calls) != 2 {
+			t.Errorf("a disk that is no volume's was mounted: %v", svc.calls)
+		}
+
+		devs.unplug("vdb")
+		send(blockEvent(uevent.ActionRemove, vdb))
+		s := stateOf(t, d, "data")
+		if s.State != StateFailed || s.ErrorKind != "disk_removed" || !strings.Contains(s.LastError, "disk removed: /dev/vdb went away") {
+			t.Errorf("data after its disk went: %+v", s)
+		}
+		if got := svc.unmounted(); !slices.Equal(got, []string{"/mnt/data"}) || !svc.lazy[0] {
+			t.Errorf("unmounts %q lazy %v, want /mnt/data lazily", got, svc.lazy)
+		}
+		if e := audit.events[len(audit.events)-1]; e.Op != OpUnmount || e.Volume != "data" || e.Actor != "detach" || e.KeyID != "cmk-1" {
+			t.Errorf("audit of the detach: %+v", e)
+		}
+
+		devs.plug(vdb)
+		send(blockEvent(uevent.ActionAdd, vdb))
+		if s := stateOf(t, d, "data"); s.State != StateMounted {
+			t.Errorf("data after its disk came back: %+v", s)
+		}
+
+		// vdc goes while events are lost: the rescan notices.
+		devs.unplug("vdc")
+		send(uevent.ErrEventsLost)
+		if s := stateOf(t, d, stray); s.State != StateFailed || s.ErrorKind != "disk_removed" {
+			t.Errorf("%s after a rescan without its disk: %+v", stray, s)
+		}
+		if s := stateOf(t, d, "data"); s.State != StateMounted {
+			t.Errorf("data after the rescan: %+v", s)
+		}
+		cancel()
+		if err := <-hotplugDone; err != nil {
+			t.Errorf("hotplug: %v", err)
+		}
+	})
+}
+
+// TestHotplugOff: without auto_unlock_attached an unconfigured kmsagent
+// disk is left alone.
+func TestHotplugOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		vdc := fakeDisk{name: "vdc", dev: unix.Mkdev(252, 32), kms: uuidStray}
+		devs := &fakeDevices{disks: map[string]fakeDisk{"vdc": vdc}}
+		svc := newFake()
+		d := New(cfgWith(), Options{Service: svc, Devices: devs})
+		stop := started(t, d)
+		defer stop()
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		events := make(fakeEvents)
+		go d.Hotplug(ctx, events)
+		events <- blockEvent(uevent.ActionAdd, vdc)
+		synctest.Wait()
+		if len(svc.calls) != 0 {
+			t.Errorf("mounted %v", svc.calls)
+		}
+	})
+}
