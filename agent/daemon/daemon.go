@@ -88,9 +88,10 @@ type Daemon struct {
 	cfg      *config.Config
 	vols     map[string]*volume
 	stopping bool
-	ready    bool     // READY=1 was sent
-	status   string   // last STATUS= sent
-	saved    []Record // what the state file holds
+	ready    bool          // READY=1 was sent
+	status   string        // last STATUS= sent
+	saved    []Record      // what the state file holds
+	started  chan struct{} // closed when Start has built the table
 	reloadMu sync.Mutex
 	wg       sync.WaitGroup // mounting goroutines; none starts once stopping
 }
@@ -150,7 +151,7 @@ func New(cfg *config.Config, opts Options) *Daemon {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	d := &Daemon{svc: opts.Service, opts: opts, log: opts.Logger, cfg: cfg, vols: map[string]*volume{}}
+	d := &Daemon{svc: opts.Service, opts: opts, log: opts.Logger, cfg: cfg, vols: map[string]*volume{}, started: make(chan struct{})}
 	d.metrics = newMetrics(d)
 	return d
 }
@@ -221,6 +222,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 	d.adoptDiscoveredLocked(recs, mounted, now)
 	d.saveLocked()
 	d.notifyStatusLocked()
+	close(d.started)
 	return nil
 }
 

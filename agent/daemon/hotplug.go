@@ -93,10 +93,16 @@ type Devices interface {
 const discoveredPrefix = "luks-"
 
 // Hotplug follows the events until ctx ends or events fails for good
-// (the listener closed). Start must have been called.
+// (the listener closed). It waits for Start to have built the volume
+// table; events meanwhile wait in the listener's socket.
 func (d *Daemon) Hotplug(ctx context.Context, events Events) error {
 	if d.opts.Devices == nil {
 		return errors.New("hotplug: no Devices in the daemon's options")
+	}
+	select {
+	case <-d.started:
+	case <-ctx.Done():
+		return nil
 	}
 	if d.Config().Agent.AutoUnlockAttached {
 		d.discoverAll(ctx)

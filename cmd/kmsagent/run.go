@@ -22,7 +22,9 @@ import (
 	"kmsagent/agent/daemon"
 	"kmsagent/agent/peercred"
 	"kmsagent/agent/service"
+	"kmsagent/agent/source"
 	"kmsagent/agent/state"
+	"kmsagent/agent/uevent"
 )
 
 // runDaemon is `kmsagent run`: the daemon, a systemd Type=notify service.
@@ -85,6 +87,7 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) error {
 		Notify:   sdNotifier{},
 		State:    records.state,
 		Audit:    auditor,
+		Devices:  daemon.SystemDevices{Resolver: &source.Resolver{}},
 		Logger:   logger,
 		Watchdog: watchdog,
 		Applied: func(c *config.Config) {
@@ -105,6 +108,8 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) error {
 	defer stop()
 	runErr := make(chan error, 1)
 	go func() { runErr <- d.Run(runCtx) }()
+	stopHotplug := startHotplug(runCtx, d, logger)
+	defer stopHotplug()
 	for {
 		select {
 		case <-hup:
@@ -173,6 +178,38 @@ func openRecords(cfg *config.Config, logger *slog.Logger) (*records, daemon.Audi
 func (r *records) Close() {
 	r.audit.Close()
 	r.state.Close()
+}
+
+// startHotplug follows block device events for the daemon: udev's
+// where udevd runs (its /dev/disk links exist by then), the kernel's
+// where it does not. Without the netlink socket the daemon runs on
+// without hot-plug, which it says. The returned function stops it.
+func startHotplug(ctx context.Context, d *daemon.Daemon, logger *slog.Logger) func() {
+	group := uevent.DetectGroup(uevent.UdevControl)
+	ln, err := uevent.Listen(uevent.Options{
+		Group:     group,
+		Subsystem: "block",
+		Actions:   []uevent.Action{uevent.ActionAdd, uevent.ActionChange, uevent.ActionRemove},
+		OnDrop:    func(err error) { logger.Warn("run: device event dropped", "error", err) },
+	})
+	if err != nil {
+		logger.Error("run: no disk hot-plug: volumes on disks attached later are not mounted until kmsagent mount", "error", err)
+		return func() {}
+	}
+	logger.Info("run: following block device events", "source", group.String())
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := d.Hotplug(ctx, ln); err != nil {
+			logger.Error("run: disk hot-plug stopped", "error", err)
+		}
+	}()
+	return func() {
+		cancel()
+		ln.Close()
+		<-done
+	}
 }
 
 func adminGroup(cfg *config.Config) (int, error) {

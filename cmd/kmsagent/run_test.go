@@ -150,6 +150,12 @@ func TestRunDaemon(t *testing.T) {
 	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket left behind: %v", err)
 	}
+	if !strings.Contains(stderr.String(), "run: following block device events") {
+		t.Error("the daemon does not follow block device events")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state", "state.json")); err != nil {
+		t.Errorf("no state file: %v", err)
+	}
 }
 
 // TestRunDaemonStateLocked: a second `kmsagent run` on the same state
