@@ -23,12 +23,13 @@ type fakeService struct {
 	external []VolumeStatus // reported by Status besides what it mounted
 	calls    map[string][]time.Time
 	unmounts []string
-	lazy     []bool // of each unmount
+	lazy     []bool          // of each unmount
+	detached map[string]bool // mounted, but Status reports the disk gone
 	pid      int
 }
 
 func newFake() *fakeService {
-	return &fakeService{results: map[string][]error{}, block: map[string]chan struct{}{}, mounted: map[string]Spec{}, calls: map[string][]time.Time{}, pid: 1000}
+	return &fakeService{results: map[string][]error{}, block: map[string]chan struct{}{}, mounted: map[string]Spec{}, calls: map[string][]time.Time{}, detached: map[string]bool{}, pid: 1000}
 }
 
 func (f *fakeService) Mount(ctx context.Context, spec Spec) (Mounted, error) {
@@ -78,7 +79,11 @@ func (f *fakeService) Status(ctx context.Context) ([]VolumeStatus, error) {
 	defer f.mu.Unlock()
 	out := slices.Clone(f.external)
 	for _, s := range f.mounted {
-		out = append(out, VolumeStatus{Name: s.Name, Kind: s.Kind, Source: s.Source, Target: s.Target, State: ServiceMounted, KeyID: "cmk-1", Provider: "local"})
+		state := ServiceMounted
+		if f.detached[s.Name] {
+			state = ServiceDetached
+		}
+		out = append(out, VolumeStatus{Name: s.Name, Kind: s.Kind, Source: s.Source, Target: s.Target, State: state, KeyID: "cmk-1", Provider: "local"})
 	}
 	return out, nil
 }

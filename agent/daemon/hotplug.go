@@ -233,7 +233,7 @@ func (d *Daemon) diskRemoved(ctx context.Context, dev uint64, what string) {
 	var hit []*volume
 	for _, name := range sortedKeys(d.vols) {
 		v := d.vols[name]
-		if v.state == StateMounted && slices.Contains(v.below, dev) {
+		if v.open() && slices.Contains(v.below, dev) {
 			hit = append(hit, v)
 		}
 	}
@@ -247,7 +247,7 @@ func (d *Daemon) diskRemoved(ctx context.Context, dev uint64, what string) {
 // its disk (what) went away, and fails it with ErrDiskRemoved.
 func (d *Daemon) closeRemoved(ctx context.Context, v *volume, what string) {
 	d.mu.Lock()
-	if v.state != StateMounted {
+	if !v.open() {
 		d.mu.Unlock()
 		return
 	}
@@ -267,6 +267,13 @@ func (d *Daemon) closeRemoved(ctx context.Context, v *volume, what string) {
 	d.log.Error("disk of a mounted volume removed", "volume", name, "device", what, "error", v.lastErr)
 	d.saveLocked()
 	d.notifyStatusLocked()
+}
+
+// open reports whether v may still hold a mount or mapping on its disk:
+// it is mounted, or Status found it gone (a removed disk leaves the
+// mapping detached) before the remove event came. d.mu is held.
+func (v *volume) open() bool {
+	return v.state == StateMounted || len(v.below) > 0 && v.state == StateFailed && errors.Is(v.lastErr, ErrGone)
 }
 
 // rescan makes up for lost events: volumes whose disks are gone are
@@ -290,7 +297,7 @@ func (d *Daemon) rescan(ctx context.Context) {
 	for _, name := range sortedKeys(d.vols) {
 		v := d.vols[name]
 		for _, b := range v.below {
-			if v.state == StateMounted && !present[b] {
+			if v.open() && !present[b] {
 				lost = append(lost, gone{v, b})
 				break
 			}

@@ -171,6 +171,25 @@ func TestHotplug(t *testing.T) {
 			t.Errorf("data after its disk came back: %+v", s)
 		}
 
+		// The status sees the mapping detached before the remove event
+		// arrives: the event still closes it.
+		devs.unplug("vdb")
+		svc.mu.Lock()
+		svc.detached["data"] = true
+		svc.mu.Unlock()
+		if s := stateOf(t, d, "data"); s.ErrorKind != "gone" {
+			t.Errorf("data detached: %+v", s)
+		}
+		send(blockEvent(uevent.ActionRemove, vdb))
+		if s := stateOf(t, d, "data"); s.ErrorKind != "disk_removed" || len(svc.unmounted()) != 2 {
+			t.Errorf("data detached, then its remove event: %+v, unmounts %q", s, svc.unmounted())
+		}
+		svc.mu.Lock()
+		svc.detached["data"] = false
+		svc.mu.Unlock()
+		devs.plug(vdb)
+		send(blockEvent(uevent.ActionAdd, vdb))
+
 		// vdc goes while events are lost: the rescan notices.
 		devs.unplug("vdc")
 		send(uevent.ErrEventsLost)
