@@ -227,3 +227,55 @@ func TestHotplugOff(t *testing.T) {
 		}
 	})
 }
+
+// TestDiscoveredKept: a volume opened on attach stays in the table across
+// a reload (it is not the configuration's) and a restart (the state file
+// remembers it while the kernel still has it open), and one the kernel
+// no longer has is forgotten.
+func TestDiscoveredKept(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir() + "/state"
+		sf := openStateFile(t, dir)
+		vdc := fakeDisk{name: "vdc", dev: unix.Mkdev(252, 32), kms: uuidStray}
+		devs := &fakeDevices{disks: map[string]fakeDisk{"vdc": vdc}, mapped: map[string]string{"/dev/mapper/luks-" + uuidStray: "vdc"}}
+		cfg := cfgWith()
+		cfg.Agent.AutoUnlockAttached = true
+		svc := newFake()
+		d := New(cfg, Options{Service: svc, Devices: devs, State: sf, Load: func() (*config.Config, error) { return cfg, nil }})
+		stop := started(t, d)
+		ctx, cancel := context.WithCancel(t.Context())
+		go d.Hotplug(ctx, make(fakeEvents))
+		synctest.Wait()
+		stray := discoveredPrefix + uuidStray
+		if _, err := d.Reload(t.Context(), "test"); err != nil {
+			t.Fatal(err)
+		}
+		if s := stateOf(t, d, stray); s.State != StateMounted || !s.Discovered {
+			t.Errorf("%s after a reload: %+v", stray, s)
+		}
+		cancel()
+		stop()
+		sf.Close()
+
+		for _, open := range []bool{true, false} {
+			svc2 := newFake()
+			if open {
+				svc2.external = []VolumeStatus{{Name: stray, Kind: KindLUKS, Source: "/dev/vdc", State: ServiceMounted, Device: "/dev/mapper/" + stray}}
+			}
+			sf := openStateFile(t, dir)
+			d2 := New(cfgWith(), Options{Service: svc2, Devices: devs, State: sf})
+			stop := started(t, d2)
+			sts, err := d2.Status(t.Context())
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case open && (len(sts) != 1 || !sts[0].Discovered || !sts[0].Adopted || sts[0].KeyID != "cmk-1"):
+				t.Errorf("restart with %s open: %+v", stray, sts)
+			case !open && len(sts) != 0:
+				t.Errorf("restart with %s closed: %+v", stray, sts)
+			}
+			stop()
+			sf.Close()
+		}
+	})
+}
