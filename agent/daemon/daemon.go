@@ -24,6 +24,20 @@
 //   - systemd hears READY=1 once every auto volume has had its first
 //     attempt, a STATUS= line kept current, watchdog pings from the main
 //     loop, and STOPPING=1.
+//   - Every mount attempt (the worker asks the KMS for the key) and
+//     every unmount is an audit Event, with the control API's peer as
+//     the caller, or the daemon itself for what it does on its own. A
+//     mount the Auditor cannot record is closed again and the volume
+//     fails with ErrAudit (fail closed); an Auditor that fails open
+//     returns nil instead. The Event is written after the attempt, since
+//     only then are its CMK and result known.
+//   - The state file holds the whole table, saved when it changes: what
+//     the kernel cannot tell a restarted daemon (since, CMK, retries,
+//     the last error, volumes opened on attach). The kernel's view
+//     decides what is mounted; a record whose volume the kernel no
+//     longer has becomes failed (gone), and an unreadable file is
+//     reported and rebuilt. The file's lock keeps a second daemon out.
+//   - Disk hot-plug is in hotplug.go.
 package daemon
 
 import (
