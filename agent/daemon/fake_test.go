@@ -25,6 +25,7 @@ type fakeService struct {
 	unmounts []string
 	lazy     []bool          // of each unmount
 	detached map[string]bool // mounted, but Status reports the disk gone
+	onMount  func(Spec)      // told of every Mount call
 	pid      int
 }
 
@@ -35,8 +36,11 @@ func newFake() *fakeService {
 func (f *fakeService) Mount(ctx context.Context, spec Spec) (Mounted, error) {
 	f.mu.Lock()
 	f.calls[spec.Name] = append(f.calls[spec.Name], time.Now())
-	block := f.block[spec.Name]
+	block, onMount := f.block[spec.Name], f.onMount
 	f.mu.Unlock()
+	if onMount != nil {
+		onMount(spec)
+	}
 	if block != nil {
 		select {
 		case <-block:
