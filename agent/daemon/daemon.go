@@ -365,8 +365,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		select {
 		case <-ready:
 			ready = nil
-			d.notify("READY=1")
+			// Under the lock, so a reload sees READY=1 either sent
+			// before its RELOADING=1 or not at all.
 			d.mu.Lock()
+			d.notify("READY=1")
 			d.ready = true
 			d.status = "" // send it again after READY
 			d.notifyStatusLocked()
@@ -765,15 +767,17 @@ func (d *Daemon) Reload(ctx context.Context, actor string) (ReloadResult, error)
 	if d.opts.Load == nil {
 		return ReloadResult{}, errors.New("reload: no configuration file to read")
 	}
+	// READY=1 ends the reload only if it had been sent before it: a
+	// daemon that becomes ready during the reload (a volume holding it
+	// back was removed) sends it from Run, and a second one would be a
+	// duplicate.
+	d.mu.Lock()
+	wasReady := d.ready
 	d.notify("RELOADING=1\n" + sddaemon.SdNotifyMonotonicUsec())
-	defer func() {
-		d.mu.Lock()
-		ready := d.ready
-		d.mu.Unlock()
-		if ready {
-			d.notify("READY=1")
-		}
-	}()
+	d.mu.Unlock()
+	if wasReady {
+		defer d.notify("READY=1")
+	}
 	d.mu.Lock()
 	stopping := d.stopping
 	d.mu.Unlock()
