@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"kmsagent/agent/audit"
 	"kmsagent/agent/control"
 	"kmsagent/agent/daemon"
 	"kmsagent/agent/tstest"
@@ -139,6 +140,19 @@ func TestRunDaemon(t *testing.T) {
 	st, err = c.Status(ctx)
 	if err != nil || len(st.Volumes) != 1 || st.Volumes[0].Name != "s" || st.Volumes[0].State != daemon.StateUnmounted {
 		t.Fatalf("status after SIGHUP: %+v %v", st, err)
+	}
+
+	// A mount through the socket is audited with this process as the
+	// caller; it fails, as the cipher directory was never made.
+	if _, err := c.Mount(ctx, "s"); err == nil {
+		t.Error("mount of s succeeded")
+	}
+	res, err := audit.ReadFiles(filepath.Join(dir, "audit.log"))
+	if err != nil || len(res.Records) != 1 {
+		t.Fatalf("audit log: %+v %v", res, err)
+	}
+	if r := res.Records[0]; r.UID != os.Getuid() || r.PID != os.Getpid() || r.Volume != "s" || r.Op != audit.OpUnwrap || r.Kind != audit.KindShare || r.Result != "error" || r.Error == "" {
+		t.Errorf("audit record %+v", r)
 	}
 
 	cmd.Process.Signal(syscall.SIGTERM)
