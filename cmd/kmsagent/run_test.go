@@ -218,3 +218,37 @@ func TestRunDaemonStateLocked(t *testing.T) {
 		t.Errorf("audit log: %v %v", fi, err)
 	}
 }
+
+// TestRunDaemonCorruptState: a damaged state file is reported and
+// rebuilt; the daemon starts.
+func TestRunDaemonCorruptState(t *testing.T) {
+	bin := tstest.Kmsagent(t)
+	dir := t.TempDir()
+	stateDir := filepath.Join(dir, "state")
+	if err := os.Mkdir(stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(stateDir, "state.json"), "{\"version\": 1, \"state\": {\"volu", 0o600)
+	cfg := writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\n",
+		filepath.Join(dir, "kms"), filepath.Join(dir, "agent.sock"), stateDir, filepath.Join(dir, "audit.log")), 0o600)
+	notify := newNotifySocket(t, dir)
+	cmd := exec.Command(bin, "--config", cfg, "run")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.path)
+	var stderr tstest.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	notify.await(t, "READY=1")
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "state file not used; rebuilt from what the kernel reports") || !strings.Contains(stderr.String(), "is damaged") {
+		t.Errorf("the damaged state file is not reported:\n%s", stderr.String())
+	}
+	b, err := os.ReadFile(filepath.Join(stateDir, "state.json"))
+	if err != nil || !strings.Contains(string(b), `"volumes": []`) {
+		t.Errorf("state file not rebuilt: %s %v", b, err)
+	}
+}
