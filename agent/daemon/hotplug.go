@@ -107,6 +107,13 @@ func (d *Daemon) Hotplug(ctx context.Context, events Events) error {
 	if d.Config().Agent.AutoUnlockAttached {
 		d.discoverAll(ctx)
 	}
+	// carrying holds the devices that carried a volume at their last
+	// event. A change event on one of them is not an attach: udev's
+	// watch reports every close after a write, and answering each with
+	// a mount attempt of a failed volume (whose attempt may itself
+	// write) would loop. A change that makes a device carry a volume (a
+	// loop device getting its file) is one.
+	carrying := map[string]bool{}
 	for {
 		ev, err := events.Next(ctx)
 		switch {
@@ -124,15 +131,19 @@ func (d *Daemon) Hotplug(ctx context.Context, events Events) error {
 		}
 		switch ev.Action {
 		case uevent.ActionAdd, uevent.ActionChange:
-			d.deviceAdded(ctx, ev.DevName)
+			act := ev.Action == uevent.ActionAdd || !carrying[ev.DevName]
+			carrying[ev.DevName] = d.deviceAdded(ctx, ev.DevName, act)
 		case uevent.ActionRemove:
+			delete(carrying, ev.DevName)
 			d.diskRemoved(ctx, ev.Dev(), "/dev/"+ev.DevName)
 		}
 	}
 }
 
-// deviceAdded tries the volumes on devName.
-func (d *Daemon) deviceAdded(ctx context.Context, devName string) {
+// deviceAdded reports whether devName carries a volume (one a [[volume]]
+// names, or with auto_unlock_attached an unnamed kmsagent one) and, when
+// act is set, tries it.
+func (d *Daemon) deviceAdded(ctx context.Context, devName string, act bool) bool {
 	cfg := d.Config()
 	matched := map[string]bool{}
 	named := false
@@ -150,30 +161,39 @@ func (d *Daemon) deviceAdded(ctx context.Context, devName string) {
 		}
 		named = named || ok
 	}
-	if named {
+	switch {
+	case named:
+		if !act {
+			return true
+		}
 		if tried := d.Attached(func(src string) bool { return matched[src] }); len(tried) > 0 {
 			d.log.Info("disk attached; mounting", "device", devName, "volumes", tried)
 		}
-		return
+		return true
+	case cfg.Agent.AutoUnlockAttached:
+		return d.discover(ctx, devName, act)
 	}
-	if cfg.Agent.AutoUnlockAttached {
-		d.discover(ctx, devName)
-	}
+	return false
 }
 
-// discover unlocks devName if it is a kmsagent volume.
-func (d *Daemon) discover(ctx context.Context, devName string) {
+// discover reports whether devName is a kmsagent volume and, when act is
+// set, unlocks it.
+func (d *Daemon) discover(ctx context.Context, devName string, act bool) bool {
 	u, err := d.opts.Devices.KMSVolume(ctx, devName)
 	if err != nil {
 		d.log.Warn("hotplug: cannot read a device's header", "device", devName, "error", err)
-		return
+		return false
 	}
 	if u == "" {
-		return
+		return false
+	}
+	if !act {
+		return true
 	}
 	if name, ok := d.Discovered(u); ok {
 		d.log.Info("kmsagent volume attached; opening it (auto_unlock_attached)", "device", devName, "volume", name)
 	}
+	return true
 }
 
 func (d *Daemon) discoverAll(ctx context.Context) {
@@ -183,7 +203,7 @@ func (d *Daemon) discoverAll(ctx context.Context) {
 		return
 	}
 	for _, dev := range devs {
-		d.discover(ctx, dev.Name)
+		d.discover(ctx, dev.Name, true)
 	}
 }
 
@@ -310,7 +330,7 @@ func (d *Daemon) rescan(ctx context.Context) {
 	d.Attached(func(string) bool { return true })
 	if d.Config().Agent.AutoUnlockAttached {
 		for _, dev := range devs {
-			d.discover(ctx, dev.Name)
+			d.discover(ctx, dev.Name, true)
 		}
 	}
 }

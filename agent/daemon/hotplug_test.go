@@ -279,3 +279,42 @@ func TestDiscoveredKept(t *testing.T) {
 		}
 	})
 }
+
+// TestHotplugChange: a change event on a disk that already carried the
+// volume (udev's watch after a write, a resize) does not try a failed
+// volume again, so a failing attempt cannot feed itself; a change that
+// makes the disk carry it (a loop device getting its file) does.
+func TestHotplugChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		vdb := fakeDisk{name: "vdb", dev: unix.Mkdev(252, 16), sources: []string{"UUID=" + uuidData}}
+		devs := &fakeDevices{disks: map[string]fakeDisk{}, mapped: map[string]string{}}
+		svc := newFake()
+		svc.results["data"] = []error{source.ErrNotFound, errDisabled, errDisabled}
+		d := New(cfgWith(config.Volume{Name: "data", Type: "luks", Source: "UUID=" + uuidData, Auto: true}), Options{Service: svc, Devices: devs})
+		stop := started(t, d)
+		defer stop()
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		events := make(fakeEvents)
+		go d.Hotplug(ctx, events)
+		send := func(ev uevent.Event) {
+			events <- ev
+			synctest.Wait()
+		}
+		devs.plug(vdb)
+		send(blockEvent(uevent.ActionAdd, vdb)) // attempt 2: key disabled
+		send(blockEvent(uevent.ActionChange, vdb))
+		send(blockEvent(uevent.ActionChange, vdb))
+		if n := svc.ncalls("data"); n != 2 {
+			t.Errorf("%d attempts after an add and two changes of a disk that carried the volume, want 2", n)
+		}
+		empty := fakeDisk{name: "vdb", dev: vdb.dev}
+		devs.plug(empty)
+		send(blockEvent(uevent.ActionChange, empty))
+		devs.plug(vdb)
+		send(blockEvent(uevent.ActionChange, vdb))
+		if n := svc.ncalls("data"); n != 3 {
+			t.Errorf("%d attempts after the disk got the volume again, want 3", n)
+		}
+	})
+}
