@@ -21,8 +21,10 @@ import (
 // where udevd runs, so /dev/disk links exist when an event arrives, the
 // kernel's where it does not) and acts on two of them:
 //
-//   - add (and change, which is how a loop device or a medium gets its
-//     contents): every [[volume]] whose source names the device
+//   - add, and change when the device carried no volume at its previous
+//     event (a loop device or a medium getting its contents; not udev's
+//     change after every close-for-write, which would let a failing
+//     attempt trigger the next): every [[volume]] whose source names the device
 //     (source.Matches: a path, UUID= or evs:) is offered to Attached,
 //     which tries the auto ones that are not mounted. With
 //     auto_unlock_attached, a device no [[volume]] names that carries a
