@@ -22,10 +22,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"kmsagent/agent/config"
 	"kmsagent/agent/kmsconn"
+	"kmsagent/agent/source"
 	"kmsagent/blockdev/probe"
 	"kmsagent/blockdev/volume"
 	"kmsagent/fuse/envelope"
@@ -195,11 +197,16 @@ func (s *Service) OpenKMSRegion(ctx context.Context) (kmsclient.KMS, string, err
 }
 
 // resolveSource turns a volume's source as configured or typed into the
-// path to open. It is the one place where UUID= and evs: sources will be
-// resolved (package agent/source); today a source is a path.
+// path to open: UUID=<LUKS2 UUID> and evs:<volume id> name a block device
+// that package source finds (a missing device is source.ErrNotFound,
+// which a daemon retries when disks appear); anything else is a path,
+// used as it is (a share's directory, a device, an image file).
 func resolveSource(ctx context.Context, src string) (string, error) {
-	if src == "" {
+	switch {
+	case src == "":
 		return "", errors.New("no volume source given")
+	case strings.HasPrefix(src, "UUID="), strings.HasPrefix(src, "evs:"):
+		return source.Resolve(ctx, src)
 	}
 	return src, nil
 }
