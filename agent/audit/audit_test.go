@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/safepath"
+	"kmsagent/agent/tstest"
 	"kmsagent/kmsclient"
 )
 
@@ -190,7 +191,7 @@ func TestOpenRefuses(t *testing.T) {
 			return filepath.Join(dir, "audit.log")
 		}},
 		{name: "directory owned by another user", want: safepath.ErrUntrustedDir, say: "uid 65534", setup: func(t *testing.T, dir string) string {
-			requireRoot(t)
+			tstest.NeedRoot(t, "to chown")
 			os.Chown(dir, 65534, 65534)
 			return filepath.Join(dir, "audit.log")
 		}},
@@ -476,7 +477,7 @@ func TestRotationCrashAtEachStep(t *testing.T) {
 // FailOpen counts and reports the drop; once space is back the log goes
 // on with no damage.
 func TestDiskFull(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedRoot(t, "to mount a tmpfs")
 	for _, failOpen := range []bool{false, true} {
 		t.Run(fmt.Sprintf("FailOpen=%v", failOpen), func(t *testing.T) {
 			dir := logDir(t)

@@ -9,20 +9,6 @@ import (
 	"time"
 )
 
-// requireRoot skips a test that needs root (mounts, chown), unless
-// CI=true, where a missing prerequisite is a failure: CI runs as root and
-// must not pass by skipping.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root, and CI=true forbids skipping")
-	}
-	t.Skip("needs root")
-}
-
 // logDir makes a directory fit for a log: owned by the test's user,
 // mode 0755.
 func logDir(t testing.TB) string {

@@ -16,6 +16,7 @@ import (
 	"kmsagent/agent/config"
 	"kmsagent/agent/daemon"
 	"kmsagent/agent/peercred"
+	"kmsagent/agent/tstest"
 	"kmsagent/kmsclient"
 )
 
@@ -129,11 +130,11 @@ func setup(t *testing.T) (sock, cfgPath string, d *daemon.Daemon) {
 }
 
 func TestAPI(t *testing.T) {
-	requireRoot(t)
+	tstest.NeedRoot(t, "to connect with other credentials")
 	sock, cfgPath, _ := setup(t)
 	ctx := t.Context()
-	nobody := clientAs(sock, &creds{uid: 65534, gid: 65534})
-	admin := clientAs(sock, &creds{uid: 65534, gid: 65534, groups: []int{100, adminGID}})
+	nobody := clientAs(sock, &tstest.Creds{UID: 65534, GID: 65534})
+	admin := clientAs(sock, &tstest.Creds{UID: 65534, GID: 65534, Groups: []int{100, adminGID}})
 	root := NewClient(sock)
 	defer root.Close()
 

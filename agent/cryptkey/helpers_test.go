@@ -5,9 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,35 +13,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/audit"
+	"kmsagent/agent/tstest"
 	"kmsagent/blockdev/volume"
 	"kmsagent/kmsclient/local"
 )
-
-// requireRoot skips a test that needs root, unless CI=true, where a
-// missing prerequisite is a failure: CI runs as root and must not pass
-// by skipping.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root, and CI=true forbids skipping")
-	}
-	t.Skip("needs root")
-}
-
-func needCryptsetup(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("cryptsetup")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("cryptsetup (package cryptsetup-bin) is required in CI")
-		}
-		t.Skip("cryptsetup not installed")
-	}
-	return path
-}
 
 const imageSize = 17 << 20 // 16 MiB header + 1 MiB data
 
@@ -59,14 +32,7 @@ type kmsVolume struct {
 func newVolume(t *testing.T) kmsVolume {
 	t.Helper()
 	ctx := context.Background()
-	s, err := local.Open(filepath.Join(t.TempDir(), "kms"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.CreateKey(ctx, "disks", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, keyID := tstest.LocalKMS(t, "disks")
 	path := filepath.Join(t.TempDir(), "data.img")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -76,11 +42,11 @@ func newVolume(t *testing.T) kmsVolume {
 	if err := f.Truncate(imageSize); err != nil {
 		t.Fatal(err)
 	}
-	res, err := volume.Format(ctx, f, s, volume.FormatOptions{CreateOptions: volume.CreateOptions{KeyID: info.ID}})
+	res, err := volume.Format(ctx, f, s, volume.FormatOptions{CreateOptions: volume.CreateOptions{KeyID: keyID}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return kmsVolume{store: s, keyID: info.ID, path: path, uuid: res.UUID}
+	return kmsVolume{store: s, keyID: keyID, path: path, uuid: res.UUID}
 }
 
 // recorder is an Auditor that keeps records in memory.
@@ -170,28 +136,4 @@ func readKey(path, bindName string) ([]byte, error) {
 		return nil, err
 	}
 	return io.ReadAll(f)
-}
-
-// readKeyAs is readKey from a thread running as uid (real, effective and
-// saved). Only that thread changes its credentials: setresuid is called
-// raw, not through the runtime, which would change every thread. The
-// thread stays locked, so the runtime discards it when the goroutine
-// ends.
-func readKeyAs(uid int, path, bindName string) ([]byte, error) {
-	type result struct {
-		b   []byte
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
-			ch <- result{nil, e}
-			return
-		}
-		b, err := readKey(path, bindName)
-		ch <- result{b, err}
-	}()
-	r := <-ch
-	return r.b, r.err
 }

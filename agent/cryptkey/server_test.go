@@ -19,6 +19,7 @@ import (
 
 	"kmsagent/agent/audit"
 	"kmsagent/agent/secret"
+	"kmsagent/agent/tstest"
 	"kmsagent/blockdev/token"
 )
 
@@ -26,7 +27,7 @@ import (
 // client that binds and connects as systemd-cryptsetup does reads the
 // passphrase, and stock cryptsetup opens the keyslot with it.
 func TestServeKey(t *testing.T) {
-	cryptsetup := needCryptsetup(t)
+	cryptsetup := tstest.NeedCryptsetup(t)
 	v := newVolume(t)
 	rec := &recorder{}
 	path := serveTest(t, &Server{Lookup: mapLookup{"data": v.path}, Keyer: KMSKeyer{v.store}, Audit: rec})
@@ -104,7 +105,7 @@ func TestServeRefuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.uid >= 0 {
-				requireRoot(t)
+				tstest.NeedRoot(t, "to connect as another user")
 			}
 			if tt.setup != nil {
 				tt.setup(t)
@@ -128,7 +129,11 @@ func TestServeRefuses(t *testing.T) {
 				if err := os.Chmod(path, 0o666); err != nil {
 					t.Fatal(err)
 				}
-				key, err = readKeyAs(tt.uid, path, tt.bind)
+				err = tstest.RunAs(tstest.Creds{UID: tt.uid, GID: tt.uid}, func() error {
+					var err error
+					key, err = readKey(path, tt.bind)
+					return err
+				})
 			} else {
 				key, err = readKey(path, tt.bind)
 			}
@@ -221,16 +226,13 @@ func TestListen(t *testing.T) {
 // line naming the volume by UUID=, resolved by scanning the block
 // devices for the LUKS2 header, with the image on a loop device.
 func TestServeCrypttabLoop(t *testing.T) {
-	requireRoot(t)
-	cryptsetup := needCryptsetup(t)
-	losetup, err := exec.LookPath("losetup")
-	if err != nil {
-		t.Skip("losetup not installed")
-	}
+	tstest.NeedRoot(t, "to attach a loop device")
+	cryptsetup := tstest.NeedCryptsetup(t)
+	losetup := tstest.NeedTool(t, "losetup", "mount")
 	v := newVolume(t)
 	out, err := exec.Command(losetup, "--find", "--show", "--read-only", v.path).CombinedOutput()
 	if err != nil {
-		t.Skipf("no loop device: %v: %s", err, out)
+		tstest.Unavailable(t, "no loop device (losetup --find): %v: %s", err, out)
 	}
 	loop := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command(losetup, "--detach", loop).Run() })

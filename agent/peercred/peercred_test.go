@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"kmsagent/agent/tstest"
 )
 
 func TestAllowed(t *testing.T) {
@@ -36,9 +38,7 @@ func TestAllowed(t *testing.T) {
 // stale socket is replaced and a live one refused, and that the peer of
 // a connection is this process.
 func TestListen(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to chown the socket")
-	}
+	tstest.NeedRoot(t, "to chown the socket")
 	for _, group := range []int{0, 4242} {
 		path := filepath.Join(t.TempDir(), "run", "x.sock")
 		ln, err := Listen(path, group)

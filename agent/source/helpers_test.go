@@ -10,17 +10,6 @@ import (
 	"kmsagent/blockdev/luks2"
 )
 
-// needRoot skips a test that needs root, or fails it under CI=true.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test needs root in CI")
-		}
-		t.Skip("needs root")
-	}
-}
-
 // fakeDev describes one block device of a fake sysfs tree.
 type fakeDev struct {
 	name      string // sysfs name

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/agent/uuid"
 	"kmsagent/blockdev/crypt"
 )
@@ -37,7 +38,7 @@ func writeImage(t *testing.T, data []byte) string {
 // TestLoopUUID finds LUKS2 images on real loop devices, by UUID and by a
 // link, through the system's /sys and /dev.
 func TestLoopUUID(t *testing.T) {
-	needRoot(t)
+	tstest.NeedRoot(t, "to attach a loop device")
 	ctx := context.Background()
 	u := uuid.New().String()
 	image := writeImage(t, luksHeader(t, u))
@@ -78,14 +79,8 @@ func TestLoopUUID(t *testing.T) {
 
 // TestLoopCryptsetup finds a header cryptsetup wrote.
 func TestLoopCryptsetup(t *testing.T) {
-	needRoot(t)
-	cs, err := exec.LookPath("cryptsetup")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("cryptsetup (package cryptsetup-bin) is required in CI")
-		}
-		t.Skip("cryptsetup not installed")
-	}
+	tstest.NeedRoot(t, "to attach a loop device")
+	cs := tstest.NeedCryptsetup(t)
 	dir := t.TempDir()
 	image, key := filepath.Join(dir, "disk.img"), filepath.Join(dir, "key")
 	if err := os.WriteFile(key, []byte("test passphrase"), 0o600); err != nil {

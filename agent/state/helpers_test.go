@@ -1,24 +1,9 @@
 package state
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 )
-
-// requireRoot skips a test that needs root (chown), unless CI=true,
-// where a missing prerequisite is a failure: CI runs as root and must not
-// pass by skipping.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root, and CI=true forbids skipping")
-	}
-	t.Skip("needs root")
-}
 
 // doc stands for the daemon's state document.
 type doc struct {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/safepath"
+	"kmsagent/agent/tstest"
 )
 
 func TestSaveLoad(t *testing.T) {
@@ -108,7 +109,7 @@ func TestOpenChecksDirectory(t *testing.T) {
 			return dir + ".link"
 		}},
 		{name: "owned by another user", want: safepath.ErrUntrustedDir, say: "uid 65534", setup: func(t *testing.T, dir string) string {
-			requireRoot(t)
+			tstest.NeedRoot(t, "to chown")
 			os.Mkdir(dir, 0o700)
 			os.Chown(dir, 65534, 65534)
 			return dir

@@ -1,7 +1,9 @@
 // Package tstest is the test support shared by kmsagent's packages: the
 // checks for what a test needs from the machine, the fixtures several
 // packages build the same way (an embedded KMS with a key, the kmsagent
-// binary, cryptsetup images, a loop-mounted ext4), and waiting.
+// binary, cryptsetup images, a loop-mounted ext4), acting as another
+// user (RunAs, DialAs: what a server does with a client that is not
+// root), and waiting.
 //
 // Prerequisites follow one rule. A test that cannot run here (not root, no
 // /dev/fuse, a tool not installed) is skipped on a developer's machine,

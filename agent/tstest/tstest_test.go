@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // recorder is a testing.TB that records how a helper stopped the test.
@@ -175,5 +177,62 @@ func TestBuffer(t *testing.T) {
 	}
 	if n := len(b.String()); n != 400 {
 		t.Fatalf("%d bytes, want 400", n)
+	}
+}
+
+// TestDialAs connects as other users and checks the credentials the
+// kernel recorded for the server.
+func TestDialAs(t *testing.T) {
+	NeedRoot(t, "to connect with other credentials")
+	ln, err := net.Listen("unix", fmt.Sprintf("@tstest-dialas-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, c := range []*Creds{
+		nil,
+		{UID: 65534, GID: 65534},
+		{UID: 65534, GID: 4242, Groups: []int{100, 4243}},
+	} {
+		conn, err := DialAs(ln.Addr().String(), c)
+		if err != nil {
+			t.Fatalf("DialAs %+v: %v", c, err)
+		}
+		defer conn.Close()
+		sc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sc.Close()
+		raw, err := sc.(*net.UnixConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cred *unix.Ucred
+		var gerr error
+		if err := raw.Control(func(fd uintptr) {
+			cred, gerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		}); err != nil || gerr != nil {
+			t.Fatalf("SO_PEERCRED: %v %v", err, gerr)
+		}
+		want := Creds{UID: os.Geteuid(), GID: os.Getegid()}
+		if c != nil {
+			want = *c
+		}
+		if int(cred.Uid) != want.UID || int(cred.Gid) != want.GID {
+			t.Errorf("DialAs %+v: peer uid %d gid %d", c, cred.Uid, cred.Gid)
+		}
+	}
+	// This thread, and so the process, is still root.
+	if os.Geteuid() != 0 {
+		t.Fatalf("the test process has euid %d after DialAs", os.Geteuid())
+	}
+	if err := RunAs(Creds{UID: 65534, GID: 65534}, func() error {
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, 0, 0, 0); e != 0 {
+			return e
+		}
+		return nil
+	}); err == nil {
+		t.Fatal("a thread running as uid 65534 became root again")
 	}
 }

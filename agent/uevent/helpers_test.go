@@ -3,23 +3,13 @@ package uevent
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 	"runtime"
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-// needRoot skips a test that needs root, or fails it under CI=true.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test needs root in CI")
-		}
-		t.Skip("needs root")
-	}
-}
+	"kmsagent/agent/tstest"
+)
 
 // inNewNetns runs f on a thread moved to a new network namespace, so
 // sockets f opens see only each other's multicast messages and fake
@@ -28,7 +18,7 @@ func needRoot(t *testing.T) {
 // the wrong namespace.
 func inNewNetns(t *testing.T, f func() error) {
 	t.Helper()
-	needRoot(t)
+	tstest.NeedRoot(t, "to unshare a network namespace")
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()

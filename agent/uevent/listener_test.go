@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kmsagent/agent/tstest"
 )
 
 func TestDetectGroup(t *testing.T) {
@@ -275,7 +277,7 @@ func TestEventsLost(t *testing.T) {
 // removes it, and expects the kernel's add, change and remove events
 // for block/loopN.
 func TestLoopDevice(t *testing.T) {
-	needRoot(t)
+	tstest.NeedRoot(t, "to attach a loop device")
 	l, err := Listen(Options{Group: KernelGroup, Subsystem: "block"})
 	if err != nil {
 		t.Fatal(err)

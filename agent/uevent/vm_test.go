@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"testing"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/blockdev/vmtest"
 )
 
@@ -24,13 +25,7 @@ func TestVMUdev(t *testing.T) {
 		t.Skip("boots a VM")
 	}
 	vmtest.Require(t)
-	udevadm, err := exec.LookPath("udevadm")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("udevadm (package udev) is required in CI")
-		}
-		t.Skip("udevadm not installed")
-	}
+	udevadm := tstest.NeedTool(t, "udevadm", "udev")
 	bins := map[string]string{
 		"/bin/uevent.test": vmtest.BuildTest(t, "."),
 		"/bin/udevadm":     udevadm,

@@ -10,62 +10,15 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"kmsagent/agent/tstest"
 	"kmsagent/kmsclient/huaweicloud/signer"
 	"kmsagent/kmsclient/huaweicloud/wire"
 	"kmsagent/kmsclient/kmsserver"
 )
-
-// creds are the credentials a test connection is made with.
-type creds struct {
-	uid, gid int
-	groups   []int
-}
-
-// dialAs connects to the unix socket addr with c as the credentials of
-// the connecting thread only (raw syscalls, unlike syscall.Setuid, change
-// one thread), so the kernel records them for SO_PEERCRED and
-// SO_PEERGROUPS. The thread is locked and never unlocked: it ends with
-// the goroutine instead of running other code with those credentials.
-func dialAs(t *testing.T, addr string, c *creds) (net.Conn, error) {
-	t.Helper()
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		if c != nil {
-			groups := make([]uint32, len(c.groups)+1)
-			for i, g := range c.groups {
-				groups[i] = uint32(g)
-			}
-			if _, _, e := syscall.RawSyscall(syscall.SYS_SETGROUPS, uintptr(len(c.groups)), uintptr(unsafe.Pointer(&groups[0])), 0); e != 0 {
-				ch <- result{err: fmt.Errorf("setgroups: %w", e)}
-				return
-			}
-			if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESGID, uintptr(c.gid), uintptr(c.gid), uintptr(c.gid)); e != 0 {
-				ch <- result{err: fmt.Errorf("setresgid: %w", e)}
-				return
-			}
-			if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESUID, uintptr(c.uid), uintptr(c.uid), uintptr(c.uid)); e != 0 {
-				ch <- result{err: fmt.Errorf("setresuid: %w", e)}
-				return
-			}
-		}
-		conn, err := net.Dial("unix", addr)
-		ch <- result{conn, err}
-	}()
-	r := <-ch
-	return r.conn, r.err
-}
 
 // roundTrip sends one describe-key request over conn, signed when sk is
 // set, and returns the status and error code.
@@ -119,10 +72,10 @@ func TestPeerCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nobody := &creds{uid: 65534, gid: 65534}
+	nobody := &tstest.Creds{UID: 65534, GID: 65534}
 	tests := []struct {
 		name   string
-		creds  *creds
+		creds  *tstest.Creds
 		sk     string
 		status int
 		code   string
@@ -132,15 +85,15 @@ func TestPeerCredentials(t *testing.T) {
 		{"root, bad signature", nil, "wrong", 401, wire.CodeGatewayAuth},
 		{"nobody unsigned", nobody, "", 403, wire.CodeNoAPIPermission},
 		{"nobody signed", nobody, testSK, 403, wire.CodeNoAPIPermission},
-		{"nobody with supplementary groups", &creds{uid: 65534, gid: 65534, groups: []int{100, 65534}}, testSK, 403, wire.CodeNoAPIPermission},
-		{"nobody with the group as primary", &creds{uid: 65534, gid: group}, testSK, 200, ""},
-		{"nobody with the group as supplementary", &creds{uid: 65534, gid: 65534, groups: []int{100, group}}, testSK, 200, ""},
-		{"group member unsigned", &creds{uid: 65534, gid: group}, "", 401, wire.CodeGatewayAuth},
-		{"group member, bad signature", &creds{uid: 65534, gid: group}, "wrong", 401, wire.CodeGatewayAuth},
+		{"nobody with supplementary groups", &tstest.Creds{UID: 65534, GID: 65534, Groups: []int{100, 65534}}, testSK, 403, wire.CodeNoAPIPermission},
+		{"nobody with the group as primary", &tstest.Creds{UID: 65534, GID: group}, testSK, 200, ""},
+		{"nobody with the group as supplementary", &tstest.Creds{UID: 65534, GID: 65534, Groups: []int{100, group}}, testSK, 200, ""},
+		{"group member unsigned", &tstest.Creds{UID: 65534, GID: group}, "", 401, wire.CodeGatewayAuth},
+		{"group member, bad signature", &tstest.Creds{UID: 65534, GID: group}, "wrong", 401, wire.CodeGatewayAuth},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := dialAs(t, addr, tc.creds)
+			conn, err := tstest.DialAs(addr, tc.creds)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -159,7 +112,7 @@ func TestPeerCredentials(t *testing.T) {
 	}
 	opts.SocketGroup = kmsserver.NoGroup
 	serveOn(t, ln2, opts, kmsserver.Limits{}, nil)
-	conn, err := dialAs(t, addr+"-rootonly", &creds{uid: 65534, gid: 0})
+	conn, err := tstest.DialAs(addr+"-rootonly", &tstest.Creds{UID: 65534, GID: 0})
 	if err != nil {
 		t.Fatal(err)
 	}
