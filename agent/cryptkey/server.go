@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/audit"
+	"kmsagent/agent/peercred"
 	"kmsagent/agent/safepath"
 	"kmsagent/agent/secret"
 	"kmsagent/blockdev/token"
@@ -88,9 +89,10 @@ type Server struct {
 // Listen creates the key socket at path, mode 0600. Its directory is
 // created 0700 if missing and must be owned by root (or this process's
 // user) with no group write or other access, so that only root can
-// reach or replace the socket; a stale socket left by a previous run is
-// removed, anything else at path is an error. The caller closes the
-// listener, which removes the socket.
+// reach or replace the socket. The socket itself is set up as for the
+// agent's other servers (peercred.Listen): a stale socket left by a
+// previous run is removed, while a live one or anything else at path is
+// an error. The caller closes the listener, which removes the socket.
 func Listen(path string) (*net.UnixListener, error) {
 	dir := filepath.Dir(path)
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
@@ -100,29 +102,14 @@ func Listen(path string) (*net.UnixListener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key socket directory: %w", err)
 	}
-	defer d.Close()
-	base := filepath.Base(path)
-	var st unix.Stat_t
-	switch err := unix.Fstatat(int(d.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW); {
-	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK:
-		if err := unix.Unlinkat(int(d.Fd()), base, 0); err != nil {
-			return nil, fmt.Errorf("remove stale key socket %s: %w", path, err)
-		}
-	case err == nil:
-		return nil, fmt.Errorf("%s exists and is not a socket; remove it or choose another key socket path", path)
-	case !errors.Is(err, unix.ENOENT):
-		return nil, fmt.Errorf("key socket %s: %w", path, err)
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	d.Close()
+	// No group: the socket is root's alone, and the directory keeps
+	// others out between bind and chmod.
+	ln, err := peercred.Listen(path, 0)
 	if err != nil {
 		return nil, fmt.Errorf("key socket: %w", err)
 	}
-	// The directory keeps others out between bind and chmod.
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("key socket: %w", err)
-	}
-	return ln, nil
+	return ln.(*net.UnixListener), nil
 }
 
 // Serve answers connections on ln until ctx ends or ln fails, then
@@ -232,17 +219,17 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) {
 		}
 	}
 
-	cred, err := peerCred(c)
-	if err != nil {
-		fail(err)
+	peer := peercred.Of(c)
+	if peer.Err != nil {
+		fail(peer.Err)
 		return
 	}
-	rec.Caller = audit.LookupCaller(int(cred.Uid), int(cred.Pid))
+	rec.Caller = audit.LookupCaller(peer.UID, peer.PID)
 	name, nameErr := VolumeFromPeer(addr)
 	rec.Volume = name
 	// Root only, checked before anything else is done for the peer.
-	if cred.Uid != 0 {
-		fail(fmt.Errorf("%w: uid %d, pid %d", ErrNotRoot, cred.Uid, cred.Pid))
+	if peer.UID != 0 {
+		fail(fmt.Errorf("%w: uid %d, pid %d", ErrNotRoot, peer.UID, peer.PID))
 		return
 	}
 	if nameErr != nil {
@@ -274,24 +261,4 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) {
 		return
 	}
 	log.Info("crypttab key delivered", "volume", name, "uid", rec.UID, "pid", rec.PID, "unit", rec.Unit, "cmk", rec.CMK)
-}
-
-// peerCred returns the credentials the kernel recorded when the client
-// connected.
-func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	if credErr != nil {
-		return nil, fmt.Errorf("SO_PEERCRED: %w", credErr)
-	}
-	return cred, nil
 }

@@ -181,7 +181,8 @@ func TestServeAuditFailure(t *testing.T) {
 }
 
 // TestListen checks the socket's and directory's modes and that an
-// unsafe directory or a non-socket at the path is refused.
+// unsafe directory, a live socket or a non-socket at the path is
+// refused.
 func TestListen(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "run")
 	path := filepath.Join(dir, "cryptsetup.sock")
@@ -197,6 +198,10 @@ func TestListen(t *testing.T) {
 		if fi.Mode() != want {
 			t.Errorf("%s has mode %v, want %v", p, fi.Mode(), want)
 		}
+	}
+	// A second server does not take over the socket of a live one.
+	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "another server") {
+		t.Errorf("Listen on a live socket: %v", err)
 	}
 	ln.SetUnlinkOnClose(false)
 	ln.Close()

@@ -141,7 +141,9 @@ func peerGroups(fd int) ([]int, error) {
 // Listen listens on the unix socket path: its directory is created 0750
 // (group-owned by group when there is one), a stale socket left by a
 // crash is removed, and the socket gets mode 0660 with the group, or 0600
-// (group <= 0). A socket another server still answers on is left alone.
+// (group <= 0). A socket another server still answers on is left alone,
+// and so is anything at path that is not a socket. The listener is a
+// *net.UnixListener.
 func Listen(path string, group int) (net.Listener, error) {
 	dir := filepath.Dir(path)
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
@@ -158,14 +160,19 @@ func Listen(path string, group int) (net.Listener, error) {
 			}
 		}
 	}
-	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == fs.ModeSocket {
+	switch fi, err := os.Lstat(path); {
+	case err == nil && fi.Mode().Type() == fs.ModeSocket:
 		if c, err := net.Dial("unix", path); err == nil {
 			c.Close()
 			return nil, fmt.Errorf("%s: another server is listening there", path)
 		}
 		if err := os.Remove(path); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
+	case err == nil:
+		return nil, fmt.Errorf("%s exists and is not a socket; remove it or choose another socket path", path)
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, err
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -86,5 +87,17 @@ func TestListen(t *testing.T) {
 			t.Fatalf("stale socket not replaced: %v", err)
 		}
 		ln.Close()
+	}
+	// Anything else at the path is left alone, with a message saying so
+	// rather than bind's "address already in use".
+	regular := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(regular, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(regular, 0); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("Listen over a regular file: %v", err)
+	}
+	if _, err := os.Stat(regular); err != nil {
+		t.Errorf("the regular file is gone: %v", err)
 	}
 }
