@@ -44,7 +44,9 @@ type Auditor interface {
 	Write(ctx context.Context, r audit.Record) error
 }
 
-// KMSKeyer opens the device read-only and calls Passphrase.
+// KMSKeyer opens the device read-only and calls volume.Passphrase: the
+// key is unwrapped but the keyslot not opened, as that would put the
+// volume key in this process.
 type KMSKeyer struct{ KMS kmsclient.KMS }
 
 // Passphrase implements Keyer.
@@ -54,7 +56,7 @@ func (k KMSKeyer) Passphrase(ctx context.Context, device string) (*secret.Key, t
 		return nil, token.KMS{}, err
 	}
 	defer f.Close()
-	return Passphrase(ctx, f, k.KMS)
+	return volume.Passphrase(ctx, f, k.KMS)
 }
 
 // Defaults of the Server's limits.

@@ -258,8 +258,10 @@ func readHeader(dev Device) (*luks2.Header, error) {
 // ReadHeader reads and validates the LUKS2 header of dev.
 func ReadHeader(dev Device) (*luks2.Header, error) { return readHeader(dev) }
 
-// unwrap asks the KMS for a token's data key and opens its keyslot.
-func unwrap(ctx context.Context, dev Device, h *luks2.Header, kms kmsclient.KMS, t kmsToken) (*secret.Key, error) {
+// passphrase asks the KMS for a token's data key and returns it encoded
+// as the passphrase of the token's keyslot (token.Passphrase). The
+// caller wipes it.
+func passphrase(ctx context.Context, h *luks2.Header, kms kmsclient.KMS, t kmsToken) (*secret.Key, error) {
 	if t.tok.Binding != h.UUID() {
 		return nil, &BindingError{TokenID: t.id, Binding: t.tok.Binding, UUID: h.UUID()}
 	}
@@ -275,6 +277,15 @@ func unwrap(ctx context.Context, dev Device, h *luks2.Header, kms kmsclient.KMS,
 	if err != nil {
 		return nil, fmt.Errorf("token %d: %w", t.id, err)
 	}
+	return pass, nil
+}
+
+// unwrap asks the KMS for a token's data key and opens its keyslot.
+func unwrap(ctx context.Context, dev Device, h *luks2.Header, kms kmsclient.KMS, t kmsToken) (*secret.Key, error) {
+	pass, err := passphrase(ctx, h, kms, t)
+	if err != nil {
+		return nil, err
+	}
 	defer pass.Wipe()
 	vk, err := h.OpenKeyslot(dev, t.tok.Keyslot, pass.Bytes())
 	if errors.Is(err, luks2.ErrWrongPassphrase) {
@@ -286,6 +297,29 @@ func unwrap(ctx context.Context, dev Device, h *luks2.Header, kms kmsclient.KMS,
 	return vk, nil
 }
 
+// firstToken calls try on the header's kmsagent tokens in id order until
+// one succeeds, and returns its key and the KMS key of the token it
+// ended on: the one that worked, or on error the last one tried (zero
+// when there was none), for an audit record.
+func firstToken(h *luks2.Header, try func(kmsToken) (*secret.Key, error)) (*secret.Key, token.KMS, error) {
+	toks, err := findTokens(h)
+	if err != nil {
+		return nil, token.KMS{}, err
+	}
+	if len(toks) == 0 {
+		return nil, token.KMS{}, ErrNotEnrolled
+	}
+	var errs []error
+	for _, t := range toks {
+		k, err := try(t)
+		if err == nil {
+			return k, t.tok.KMS, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, toks[len(toks)-1].tok.KMS, errors.Join(errs...)
+}
+
 // Unlock returns the volume key of dev, unwrapped through its kmsagent
 // token. With several tokens the first that works wins. The caller wipes
 // the key.
@@ -294,26 +328,25 @@ func Unlock(ctx context.Context, dev Device, kms kmsclient.KMS) (*secret.Key, er
 	if err != nil {
 		return nil, err
 	}
-	return unlockHeader(ctx, dev, h, kms)
+	vk, _, err := firstToken(h, func(t kmsToken) (*secret.Key, error) { return unwrap(ctx, dev, h, kms, t) })
+	return vk, err
 }
 
-func unlockHeader(ctx context.Context, dev Device, h *luks2.Header, kms kmsclient.KMS) (*secret.Key, error) {
-	toks, err := findTokens(h)
+// Passphrase returns the passphrase of dev's kmsagent keyslot: the data
+// key of its token, unwrapped by the KMS under the volume's UUID and
+// encoded by token.Passphrase, exactly the bytes cryptsetup needs. It is
+// for handing the key to cryptsetup (systemd-cryptsetup's key socket)
+// without opening the keyslot, which would put the volume key in this
+// process; cryptsetup checks the passphrase anyway. With several tokens
+// the first that unwraps wins. The KMS key of the token used, or of the
+// last one tried, is returned even on error, for the audit record. The
+// caller wipes the passphrase.
+func Passphrase(ctx context.Context, dev Device, kms kmsclient.KMS) (*secret.Key, token.KMS, error) {
+	h, err := readHeader(dev)
 	if err != nil {
-		return nil, err
+		return nil, token.KMS{}, err
 	}
-	if len(toks) == 0 {
-		return nil, ErrNotEnrolled
-	}
-	var errs []error
-	for _, t := range toks {
-		vk, err := unwrap(ctx, dev, h, kms, t)
-		if err == nil {
-			return vk, nil
-		}
-		errs = append(errs, err)
-	}
-	return nil, errors.Join(errs...)
+	return firstToken(h, func(t kmsToken) (*secret.Key, error) { return passphrase(ctx, h, kms, t) })
 }
 
 // OpenWithPassphrase returns the volume key of any LUKS2 volume (ours or

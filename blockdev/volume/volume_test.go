@@ -345,6 +345,27 @@ func TestUnlockRefusals(t *testing.T) {
 	rawA, _ := ha.Token(0)
 	tokA, _ := token.Parse(rawA)
 
+	// Both ways through a token, to the volume key and to the keyslot
+	// passphrase for cryptsetup, refuse the same tokens.
+	unlockers := []struct {
+		name string
+		open func(*os.File) error
+	}{
+		{"Unlock", func(f *os.File) error {
+			vk, err := Unlock(ctx, f, k.store)
+			if err == nil {
+				vk.Wipe()
+			}
+			return err
+		}},
+		{"Passphrase", func(f *os.File) error {
+			pass, _, err := Passphrase(ctx, f, k.store)
+			if err == nil {
+				pass.Wipe()
+			}
+			return err
+		}},
+	}
 	setToken := func(t *testing.T, f *os.File, raw []byte) {
 		t.Helper()
 		h, _ := ReadHeader(f)
@@ -357,9 +378,10 @@ func TestUnlockRefusals(t *testing.T) {
 	}
 	t.Run("token copied from another volume", func(t *testing.T) {
 		setToken(t, fb, rawA)
-		_, err := Unlock(ctx, fb, k.store)
-		if err == nil || !strings.Contains(err.Error(), "bound to volume "+ha.UUID()) || !strings.Contains(err.Error(), hb.UUID()) {
-			t.Fatalf("Unlock: %v", err)
+		for _, u := range unlockers {
+			if err := u.open(fb); err == nil || !strings.Contains(err.Error(), "bound to volume "+ha.UUID()) || !strings.Contains(err.Error(), hb.UUID()) {
+				t.Fatalf("%s: %v", u.name, err)
+			}
 		}
 	})
 	t.Run("binding rewritten to this volume", func(t *testing.T) {
@@ -368,8 +390,10 @@ func TestUnlockRefusals(t *testing.T) {
 		raw, _ := forged.Marshal()
 		setToken(t, fb, raw)
 		// The KMS authenticates the binding: the wrapped key does not open.
-		if _, err := Unlock(ctx, fb, k.store); !errors.Is(err, kmsclient.ErrInvalidCiphertext) {
-			t.Fatalf("Unlock: %v", err)
+		for _, u := range unlockers {
+			if err := u.open(fb); !errors.Is(err, kmsclient.ErrInvalidCiphertext) {
+				t.Fatalf("%s: %v", u.name, err)
+			}
 		}
 	})
 	t.Run("other provider", func(t *testing.T) {
@@ -377,26 +401,34 @@ func TestUnlockRefusals(t *testing.T) {
 		other.Binding, other.KMS.Provider = hb.UUID(), "aws"
 		raw, _ := other.Marshal()
 		setToken(t, fb, raw)
-		if _, err := Unlock(ctx, fb, k.store); err == nil || !strings.Contains(err.Error(), `provider = "aws"`) {
-			t.Fatalf("Unlock: %v", err)
+		for _, u := range unlockers {
+			if err := u.open(fb); err == nil || !strings.Contains(err.Error(), `provider = "aws"`) {
+				t.Fatalf("%s: %v", u.name, err)
+			}
 		}
 	})
 	t.Run("damaged token", func(t *testing.T) {
 		setToken(t, fb, []byte(`{"type":"kmsagent","keyslots":["0"],"version":7}`))
-		if _, err := Unlock(ctx, fb, k.store); !errors.Is(err, token.ErrInvalid) {
-			t.Fatalf("Unlock: %v", err)
+		for _, u := range unlockers {
+			if err := u.open(fb); !errors.Is(err, token.ErrInvalid) {
+				t.Fatalf("%s: %v", u.name, err)
+			}
 		}
 	})
 	t.Run("not LUKS2", func(t *testing.T) {
 		_, f := newFile(t, imageSize)
-		if _, err := Unlock(ctx, f, k.store); !errors.Is(err, luks2.ErrNotLUKS2) {
-			t.Fatalf("Unlock: %v", err)
+		for _, u := range unlockers {
+			if err := u.open(f); !errors.Is(err, luks2.ErrNotLUKS2) {
+				t.Fatalf("%s: %v", u.name, err)
+			}
 		}
 	})
 	t.Run("tiny file", func(t *testing.T) {
 		_, f := newFile(t, 5)
-		if _, err := Unlock(ctx, f, k.store); !errors.Is(err, luks2.ErrNotLUKS2) {
-			t.Fatalf("Unlock: %v", err)
+		for _, u := range unlockers {
+			if err := u.open(f); !errors.Is(err, luks2.ErrNotLUKS2) {
+				t.Fatalf("%s: %v", u.name, err)
+			}
 		}
 	})
 	t.Run("both copies damaged", func(t *testing.T) {
@@ -407,9 +439,10 @@ func TestUnlockRefusals(t *testing.T) {
 		for _, off := range []int64{0x1000, 0x4000 + 0x1000} {
 			f.WriteAt([]byte("}}}}"), off)
 		}
-		_, err := Unlock(ctx, f, k.store)
-		if !errors.Is(err, luks2.ErrInvalidHeader) || !strings.Contains(err.Error(), "damaged") {
-			t.Fatalf("Unlock: %v (%s)", err, path)
+		for _, u := range unlockers {
+			if err := u.open(f); !errors.Is(err, luks2.ErrInvalidHeader) || !strings.Contains(err.Error(), "damaged") {
+				t.Fatalf("%s: %v (%s)", u.name, err, path)
+			}
 		}
 	})
 	t.Run("primary damaged", func(t *testing.T) {
@@ -418,12 +451,62 @@ func TestUnlockRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.WriteAt([]byte("}}}}"), 0x1000)
-		vk, err := Unlock(ctx, f, k.store)
-		if err != nil {
-			t.Fatalf("Unlock via the secondary copy: %v", err)
+		for _, u := range unlockers {
+			if err := u.open(f); err != nil {
+				t.Fatalf("%s via the secondary copy: %v", u.name, err)
+			}
 		}
-		vk.Wipe()
 	})
+}
+
+// TestPassphrase: the passphrase opens the KMS keyslot to the volume key
+// Unlock returns, and the KMS key of the token comes back with it, and
+// with a refusal, for the audit record.
+func TestPassphrase(t *testing.T) {
+	k := newKMS(t)
+	_, f := newFile(t, imageSize)
+	res, err := Format(ctx, f, k.store, FormatOptions{CreateOptions: CreateOptions{KeyID: k.key, RecoveryPassphrase: []byte("r"), RecoveryKDF: fastArgon2id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pass, cmk, err := Passphrase(ctx, f, k.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pass.Wipe()
+	if cmk.KeyID != k.key || cmk.Provider != k.store.Provider() {
+		t.Errorf("KMS key %+v, want %s of %s", cmk, k.key, k.store.Provider())
+	}
+	h, err := ReadHeader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := h.OpenKeyslot(f, res.Keyslot, pass.Bytes())
+	if err != nil {
+		t.Fatalf("the passphrase does not open keyslot %d: %v", res.Keyslot, err)
+	}
+	defer got.Wipe()
+	want, err := Unlock(ctx, f, k.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer want.Wipe()
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatal("the passphrase opens a keyslot to another volume key than Unlock's")
+	}
+
+	if err := k.store.DisableKey(ctx, k.key); err != nil {
+		t.Fatal(err)
+	}
+	if _, cmk, err := Passphrase(ctx, f, k.store); !errors.Is(err, kmsclient.ErrKeyDisabled) || cmk.KeyID != k.key {
+		t.Errorf("with the key disabled: KMS key %+v, %v; want %s and ErrKeyDisabled", cmk, err, k.key)
+	}
+	if _, err := Unenroll(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	if _, cmk, err := Passphrase(ctx, f, k.store); !errors.Is(err, ErrNotEnrolled) || cmk != (token.KMS{}) {
+		t.Errorf("without a token: KMS key %+v, %v; want none and ErrNotEnrolled", cmk, err)
+	}
 }
 
 func TestOpenDevice(t *testing.T) {
