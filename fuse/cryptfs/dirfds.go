@@ -67,10 +67,7 @@ func (c *dirFds) install(n *node, fd int) int {
 	for v := c.tail; v != nil && c.count > c.max; {
 		prev := v.prev
 		if v.drefs == 0 {
-			victims = append(victims, v.dfd)
-			c.unlink(v)
-			v.dfd = -1
-			c.count--
+			victims = append(victims, c.evict(v))
 		}
 		v = prev
 	}
@@ -90,10 +87,7 @@ func (c *dirFds) release(n *node) {
 	n.drefs--
 	fd := -1
 	if n.drefs == 0 && n.gone && n.dfd >= 0 {
-		fd = n.dfd
-		c.unlink(n)
-		n.dfd = -1
-		c.count--
+		fd = c.evict(n)
 	}
 	c.mu.Unlock()
 	if fd >= 0 {
@@ -114,15 +108,23 @@ func (c *dirFds) drop(n *node, forget bool) {
 	}
 	fd := -1
 	if n.dfd >= 0 && n.drefs == 0 {
-		fd = n.dfd
-		c.unlink(n)
-		n.dfd = -1
-		c.count--
+		fd = c.evict(n)
 	}
 	c.mu.Unlock()
 	if fd >= 0 {
 		unix.Close(fd)
 	}
+}
+
+// evict takes n's descriptor, which nobody uses, out of the cache and
+// returns it; the caller holds mu and closes the descriptor once it has
+// unlocked mu.
+func (c *dirFds) evict(n *node) int {
+	fd := n.dfd
+	c.unlink(n)
+	n.dfd = -1
+	c.count--
+	return fd
 }
 
 func (c *dirFds) closeAll() {
