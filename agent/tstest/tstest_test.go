@@ -6,11 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kmsagent/agent/peercred"
 )
 
 // recorder is a testing.TB that records how a helper stopped the test.
@@ -204,23 +207,16 @@ func TestDialAs(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer sc.Close()
-		raw, err := sc.(*net.UnixConn).SyscallConn()
-		if err != nil {
-			t.Fatal(err)
+		p := peercred.Of(sc.(*net.UnixConn))
+		if p.Err != nil {
+			t.Fatal(p.Err)
 		}
-		var cred *unix.Ucred
-		var gerr error
-		if err := raw.Control(func(fd uintptr) {
-			cred, gerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-		}); err != nil || gerr != nil {
-			t.Fatalf("SO_PEERCRED: %v %v", err, gerr)
-		}
-		want := Creds{UID: os.Geteuid(), GID: os.Getegid()}
+		want := Creds{UID: os.Geteuid(), GID: os.Getegid(), Groups: p.Groups}
 		if c != nil {
 			want = *c
 		}
-		if int(cred.Uid) != want.UID || int(cred.Gid) != want.GID {
-			t.Errorf("DialAs %+v: peer uid %d gid %d", c, cred.Uid, cred.Gid)
+		if p.UID != want.UID || p.GID != want.GID || !slices.Equal(p.Groups, want.Groups) {
+			t.Errorf("DialAs %+v: peer %v gid %d groups %v", c, p, p.GID, p.Groups)
 		}
 	}
 	// This thread, and so the process, is still root.
