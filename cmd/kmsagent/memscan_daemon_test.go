@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -22,21 +21,10 @@ import (
 // (the positive control that the scan works), and after an unmount
 // through the daemon no process of ours holds any form of them.
 func TestDaemonHoldsNoKey(t *testing.T) {
-	tstest.NeedRoot(t, "to mount FUSE and read other processes' memory")
-	bin := tstest.Kmsagent(t)
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "run", "agent.sock")
-	cipher, plain := filepath.Join(dir, "cipher"), filepath.Join(dir, "plain")
-	cfg := writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\n\n[[volume]]\nname = \"s\"\ntype = \"fuse\"\nsource = %q\ntarget = %q\nauto = true\n",
-		filepath.Join(dir, "kms"), sock, filepath.Join(dir, "state"), filepath.Join(dir, "audit.log"), cipher, plain), 0o600)
-	cli := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command(bin, append([]string{"--config", cfg}, args...)...).Output()
-		if err != nil {
-			t.Fatalf("kmsagent %s: %v", strings.Join(args, " "), err)
-		}
-		return string(out)
-	}
+	h := newDaemonHost(t)
+	cipher, plain := filepath.Join(h.dir, "cipher"), filepath.Join(h.dir, "plain")
+	h.addVolumes(fmt.Sprintf("\n[[volume]]\nname = \"s\"\ntype = \"fuse\"\nsource = %q\ntarget = %q\nauto = true\n", cipher, plain))
+	cli := h.cli
 	cli("kms", "create-key", "--alias", "k")
 	cli("format", "fuse", cipher, "--key-id", "k")
 	os.Mkdir(plain, 0o755)
@@ -52,7 +40,7 @@ func TestDaemonHoldsNoKey(t *testing.T) {
 	secrets := keyForms(master, "master key")
 	roundKeys := aesRoundKeys(t, contentKey)
 
-	cmd, notify := startDaemon(t, bin, cfg)
+	cmd, notify := startDaemon(t, h.bin, h.cfg)
 	notify.await(t, "READY=1")
 	os.WriteFile(filepath.Join(plain, "f"), []byte("data"), 0o600) // the key is used
 	worker := workerPID(t, cipher)
@@ -83,7 +71,7 @@ func TestDaemonHoldsNoKey(t *testing.T) {
 	}
 	scan("while mounted, the daemon", cmd.Process.Pid)
 
-	c := control.NewClient(sock)
+	c := control.NewClient(h.sock)
 	defer c.Close()
 	if err := c.Unmount(t.Context(), "s", false); err != nil {
 		t.Fatal(err)

@@ -22,20 +22,8 @@ import (
 // the next daemon adopts it with the same worker, and an unmount through
 // the control socket ends the worker.
 func TestRunDaemonShares(t *testing.T) {
-	tstest.NeedRoot(t, "to mount FUSE")
-	bin := tstest.Kmsagent(t)
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "run", "agent.sock")
-	cfg := writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\n",
-		filepath.Join(dir, "kms"), sock, filepath.Join(dir, "state"), filepath.Join(dir, "audit.log")), 0o600)
-	cli := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command(bin, append([]string{"--config", cfg}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("kmsagent %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	h := newDaemonHost(t)
+	bin, dir, sock, cfg, cli := h.bin, h.dir, h.sock, h.cfg, h.cli
 	cli("kms", "create-key", "--alias", "good")
 	cli("kms", "create-key", "--alias", "bad")
 	vols := ""
@@ -48,12 +36,7 @@ func TestRunDaemonShares(t *testing.T) {
 		vols += fmt.Sprintf("\n[[volume]]\nname = %q\ntype = \"fuse\"\nsource = %q\ntarget = %q\nauto = true\n", v.name, cipher, plain)
 	}
 	cli("kms", "disable-key", "bad")
-	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString(vols)
-	f.Close()
+	h.addVolumes(vols)
 	plain := filepath.Join(dir, "data")
 	t.Cleanup(func() { syscall.Unmount(plain, syscall.MNT_DETACH) })
 
@@ -146,4 +129,46 @@ func startDaemon(t *testing.T, bin, cfg string) (*exec.Cmd, *notifySocket) {
 		}
 	})
 	return cmd, notify
+}
+
+// daemonHost is a kmsagent binary with a configuration of its own: the
+// embedded KMS, control socket, state and audit log in a temporary
+// directory, for tests that run the daemon.
+type daemonHost struct {
+	t                   *testing.T
+	bin, dir, sock, cfg string
+}
+
+func newDaemonHost(t *testing.T) *daemonHost {
+	t.Helper()
+	tstest.NeedRoot(t, "to mount FUSE")
+	dir := t.TempDir()
+	h := &daemonHost{t: t, bin: tstest.Kmsagent(t), dir: dir, sock: filepath.Join(dir, "run", "agent.sock")}
+	h.cfg = writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\n",
+		filepath.Join(dir, "kms"), h.sock, filepath.Join(dir, "state"), filepath.Join(dir, "audit.log")), 0o600)
+	return h
+}
+
+// cli runs a kmsagent command with the host's configuration and returns
+// its output; a failure fails the test.
+func (h *daemonHost) cli(args ...string) string {
+	h.t.Helper()
+	out, err := exec.Command(h.bin, append([]string{"--config", h.cfg}, args...)...).CombinedOutput()
+	if err != nil {
+		h.t.Fatalf("kmsagent %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// addVolumes appends [[volume]] tables to the configuration.
+func (h *daemonHost) addVolumes(toml string) {
+	h.t.Helper()
+	f, err := os.OpenFile(h.cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(toml); err != nil {
+		h.t.Fatal(err)
+	}
 }
