@@ -150,12 +150,15 @@ func newDaemonHost(t *testing.T) *daemonHost {
 }
 
 // cli runs a kmsagent command with the host's configuration and returns
-// its output; a failure fails the test.
+// its standard output; a failure fails the test.
 func (h *daemonHost) cli(args ...string) string {
 	h.t.Helper()
-	out, err := exec.Command(h.bin, append([]string{"--config", h.cfg}, args...)...).CombinedOutput()
+	cmd := exec.Command(h.bin, append([]string{"--config", h.cfg}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		h.t.Fatalf("kmsagent %s: %v\n%s", strings.Join(args, " "), err, out)
+		h.t.Fatalf("kmsagent %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
 	}
 	return string(out)
 }
