@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 )
 
@@ -57,7 +58,13 @@ func commandTree() *command {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, &cliEnv{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin}, os.Args[1:])
+	env := &cliEnv{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin}
+	var code int
+	if filepath.Base(os.Args[0]) == mountHelperName {
+		code = mountHelper(ctx, env, os.Args[1:])
+	} else {
+		code = run(ctx, env, os.Args[1:])
+	}
 	stop()
 	os.Exit(code)
 }
