@@ -16,6 +16,9 @@ packages=(
   udev dmsetup       # udevd and the device-mapper udev rules (with dmsetup) for the VM tests with udev
   mmdebstrap         # the Debian root file system of the systemd boot tests (blockdev/vmtest/debvm)
   gcc libc6-dev      # go test -race needs cgo
+  lintian            # packaging/debtest: the .deb has no lintian errors
+  file man-db        # packaging/debtest: binary type; the man page renders without warnings
+  systemd            # packaging/debtest: systemd-analyze verify and security of the units
 )
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
