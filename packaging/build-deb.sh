@@ -120,6 +120,7 @@ Version: $version
 Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $installed_size
+Depends: procps
 Recommends: fuse3
 Suggests: cryptsetup-bin
 Section: admin
