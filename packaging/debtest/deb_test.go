@@ -126,7 +126,7 @@ func TestLintian(t *testing.T) {
 	deb := theDeb(t)
 	need(t, "lintian")
 	// lintian exits non-zero on an error tag, and on its own failures.
-	out, err := exec.Command("lintian", "--pedantic", "--info", "--fail-on", "error", deb).CombinedOutput()
+	out, err := exec.Command("lintian", "--pedantic", "--display-info", "--fail-on", "error", deb).CombinedOutput()
 	if err != nil {
 		t.Errorf("lintian: %v\n%s", err, out)
 	}
