@@ -34,9 +34,18 @@ func need(t *testing.T, tools ...string) {
 
 var (
 	buildOnce sync.Once
+	debDir    string
 	debPath   string
 	buildErr  error
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if debDir != "" {
+		os.RemoveAll(debDir)
+	}
+	os.Exit(code)
+}
 
 func repoRoot(t *testing.T) string {
 	t.Helper()
@@ -70,12 +79,11 @@ func theDeb(t *testing.T) string {
 	t.Helper()
 	need(t, "dpkg-deb", "git")
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "kmsagent-deb-")
-		if err != nil {
-			buildErr = err
+		debDir, buildErr = os.MkdirTemp("", "kmsagent-deb-")
+		if buildErr != nil {
 			return
 		}
-		debPath, buildErr = buildDeb(t, dir)
+		debPath, buildErr = buildDeb(t, debDir)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
