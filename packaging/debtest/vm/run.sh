@@ -22,8 +22,8 @@ trap 'umount "$work/tree/proc" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$cache"
 if [ ! -f "$cache/rootfs.tar" ]; then
   mmdebstrap --variant=apt --include=systemd-sysv,udev,dbus,kmod,e2fsprogs,fuse3,procps \
-    bookworm "$cache/rootfs.tar.new" >&2
-  mv "$cache/rootfs.tar.new" "$cache/rootfs.tar"
+    bookworm "$cache/rootfs.new.tar" >&2
+  mv "$cache/rootfs.new.tar" "$cache/rootfs.tar"
 fi
 kver=$(basename "$(ls /boot/vmlinuz-*-cloud-amd64 | sort -V | tail -1)")
 kver=${kver#vmlinuz-}
