@@ -85,6 +85,12 @@ func (e *OptionError) Error() string {
 // shareKernelOptions are the options passed on to the kernel mount.
 var shareKernelOptions = []string{"default_permissions", "nosuid", "nodev", "noexec", "suid", "dev", "exec"}
 
+// CheckShareOption reports whether a share mount takes the -o option o
+// (mount.kmsagent drops the ones it does not under mount -s).
+func CheckShareOption(o string) error {
+	return parseShareOptions([]string{o}, new(share.ServeOptions))
+}
+
 func parseShareOptions(opts []string, o *share.ServeOptions) error {
 	for _, opt := range opts {
 		switch opt {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"kmsagent/agent/config"
@@ -35,7 +36,7 @@ func newServiceRunDir(env *cliEnv, runDir string) (*service.Service, error) {
 func newServiceWith(env *cliEnv, log *slog.Logger, runDir string) (*service.Service, error) {
 	return service.New(service.Options{
 		LoadConfig: func() (*config.Config, error) { return loadConfig(env) },
-		ConfigPath: env.configFlag,
+		ConfigPath: absConfigPath(env.configFlag),
 		RunDir:     runDir,
 		Logger:     log,
 		Notify: func(n service.Note) {
@@ -156,4 +157,16 @@ func runRewrap(ctx context.Context, env *cliEnv, name string, args []string) err
 		fmt.Fprintf(env.stdout, "%s: data key re-wrapped from %s to %s; only the token changed\n", pos[0], strings.Join(res.OldKeyIDs, ", "), keyID)
 	}
 	return nil
+}
+
+// absConfigPath makes --config absolute: workers are started in / and are
+// handed the path.
+func absConfigPath(p string) string {
+	if p == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
 }

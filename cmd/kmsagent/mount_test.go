@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -21,5 +23,22 @@ func TestMountKeyRefused(t *testing.T) {
 	}
 	if tstest.Mounted(t, plain) {
 		t.Fatal("mounted with a disabled key")
+	}
+}
+
+// TestMountRelativeConfig: a relative --config reaches the share worker,
+// which starts in /, as the same file.
+func TestMountRelativeConfig(t *testing.T) {
+	h := newHost(t)
+	h.must("kms", "create-key", "--alias", "k")
+	cipher, plain := shareDirs(h)
+	cmd := exec.Command(h.bin, "--config", filepath.Base(h.config), "mount", "fuse", cipher, plain)
+	cmd.Dir = filepath.Dir(h.config)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mount with --config %s: %v\n%s", filepath.Base(h.config), err, out)
+	}
+	defer h.must("umount", plain)
+	if !tstest.Mounted(t, plain) {
+		t.Fatal("not mounted")
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"kmsagent/fuse/share"
+	"kmsagent/agent/service"
 )
 
 // mountHelperName is the name under which the binary acts as mount(8)'s
@@ -118,12 +118,12 @@ func (a *mountHelperArgs) option(flag byte, value string) error {
 // kmsagentArgs is the kmsagent command line that does the mount: mount
 // fuse for a share's cipher directory, mount luks for anything else.
 func (a *mountHelperArgs) kmsagentArgs(warn func(string)) ([]string, error) {
-	if isDir(a.source) {
+	if service.KindOf(a.source) == service.KindShare {
 		var opts []string
 		for _, o := range a.options {
-			if err := parseMountOptions(o, new(share.ServeOptions)); err != nil {
+			if err := service.CheckShareOption(o); err != nil {
 				if !a.sloppy {
-					return nil, err
+					return nil, advise(nil, err)
 				}
 				warn(fmt.Sprintf("ignoring option %s (-s)", o))
 				continue

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"kmsagent/agent/tstest"
 )
 
 func TestParseMountHelperArgs(t *testing.T) {
@@ -105,12 +107,12 @@ func TestMountHelper(t *testing.T) {
 	if out, code := mountHelper(cipher, plain, "-o", "bogus"); code != mountExitUsage || !strings.Contains(out, "unknown option -o bogus") {
 		t.Fatalf("bad option: exit %d, %q", code, out)
 	}
-	if out, code := mountHelper(cipher, plain, "-f", "-o", "defaults"); code != 0 || isMounted(plain) {
-		t.Fatalf("-f: exit %d, mounted %v: %q", code, isMounted(plain), out)
+	if out, code := mountHelper(cipher, plain, "-f", "-o", "defaults"); code != 0 || tstest.Mounted(t, plain) {
+		t.Fatalf("-f: exit %d, mounted %v: %q", code, tstest.Mounted(t, plain), out)
 	}
 	out, code := mountHelper(cipher, plain, "-n", "-o", "rw,nodev,_netdev,nofail,x-systemd.automount,defaults", "-t", "kmsagent")
 	t.Cleanup(func() {
-		if isMounted(plain) {
+		if tstest.Mounted(t, plain) {
 			h.kmsagent(nil, "umount", "--lazy", plain)
 		}
 	})
