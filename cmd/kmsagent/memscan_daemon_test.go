@@ -55,9 +55,8 @@ func TestDaemonHoldsNoKey(t *testing.T) {
 	if found == 0 {
 		t.Fatal("positive control failed: no round key of the content key in the worker's memory; the scan cannot be trusted")
 	}
-	scan := func(when string, pid int) {
+	scan := func(when string, pid int, mem memory) {
 		t.Helper()
-		mem := readProcessMemory(t, pid)
 		for name, form := range secrets {
 			if at := mem.find(form); at != "" {
 				t.Errorf("%s: process %d holds the %s, in %s", when, pid, name, at)
@@ -69,7 +68,7 @@ func TestDaemonHoldsNoKey(t *testing.T) {
 			}
 		}
 	}
-	scan("while mounted, the daemon", cmd.Process.Pid)
+	scan("while mounted, the daemon", cmd.Process.Pid, readProcessMemory(t, cmd.Process.Pid))
 
 	c := control.NewClient(h.sock)
 	defer c.Close()
@@ -79,7 +78,7 @@ func TestDaemonHoldsNoKey(t *testing.T) {
 	if !tstest.WaitExit(t, worker, 10*time.Second) {
 		t.Fatalf("worker %d still running after the unmount", worker)
 	}
-	for _, p := range ourProcesses(t) {
-		scan("after unmount", p)
+	for p, mem := range otherProcessesMemory(t, ourProcesses(t)) {
+		scan("after unmount", p, mem)
 	}
 }

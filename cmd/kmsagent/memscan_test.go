@@ -9,11 +9,14 @@ import (
 	"encoding/base64"
 	be "encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -70,8 +73,7 @@ func TestShareKeysWiped(t *testing.T) {
 	if !tstest.WaitExit(t, pid, 10*time.Second) {
 		t.Fatalf("worker %d still running after umount", pid)
 	}
-	for _, p := range ourProcesses(t) {
-		mem := readProcessMemory(t, p)
+	for p, mem := range otherProcessesMemory(t, ourProcesses(t)) {
 		for name, form := range secrets {
 			if at := mem.find(form); at != "" {
 				t.Errorf("process %d holds the %s after unmount, in %s", p, name, at)
@@ -254,14 +256,41 @@ func (m memory) find(form []byte) string {
 // readProcessMemory returns the readable memory of pid.
 func readProcessMemory(t *testing.T, pid int) memory {
 	t.Helper()
-	maps, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+	m, err := readMemory(pid)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return m
+}
+
+// otherProcessesMemory reads the memory of each of pids that still
+// runs: other test packages start and end kmsagent processes of their
+// own meanwhile, and one that exited holds no key.
+func otherProcessesMemory(t *testing.T, pids []int) map[int]memory {
+	t.Helper()
+	all := map[int]memory{}
+	for _, pid := range pids {
+		m, err := readMemory(pid)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		all[pid] = m
+	}
+	return all
+}
+
+func readMemory(pid int) (memory, error) {
+	maps, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return memory{}, err
 	}
 	defer maps.Close()
 	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
 	if err != nil {
-		t.Fatal(err)
+		return memory{}, err
 	}
 	defer mem.Close()
 	var all memory
@@ -288,5 +317,5 @@ func readProcessMemory(t *testing.T, pid int) memory {
 		all.regions = append(all.regions, region{at: len(all.data), desc: sc.Text()})
 		all.data = append(all.data, buf[:n]...)
 	}
-	return all
+	return all, sc.Err()
 }
