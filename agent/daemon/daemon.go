@@ -89,6 +89,11 @@ type Options struct {
 	// Watchdog is systemd's watchdog interval (WATCHDOG_USEC); zero for
 	// none. The main loop pings at half of it.
 	Watchdog time.Duration
+	// CheckEvery is how often the main loop compares the table with
+	// what the kernel reports, so that a share whose worker died is
+	// noticed (and, when auto, mounted again) without anyone asking
+	// for the status; zero for never.
+	CheckEvery time.Duration
 }
 
 // Daemon is the running agent.
@@ -355,14 +360,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	ready := d.Ready(ctx)
-	var tick <-chan time.Time
+	var tick, check <-chan time.Time
 	if d.opts.Watchdog > 0 {
 		t := time.NewTicker(d.opts.Watchdog / 2)
 		defer t.Stop()
 		tick = t.C
 	}
+	if d.opts.CheckEvery > 0 {
+		t := time.NewTicker(d.opts.CheckEvery)
+		defer t.Stop()
+		check = t.C
+	}
 	for {
 		select {
+		case <-check:
+			if _, err := d.Status(ctx); err != nil {
+				d.log.Warn("checking what is mounted", "error", err)
+			}
 		case <-ready:
 			ready = nil
 			// Under the lock, so a reload sees READY=1 either sent
@@ -931,7 +945,11 @@ func (v *volume) info() VolumeInfo {
 // The kernel's view wins: a volume the table has mounted that the
 // Service no longer reports mounted (its worker died, an admin unmounted
 // it by hand) becomes failed with ErrGone, so the status does not lie
-// and a mount request mounts it again.
+// and a mount request mounts it again. An auto share is mounted again
+// at once (the service removes the stale mount first): its worker is
+// what died, and nothing else about it changed. An auto LUKS2 volume is
+// not: its mapping goes when its disk does, and hot-plug brings it back
+// when the disk returns.
 func (d *Daemon) Status(ctx context.Context) ([]VolumeInfo, error) {
 	snap := time.Now()
 	sts, err := d.svc.Status(ctx)
@@ -960,6 +978,10 @@ func (d *Daemon) Status(ctx context.Context) ([]VolumeInfo, error) {
 		v.setState(StateFailed)
 		d.log.Error("mounted volume gone", "volume", name, "kernel", what)
 		gone = true
+		if v.cfg.Auto && Kind(v.cfg.Type) == KindFUSE && v.run == nil && !d.stopping {
+			d.log.Info("mounting the share again", "volume", name)
+			d.startRun(v, self("remount"))
+		}
 	}
 	if gone {
 		d.saveLocked()

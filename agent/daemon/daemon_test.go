@@ -448,28 +448,42 @@ func TestRemovedWhileMounting(t *testing.T) {
 }
 
 // TestGone: a mount that disappears under the daemon (worker killed,
-// unmounted by hand) shows as failed, and mounting it works again.
+// unmounted by hand) shows as failed, and mounting it works again; an
+// auto share is mounted again by the daemon itself, found by the
+// periodic check without anyone asking for the status.
 func TestGone(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		svc := newFake()
 		n := &fakeNotifier{}
-		d := New(cfgWith(vol("a", true), vol("b", true)), Options{Service: svc, Notify: n})
+		d := New(cfgWith(vol("a", true), vol("b", true), vol("m", false)), Options{Service: svc, Notify: n, CheckEvery: 10 * time.Second})
 		stop := started(t, d)
+		if _, err := d.Mount(t.Context(), "m", "uid=0"); err != nil {
+			t.Fatal(err)
+		}
 		time.Sleep(time.Second)
+		calls := svc.ncalls("a")
 		svc.mu.Lock()
 		delete(svc.mounted, "a")
+		delete(svc.mounted, "m")
 		svc.mu.Unlock()
+
+		time.Sleep(11 * time.Second) // one check
+		synctest.Wait()
 		a := stateOf(t, d, "a")
-		if a.State != StateFailed || a.ErrorKind != "gone" || !strings.Contains(a.LastError, "the kernel reports it not mounted") {
-			t.Errorf("a: %+v", a)
+		if a.State != StateMounted || svc.ncalls("a") != calls+1 {
+			t.Errorf("auto share a after its worker died: %+v, %d mount calls (was %d)", a, svc.ncalls("a"), calls)
+		}
+		m := stateOf(t, d, "m")
+		if m.State != StateFailed || m.ErrorKind != "gone" || !strings.Contains(m.LastError, "the kernel reports it not mounted") {
+			t.Errorf("m: %+v", m)
 		}
 		if s := stateOf(t, d, "b"); s.State != StateMounted {
 			t.Errorf("b: %+v", s)
 		}
-		if got := n.lastStatus(); got != "1 volume unlocked, 1 failed: a (gone)" {
+		if got := n.lastStatus(); got != "2 volumes unlocked, 1 failed: m (gone)" {
 			t.Errorf("STATUS=%s", got)
 		}
-		if info, err := d.Mount(t.Context(), "a", "uid=0"); err != nil || info.State != StateMounted {
+		if info, err := d.Mount(t.Context(), "m", "uid=0"); err != nil || info.State != StateMounted {
 			t.Errorf("mount again: %+v %v", info, err)
 		}
 		stop()

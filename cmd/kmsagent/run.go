@@ -90,6 +90,10 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) error {
 		Devices:  daemon.SystemDevices{Resolver: &source.Resolver{}},
 		Logger:   logger,
 		Watchdog: watchdog,
+		// A share whose worker died is noticed within this and, when
+		// auto, mounted again; the check reads the mount table and the
+		// workers' records.
+		CheckEvery: 10 * time.Second,
 		Applied: func(c *config.Config) {
 			g, err := adminGroup(c)
 			if err != nil {

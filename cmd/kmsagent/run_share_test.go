@@ -19,8 +19,8 @@ import (
 // TestRunDaemonShares: the real daemon mounts its auto shares at start
 // through real workers, one with a disabled key fails alone without
 // holding back READY, a kill -9 of the daemon leaves the mount serving,
-// the next daemon adopts it with the same worker, and an unmount through
-// the control socket ends the worker.
+// the next daemon adopts it with the same worker, a killed worker's share
+// is mounted again, and an unmount through the CLI ends the worker.
 func TestRunDaemonShares(t *testing.T) {
 	h := newDaemonHost(t)
 	bin, dir, sock, cfg, cli := h.bin, h.dir, h.sock, h.cfg, h.cli
@@ -84,6 +84,20 @@ func TestRunDaemonShares(t *testing.T) {
 	if v := byName(st)["data"]; v.State != daemon.StateMounted || v.WorkerPID != worker {
 		t.Fatalf("after restart: %+v, want mounted by worker %d", v, worker)
 	}
+
+	// The worker dies: the daemon notices within its check interval
+	// and, the share being auto, mounts it again with a new worker.
+	syscall.Kill(worker, syscall.SIGKILL)
+	tstest.WaitFor(t, 60*time.Second, "the daemon to mount data again", func() bool {
+		st, err := c.Status(ctx)
+		v := byName(st)["data"]
+		return err == nil && v.State == daemon.StateMounted && v.WorkerPID != 0 && v.WorkerPID != worker
+	})
+	if b, err := os.ReadFile(filepath.Join(plain, "f")); err != nil || string(b) != "hello" {
+		t.Fatalf("after the daemon mounted data again: %q %v", b, err)
+	}
+	st, _ = c.Status(ctx)
+	worker = byName(st)["data"].WorkerPID
 
 	// The CLI is a client of the daemon: status shows the daemon's
 	// table, umount NAME and mount NAME go through it.
