@@ -8,39 +8,7 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"kmsagent/blockdev/luks2"
 )
-
-// tokenHeader is luksHeader with a token of type typ.
-func tokenHeader(t *testing.T, u, typ string) []byte {
-	t.Helper()
-	h, vk, err := luks2.Format(luks2.FormatOptions{UUID: u, DataOffset: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vk.Wipe()
-	if err := h.SetToken(0, []byte(`{"type":"`+typ+`","keyslots":[]}`)); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "hdr")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(1<<20 + 4096); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Write(f); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // TestKMSVolume: only a LUKS2 header with a kmsagent token is a kmsagent
 // volume.

@@ -88,13 +88,21 @@ func fakeTree(t *testing.T, devs ...fakeDev) *Resolver {
 
 // luksHeader returns the start of a LUKS2 device with UUID u, written by
 // package luks2 (no keyslots: only the header matters here).
-func luksHeader(t testing.TB, u string) []byte {
+func luksHeader(t testing.TB, u string) []byte { return tokenHeader(t, u, "") }
+
+// tokenHeader is luksHeader with a token of type typ ("" for none).
+func tokenHeader(t testing.TB, u, typ string) []byte {
 	t.Helper()
 	h, vk, err := luks2.Format(luks2.FormatOptions{UUID: u, DataOffset: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	vk.Wipe()
+	if typ != "" {
+		if err := h.SetToken(0, []byte(`{"type":"`+typ+`","keyslots":[]}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	path := filepath.Join(t.TempDir(), "hdr")
 	f, err := os.Create(path)
 	if err != nil {
