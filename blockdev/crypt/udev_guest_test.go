@@ -24,24 +24,8 @@ import (
 // right after Open or Close returns, without polling: the wait for udev
 // is Open's and Close's job.
 func TestGuestUdevLinks(t *testing.T) {
-	vmtest.RequireGuest(t)
-	ctl, err := dm.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctl.Close()
-	if ctl.Udev() != dm.UdevSync {
-		t.Skipf("device-mapper sees %v", ctl.Udev())
-	}
-	vmtest.Report(t)
+	ctl, unlock := udevGuest(t, dm.UdevSync)
 	ctx := context.Background()
-	store, err := local.Open(guestKMSDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unlock := func(ctx context.Context, req crypt.UnlockRequest) error {
-		return crypt.Activate(ctx, ctl, store, req, nil)
-	}
 	const name = "udevvol"
 	v, err := crypt.Open(ctx, ctl, "/dev/vda", crypt.Options{Name: name}, unlock)
 	if err != nil {
@@ -143,24 +127,8 @@ func TestGuestUdevLinks(t *testing.T) {
 // complete a cookie, so Open and Close must not wait for one, and the
 // package makes and removes /dev/mapper/<name> itself.
 func TestGuestUdevWithoutDMRules(t *testing.T) {
-	vmtest.RequireGuest(t)
-	ctl, err := dm.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctl.Close()
-	if ctl.Udev() != dm.UdevUnsynced {
-		t.Skipf("device-mapper sees %v", ctl.Udev())
-	}
-	vmtest.Report(t)
+	ctl, unlock := udevGuest(t, dm.UdevUnsynced)
 	ctx := context.Background()
-	store, err := local.Open(guestKMSDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unlock := func(ctx context.Context, req crypt.UnlockRequest) error {
-		return crypt.Activate(ctx, ctl, store, req, nil)
-	}
 	const name = "udevvol"
 	if _, err := crypt.Open(ctx, ctl, "/dev/vda", crypt.Options{Name: name}, unlock); err != nil {
 		t.Fatal(err)
@@ -190,5 +158,28 @@ func requireNoCookies(t *testing.T, when string) {
 	left, err := vmtest.DMCookies()
 	if err != nil || len(left) > 0 {
 		t.Errorf("%s: udev cookie semaphores left: %q %v", when, left, err)
+	}
+}
+
+// udevGuest opens device-mapper in the VM and skips unless it sees udev
+// as mode says, and returns the unlock function of the guest's KMS.
+func udevGuest(t *testing.T, mode dm.UdevMode) (*dm.Control, func(context.Context, crypt.UnlockRequest) error) {
+	t.Helper()
+	vmtest.RequireGuest(t)
+	ctl, err := dm.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ctl.Close() })
+	if ctl.Udev() != mode {
+		t.Skipf("device-mapper sees %v", ctl.Udev())
+	}
+	vmtest.Report(t)
+	store, err := local.Open(guestKMSDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctl, func(ctx context.Context, req crypt.UnlockRequest) error {
+		return crypt.Activate(ctx, ctl, store, req, nil)
 	}
 }

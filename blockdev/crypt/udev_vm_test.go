@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"kmsagent/agent/tstest"
 	"kmsagent/blockdev/vmtest"
 	"kmsagent/blockdev/volume"
 	"kmsagent/kmsclient/local"
@@ -31,12 +32,7 @@ func TestVMUdev(t *testing.T) {
 		t.Skip("boots a VM")
 	}
 	vmtest.Require(t)
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mkfs.ext4 is missing")
-		}
-		t.Skip("mkfs.ext4 is missing")
-	}
+	tstest.NeedTool(t, "mkfs.ext4", "e2fsprogs")
 	ctx := context.Background()
 	dir := t.TempDir()
 	kmsDir := filepath.Join(dir, "kms")

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kmsagent/agent/tstest"
 )
 
 // The values of libdevmapper.h, spelled out independently of udev.go.
@@ -46,7 +48,7 @@ func TestUdevConstantsMatchLibdevmapper(t *testing.T) {
 func TestUdevEventNr(t *testing.T) {
 	dmsetup, err := exec.LookPath("dmsetup")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
+		if tstest.InCI() {
 			t.Error("dmsetup (package dmsetup) is required in CI")
 		}
 		t.Log("dmsetup not installed: not checking with dmsetup udevflags")

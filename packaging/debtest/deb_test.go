@@ -16,21 +16,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-)
 
-// need skips a test whose tool is missing, except in CI, where
-// packaging/setup-dev.sh installs it and a skip would hide a failure.
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing; packaging/setup-dev.sh installs it", tool)
-			}
-			t.Skipf("%s is missing (packaging/setup-dev.sh installs it)", tool)
-		}
-	}
-}
+	"kmsagent/agent/tstest"
+)
 
 var (
 	buildOnce sync.Once
@@ -77,7 +65,8 @@ func buildDeb(t *testing.T, dist string) (string, error) {
 // theDeb builds the package once for the tests that only look at it.
 func theDeb(t *testing.T) string {
 	t.Helper()
-	need(t, "dpkg-deb", "git")
+	tstest.NeedTool(t, "dpkg-deb", "dpkg")
+	tstest.NeedTool(t, "git", "git")
 	buildOnce.Do(func() {
 		debDir, buildErr = os.MkdirTemp("", "kmsagent-deb-")
 		if buildErr != nil {
@@ -132,7 +121,7 @@ func TestReproducible(t *testing.T) {
 
 func TestLintian(t *testing.T) {
 	deb := theDeb(t)
-	need(t, "lintian")
+	tstest.NeedTool(t, "lintian", "lintian")
 	// lintian exits non-zero on an error tag, and on its own failures.
 	out, err := exec.Command("lintian", "--pedantic", "--display-info", "--fail-on", "error", deb).CombinedOutput()
 	if err != nil {
@@ -215,7 +204,7 @@ func TestContents(t *testing.T) {
 // the exposure score of the daemon's sandbox.
 func TestUnits(t *testing.T) {
 	deb := theDeb(t)
-	need(t, "systemd-analyze")
+	tstest.NeedTool(t, "systemd-analyze", "systemd")
 	root := extract(t, deb)
 	// The units name /bin/kill and the targets of the host.
 	if err := os.MkdirAll(filepath.Join(root, "usr/lib/systemd"), 0o755); err != nil {
@@ -256,7 +245,7 @@ func TestUnits(t *testing.T) {
 
 func TestManPage(t *testing.T) {
 	deb := theDeb(t)
-	need(t, "man")
+	tstest.NeedTool(t, "man", "man-db")
 	root := extract(t, deb)
 	cmd := exec.Command("man", "--warnings", "-E", "UTF-8", "-l", filepath.Join(root, "usr/share/man/man8/kmsagent.8.gz"))
 	cmd.Env = append(os.Environ(), "MANWIDTH=80", "LC_ALL=C.UTF-8")
@@ -277,7 +266,7 @@ func TestManPage(t *testing.T) {
 
 func TestBashCompletion(t *testing.T) {
 	deb := theDeb(t)
-	need(t, "bash")
+	tstest.NeedTool(t, "bash", "bash")
 	root := extract(t, deb)
 	script := `source "$1"
 complete_line() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _kmsagent; echo "${COMPREPLY[*]}"; }
