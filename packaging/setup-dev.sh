@@ -8,6 +8,7 @@ need=()
 # One package a line: what the tests need and why.
 packages=(
   cryptsetup-bin     # LUKS2 interop (luksDump, test-passphrase, token)
+  fdisk gdisk        # blockdev/partition, image encrypt --partition: sfdisk makes test images, sfdisk --verify and sgdisk -v check the results
   gocryptfs fuse3    # share interop; fusermount3 for non-root mounts
   acl attr libcap2-bin  # ACL, xattr and file-capability tests of shares
   e2fsprogs xfsprogs dosfstools  # file systems for probes, images and full-disk tests
