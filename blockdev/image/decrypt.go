@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"kmsagent/agent/secret"
 	"kmsagent/blockdev/luks2"
@@ -13,6 +12,13 @@ import (
 	"kmsagent/blockdev/volume"
 	"kmsagent/kmsclient"
 )
+
+// Disk is what an image is read from: a file, a block device, or one
+// partition of a disk image (OpenPartition). *os.File is one.
+type Disk interface {
+	volume.Device
+	io.Seeker
+}
 
 // DecryptOptions say how to get the volume key: through the kmsagent
 // token with KMS, or with Passphrase (any LUKS2 image, cryptsetup's too).
@@ -86,7 +92,7 @@ func layout(h *luks2.Header, fileSize int64) (*payloadLayout, error) {
 }
 
 // volumeKey opens the image with a passphrase or through its token.
-func volumeKey(ctx context.Context, img *os.File, h *luks2.Header, o DecryptOptions) (*secret.Key, error) {
+func volumeKey(ctx context.Context, img volume.Device, h *luks2.Header, o DecryptOptions) (*secret.Key, error) {
 	if o.Passphrase != nil {
 		return volume.OpenWithPassphrase(img, o.Passphrase)
 	}
@@ -99,7 +105,7 @@ func volumeKey(ctx context.Context, img *os.File, h *luks2.Header, o DecryptOpti
 // Decrypt writes the decrypted payload of img to out: exactly the input
 // of image encrypt when the image records its size, otherwise the whole
 // segment (whole sectors), as cryptsetup would show it.
-func Decrypt(ctx context.Context, img *os.File, out io.Writer, o DecryptOptions) (*Result, error) {
+func Decrypt(ctx context.Context, img Disk, out io.Writer, o DecryptOptions) (*Result, error) {
 	h, err := volume.ReadHeader(img)
 	if err != nil {
 		return nil, err

@@ -283,8 +283,24 @@ func EncryptFile(ctx context.Context, in io.Reader, out *os.File, o EncryptOptio
 		return nil, err
 	}
 	defer im.sc.wipe()
+	res, err := im.writeAt(ctx, out, 0, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := out.Truncate(im.offset + res.PayloadSize); err != nil {
+		return nil, fmt.Errorf("write output: %w", err)
+	}
+	if err := out.Sync(); err != nil {
+		return nil, fmt.Errorf("sync output: %w", err)
+	}
+	return res, nil
+}
+
+// writeAt writes the image into out at base (0, or a partition's start):
+// the encrypted payload first, then the header with the input size.
+func (im *newImage) writeAt(ctx context.Context, out io.WriterAt, base int64, o EncryptOptions) (*Result, error) {
 	size, err := im.payload(ctx, func(off int64, b []byte) error {
-		if _, err := out.WriteAt(b, im.offset+off); err != nil {
+		if _, err := out.WriteAt(b, base+im.offset+off); err != nil {
 			return fmt.Errorf("write output: %w", err)
 		}
 		return nil
@@ -300,14 +316,8 @@ func EncryptFile(ctx context.Context, in io.Reader, out *os.File, o EncryptOptio
 	if err != nil {
 		return nil, err
 	}
-	if _, err := out.WriteAt(hdr, 0); err != nil {
+	if _, err := out.WriteAt(hdr, base); err != nil {
 		return nil, fmt.Errorf("write output: %w", err)
-	}
-	if err := out.Truncate(im.offset + res.PayloadSize); err != nil {
-		return nil, fmt.Errorf("write output: %w", err)
-	}
-	if err := out.Sync(); err != nil {
-		return nil, fmt.Errorf("sync output: %w", err)
 	}
 	return res, nil
 }

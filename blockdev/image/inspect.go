@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -94,7 +93,7 @@ type TokenInfo struct {
 }
 
 // Inspect reads the header of an image (or device) and summarises it.
-func Inspect(img *os.File) (*Info, error) {
+func Inspect(img Disk) (*Info, error) {
 	h, err := volume.ReadHeader(img)
 	if err != nil {
 		return nil, err

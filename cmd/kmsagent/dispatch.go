@@ -13,6 +13,8 @@ import (
 
 	"kmsagent/agent/config"
 	"kmsagent/agent/service"
+	"kmsagent/blockdev/image"
+	"kmsagent/blockdev/volume"
 )
 
 // newService is the volume service as the commands use it: the
@@ -134,8 +136,10 @@ func rewrapCmd(name string) func(ctx context.Context, env *cliEnv, args []string
 
 func runRewrap(ctx context.Context, env *cliEnv, name string, args []string) error {
 	var keyID string
+	var part int
 	pos, err := parseFlags(env, name, "IMAGE|DEVICE|SHARE-DIR", args, 1, 1, func(fs *flag.FlagSet) {
 		fs.StringVar(&keyID, "key-id", "", "KMS key to wrap the volume key under (the same key re-wraps under its current version)")
+		fs.IntVar(&part, "partition", 0, "re-wrap the LUKS2 header of partition `N` of a disk image")
 	})
 	if err != nil {
 		return err
@@ -143,9 +147,15 @@ func runRewrap(ctx context.Context, env *cliEnv, name string, args []string) err
 	if keyID == "" {
 		return usagef("%s: --key-id is required", name)
 	}
+	if part < 0 {
+		return usagef("%s: --partition must be a partition number, 1 or more", name)
+	}
 	svc, err := newService(env)
 	if err != nil {
 		return err
+	}
+	if part > 0 {
+		return rewrapPartition(ctx, env, svc, pos[0], part, keyID)
 	}
 	res, err := svc.Rewrap(ctx, service.RewrapOptions{Source: pos[0], KeyID: keyID})
 	if err != nil {
@@ -169,4 +179,28 @@ func absConfigPath(p string) string {
 		return abs
 	}
 	return p
+}
+
+// rewrapPartition re-wraps the data key of one partition of a disk
+// image; as for a whole image, only the token changes.
+func rewrapPartition(ctx context.Context, env *cliEnv, svc *service.Service, path string, n int, keyID string) error {
+	f, err := volume.OpenDevice(path, true)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	dev, _, err := image.OpenPartition(f, n)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	kms, err := svc.OpenKMS(ctx)
+	if err != nil {
+		return err
+	}
+	old, err := volume.Rewrap(ctx, dev, kms, keyID)
+	if err != nil {
+		return fmt.Errorf("%s: partition %d: %w", path, n, err)
+	}
+	fmt.Fprintf(env.stdout, "%s: partition %d: data key re-wrapped from %s to %s; only the token changed\n", path, n, strings.Join(old, ", "), keyID)
+	return nil
 }

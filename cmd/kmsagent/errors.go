@@ -8,6 +8,7 @@ import (
 
 	"kmsagent/agent/service"
 	"kmsagent/blockdev/crypt"
+	"kmsagent/blockdev/partition"
 	"kmsagent/blockdev/volume"
 	"kmsagent/fuse/cryptfs"
 	"kmsagent/fuse/envelope"
@@ -33,7 +34,10 @@ func advise(args []string, err error) error {
 	var notShare *envelope.NotShareError
 	var mounted *share.MountedError
 	var alreadyOpen *crypt.AlreadyOpenError
+	var noRoom *partition.NoRoomError
 	switch {
+	case errors.As(err, &noRoom):
+		return fmt.Errorf("%w; shrink its file system and then the partition by at least %d bytes, leaving that much unallocated space after it (resize2fs, then sfdisk), or make it the last partition on the disk", err, noRoom.Grow-noRoom.Free)
 	case errors.As(err, &notShare):
 		return fmt.Errorf("%w; run kmsagent format fuse %s --key-id ID", err, notShare.Dir)
 	case errors.As(err, new(*envelope.ExistsError)):
