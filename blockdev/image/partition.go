@@ -315,14 +315,17 @@ func (d *DiskInfo) WriteText(w io.Writer) error {
 		if p.TypeName != "" {
 			typ = p.TypeName
 		}
-		contents := ""
+		name, contents := p.Name, "-"
+		if name == "" {
+			name = "-"
+		}
 		switch {
 		case p.LUKS != nil:
 			contents = "LUKS2 " + printable(p.LUKS.UUID)
 		case p.Encrypted:
 			contents = "LUKS (unreadable header)"
 		}
-		fmt.Fprintf(tw, "  %d\t%d\t%d\t%s\t%s\t%s\t%s\n", p.Number, p.Start, p.Size, printable(typ), printable(p.Name), printable(p.UUID), contents)
+		fmt.Fprintf(tw, "  %d\t%d\t%d\t%s\t%s\t%s\t%s\n", p.Number, p.Start, p.Size, printable(typ), printable(name), printable(p.UUID), contents)
 	}
 	tw.Flush()
 	for _, warn := range d.Warnings {
