@@ -382,7 +382,13 @@ func encryptPartition(ctx context.Context, env *cliEnv, inPath, outPath string, 
 	o.KMS, o.Region = kms, region
 	bar := newProgress(env.stderr, p.Size)
 	o.Progress = bar.update
-	out, err := image.CreateOutput(outPath, 0o644)
+	// The other partitions are copied in plain text: the output is no
+	// more readable than the input.
+	mode := fs.FileMode(0o600)
+	if fi, err := in.Stat(); err == nil && fi.Mode().IsRegular() {
+		mode = fi.Mode().Perm() & 0o644
+	}
+	out, err := image.CreateOutput(outPath, mode)
 	if err != nil {
 		return err
 	}
@@ -433,11 +439,15 @@ func growth(res *image.PartitionResult, before partition.Partition) string {
 // decryptPartition is image decrypt --partition: the disk image with
 // one partition decrypted in place.
 func decryptPartition(ctx context.Context, env *cliEnv, img *os.File, imgPath, outPath string, n int, o image.DecryptOptions) error {
-	_, p, err := image.OpenPartition(img, n)
+	dev, p, err := image.OpenPartition(img, n)
 	if err != nil {
 		return fmt.Errorf("%s: %w", imgPath, err)
 	}
-	bar := newProgress(env.stderr, p.Size)
+	total := int64(-1)
+	if info, err := image.Inspect(dev); err == nil {
+		total = info.Segment.PayloadSize
+	}
+	bar := newProgress(env.stderr, total)
 	o.Progress = bar.update
 	// The output holds plaintext: readable by its owner only.
 	out, err := image.CreateOutput(outPath, 0o600)

@@ -28,7 +28,7 @@ func makeDisk(t *testing.T, dir string, size int64, script string, rootN int) (s
 	sfdisk := tstest.NeedTool(t, "sfdisk", "fdisk")
 	mkfs := tstest.NeedTool(t, "mkfs.ext4", "e2fsprogs")
 	disk := filepath.Join(dir, "disk.raw")
-	f, err := os.Create(disk)
+	f, err := os.OpenFile(disk, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,6 +165,9 @@ func TestImagePartitionCLI(t *testing.T) {
 			r := c.mustRun("image", "encrypt", "--partition", fmt.Sprint(tt.n), disk, img, "--key-id", "images")
 			if !strings.Contains(r.stdout, fmt.Sprintf("partition %d (PARTUUID", tt.n)) || !strings.Contains(r.stdout, "4096-byte sectors") || r.stderr != "" {
 				t.Fatalf("encrypt: %q %q", r.stdout, r.stderr)
+			}
+			if fi, _ := os.Stat(img); fi.Mode().Perm() != 0o600 {
+				t.Fatalf("the output of a 0600 disk image is %v", fi.Mode())
 			}
 			enc, _ := os.ReadFile(img)
 			if tt.grow != 0 { // and the padding of the payload to whole 4096-byte sectors
