@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -45,6 +46,7 @@ func makeDisk(t *testing.T, dir string, size int64, script string, rootN int) (s
 		PartitionTable struct {
 			SectorSize int64 `json:"sectorsize"`
 			Partitions []struct {
+				Node        string
 				Start, Size int64
 			} `json:"partitions"`
 		} `json:"partitiontable"`
@@ -56,11 +58,15 @@ func makeDisk(t *testing.T, dir string, size int64, script string, rootN int) (s
 	parts := map[int]diskPart{}
 	// Unallocated space before the first partition holds what a boot
 	// loader put there (GRUB's core.img on an MBR disk).
-	if _, err := f.WriteAt(randomBytes(int(table.PartitionTable.Partitions[0].Start*512-34*512)), 34*512); err != nil {
+	first := table.PartitionTable.Partitions[0].Start
+	for _, p := range table.PartitionTable.Partitions {
+		first = min(first, p.Start)
+	}
+	if _, err := f.WriteAt(randomBytes(int(first*512-34*512)), 34*512); err != nil {
 		t.Fatal(err)
 	}
-	for i, p := range table.PartitionTable.Partitions {
-		n := i + 1
+	for _, p := range table.PartitionTable.Partitions {
+		n, _ := strconv.Atoi(strings.TrimPrefix(p.Node, disk))
 		dp := diskPart{start: p.Start * 512, size: p.Size * 512}
 		if n == rootN {
 			tree := filepath.Join(dir, "tree")
@@ -148,6 +154,8 @@ func TestImagePartitionCLI(t *testing.T) {
 	}{
 		// The root ends at the last usable sector, as in cloud images.
 		{"gpt last", "label: gpt\nsize=1M, type=21686148-6449-6E6F-744E-656564454649, name=bios\nsize=8M, type=U, name=esp\nsize=24M, type=BC13C2FF-59E6-4262-A352-B275FD6F7172, name=boot\nsize=61407, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name=root\n", 4, luksHeader},
+		// Debian's cloud images: BIOS boot 14 and ESP 15 first, root 1.
+		{"gpt numbered as in Debian", "label: gpt\nX14 : start=2048, size=6144, type=21686148-6449-6E6F-744E-656564454649\nX15 : start=8192, size=16384, type=U\nX1 : start=24576, size=106463, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709\n", 1, luksHeader},
 		{"gpt middle with free space", "label: gpt\nsize=8M, type=U, name=esp\nsize=12M, type=L, name=root\nstart=40M, type=L, name=data\n", 2, 0},
 		{"mbr last", "label: dos\nsize=8M, type=c, bootable\nsize=16M, type=83\ntype=83\n", 3, luksHeader},
 	}
@@ -187,7 +195,10 @@ func TestImagePartitionCLI(t *testing.T) {
 			}
 			// The boot code and the gap before the first partition
 			// (where GRUB's core.img lives on an MBR disk) are kept.
-			first := parts[1].start
+			first := int64(len(orig))
+			for _, p := range parts {
+				first = min(first, p.start)
+			}
 			if !bytes.Equal(enc[:440], orig[:440]) || !bytes.Equal(enc[34*512:first], orig[34*512:first]) {
 				t.Fatal("the space before the first partition changed")
 			}
