@@ -164,7 +164,7 @@ func (t *Table) readGPT(r io.ReaderAt) error {
 	if !protective(t.mbr[:]) {
 		t.Warnings = append(t.Warnings, "the GPT has no protective MBR (a partition of type 0xee in LBA 0)")
 	}
-	t.DiskID = guidString(ph.diskGUID[:])
+	t.DiskID = strings.ToLower(guidString(ph.diskGUID[:]))
 	t.UsableStart, t.UsableEnd = int64(ph.firstUsable*lba), int64((ph.lastUsable+1)*lba)
 	t.gpt = &gptState{
 		primary: ph.raw, backup: bh.raw, entries: entries, entryCount: ph.entryCount, entrySize: ph.entrySize,
