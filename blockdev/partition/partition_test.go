@@ -261,3 +261,26 @@ func TestResize(t *testing.T) {
 type writerAt []byte
 
 func (w writerAt) WriteAt(p []byte, off int64) (int, error) { return copy(w[off:], p), nil }
+
+// TestExtended: of an MBR with an extended partition, the primary ones
+// are listed and can be resized; the extended one cannot, and logical
+// ones are named as unsupported.
+func TestExtended(t *testing.T) {
+	path := sfdiskImage(t, 64*mib, 512, "label: dos\nsize=8M, type=83\nsize=40M, type=5\nstart=20480, size=10M, type=83\nstart=43008, size=10M, type=83\n")
+	tab := readFile(t, path)
+	if len(tab.Partitions) != 2 || !tab.Partitions[1].Extended || len(tab.Warnings) != 1 || !strings.Contains(tab.Warnings[0], "logical partitions inside it are not listed") {
+		t.Fatalf("%+v", tab)
+	}
+	for _, tt := range []struct {
+		n    int
+		want string
+	}{
+		{2, "partition 2 is an extended partition"},
+		{5, "partition 5 does not exist (logical partitions inside an extended one are not supported); the dos table has partitions 1, 2"},
+		{1, "partition 1 is not the last one and has 0 bytes free after it (before partition 2)"},
+	} {
+		if _, err := tab.Resize(tt.n, 64*mib); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Resize(%d): %v, want %q", tt.n, err, tt.want)
+		}
+	}
+}
