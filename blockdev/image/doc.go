@@ -40,6 +40,17 @@
 // counterpart of encrypt, refuses the same ("Requested --sector-size 4096
 // is incompatible with ext4 superblock (block size: 1024 bytes)").
 //
+// # Partitions
+//
+// A system disk image (BIOS boot, ESP, /boot, root) gets one partition
+// encrypted (EncryptPartition): the partition holds what Encrypt would
+// make of its contents alone, with the LUKS2 header at the partition's
+// start, and the rest of the disk is copied as it is, holes kept. The
+// partition grows by the header as package partition arranges, so the
+// output is written anew rather than changed in place, and a failure
+// leaves the input untouched. A system that boots the image finds the
+// LUKS2 volume on the partition's device, by the same PARTUUID.
+//
 // # Speed
 //
 // Input is read, encrypted and written by three goroutines connected by

@@ -15,13 +15,6 @@ import (
 	"kmsagent/blockdev/volume"
 )
 
-// A partitioned image (a system disk: BIOS boot, ESP, /boot, root) has
-// one partition encrypted: the partition holds what image encrypt would
-// make of its contents alone, the LUKS2 header at the partition's start,
-// and the rest of the disk is copied as it is. The partition grows by the
-// header, as package partition arranges, so the output is written anew
-// rather than changed in place: a failure leaves the input untouched.
-
 // headerSize is the LUKS2 header region prepare lays out (luks2.Format's
 // default): a partition must have room to grow by it, which is checked
 // before the KMS is asked for a key.
