@@ -141,7 +141,7 @@ func runImageDecrypt(ctx context.Context, env *cliEnv, args []string) error {
 	var part int
 	pos, err := parseFlags(env, "image decrypt", "IMG OUT", args, 2, 2, func(fs *flag.FlagSet) {
 		fs.StringVar(&passFile, "passphrase-file", "", "open a keyslot with the passphrase in FILE instead of the KMS token (works for any LUKS2 image)")
-		fs.IntVar(&part, "partition", 0, "decrypt partition `N` of a disk image in place: OUT is the disk image with that partition plain again")
+		fs.IntVar(&part, "partition", 0, "decrypt partition `N` of a disk image: OUT is a copy of the disk with that partition plain again")
 	})
 	if err != nil {
 		return err
