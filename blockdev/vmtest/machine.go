@@ -33,6 +33,10 @@ type Machine struct {
 	// Args are more qemu arguments, appended to the others (e.g. -fw_cfg
 	// to pass a file to the guest).
 	Args []string
+	// OnWait, when set, is called while the guest runs, each time it
+	// prints a "VMTEST-WAIT <name>" line (AskHost), with a QMP monitor
+	// of the VM; the calls come one at a time, in order. See wait.go.
+	OnWait WaitFunc
 }
 
 // Boot runs the machine until it powers off, with the console written to
@@ -46,24 +50,53 @@ func (m Machine) Boot(ctx context.Context, console string) (*Result, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	args, err := m.qemuArgs(console)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var (
+		cmd *exec.Cmd
+		ses *session
+		err error
+	)
+	if m.OnWait != nil {
+		cmd, ses, err = m.interactive(ctx, console)
+	} else {
+		var args []string
+		if args, err = m.qemuArgs(console); err == nil {
+			cmd = exec.CommandContext(ctx, m.QEMU, args...)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, m.QEMU, args...)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
-	runErr := cmd.Run()
+	runErr := cmd.Start()
+	if runErr != nil && ses != nil {
+		ses.discard()
+	}
+	if runErr == nil && ses != nil {
+		if err := ses.start(console, m.OnWait); err != nil {
+			cmd.Wait()
+			return nil, err
+		}
+	}
+	if runErr == nil {
+		runErr = cmd.Wait()
+	}
 	res := &Result{Duration: time.Since(start), ExitCode: -1}
+	var hostErr error
+	if ses != nil {
+		hostErr = ses.wait()
+	}
 	serial, readErr := os.ReadFile(console)
 	res.Serial = string(serial)
 	p := parseConsole(res.Serial)
 	res.Markers, res.ExitCode = p.markers, p.exitCode
 	switch {
+	case hostErr != nil:
+		return res, hostErr
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return res, fmt.Errorf("VM did not power off within %v (booted: %v)", timeout, p.booted)
 	case ctx.Err() != nil:
@@ -85,6 +118,12 @@ func (m Machine) Boot(ctx context.Context, console string) (*Result, error) {
 // console on the first serial port into a file, -no-reboot so that
 // poweroff and panics (panic=-1) both end qemu.
 func (m Machine) qemuArgs(console string) ([]string, error) {
+	return m.args("file:" + console)
+}
+
+// args is the command line with the console on serial, a -serial
+// argument.
+func (m Machine) args(serial string) ([]string, error) {
 	args := []string{
 		"-accel", "tcg",
 		"-machine", "pc",
@@ -94,7 +133,7 @@ func (m Machine) qemuArgs(console string) ([]string, error) {
 		"-display", "none",
 		"-monitor", "none",
 		"-no-reboot",
-		"-serial", "file:" + console,
+		"-serial", serial,
 		"-kernel", m.Kernel,
 		"-append", m.Cmdline,
 	}

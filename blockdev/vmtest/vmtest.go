@@ -44,6 +44,9 @@ type Config struct {
 	// CPUs is the number of virtual CPUs; 1 when zero. More than one
 	// runs TCG multi-threaded, one host thread per CPU.
 	CPUs int
+	// OnWait, when set, acts on the running VM when the script asks
+	// (echo "VMTEST-WAIT name"); see WaitFunc.
+	OnWait WaitFunc
 }
 
 // Result is what a boot produced.
@@ -102,6 +105,7 @@ func (cfg Config) machine(env Env, initrd string) Machine {
 		MemoryMB: cfg.MemoryMB,
 		CPUs:     cfg.CPUs,
 		Timeout:  cfg.Timeout,
+		OnWait:   cfg.OnWait,
 	}
 }
 

@@ -69,6 +69,10 @@ type VM struct {
 	// stopping units, which saves seconds (tens on a busy host) where a
 	// boot does not test the shutdown.
 	ForcePoweroff bool
+	// OnWait, when set, acts on the running VM when the script asks
+	// (vmtest.AskHost, or echo "VMTEST-WAIT name"; read -r _ </dev/ttyS0),
+	// e.g. to hot-plug a disk through the QMP monitor.
+	OnWait vmtest.WaitFunc
 
 	env    vmtest.Env
 	initrd string
@@ -349,6 +353,7 @@ func (vm *VM) machine(script string) vmtest.Machine {
 		MemoryMB: vm.MemoryMB,
 		CPUs:     vm.CPUs,
 		Timeout:  vm.Timeout,
+		OnWait:   vm.OnWait,
 		Args:     []string{"-fw_cfg", "name=" + fwCfgScript + ",file=" + strings.ReplaceAll(script, ",", ",,")},
 	}
 	if vm.ForcePoweroff {
