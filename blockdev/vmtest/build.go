@@ -25,7 +25,11 @@ func BuildTest(t testing.TB, pkg string) string {
 // returns its path.
 func BuildBinary(t testing.TB, pkg string) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), filepath.Base(strings.TrimSuffix(pkg, "/")))
+	name := filepath.Base(strings.TrimSuffix(pkg, "/"))
+	if name == "." {
+		name = "main" // the package in this directory
+	}
+	out := filepath.Join(t.TempDir(), name)
 	build(t, out, "build", "-o", out, pkg)
 	return out
 }
