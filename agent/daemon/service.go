@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"kmsagent/agent/source"
 	"kmsagent/kmsclient"
 )
 
@@ -82,7 +83,9 @@ var (
 )
 
 // ErrorKind names the kind of a mount error for metrics, the status line
-// and the control API: a kmsclient error kind, "canceled", or "other".
+// and the control API: a kmsclient error kind, one of the daemon's
+// ("disk_removed", "device_missing": the source names no device present,
+// such as a cloud disk not attached yet), "canceled", or "other".
 func ErrorKind(err error) string {
 	for _, k := range errorKinds {
 		if errors.Is(err, k.err) {
@@ -109,6 +112,7 @@ var errorKinds = []struct {
 	{ErrGone, "gone"},
 	{ErrAudit, "audit"},
 	{ErrDiskRemoved, "disk_removed"},
+	{source.ErrNotFound, "device_missing"},
 	{context.Canceled, "canceled"},
 	{context.DeadlineExceeded, "timeout"},
 }

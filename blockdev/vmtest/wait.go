@@ -74,8 +74,8 @@ func markerArg(line, prefix string) (string, bool) {
 // session is the host's side of an interactive boot: the console, read
 // as the guest writes it, and the monitor.
 type session struct {
-	console, monitor *os.File // qemu's ends, passed as fds 3 and 4
-	con, mon         net.Conn // ours
+	console, monitor *os.File        // qemu's ends, passed as fds 3 and 4
+	con, mon         net.Conn        // ours
 	ctx              context.Context // qemu's; ends when the boot does
 	cancel           context.CancelFunc
 	done             chan error
