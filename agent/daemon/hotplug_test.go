@@ -293,6 +293,10 @@ func TestHotplugChange(t *testing.T) {
 		d := New(cfgWith(config.Volume{Name: "data", Type: "luks", Source: "UUID=" + uuidData, Auto: true}), Options{Service: svc, Devices: devs})
 		stop := started(t, d)
 		defer stop()
+		// The disk not attached yet is a kind of its own in the status.
+		if s := stateOf(t, d, "data"); s.State != StateFailed || s.ErrorKind != "device_missing" {
+			t.Errorf("data before its disk came: %s, error kind %q; want failed, device_missing", s.State, s.ErrorKind)
+		}
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		events := make(fakeEvents)

@@ -68,11 +68,16 @@ func TestGuestDaemonHotplug(t *testing.T) {
 		}
 		return daemon.VolumeInfo{}
 	}
+	// waitState waits for the volume to reach state; a failure other
+	// than its disk being absent ends the test at once.
 	waitState := func(name, state string) daemon.VolumeInfo {
 		t.Helper()
 		var v daemon.VolumeInfo
 		tstest.WaitFor(t, bound, name+" "+state, func() bool {
 			v = volume(name)
+			if v.State == daemon.StateFailed && state != daemon.StateFailed && v.ErrorKind != "device_missing" {
+				t.Fatalf("waiting for %s %s: %+v", name, state, v)
+			}
 			return v.State == state
 		})
 		return v

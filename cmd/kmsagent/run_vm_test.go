@@ -96,7 +96,8 @@ auto = true
 			guestKmsagent:                  vmtest.BuildBinary(t, "."),
 			"/usr/local/bin/kmsagent.test": vmtest.BuildTest(t, "."),
 		},
-		Setup: "mkdir -p /mnt/data",
+		// The embedded KMS refuses a state directory others may read.
+		Setup: "mkdir -p /mnt/data && chmod 700 /var/lib/kmsagent /var/lib/kmsagent/kms",
 	})
 	vm.ForcePoweroff = true
 	// Under software emulation on a loaded 2-core host the boot alone
@@ -121,6 +122,12 @@ auto = true
 	for _, m := range res.Markers {
 		if m.Kind == "DATA" {
 			t.Logf("guest: %s = %s", m.Name, m.Detail)
+		}
+	}
+	if res.Status("TestGuestDaemonHotplug") != vmtest.Pass {
+		// The guest test's output, with the daemons' logs in it.
+		if i := strings.Index(res.Serial, "=== RUN   TestGuestDaemonHotplug"); i >= 0 {
+			t.Logf("guest test:\n%s", res.Serial[i:])
 		}
 	}
 	res.RequireSuccess(t, "TestGuestDaemonHotplug")
