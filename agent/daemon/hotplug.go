@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"time"
@@ -182,6 +183,13 @@ func (d *Daemon) deviceAdded(ctx context.Context, devName string, act bool) bool
 // set, unlocks it.
 func (d *Daemon) discover(ctx context.Context, devName string, act bool) bool {
 	u, err := d.opts.Devices.KMSVolume(ctx, devName)
+	if errors.Is(err, unix.ENXIO) || errors.Is(err, fs.ErrNotExist) {
+		// Gone between its event and the probe, as a detached disk is
+		// after the change event of its removal; its remove event
+		// follows, and there is nothing to warn about.
+		d.log.Debug("hotplug: device gone before its header was read", "device", devName, "error", err)
+		return false
+	}
 	if err != nil {
 		d.log.Warn("hotplug: cannot read a device's header", "device", devName, "error", err)
 		return false

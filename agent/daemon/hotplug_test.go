@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -319,6 +321,38 @@ func TestHotplugChange(t *testing.T) {
 		send(blockEvent(uevent.ActionChange, vdb))
 		if n := svc.ncalls("data"); n != 3 {
 			t.Errorf("%d attempts after the disk got the volume again, want 3", n)
+		}
+	})
+}
+
+// goneDevices is fakeDevices whose disk vanished before the probe of its
+// header: the open fails as it does for a removed virtio disk.
+type goneDevices struct{ *fakeDevices }
+
+func (goneDevices) KMSVolume(_ context.Context, devName string) (string, error) {
+	return "", &fs.PathError{Op: "open", Path: "/dev/" + devName, Err: unix.ENXIO}
+}
+
+// TestHotplugGoneBeforeProbe: with auto_unlock_attached, the change
+// event that comes with a disk's removal finds the device gone; that is
+// no warning, as it was on every detach.
+func TestHotplugGoneBeforeProbe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var logs strings.Builder
+		devs := goneDevices{&fakeDevices{disks: map[string]fakeDisk{}, mapped: map[string]string{}}}
+		cfg := cfgWith()
+		cfg.Agent.AutoUnlockAttached = true
+		d := New(cfg, Options{Service: newFake(), Devices: devs, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		stop := started(t, d)
+		defer stop()
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		events := make(fakeEvents)
+		go d.Hotplug(ctx, events)
+		events <- blockEvent(uevent.ActionChange, fakeDisk{name: "vdb", dev: unix.Mkdev(252, 16)})
+		synctest.Wait()
+		if strings.Contains(logs.String(), "level=WARN") {
+			t.Errorf("a warning for a device gone before its probe:\n%s", logs.String())
 		}
 	})
 }
