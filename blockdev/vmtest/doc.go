@@ -15,6 +15,14 @@
 //	VMTEST-DATA <name> <value>
 //	VMTEST-EXIT <status of the script>
 //
+// A test can also act on the running VM, as a cloud does on a server:
+// with Config.OnWait (Machine.OnWait) set, the guest's line
+// "VMTEST-WAIT <name>" (AskHost) makes the host run OnWait with a QMP
+// client of qemu's monitor, which hot-plugs and removes disks (AddDisk,
+// RemoveDisk), and then answer "VMTEST-DONE <name>" on the guest's
+// serial input, which the guest waits for. The console and the monitor
+// are then socket pairs handed to qemu, read as the guest writes.
+//
 // AddHostProgram copies a dynamically linked host program with its
 // libraries into the VM; AddUdev adds Debian's udevd and chosen rules
 // and returns the script lines that start it, for tests of what udev

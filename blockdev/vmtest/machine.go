@@ -40,7 +40,8 @@ type Machine struct {
 }
 
 // Boot runs the machine until it powers off, with the console written to
-// the file console, and returns what the console log says. The guest
+// the file console, and returns what the console log says. With OnWait
+// set, the host acts on the running VM when the guest asks (wait.go). The guest
 // must print a VMTEST-BOOT line when its test part starts and a
 // VMTEST-EXIT line when it ends; a boot without them, one that does not
 // power off within the timeout, or a qemu failure is an error, returned
@@ -95,10 +96,14 @@ func (m Machine) Boot(ctx context.Context, console string) (*Result, error) {
 	p := parseConsole(res.Serial)
 	res.Markers, res.ExitCode = p.markers, p.exitCode
 	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		err := fmt.Errorf("VM did not power off within %v (booted: %v)", timeout, p.booted)
+		if hostErr != nil {
+			err = fmt.Errorf("%w; meanwhile %w", err, hostErr)
+		}
+		return res, err
 	case hostErr != nil:
 		return res, hostErr
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return res, fmt.Errorf("VM did not power off within %v (booted: %v)", timeout, p.booted)
 	case ctx.Err() != nil:
 		return res, fmt.Errorf("VM stopped: %w", ctx.Err())
 	case runErr != nil:

@@ -3,7 +3,6 @@ package vmtest
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -212,8 +211,5 @@ func (s *session) wait() error {
 	s.con.Close()
 	s.mon.Close()
 	s.cancel()
-	if errors.Is(err, context.Canceled) {
-		return fmt.Errorf("%w (the boot ended first)", err)
-	}
 	return err
 }

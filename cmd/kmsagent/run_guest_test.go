@@ -45,7 +45,8 @@ func startGuestDaemon(t *testing.T) *guestDaemon {
 // daemon leaves the mount serving and the next daemon adopts it; the disk
 // detached by the host leaves no mount and no mapping and the status says
 // why; an unnamed kmsagent disk is opened as luks-<UUID> and closed when
-// it goes.
+// it goes; the first disk attached again is mounted again, and stays
+// mounted when the daemon stops.
 func TestGuestDaemonHotplug(t *testing.T) {
 	vmtest.RequireGuest(t)
 	vmtest.Report(t)
@@ -69,13 +70,14 @@ func TestGuestDaemonHotplug(t *testing.T) {
 		return daemon.VolumeInfo{}
 	}
 	// waitState waits for the volume to reach state; a failure other
-	// than its disk being absent ends the test at once.
+	// than its disk being absent (not attached yet, or removed before)
+	// ends the test at once.
 	waitState := func(name, state string) daemon.VolumeInfo {
 		t.Helper()
 		var v daemon.VolumeInfo
 		tstest.WaitFor(t, bound, name+" "+state, func() bool {
 			v = volume(name)
-			if v.State == daemon.StateFailed && state != daemon.StateFailed && v.ErrorKind != "device_missing" {
+			if v.State == daemon.StateFailed && state != daemon.StateFailed && v.ErrorKind != "device_missing" && v.ErrorKind != "disk_removed" {
 				t.Fatalf("waiting for %s %s: %+v", name, state, v)
 			}
 			return v.State == state
@@ -163,6 +165,23 @@ func TestGuestDaemonHotplug(t *testing.T) {
 		t.Errorf("the mapping %s is still there after its disk went", name)
 	}
 
+	// The first disk comes back: mounted again, with what was written
+	// before it went (the kernel replays the journal the lazy detach
+	// left).
+	if err := vmtest.AskHost("attach-data"); err != nil {
+		t.Fatal(err)
+	}
+	v = waitState("data", daemon.StateMounted)
+	if v.Adopted {
+		t.Errorf("data mounted again: %+v, want mounted by this daemon", v)
+	}
+	if b, err := os.ReadFile("/mnt/data/written-in-vm"); err != nil || string(b) != "written by the guest\n" {
+		t.Fatalf("after the disk came back: %q %v", b, err)
+	}
+	vmtest.Data("mounted-again", since())
+
+	// SIGTERM: the daemon stops, the mount stays (close_on_stop is
+	// off).
 	second.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-second.exited:
@@ -170,7 +189,10 @@ func TestGuestDaemonHotplug(t *testing.T) {
 			t.Errorf("daemon exit: %v", err)
 		}
 	case <-time.After(bound):
-		t.Error("the daemon did not stop on SIGTERM")
+		t.Fatal("the daemon did not stop on SIGTERM")
+	}
+	if b, err := os.ReadFile("/mnt/data/hello"); err != nil || string(b) != "hello from the host\n" || !mapped("data") {
+		t.Errorf("after the daemon stopped: %q %v, mapped %v; want the mount kept", b, err, mapped("data"))
 	}
 	vmtest.Data("done", since())
 }
