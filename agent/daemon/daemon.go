@@ -132,6 +132,11 @@ type volume struct {
 	// discovered: unlocked on attach without a [[volume]]
 	// (auto_unlock_attached).
 	discovered bool
+	// closing: the daemon is unmounting it (asked to, or its disk went).
+	// The kernel stops listing the mount before the unmount returns (a
+	// lazy detach comes first, the mapping's removal after), and Status
+	// must not take that for a mount gone behind the daemon's back.
+	closing bool
 }
 
 // run is one mounting goroutine: cancel stops it, kick cuts its backoff
@@ -712,11 +717,13 @@ func (d *Daemon) unmountVolume(ctx context.Context, v *volume, lazy bool, who ca
 		target = v.cfg.Name
 	}
 	name, keyID, provider := v.cfg.Name, v.mounted.KeyID, v.mounted.Provider
+	v.closing = true
 	d.mu.Unlock()
 	err := d.svc.Unmount(ctx, target, lazy)
 	d.audit(who, Event{Op: OpUnmount, Volume: name, Kind: Kind(v.cfg.Type), KeyID: keyID, Provider: provider, Err: err})
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	v.closing = false
 	if err != nil {
 		d.log.Error("unmount failed", "volume", name, "target", target, "error", err)
 		return fmt.Errorf("volume %s: %w", name, err)
@@ -960,8 +967,9 @@ func (d *Daemon) Status(ctx context.Context) ([]VolumeInfo, error) {
 	gone := false
 	for _, name := range sortedKeys(d.vols) {
 		v := d.vols[name]
-		// A mount that finished after the snapshot is not in it.
-		if v.state != StateMounted || v.since.After(snap) {
+		// A mount that finished after the snapshot is not in it; one
+		// being closed is the closer's to report.
+		if v.state != StateMounted || v.since.After(snap) || v.closing {
 			continue
 		}
 		what := "not mounted"

@@ -26,7 +26,11 @@ type fakeService struct {
 	lazy     []bool          // of each unmount
 	detached map[string]bool // mounted, but Status reports the disk gone
 	onMount  func(Spec)      // told of every Mount call
-	pid      int
+	// unmountGate, when set, holds Unmount after the mount left the
+	// table until it is closed: a lazy detach done, the mapping's
+	// removal still running.
+	unmountGate chan struct{}
+	pid         int
 }
 
 func newFake() *fakeService {
@@ -66,15 +70,20 @@ func (f *fakeService) Mount(ctx context.Context, spec Spec) (Mounted, error) {
 
 func (f *fakeService) Unmount(ctx context.Context, target string, lazy bool) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.unmounts = append(f.unmounts, target)
 	f.lazy = append(f.lazy, lazy)
+	gate := f.unmountGate
 	for n, s := range f.mounted {
 		if s.Target == target || s.Name == target {
 			delete(f.mounted, n)
+			f.mu.Unlock()
+			if gate != nil {
+				<-gate
+			}
 			return nil
 		}
 	}
+	f.mu.Unlock()
 	return fmt.Errorf("%s: not mounted", target)
 }
 

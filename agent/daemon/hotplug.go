@@ -283,11 +283,13 @@ func (d *Daemon) closeRemoved(ctx context.Context, v *volume, what string) {
 	}
 	target := orName(v.cfg)
 	name, kind, keyID, provider := v.cfg.Name, Kind(v.cfg.Type), v.mounted.KeyID, v.mounted.Provider
+	v.closing = true
 	d.mu.Unlock()
 	err := d.svc.Unmount(ctx, target, true)
 	d.audit(self("detach"), Event{Op: OpUnmount, Volume: name, Kind: kind, KeyID: keyID, Provider: provider, Err: err})
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	v.closing = false
 	v.lastErr = fmt.Errorf("volume %s: %w: %s went away; the mount was detached and the mapping removed", name, ErrDiskRemoved, what)
 	if err != nil {
 		v.lastErr = fmt.Errorf("volume %s: %w: %s went away; closing the volume failed: %v", name, ErrDiskRemoved, what, err)

@@ -356,3 +356,63 @@ func TestHotplugGoneBeforeProbe(t *testing.T) {
 		}
 	})
 }
+
+// TestStatusWhileClosing: a status request while the daemon closes a
+// volume whose disk went (the mount already detached, the mapping's
+// removal still running) or that it was asked to unmount does not take
+// the missing mount for one gone behind its back: no "gone" error, no
+// error logged, and the closer's outcome is what the status says after.
+func TestStatusWhileClosing(t *testing.T) {
+	for _, how := range []string{"disk removed", "unmount"} {
+		t.Run(how, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				vdb := fakeDisk{name: "vdb", dev: unix.Mkdev(252, 16), sources: []string{"UUID=" + uuidData}}
+				devs := &fakeDevices{disks: map[string]fakeDisk{"vdb": vdb}, mapped: map[string]string{"/dev/mapper/data": "vdb"}}
+				svc := newFake()
+				var logs strings.Builder
+				cfg := cfgWith(config.Volume{Name: "data", Type: "luks", Source: "UUID=" + uuidData, Target: "/mnt/data", Auto: true})
+				d := New(cfg, Options{Service: svc, Devices: devs, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+				stop := started(t, d)
+				defer stop()
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				events := make(fakeEvents)
+				go d.Hotplug(ctx, events)
+				if s := stateOf(t, d, "data"); s.State != StateMounted {
+					t.Fatalf("data: %+v", s)
+				}
+				gate := make(chan struct{})
+				svc.mu.Lock()
+				svc.unmountGate = gate
+				svc.mu.Unlock()
+				unmounted := make(chan error, 1)
+				if how == "unmount" {
+					go func() { unmounted <- d.Unmount(ctx, "data", false, "uid=0") }()
+				} else {
+					devs.unplug("vdb")
+					events <- blockEvent(uevent.ActionRemove, vdb)
+					unmounted <- nil
+				}
+				synctest.Wait()
+				if s := stateOf(t, d, "data"); s.State != StateMounted || s.ErrorKind != "" {
+					t.Errorf("data while being closed: %+v, want still mounted", s)
+				}
+				close(gate)
+				if err := <-unmounted; err != nil {
+					t.Fatal(err)
+				}
+				synctest.Wait()
+				want := StateUnmounted
+				if how == "disk removed" {
+					want = StateFailed
+				}
+				if s := stateOf(t, d, "data"); s.State != want || s.ErrorKind == "gone" {
+					t.Errorf("data after it was closed: %+v, want %s", s, want)
+				}
+				if strings.Contains(logs.String(), "mounted volume gone") {
+					t.Errorf("a volume the daemon closed was logged as gone:\n%s", logs.String())
+				}
+			})
+		})
+	}
+}
