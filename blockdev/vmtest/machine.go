@@ -78,10 +78,7 @@ func (m Machine) Boot(ctx context.Context, console string) (*Result, error) {
 		ses.discard()
 	}
 	if runErr == nil && ses != nil {
-		if err := ses.start(console, m.OnWait); err != nil {
-			cmd.Wait()
-			return nil, err
-		}
+		ses.start(m.OnWait)
 	}
 	if runErr == nil {
 		runErr = cmd.Wait()

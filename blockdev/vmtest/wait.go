@@ -75,6 +75,7 @@ func markerArg(line, prefix string) (string, bool) {
 type session struct {
 	console, monitor *os.File        // qemu's ends, passed as fds 3 and 4
 	con, mon         net.Conn        // ours
+	log              *os.File        // the console log
 	ctx              context.Context // qemu's; ends when the boot does
 	cancel           context.CancelFunc
 	done             chan error
@@ -95,15 +96,20 @@ func (m Machine) interactive(ctx context.Context, console string) (*exec.Cmd, *s
 		"-chardev", "socket,id=vmtest-qmp,fd=4",
 		"-mon", "chardev=vmtest-qmp,mode=control")
 	s := &session{done: make(chan error, 1)}
+	if s.log, err = os.OpenFile(console, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600); err != nil {
+		return nil, nil, fmt.Errorf("console log: %w", err)
+	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	var qemuCon, qemuMon *os.File
 	if s.con, qemuCon, err = socketPair("vmtest-console"); err != nil {
+		s.log.Close()
 		s.cancel()
 		return nil, nil, err
 	}
 	if s.mon, qemuMon, err = socketPair("vmtest-qmp"); err != nil {
 		s.con.Close()
 		qemuCon.Close()
+		s.log.Close()
 		s.cancel()
 		return nil, nil, err
 	}
@@ -133,21 +139,16 @@ func socketPair(name string) (net.Conn, *os.File, error) {
 // start runs the session once qemu has started (qemu holds its ends
 // now): one goroutine copies the console to the file and picks out the
 // guest's requests, another answers them in order.
-func (s *session) start(console string, onWait WaitFunc) error {
+func (s *session) start(onWait WaitFunc) {
 	s.console.Close()
 	s.monitor.Close()
-	f, err := os.OpenFile(console, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		s.cancel()
-		return fmt.Errorf("console log: %w", err)
-	}
 	// Buffered generously: the console is read on while the host acts,
 	// so that the guest never stalls on its serial port.
 	names := make(chan string, 256)
 	go func() {
 		defer close(names)
-		defer f.Close()
-		r := bufio.NewReader(io.TeeReader(s.con, f))
+		defer s.log.Close()
+		r := bufio.NewReader(io.TeeReader(s.con, s.log))
 		for {
 			line, err := r.ReadString('\n')
 			if name, ok := markerArg(line, waitPrefix); ok && err == nil {
@@ -161,7 +162,6 @@ func (s *session) start(console string, onWait WaitFunc) error {
 	go func() {
 		s.done <- s.serve(s.ctx, names, onWait)
 	}()
-	return nil
 }
 
 // serve calls onWait for each request; after a failure it stops the VM
@@ -197,6 +197,7 @@ func (s *session) serve(ctx context.Context, names <-chan string, onWait WaitFun
 
 // discard releases a session whose qemu did not start.
 func (s *session) discard() {
+	s.log.Close()
 	s.console.Close()
 	s.monitor.Close()
 	s.con.Close()
