@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,9 +47,11 @@ func startGuestDaemon(t *testing.T) *guestDaemon {
 // disk attached by the host gets unlocked and mounted; a kill -9 of the
 // daemon leaves the mount serving and the next daemon adopts it; the disk
 // detached by the host leaves no mount and no mapping and the status says
-// why; an unnamed kmsagent disk is opened as luks-<UUID> and closed when
-// it goes; the first disk attached again is mounted again, and stays
-// mounted when the daemon stops.
+// why; an unnamed kmsagent disk is opened as luks-<UUID>; after another
+// kill -9, with the first disk attached again meanwhile, the next daemon
+// adopts the unnamed volume and mounts the first disk again; the
+// unnamed one is closed when its disk goes; the mount stays when the
+// daemon stops.
 func TestGuestDaemonHotplug(t *testing.T) {
 	vmtest.RequireGuest(t)
 	vmtest.Report(t)
@@ -161,6 +164,38 @@ func TestGuestDaemonHotplug(t *testing.T) {
 		t.Errorf("/dev/mapper/%s holds no ext4 superblock (magic %x)", name, sb)
 	}
 	vmtest.Data("discovered", since())
+
+	// kill -9 again, and the first disk comes back while no daemon
+	// runs: the next daemon adopts the open unnamed volume and mounts
+	// the first disk at its start, with what was written before it went
+	// (the kernel replays the journal the lazy detach left).
+	second.cmd.Process.Kill()
+	<-second.exited
+	if err := vmtest.AskHost("attach-data"); err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitFor(t, bound, "udev's by-id link of the data disk", func() bool {
+		_, err := os.Stat("/dev/disk/by-id/virtio-" + vmVolumeID[:20])
+		return err == nil
+	})
+	third := startGuestDaemon(t)
+	if v = volume(name); v.State != daemon.StateMounted || !v.Adopted || !v.Discovered {
+		t.Errorf("%s after the restart: %+v, want adopted", name, v)
+	}
+	v = waitState("data", daemon.StateMounted)
+	if v.Adopted {
+		t.Errorf("data mounted again: %+v, want mounted by this daemon", v)
+	}
+	if b, err := os.ReadFile("/mnt/data/written-in-vm"); err != nil || string(b) != "written by the guest\n" {
+		t.Fatalf("after the disk came back: %q %v", b, err)
+	}
+	vmtest.Data("mounted-again", since())
+	// The CLI shows the daemon's table.
+	out, err := exec.Command(guestKmsagent, "--config", guestConfig, "status").CombinedOutput()
+	if err != nil || !regexp.MustCompile(`(?m)^data\s+luks\s+mounted`).Match(out) || !regexp.MustCompile(`(?m)^`+name+`\s+luks\s+mounted`).Match(out) {
+		t.Errorf("kmsagent status: %v\n%s", err, out)
+	}
+
 	if err := vmtest.AskHost("detach-unnamed"); err != nil {
 		t.Fatal(err)
 	}
@@ -172,26 +207,11 @@ func TestGuestDaemonHotplug(t *testing.T) {
 		t.Errorf("the mapping %s is still there after its disk went", name)
 	}
 
-	// The first disk comes back: mounted again, with what was written
-	// before it went (the kernel replays the journal the lazy detach
-	// left).
-	if err := vmtest.AskHost("attach-data"); err != nil {
-		t.Fatal(err)
-	}
-	v = waitState("data", daemon.StateMounted)
-	if v.Adopted {
-		t.Errorf("data mounted again: %+v, want mounted by this daemon", v)
-	}
-	if b, err := os.ReadFile("/mnt/data/written-in-vm"); err != nil || string(b) != "written by the guest\n" {
-		t.Fatalf("after the disk came back: %q %v", b, err)
-	}
-	vmtest.Data("mounted-again", since())
-
 	// SIGTERM: the daemon stops, the mount stays (close_on_stop is
 	// off).
-	second.cmd.Process.Signal(syscall.SIGTERM)
+	third.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-second.exited:
+	case err := <-third.exited:
 		if err != nil {
 			t.Errorf("daemon exit: %v", err)
 		}
