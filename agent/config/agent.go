@@ -44,6 +44,12 @@ type Agent struct {
 	// AutoUnlockAttached unlocks a kmsagent LUKS2 volume when its disk
 	// is attached, whether or not a [[volume]] names it.
 	AutoUnlockAttached bool `toml:"auto_unlock_attached"`
+	// RetryMinDelay and RetryMaxDelay bound the wait between a
+	// volume's attempts while the KMS throttles, is unreachable or
+	// answers nonsense: it doubles from the first to the second, with
+	// jitter. Zero: 2s and 5m.
+	RetryMinDelay Duration `toml:"retry_min_delay"`
+	RetryMaxDelay Duration `toml:"retry_max_delay"`
 }
 
 // Volume is one [[volume]]: a share or LUKS2 volume the daemon manages.
@@ -87,6 +93,9 @@ func (a *Agent) validate() error {
 		if !absClean(p.v) {
 			return fmt.Errorf("agent.%s = %q: %w; write it like %q", p.key, p.v, ErrVolumePath, "/var/lib/kmsagent/agent")
 		}
+	}
+	if a.RetryMinDelay < 0 || a.RetryMaxDelay < 0 || a.RetryMaxDelay != 0 && a.RetryMinDelay > a.RetryMaxDelay {
+		return fmt.Errorf("agent.retry_min_delay = %v, retry_max_delay = %v: want durations with the minimum not above the maximum, e.g. \"2s\" and \"5m\"", a.RetryMinDelay.Std(), a.RetryMaxDelay.Std())
 	}
 	if strings.ContainsAny(a.AdminGroup, " \t\n:") {
 		return fmt.Errorf("agent.admin_group = %q is not a group name", a.AdminGroup)
