@@ -81,9 +81,7 @@
 package audit
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -91,7 +89,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"kmsagent/kmsclient"
+	"kmsagent/agent/errkind"
 )
 
 // Kind is the kind of volume a key belongs to.
@@ -112,7 +110,7 @@ const (
 )
 
 // ResultOK is the Result of a key use that succeeded.
-const ResultOK = "ok"
+const ResultOK = errkind.OK
 
 // timeFormat is RFC 3339 with nanoseconds always written, so lines have
 // one width of time stamp and sort as text.
@@ -205,38 +203,10 @@ func (r Record) MarshalJSON() ([]byte, error) {
 }
 
 // ErrorKind maps the outcome of a key use to a stable string: ResultOK
-// for nil, the kind of a kmsclient error, timeout or canceled for a
-// context that ended, and error for anything else. Alerting rules match
-// these strings, so they never change once released.
-func ErrorKind(err error) string {
-	// KMS kinds first: a *kmsclient.Error of kind unavailable may wrap
-	// the context error that caused it.
-	switch {
-	case err == nil:
-		return ResultOK
-	case errors.Is(err, kmsclient.ErrKeyNotFound):
-		return "key_not_found"
-	case errors.Is(err, kmsclient.ErrKeyDisabled):
-		return "key_disabled"
-	case errors.Is(err, kmsclient.ErrKeyPendingDeletion):
-		return "key_pending_deletion"
-	case errors.Is(err, kmsclient.ErrAccessDenied):
-		return "access_denied"
-	case errors.Is(err, kmsclient.ErrThrottled):
-		return "kms_throttled"
-	case errors.Is(err, kmsclient.ErrUnavailable):
-		return "kms_unavailable"
-	case errors.Is(err, kmsclient.ErrInvalidCiphertext):
-		return "invalid_ciphertext"
-	case errors.Is(err, kmsclient.ErrInvalidRequest):
-		return "invalid_request"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	}
-	return "error"
-}
+// for nil, else its kind in errkind's vocabulary, which the daemon's
+// status and metrics share. Alerting rules match these strings, so they
+// never change once released.
+func ErrorKind(err error) string { return errkind.Of(err) }
 
 // oneLine keeps the first line of s, valid UTF-8, at most maxMessage
 // bytes.

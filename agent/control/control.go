@@ -30,6 +30,7 @@ import (
 	"net/http"
 
 	"kmsagent/agent/daemon"
+	"kmsagent/agent/errkind"
 	"kmsagent/kmsclient"
 )
 
@@ -90,22 +91,25 @@ func (e *Error) Is(target error) bool {
 	return ok && s == target
 }
 
-// sentinels maps the codes to errors; daemon.ErrorKind names most of
-// them.
+// sentinels maps the codes to errors. A code is the error's kind in
+// errkind's vocabulary (the status's error_kind, the metrics' and the
+// audit log's word for it), or one of the API's own above.
 var sentinels = map[string]error{
-	"forbidden":            ErrForbidden,
-	"bad_request":          ErrBadRequest,
-	"bad_config":           ErrBadConfig,
-	"not_found":            daemon.ErrNotFound,
-	"stopping":             daemon.ErrStopping,
-	"throttled":            kmsclient.ErrThrottled,
-	"unavailable":          kmsclient.ErrUnavailable,
-	"key_disabled":         kmsclient.ErrKeyDisabled,
-	"key_pending_deletion": kmsclient.ErrKeyPendingDeletion,
-	"key_not_found":        kmsclient.ErrKeyNotFound,
-	"access_denied":        kmsclient.ErrAccessDenied,
-	"invalid_ciphertext":   kmsclient.ErrInvalidCiphertext,
-	"invalid_request":      kmsclient.ErrInvalidRequest,
+	"forbidden":                ErrForbidden,
+	"bad_request":              ErrBadRequest,
+	"bad_config":               ErrBadConfig,
+	errkind.NotFound:           daemon.ErrNotFound,
+	errkind.Stopping:           daemon.ErrStopping,
+	errkind.Throttled:          kmsclient.ErrThrottled,
+	errkind.Unavailable:        kmsclient.ErrUnavailable,
+	errkind.KeyDisabled:        kmsclient.ErrKeyDisabled,
+	errkind.KeyPendingDeletion: kmsclient.ErrKeyPendingDeletion,
+	errkind.KeyNotFound:        kmsclient.ErrKeyNotFound,
+	errkind.AccessDenied:       kmsclient.ErrAccessDenied,
+	errkind.InvalidCiphertext:  kmsclient.ErrInvalidCiphertext,
+	errkind.InvalidRequest:     kmsclient.ErrInvalidRequest,
+	"throttled":                kmsclient.ErrThrottled,   // from an older daemon
+	"unavailable":              kmsclient.ErrUnavailable, // from an older daemon
 }
 
 // statusOf is the HTTP status of an error code.
@@ -115,13 +119,13 @@ func statusOf(code string) int {
 		return http.StatusForbidden
 	case "bad_request":
 		return http.StatusBadRequest
-	case "not_found":
+	case errkind.NotFound:
 		return http.StatusNotFound
 	case "bad_config":
 		return http.StatusUnprocessableEntity
-	case "throttled", "unavailable", "stopping":
+	case errkind.Throttled, errkind.Unavailable, errkind.Stopping:
 		return http.StatusServiceUnavailable
-	case "key_disabled", "key_pending_deletion", "key_not_found", "access_denied", "invalid_ciphertext", "invalid_request":
+	case errkind.KeyDisabled, errkind.KeyPendingDeletion, errkind.KeyNotFound, errkind.AccessDenied, errkind.InvalidCiphertext, errkind.InvalidRequest:
 		// The KMS refused: an upstream answer, not the daemon's fault.
 		return http.StatusBadGateway
 	}
@@ -134,8 +138,8 @@ func toError(err error) *Error {
 	if errors.As(err, &e) {
 		return e
 	}
-	code := daemon.ErrorKind(err)
-	if code == "other" || code == "canceled" || code == "timeout" {
+	code := errkind.Of(err)
+	if code == errkind.Other || code == errkind.Canceled || code == errkind.Timeout {
 		code = "internal"
 	}
 	return &Error{Status: statusOf(code), Code: code, Message: oneLine(err.Error())}

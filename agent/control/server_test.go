@@ -191,7 +191,7 @@ func TestAPI(t *testing.T) {
 	}
 	st, _ := root.Status(ctx)
 	for _, v := range st.Volumes {
-		if v.Name == "throttled" && (v.State != daemon.StateRetrying || v.ErrorKind != "throttled" || v.Retries != 1) {
+		if v.Name == "throttled" && (v.State != daemon.StateRetrying || v.ErrorKind != "kms_throttled" || v.Retries != 1) {
 			t.Errorf("throttled: %+v", v)
 		}
 	}

@@ -56,6 +56,7 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
 	"kmsagent/agent/config"
+	"kmsagent/agent/errkind"
 	"kmsagent/agent/peercred"
 	"kmsagent/kmsclient"
 )
@@ -307,7 +308,7 @@ func (v *volume) restoreUnmounted(r Record) {
 		v.lastErr = fmt.Errorf("volume %s: %w: mounted when the daemon stopped, not mounted when it started", r.Name, ErrGone)
 		v.state = StateFailed
 	case r.LastError != "" && (r.State == StateFailed || r.State == StateRetrying):
-		v.lastErr = &restoredError{msg: r.LastError, kind: r.ErrorKind}
+		v.lastErr = errkind.Restored(r.LastError, r.ErrorKind)
 		v.state, v.since, v.retries = StateFailed, r.Since, r.Retries
 	}
 }
@@ -468,6 +469,20 @@ func (d *Daemon) startRun(v *volume, who caller) *run {
 	return r
 }
 
+// backoffLocked is Options.Backoff with the bounds the configuration in
+// force sets ([agent] retry_min_delay, retry_max_delay), so a reload
+// changes them for the next wait. d.mu is held.
+func (d *Daemon) backoffLocked() Backoff {
+	b := d.opts.Backoff
+	if a := d.cfg.Agent; a.RetryMinDelay > 0 {
+		b.Base = a.RetryMinDelay.Std()
+	}
+	if a := d.cfg.Agent; a.RetryMaxDelay > 0 {
+		b.Max = a.RetryMaxDelay.Std()
+	}
+	return b
+}
+
 func (v *volume) setState(s string) {
 	if v.state != s {
 		v.state, v.since = s, time.Now()
@@ -495,6 +510,11 @@ func (d *Daemon) mountLoop(ctx context.Context, v *volume, r *run, spec Spec, wh
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
 		m, err := d.svc.Mount(ctx, spec)
+		if err != nil {
+			// The status, the log and a mount request's answer
+			// name the volume; the service's errors name paths.
+			err = fmt.Errorf("volume %s: %w", spec.Name, err)
+		}
 		d.metrics.observe(spec.Kind, time.Since(start), err)
 		if aerr := d.audit(who, Event{Op: OpMount, Volume: spec.Name, Kind: spec.Kind, KeyID: m.KeyID, Provider: m.Provider, Err: err}); err == nil && aerr != nil {
 			err = d.undoUnaudited(ctx, spec, aerr)
@@ -522,7 +542,7 @@ func (d *Daemon) mountLoop(ctx context.Context, v *volume, r *run, spec Spec, wh
 			v.lastErr = err
 			v.setState(StateUnmounted)
 		case kmsclient.Retryable(err):
-			wait = d.opts.Backoff.Delay(attempt)
+			wait = d.backoffLocked().Delay(attempt)
 			v.lastErr, v.retries, v.nextRetry = err, v.retries+1, time.Now().Add(wait)
 			v.setState(StateRetrying)
 			d.log.Warn("volume not mounted; retrying", "volume", spec.Name, "error", err, "retry_in", wait.Round(time.Millisecond), "retries", v.retries)
@@ -1093,11 +1113,11 @@ func plural(n int) string {
 // reason is a few words on an error for the status line.
 func reason(err error) string {
 	switch k := ErrorKind(err); k {
-	case "throttled":
+	case errkind.Throttled:
 		return "KMS throttled"
-	case "unavailable":
+	case errkind.Unavailable:
 		return "KMS unavailable"
-	case "other":
+	case errkind.Other:
 		if err == nil {
 			return "unknown error"
 		}

@@ -173,7 +173,7 @@ func TestBackoffCapped(t *testing.T) {
 		if len(calls) < 90 {
 			t.Fatalf("only %d attempts in 10 minutes", len(calls))
 		}
-		if s := stateOf(t, d, "a"); s.State != StateRetrying || s.ErrorKind != "unavailable" || s.NextRetry.IsZero() {
+		if s := stateOf(t, d, "a"); s.State != StateRetrying || s.ErrorKind != "kms_unavailable" || s.NextRetry.IsZero() {
 			t.Errorf("%+v", s)
 		}
 		stop()

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/config"
+	"kmsagent/agent/errkind"
 	"kmsagent/agent/source"
 	"kmsagent/agent/uevent"
 )
@@ -51,7 +52,7 @@ import (
 // path, not a block device.
 
 // ErrDiskRemoved is the last error of a volume whose disk went away.
-var ErrDiskRemoved = errors.New("disk removed")
+var ErrDiskRemoved = errkind.New(errkind.DiskRemoved, "disk removed")
 
 // SystemDevices is Devices on the system's /sys and /dev.
 type SystemDevices struct {

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,7 +37,7 @@ func newMetrics(d *Daemon) *Metrics {
 		}, []string{"kind", "result"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kmsagent_errors_total",
-			Help: "Failed mount attempts by error kind (throttled, unavailable, key_disabled, ...).",
+			Help: "Failed mount attempts by error kind (kms_throttled, kms_unavailable, key_disabled, ...; the audit log's results).",
 		}, []string{"kind"}),
 		volumes: prometheus.NewDesc("kmsagent_volumes", "Configured volumes by state.", []string{"state"}, nil),
 		d:       d,
@@ -53,7 +52,7 @@ func (m *Metrics) observe(kind Kind, took time.Duration, err error) {
 	res := "ok"
 	switch {
 	case err == nil:
-	case errors.Is(err, kmsclient.ErrThrottled) || errors.Is(err, kmsclient.ErrUnavailable):
+	case kmsclient.Retryable(err):
 		res = "retry"
 	default:
 		res = "failed"

@@ -2,11 +2,9 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"time"
 
-	"kmsagent/agent/source"
-	"kmsagent/kmsclient"
+	"kmsagent/agent/errkind"
 )
 
 // Service is the volume service the daemon drives: the verbs that the
@@ -72,66 +70,20 @@ type VolumeStatus struct {
 	Device               string
 }
 
-// Errors of the daemon, for errors.Is.
+// Errors of the daemon, for errors.Is; errkind names their kinds.
 var (
-	ErrNotFound = errors.New("no such volume")
-	ErrStopping = errors.New("the daemon is stopping")
-	ErrGone     = errors.New("mount gone")
+	ErrNotFound = errkind.New(errkind.NotFound, "no such volume")
+	ErrStopping = errkind.New(errkind.Stopping, "the daemon is stopping")
+	ErrGone     = errkind.New(errkind.Gone, "mount gone")
 	// ErrAudit means a mount was undone because the audit log could
 	// not record it.
-	ErrAudit = errors.New("key use not recorded in the audit log")
+	ErrAudit = errkind.New(errkind.Audit, "key use not recorded in the audit log")
 )
 
-// ErrorKind names the kind of a mount error for metrics, the status line
-// and the control API: a kmsclient error kind, one of the daemon's
-// ("disk_removed", "device_missing": the source names no device present,
-// such as a cloud disk not attached yet), "canceled", or "other".
-func ErrorKind(err error) string {
-	for _, k := range errorKinds {
-		if errors.Is(err, k.err) {
-			return k.name
-		}
-	}
-	return "other"
-}
-
-var errorKinds = []struct {
-	err  error
-	name string
-}{
-	{kmsclient.ErrThrottled, "throttled"},
-	{kmsclient.ErrUnavailable, "unavailable"},
-	{kmsclient.ErrKeyDisabled, "key_disabled"},
-	{kmsclient.ErrKeyPendingDeletion, "key_pending_deletion"},
-	{kmsclient.ErrKeyNotFound, "key_not_found"},
-	{kmsclient.ErrAccessDenied, "access_denied"},
-	{kmsclient.ErrInvalidCiphertext, "invalid_ciphertext"},
-	{kmsclient.ErrInvalidRequest, "invalid_request"},
-	{ErrNotFound, "not_found"},
-	{ErrStopping, "stopping"},
-	{ErrGone, "gone"},
-	{ErrAudit, "audit"},
-	{ErrDiskRemoved, "disk_removed"},
-	{source.ErrNotFound, "device_missing"},
-	{context.Canceled, "canceled"},
-	{context.DeadlineExceeded, "timeout"},
-}
-
-// restoredError is a volume's last error as the state file kept it: its
-// text, and its kind for errors.Is, so the status and the retry
-// decision read as before a restart.
-type restoredError struct{ msg, kind string }
-
-func (e *restoredError) Error() string { return e.msg }
-
-func (e *restoredError) Is(target error) bool {
-	for _, k := range errorKinds {
-		if k.name == e.kind && k.err == target {
-			return true
-		}
-	}
-	return false
-}
+// ErrorKind names the kind of a mount error for the status, the status
+// line, the metrics and the control API: errkind's vocabulary, which the
+// audit log's results share.
+func ErrorKind(err error) string { return errkind.Of(err) }
 
 // Seams for packages that join later: the state file and the audit log.
 

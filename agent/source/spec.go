@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"kmsagent/agent/errkind"
 	"kmsagent/agent/uuid"
 )
 
@@ -53,7 +54,7 @@ var (
 	ErrInvalidSpec = errors.New("invalid source")
 	// ErrNotFound means no device matches now. It is normal at boot and
 	// before a disk is attached: retry when a disk appears.
-	ErrNotFound = errors.New("no device found")
+	ErrNotFound = errkind.New(errkind.DeviceMissing, "no device found")
 	// ErrAmbiguous means more than one device matches; Error.Devices
 	// lists them.
 	ErrAmbiguous = errors.New("more than one device matches")
