@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"kmsagent/agent/uuid"
 )
@@ -47,7 +48,7 @@ type Agent struct {
 	// RetryMinDelay and RetryMaxDelay bound the wait between a
 	// volume's attempts while the KMS throttles, is unreachable or
 	// answers nonsense: it doubles from the first to the second, with
-	// jitter. Zero: 2s and 5m.
+	// jitter.
 	RetryMinDelay Duration `toml:"retry_min_delay"`
 	RetryMaxDelay Duration `toml:"retry_max_delay"`
 }
@@ -94,8 +95,8 @@ func (a *Agent) validate() error {
 			return fmt.Errorf("agent.%s = %q: %w; write it like %q", p.key, p.v, ErrVolumePath, "/var/lib/kmsagent/agent")
 		}
 	}
-	if a.RetryMinDelay < 0 || a.RetryMaxDelay < 0 || a.RetryMaxDelay != 0 && a.RetryMinDelay > a.RetryMaxDelay {
-		return fmt.Errorf("agent.retry_min_delay = %v, retry_max_delay = %v: want durations with the minimum not above the maximum, e.g. \"2s\" and \"5m\"", a.RetryMinDelay.Std(), a.RetryMaxDelay.Std())
+	if a.RetryMinDelay < Duration(100*time.Millisecond) || a.RetryMinDelay > a.RetryMaxDelay || a.RetryMaxDelay > Duration(24*time.Hour) {
+		return fmt.Errorf("agent.retry_min_delay = %q, retry_max_delay = %q: want durations from 100ms to 24h, the minimum not above the maximum, e.g. \"2s\" and \"5m\"", a.RetryMinDelay.Std(), a.RetryMaxDelay.Std())
 	}
 	if strings.ContainsAny(a.AdminGroup, " \t\n:") {
 		return fmt.Errorf("agent.admin_group = %q is not a group name", a.AdminGroup)

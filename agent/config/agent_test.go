@@ -72,6 +72,9 @@ func TestVolumes(t *testing.T) {
 		{"relative socket", "[agent]\nsocket = \"agent.sock\"\n", `agent.socket = "agent.sock"`, ErrVolumePath},
 		{"bad group", "[agent]\nadmin_group = \"a b\"\n", `agent.admin_group`, nil},
 		{"wrong type", "[agent]\nclose_on_stop = \"yes\"\n", `:2:`, nil},
+		{"retry min above max", "[agent]\nretry_min_delay = \"10m\"\n", `agent.retry_min_delay = "10m0s", retry_max_delay = "5m0s"`, nil},
+		{"retry too short", "[agent]\nretry_min_delay = \"1ms\"\n", `from 100ms to 24h`, nil},
+		{"retry too long", "[agent]\nretry_max_delay = \"48h\"\n", `from 100ms to 24h`, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -133,9 +133,11 @@ func Default() *Config {
 			IdleTimeout:       Duration(60 * time.Second),
 		},
 	}, Agent: Agent{
-		Socket:   DefaultAgentSocket,
-		StateDir: DefaultStateDir,
-		AuditLog: DefaultAuditLog,
+		Socket:        DefaultAgentSocket,
+		StateDir:      DefaultStateDir,
+		AuditLog:      DefaultAuditLog,
+		RetryMinDelay: Duration(2 * time.Second),
+		RetryMaxDelay: Duration(5 * time.Minute),
 	}}
 }
 

@@ -82,6 +82,8 @@ type Options struct {
 	// no hot-plug (Hotplug refuses to run).
 	Devices Devices
 	Logger  *slog.Logger
+	// Backoff spaces a volume's retries; where its Base and Max are
+	// zero, [agent] retry_min_delay and retry_max_delay set them.
 	Backoff Backoff
 	// Applied is called with each configuration a reload put in
 	// force, for what lives outside the daemon (the control socket's
@@ -469,16 +471,17 @@ func (d *Daemon) startRun(v *volume, who caller) *run {
 	return r
 }
 
-// backoffLocked is Options.Backoff with the bounds the configuration in
-// force sets ([agent] retry_min_delay, retry_max_delay), so a reload
-// changes them for the next wait. d.mu is held.
+// backoffLocked is Options.Backoff, its bounds where it leaves them zero
+// taken from the configuration in force ([agent] retry_min_delay,
+// retry_max_delay), so a reload changes them for the next wait. d.mu is
+// held.
 func (d *Daemon) backoffLocked() Backoff {
 	b := d.opts.Backoff
-	if a := d.cfg.Agent; a.RetryMinDelay > 0 {
-		b.Base = a.RetryMinDelay.Std()
+	if b.Base == 0 {
+		b.Base = d.cfg.Agent.RetryMinDelay.Std()
 	}
-	if a := d.cfg.Agent; a.RetryMaxDelay > 0 {
-		b.Max = a.RetryMaxDelay.Std()
+	if b.Max == 0 {
+		b.Max = d.cfg.Agent.RetryMaxDelay.Std()
 	}
 	return b
 }

@@ -152,6 +152,37 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
+// TestBackoffFromConfig: [agent] retry_min_delay and retry_max_delay
+// space the retries when the Options leave the bounds to them, and a
+// reload's values apply to the next wait.
+func TestBackoffFromConfig(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		svc := newFake()
+		for range 10 {
+			svc.results["a"] = append(svc.results["a"], errDown)
+		}
+		cfg := cfgWith(vol("a", true))
+		cfg.Agent.RetryMinDelay, cfg.Agent.RetryMaxDelay = config.Duration(time.Hour), config.Duration(2*time.Hour)
+		reloaded := cfgWith(vol("a", true))
+		reloaded.Agent.RetryMinDelay, reloaded.Agent.RetryMaxDelay = config.Duration(time.Minute), config.Duration(time.Minute)
+		d := New(cfg, Options{Service: svc, Backoff: Backoff{Rand: func() float64 { return 0 }}, Load: func() (*config.Config, error) { return reloaded, nil }})
+		stop := started(t, d)
+		synctest.Wait()
+		if s := stateOf(t, d, "a"); s.State != StateRetrying || time.Until(s.NextRetry) != 30*time.Minute {
+			t.Fatalf("after the first attempt: %+v, want the next in 30m (half of retry_min_delay, no jitter)", s)
+		}
+		if _, err := d.Reload(t.Context(), "test"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(30 * time.Minute)
+		synctest.Wait()
+		if s := stateOf(t, d, "a"); s.Retries != 2 || time.Until(s.NextRetry) != 30*time.Second {
+			t.Fatalf("after the reload: %+v, want the next retry in 30s (the reloaded retry_max_delay)", s)
+		}
+		stop()
+	})
+}
+
 // TestBackoffCapped: a KMS that stays down is retried forever at the
 // capped interval.
 func TestBackoffCapped(t *testing.T) {
