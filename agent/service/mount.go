@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -128,6 +129,11 @@ func (s *Service) serveOptions(spec Spec) (share.ServeOptions, *envelope.Envelop
 	if spec.ReadOnly {
 		o.ReadOnly = true
 	}
+	// A directory that is not there is not "not a share" (whose
+	// advice is to format it): its file system may not be mounted.
+	if _, err := os.Stat(o.CipherDir); errors.Is(err, fs.ErrNotExist) {
+		return o, nil, fmt.Errorf("cipher directory %s: %w", o.CipherDir, fs.ErrNotExist)
+	}
 	e, err := envelope.Read(o.CipherDir)
 	if err != nil {
 		return o, nil, err
@@ -238,8 +244,10 @@ func (s *Service) mountLUKS(ctx context.Context, spec Spec, progress func(string
 			return Mounted{}, err
 		}
 	}
-	if _, err := os.Stat(spec.Source); err != nil {
-		return Mounted{}, fmt.Errorf("volume: %w", err)
+	if _, err := os.Stat(spec.Source); errors.Is(err, fs.ErrNotExist) {
+		return Mounted{}, fmt.Errorf("device %s: %w; is the disk attached?", spec.Source, fs.ErrNotExist)
+	} else if err != nil {
+		return Mounted{}, fmt.Errorf("device: %w", err)
 	}
 	ctl, err := dm.Open()
 	if err != nil {

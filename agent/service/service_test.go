@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"kmsagent/agent/config"
 	"kmsagent/fuse/share"
 )
 
@@ -69,5 +70,30 @@ func TestShareOptions(t *testing.T) {
 	var err *OptionError
 	if e := parseShareOptions([]string{"ro", "bogus"}, &share.ServeOptions{}); !errors.As(e, &err) || err.Option != "bogus" {
 		t.Fatalf("parseShareOptions(bogus) = %v", e)
+	}
+}
+
+// TestMountMissingSource: a share whose cipher directory is missing and
+// a LUKS2 volume whose device is missing fail before any worker or KMS
+// call, with an error that says the path does not exist (not "not a
+// share", whose advice is to format it).
+func TestMountMissingSource(t *testing.T) {
+	dir := t.TempDir()
+	svc, err := New(Options{Config: config.Default(), Executable: "/nonexistent", RunDir: filepath.Join(dir, "run")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		spec Spec
+		want string
+	}{
+		{Spec{Kind: KindShare, Source: filepath.Join(dir, "gone"), Target: dir}, "cipher directory " + filepath.Join(dir, "gone") + ": file does not exist"},
+		{Spec{Kind: KindLUKS, Name: "v", Source: filepath.Join(dir, "disk")}, "device " + filepath.Join(dir, "disk") + ": file does not exist; is the disk attached?"},
+	}
+	for _, tt := range tests {
+		_, err := svc.Mount(t.Context(), tt.spec)
+		if !errors.Is(err, fs.ErrNotExist) || err.Error() != tt.want {
+			t.Errorf("Mount(%s): %v, want %q", tt.spec.Source, err, tt.want)
+		}
 	}
 }
