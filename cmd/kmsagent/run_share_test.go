@@ -155,11 +155,21 @@ type daemonHost struct {
 
 func newDaemonHost(t *testing.T) *daemonHost {
 	t.Helper()
+	return newDaemonHostKMS(t, func(dir string) string {
+		return fmt.Sprintf("[kms.local]\nstate_dir = %q\n", filepath.Join(dir, "kms"))
+	})
+}
+
+// newDaemonHostKMS is newDaemonHost with the [kms] tables kms returns
+// for the host's directory, and agent settings (extra [agent] lines)
+// after them.
+func newDaemonHostKMS(t *testing.T, kms func(dir string) string, agent ...string) *daemonHost {
+	t.Helper()
 	tstest.NeedRoot(t, "to mount FUSE")
 	dir := t.TempDir()
 	h := &daemonHost{t: t, bin: tstest.Kmsagent(t), dir: dir, sock: filepath.Join(dir, "run", "agent.sock")}
-	h.cfg = writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\n",
-		filepath.Join(dir, "kms"), h.sock, filepath.Join(dir, "state"), filepath.Join(dir, "audit.log")), 0o600)
+	h.cfg = writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("%s\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\n%s",
+		kms(dir), h.sock, filepath.Join(dir, "state"), filepath.Join(dir, "audit.log"), strings.Join(agent, "")), 0o600)
 	return h
 }
 
