@@ -17,6 +17,11 @@ import (
 // Open returns the configured provider. Throttled and unavailable calls are
 // retried under kmsclient.DefaultRetry; cfg.Timeout bounds each attempt.
 func Open(ctx context.Context, cfg config.KMS) (kmsclient.KMS, error) {
+	return OpenRetry(ctx, cfg, kmsclient.DefaultRetry)
+}
+
+// OpenRetry is Open with the retry policy p.
+func OpenRetry(ctx context.Context, cfg config.KMS, p kmsclient.RetryPolicy) (kmsclient.KMS, error) {
 	var k kmsclient.KMS
 	var err error
 	timeout := time.Duration(cfg.Timeout)
@@ -47,5 +52,5 @@ func Open(ctx context.Context, cfg config.KMS) (kmsclient.KMS, error) {
 	if err != nil {
 		return nil, err
 	}
-	return kmsclient.WithRetry(k, kmsclient.DefaultRetry), nil
+	return kmsclient.WithRetry(k, p), nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -219,6 +220,9 @@ func (s *Service) workerArgs(command string, args ...string) []string {
 		out = append(out, "--config", p)
 	}
 	out = append(out, command)
+	if s.o.KMSAttempts > 0 {
+		out = append(out, "--kms-attempts", strconv.Itoa(s.o.KMSAttempts))
+	}
 	return append(out, args...)
 }
 

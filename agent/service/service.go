@@ -86,6 +86,12 @@ type Options struct {
 	// Executable is the kmsagent binary started as the workers;
 	// os.Executable when empty.
 	Executable string
+	// KMSAttempts is how many times the workers try a KMS call that
+	// is throttled or unavailable; 0 for kmsclient.DefaultRetry's. The
+	// daemon sets 1: it retries the volume itself, with a backoff its
+	// status shows, instead of waiting in the dark for the worker's
+	// retries (up to half a minute, and READY=1 with it).
+	KMSAttempts int
 	// Notify, when set, gets what an admin who mounts by hand should
 	// see: a worker's warnings, stale mounts removed. They are logged
 	// either way.
@@ -177,7 +183,11 @@ func (s *Service) OpenKMSRegion(ctx context.Context) (kmsclient.KMS, string, err
 	if err != nil {
 		return nil, "", err
 	}
-	k, err := kmsconn.Open(ctx, cfg.KMS)
+	retry := kmsclient.DefaultRetry
+	if s.o.KMSAttempts > 0 {
+		retry.MaxAttempts = s.o.KMSAttempts
+	}
+	k, err := kmsconn.OpenRetry(ctx, cfg.KMS, retry)
 	if err != nil {
 		return nil, "", err
 	}

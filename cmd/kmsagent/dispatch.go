@@ -35,12 +35,23 @@ func newServiceRunDir(env *cliEnv, runDir string) (*service.Service, error) {
 	return newServiceWith(env, nil, runDir)
 }
 
+// newWorkerService is the service of a worker, which tries a KMS call
+// as often as its parent said (0: the default).
+func newWorkerService(env *cliEnv, runDir string, kmsAttempts int) (*service.Service, error) {
+	return service.New(workerOptions(env, nil, runDir, kmsAttempts))
+}
+
 func newServiceWith(env *cliEnv, log *slog.Logger, runDir string) (*service.Service, error) {
-	return service.New(service.Options{
-		LoadConfig: func() (*config.Config, error) { return loadConfig(env) },
-		ConfigPath: absConfigPath(env.configFlag),
-		RunDir:     runDir,
-		Logger:     log,
+	return service.New(workerOptions(env, log, runDir, 0))
+}
+
+func workerOptions(env *cliEnv, log *slog.Logger, runDir string, kmsAttempts int) service.Options {
+	return service.Options{
+		LoadConfig:  func() (*config.Config, error) { return loadConfig(env) },
+		ConfigPath:  absConfigPath(env.configFlag),
+		RunDir:      runDir,
+		Logger:      log,
+		KMSAttempts: kmsAttempts,
 		Notify: func(n service.Note) {
 			if n.Warning {
 				fmt.Fprintf(env.stderr, "kmsagent: warning: %s\n", n.Message)
@@ -48,7 +59,7 @@ func newServiceWith(env *cliEnv, log *slog.Logger, runDir string) (*service.Serv
 				fmt.Fprintf(env.stderr, "kmsagent: %s\n", n.Message)
 			}
 		},
-	})
+	}
 }
 
 // runUmount closes a share mount, or a block volume by mount point or

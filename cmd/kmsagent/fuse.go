@@ -103,15 +103,17 @@ func runFuseWorker(ctx context.Context, env *cliEnv, args []string) error {
 	signal.Ignore(syscall.SIGHUP)
 	var mf mountFlags
 	runDir := share.DefaultRunDir
+	kmsAttempts := 0
 	pos, err := parseFlags(env, fuseWorkerCommand, "DIR MOUNTPOINT", args, 2, 2, func(fs *flag.FlagSet) {
 		mf.define(fs)
 		fs.StringVar(&runDir, "run-dir", runDir, "mount locks and worker records")
+		fs.IntVar(&kmsAttempts, "kms-attempts", 0, "tries of a throttled or unavailable KMS call (0: the default)")
 	})
 	if err != nil {
 		pipe.Done(err, nil)
 		return err
 	}
-	svc, err := newServiceRunDir(env, runDir)
+	svc, err := newWorkerService(env, runDir, kmsAttempts)
 	if err != nil {
 		pipe.Done(err, nil)
 		return err

@@ -87,12 +87,16 @@ func runLuksWorker(ctx context.Context, env *cliEnv, args []string) error {
 		return fmt.Errorf("%s is started by kmsagent mount luks", luksWorkerCommand)
 	}
 	var lf luksFlags
-	pos, err := parseFlags(env, luksWorkerCommand, "DEVICE", args, 1, 1, lf.define)
+	kmsAttempts := 0
+	pos, err := parseFlags(env, luksWorkerCommand, "DEVICE", args, 1, 1, func(fs *flag.FlagSet) {
+		lf.define(fs)
+		fs.IntVar(&kmsAttempts, "kms-attempts", 0, "tries of a throttled or unavailable KMS call (0: the default)")
+	})
 	if err != nil {
 		pipe.Done(err, nil)
 		return err
 	}
-	svc, err := newService(env)
+	svc, err := newWorkerService(env, "", kmsAttempts)
 	if err != nil {
 		pipe.Done(err, nil)
 		return err

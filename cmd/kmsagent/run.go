@@ -76,6 +76,9 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) error {
 		Config:     cfg,
 		LoadConfig: load,
 		Logger:     logger,
+		// The daemon retries a volume with its own backoff, shown in
+		// its status; its workers try each KMS call once.
+		KMSAttempts: 1,
 	})
 	if err != nil {
 		return err
