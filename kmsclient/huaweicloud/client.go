@@ -123,8 +123,8 @@ const userAgent = "kmsagent-huaweicloud-kms/1"
 //
 // When wipe is set the body holds key material: call zeroes it once the
 // transport is done with it, and does not let the transport replay it.
-func (c *Client) call(ctx context.Context, op, keyID, apiOp string, body []byte, wipe bool) ([]byte, string, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+func (c *Client) call(parent context.Context, op, keyID, apiOp string, body []byte, wipe bool) ([]byte, string, error) {
+	ctx, cancel := context.WithTimeout(parent, c.cfg.Timeout)
 	defer cancel()
 	handed := false
 	if wipe {
@@ -167,13 +167,17 @@ func (c *Client) call(ctx context.Context, op, keyID, apiOp string, body []byte,
 	handed = true
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, "", &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Err: err}
+		return nil, "", &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Message: c.timedOut(parent, ctx), Err: err}
 	}
 	defer resp.Body.Close()
 	reqID := requestIDOf(resp.Header)
 	out, err := secret.ReadAll(resp.Body, resp.ContentLength, maxResponse)
 	if err != nil {
-		return nil, "", &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Status: resp.StatusCode, Message: "read response", Err: err, RequestID: reqID}
+		msg := "read response"
+		if t := c.timedOut(parent, ctx); t != "" {
+			msg += ": " + t
+		}
+		return nil, "", &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Status: resp.StatusCode, Message: msg, Err: err, RequestID: reqID}
 	}
 	if resp.StatusCode/100 == 3 {
 		secret.Zero(out)
@@ -186,12 +190,28 @@ func (c *Client) call(ctx context.Context, op, keyID, apiOp string, body []byte,
 	return out, reqID, nil
 }
 
+// timedOut says that the KMS did not answer within the client's timeout
+// when that is why ctx, the call's, ended rather than parent, the
+// caller's; "" otherwise.
+func (c *Client) timedOut(parent, ctx context.Context) string {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && parent.Err() == nil {
+		return fmt.Sprintf("no answer within %v", c.cfg.Timeout)
+	}
+	return ""
+}
+
 func (c *Client) fail(op, keyID string, kind error, format string, args ...any) error {
 	return &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kind, Message: fmt.Sprintf(format, args...)}
 }
 
 // badResponse reports a 2xx answer the client cannot use. It is counted as
-// unavailability: a proxy in the way is the likely cause.
+// unavailability, which callers retry, rather than as a failure that
+// stays: the KMS's API is stable, so an answer that is not the API's
+// comes from something between (a proxy or load balancer mid-restart, a
+// captive portal, a connection cut short) or from a server fault, all
+// of which pass, and retrying costs one call per backoff step. What
+// decides a volume for good (a wrong or disabled key, a damaged
+// ciphertext) arrives as a well-formed error and is never retried.
 func (c *Client) badResponse(op, keyID, reqID, format string, args ...any) error {
 	return &kmsclient.Error{Provider: providerName, Op: op, KeyID: keyID, Kind: kmsclient.ErrUnavailable, Message: fmt.Sprintf("malformed KMS response: "+format, args...), RequestID: reqID}
 }

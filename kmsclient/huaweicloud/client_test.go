@@ -185,8 +185,8 @@ func TestTimeout(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("call took %v with a 50ms timeout", d)
 	}
-	if !errors.Is(err, kmsclient.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("got %v, want ErrUnavailable from the deadline", err)
+	if !errors.Is(err, kmsclient.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no answer within 50ms") {
+		t.Fatalf("got %v, want ErrUnavailable from the deadline, saying the timeout", err)
 	}
 	if !kmsclient.Retryable(err) {
 		t.Fatal("a timeout is not retryable")
@@ -203,8 +203,16 @@ func TestTimeout(t *testing.T) {
 	defer slow.Close()
 	cfg.Endpoint = slow.URL
 	c = newTestClient(t, cfg)
-	if _, err := c.DescribeKey(t.Context(), keyA); !errors.Is(err, kmsclient.ErrUnavailable) {
-		t.Fatalf("slow body: got %v, want ErrUnavailable", err)
+	if _, err := c.DescribeKey(t.Context(), keyA); !errors.Is(err, kmsclient.ErrUnavailable) || !strings.Contains(err.Error(), "no answer within 50ms") {
+		t.Fatalf("slow body: got %v, want ErrUnavailable saying the timeout", err)
+	}
+	// The caller's own deadline is not the client's timeout.
+	short, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+	defer cancel()
+	cfg.Timeout = time.Minute
+	c = newTestClient(t, cfg)
+	if _, err := c.DescribeKey(short, keyA); !errors.Is(err, kmsclient.ErrUnavailable) || strings.Contains(err.Error(), "no answer within") {
+		t.Fatalf("caller's deadline: got %v, want ErrUnavailable without the client's timeout", err)
 	}
 }
 
