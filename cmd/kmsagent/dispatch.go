@@ -29,14 +29,9 @@ func newServiceLogger(env *cliEnv, log *slog.Logger) (*service.Service, error) {
 	return newServiceWith(env, log, "")
 }
 
-// newServiceRunDir is the service of a share worker, whose parent named
-// the run directory.
-func newServiceRunDir(env *cliEnv, runDir string) (*service.Service, error) {
-	return newServiceWith(env, nil, runDir)
-}
-
-// newWorkerService is the service of a worker, which tries a KMS call
-// as often as its parent said (0: the default).
+// newWorkerService is the service of a worker, whose parent named the
+// run directory of shares and how often to try a KMS call (0: the
+// default).
 func newWorkerService(env *cliEnv, runDir string, kmsAttempts int) (*service.Service, error) {
 	return service.New(workerOptions(env, nil, runDir, kmsAttempts))
 }
