@@ -1,15 +1,10 @@
 package aws
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -29,11 +24,6 @@ import (
 const (
 	testRegion  = "eu-west-1"
 	testAccount = "111122223333"
-	// Where the project setup installs the emulator.
-	defaultLocalKMS = "/opt/kmsagent-tools/bin/local-kms"
-	installHint     = "packaging/setup-dev.sh installs it with " +
-		"`GOBIN=/opt/kmsagent-tools/bin go install github.com/nsmithuk/local-kms@v0.0.0-20260228092603-2a5e92d09ab6`; " +
-		"or point KMSAGENT_LOCAL_KMS at a binary"
 )
 
 // isolateSDK keeps the host's AWS setup out of the test: no shared config
@@ -62,91 +52,15 @@ func newTestClient(t *testing.T, endpoint string, timeout time.Duration) *Client
 	return c
 }
 
-func findLocalKMS(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("KMSAGENT_LOCAL_KMS"); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("local-kms"); err == nil {
-		return p
-	}
-	if _, err := os.Stat(defaultLocalKMS); err == nil {
-		return defaultLocalKMS
-	}
-	tstest.Unavailable(t, "local-kms not found on PATH or at %s; %s", defaultLocalKMS, installHint)
-	return ""
-}
-
-var startedRe = regexp.MustCompile(`Local KMS started on [0-9.]*:([0-9]+)`)
-
-// startLocalKMS runs local-kms with its data in a temporary directory and
-// returns its endpoint on 127.0.0.1. It is killed when the test ends.
-//
-// local-kms listens on all interfaces and has no option to bind one, so
-// the test only ever addresses it as 127.0.0.1. PORT=0 lets the kernel
-// pick a free port (no race with other tests for a "free" one); the port
-// is read from the startup line.
+// startLocalKMS runs local-kms (tstest.StartLocalKMS) and checks that it
+// answers.
 func startLocalKMS(t *testing.T) string {
 	t.Helper()
-	bin := findLocalKMS(t)
-	dataDir := t.TempDir()
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(),
-		"PORT=0",
-		"KMS_DATA_PATH="+dataDir,
-		"KMS_ACCOUNT_ID="+testAccount,
-		"KMS_REGION="+testRegion,
-	)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	var log tstest.Buffer
-	exited := make(chan struct{})
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("local-kms output:\n%s", log.String())
-		}
-	})
-	port := make(chan string, 1)
-	go func() {
-		defer close(exited)
-		sc := bufio.NewScanner(io.TeeReader(out, &log))
-		for sc.Scan() {
-			if m := startedRe.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case port <- m[1]:
-				default:
-				}
-			}
-		}
-		// Drain whatever follows a line too long to scan, then reap.
-		_, _ = io.Copy(io.Discard, out)
-		_ = cmd.Wait()
-	}()
-
-	var endpoint string
-	select {
-	case p := <-port:
-		endpoint = "http://127.0.0.1:" + p
-	case <-exited:
-		t.Fatalf("local-kms exited before it started:\n%s", log.String())
-	case <-time.After(15 * time.Second):
-		t.Fatalf("local-kms did not start within 15s:\n%s", log.String())
-	}
-
-	// local-kms binds its port before it prints the startup line, so the
-	// first call is queued until it serves: one call checks that it
-	// answers, with no retries.
+	endpoint := tstest.StartLocalKMS(t, testAccount, testRegion)
+	// One call checks that it answers, with no retries.
 	c := newTestClient(t, endpoint, 10*time.Second)
 	if _, err := c.kms.ListKeys(context.Background(), &kms.ListKeysInput{}); err != nil {
-		t.Fatalf("local-kms at %s does not answer: %v\n%s", endpoint, err, log.String())
+		t.Fatalf("local-kms at %s does not answer: %v", endpoint, err)
 	}
 	return endpoint
 }
