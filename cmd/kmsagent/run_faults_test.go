@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -37,25 +38,25 @@ type faultProxy struct {
 	mode  string // see serve
 	ln    net.Listener
 	srv   *http.Server
-	pass  http.Handler // the KMS
-	limit http.Handler // the same KMS behind a rate limit it has used up
-	seen  int          // requests answered with a fault
+	pass     http.Handler // the KMS
+	throttle http.Handler // the KMS's answer when it throttles
+	seen     int          // requests answered with a fault
 }
 
 // Fault modes.
 const (
 	modePass      = "pass"      // forward to the KMS
 	modeDown      = "down"      // nothing listens: connection refused
-	modeThrottle  = "throttle"  // forward to the rate-limited KMS: 429 APIGW.0308
+	modeThrottle  = "throttle"  // the KMS's throttling answer
 	modeGarbage   = "garbage"   // 200 with bytes that are not JSON
 	modeTruncated = "truncated" // 200 with a JSON object cut short
 	modeBadGate   = "badgate"   // 502 with a proxy's HTML page
 	modeSlow      = "slow"      // no answer until the client gives up
 )
 
-func newFaultProxy(t *testing.T, pass, limit string) *faultProxy {
+func newFaultProxy(t *testing.T, pass string, throttle http.Handler) *faultProxy {
 	t.Helper()
-	p := &faultProxy{t: t, addr: freePort(t), mode: modeDown, pass: reverseProxy(t, pass), limit: reverseProxy(t, limit)}
+	p := &faultProxy{t: t, addr: freePort(t), mode: modeDown, pass: reverseProxy(t, pass), throttle: throttle}
 	t.Cleanup(func() { p.set(modeDown) })
 	return p
 }
@@ -113,7 +114,7 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case modePass:
 		p.pass.ServeHTTP(w, r)
 	case modeThrottle:
-		p.limit.ServeHTTP(w, r)
+		p.throttle.ServeHTTP(w, r)
 	case modeGarbage:
 		w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 		w.Write([]byte("\x00\xff\xfe<<not json at all>>\x1b[2J"))
@@ -155,17 +156,24 @@ func kmsServe(t *testing.T, bin, cfg string) string {
 	return addr
 }
 
-// kmsFaultHost is a daemon host whose KMS is Huawei Cloud's API served
-// by kms serve on loopback TCP, reached through a faultProxy; a second
-// kms serve on the same keys has a rate limit for the throttling fault.
+// kmsFaultHost is a daemon host whose KMS is reached through a
+// faultProxy.
 type kmsFaultHost struct {
 	*daemonHost
-	proxy *faultProxy
-	local string // configuration for the local KMS itself (key admin)
-	good  string // id of an enabled key
+	proxy      *faultProxy
+	createKey  func() string // returns a new key's id
+	disableKey func(id string)
+	// The error kind of a disabled key; the messages that each fault's
+	// error holds.
+	disabledKind string
+	msgs         map[string]string
 }
 
-func newKMSFaultHost(t *testing.T) *kmsFaultHost {
+// newHuaweiFaultHost is a kmsFaultHost whose KMS is Huawei Cloud's API
+// served by kms serve on loopback TCP; a second kms serve on the same
+// keys, with a rate limit that is used up, answers for the throttling
+// fault (429 APIGW.0308 from its own limiter).
+func newHuaweiFaultHost(t *testing.T) *kmsFaultHost {
 	t.Helper()
 	bin := tstest.Kmsagent(t)
 	kdir := t.TempDir()
@@ -184,21 +192,37 @@ secret_key_file = %q
 keys = ["*"]
 `, rps, burst, sk), 0o600)
 	}
-	h := &kmsFaultHost{local: writeFile(t, filepath.Join(kdir, "local.toml"), local, 0o600)}
+	localCfg := writeFile(t, filepath.Join(kdir, "local.toml"), local, 0o600)
+	admin := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, append([]string{"--config", localCfg, "kms"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("kmsagent kms %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	h := &kmsFaultHost{
+		createKey:    func() string { return admin("create-key") },
+		disableKey:   func(id string) { admin("disable-key", id) },
+		disabledKind: "key_disabled",
+		msgs: map[string]string{
+			modeThrottle: "APIGW.0308", modeGarbage: "malformed KMS response", modeTruncated: "malformed KMS response",
+			modeBadGate: "HTTP 502", modeSlow: "no answer within 1s",
+		},
+	}
 	pass := kmsServe(t, bin, serveCfg("serve", 1000, 1000))
 	// One request a quarter of an hour: the first passes, all
 	// others get 429 APIGW.0308 from kms serve's rate limiter.
 	limited := kmsServe(t, bin, serveCfg("limited", 1.0/900, 1))
-	h.proxy = newFaultProxy(t, pass, limited)
+	h.proxy = newFaultProxy(t, pass, reverseProxy(t, limited))
 	h.daemonHost = newDaemonHostKMS(t, func(string) string {
 		return fmt.Sprintf("[kms]\nprovider = \"huaweicloud\"\ntimeout = \"1s\"\n\n[kms.huaweicloud]\nendpoint = \"http://%s\"\nproject_id = \"proj\"\nregion = \"test-1\"\naccess_key = \"AK1\"\nsecret_key_file = %q\n",
 			h.proxy.addr, sk)
 	}, "retry_min_delay = \"300ms\"\nretry_max_delay = \"1s\"\n")
-	h.good = h.admin("kms", "create-key", "--alias", "good")
 	// Use up the limited server's one request (formatting a share
 	// asks for a data key; whether it then fails does not matter).
 	h.proxy.set(modeThrottle)
-	out, _ := exec.Command(h.bin, "--config", h.cfg, "format", "fuse", filepath.Join(kdir, "burn"), "--key-id", h.good).CombinedOutput()
+	out, _ := exec.Command(h.bin, "--config", h.cfg, "format", "fuse", filepath.Join(kdir, "burn"), "--key-id", h.createKey()).CombinedOutput()
 	if h.proxy.faults() == 0 {
 		t.Fatalf("the rate-limited KMS was not asked: %s", out)
 	}
@@ -206,16 +230,73 @@ keys = ["*"]
 	return h
 }
 
-// admin runs a key administration command on the KMS itself and
-// returns its output.
-func (h *kmsFaultHost) admin(args ...string) string {
-	h.t.Helper()
-	cmd := exec.Command(h.bin, append([]string{"--config", h.local}, args...)...)
-	out, err := cmd.Output()
-	if err != nil {
-		h.t.Fatalf("kmsagent %s: %v\n%s", strings.Join(args, " "), err, out)
+// newAWSFaultHost is a kmsFaultHost whose KMS is AWS KMS's API served by
+// local-kms. local-kms does not throttle: the proxy answers as AWS does
+// (HTTP 400, ThrottlingException).
+func newAWSFaultHost(t *testing.T) *kmsFaultHost {
+	t.Helper()
+	// No host AWS setup: static credentials (local-kms checks no
+	// signature), no shared files, no IMDS. The daemon and its
+	// workers inherit this environment.
+	dir := t.TempDir()
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID": "AKIDKMSAGENTTEST", "AWS_SECRET_ACCESS_KEY": "kmsagent-test-secret",
+		"AWS_CONFIG_FILE": filepath.Join(dir, "config"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
+		"AWS_EC2_METADATA_DISABLED": "true", "AWS_PROFILE": "", "AWS_REGION": "", "AWS_DEFAULT_REGION": "",
+		"AWS_ENDPOINT_URL": "", "AWS_ENDPOINT_URL_KMS": "", "AWS_MAX_ATTEMPTS": "", "AWS_SESSION_TOKEN": "",
+	} {
+		t.Setenv(k, v)
 	}
-	return strings.TrimSpace(string(out))
+	const region = "eu-west-1"
+	endpoint := tstest.StartLocalKMS(t, "111122223333", region)
+	call := func(op string, in any) map[string]any {
+		t.Helper()
+		body, _ := json.Marshal(in)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, endpoint+"/", strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+		req.Header.Set("X-Amz-Target", "TrentService."+op)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("local-kms %s: %v", op, err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		// Some operations (DisableKey) answer with an empty body.
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil && err != io.EOF || resp.StatusCode != http.StatusOK {
+			t.Fatalf("local-kms %s: HTTP %d %v %v", op, resp.StatusCode, err, out)
+		}
+		return out
+	}
+	h := &kmsFaultHost{
+		createKey: func() string {
+			md, _ := call("CreateKey", map[string]any{})["KeyMetadata"].(map[string]any)
+			id, _ := md["KeyId"].(string)
+			if id == "" {
+				t.Fatal("local-kms CreateKey: no key id")
+			}
+			return id
+		},
+		disableKey: func(id string) { call("DisableKey", map[string]any{"KeyId": id}) },
+		disabledKind: "key_disabled",
+		msgs: map[string]string{
+			modeThrottle: "ThrottlingException", modeGarbage: "deserialization failed", modeTruncated: "deserialization failed",
+			modeBadGate: "HTTP 502", modeSlow: "no answer within 1s",
+		},
+	}
+	h.proxy = newFaultProxy(t, strings.TrimPrefix(endpoint, "http://"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		w.Header().Set("X-Amzn-Requestid", "00000000-0000-4000-8000-000000000000")
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write([]byte(`{"__type":"ThrottlingException","message":"Rate exceeded"}`))
+	}))
+	h.daemonHost = newDaemonHostKMS(t, func(string) string {
+		return fmt.Sprintf("[kms]\nprovider = \"aws\"\ntimeout = \"1s\"\n\n[kms.aws]\nregion = %q\nendpoint = \"http://%s\"\n", region, h.proxy.addr)
+	}, "retry_min_delay = \"300ms\"\nretry_max_delay = \"1s\"\n")
+	h.proxy.set(modePass)
+	return h
 }
 
 // share formats a share under key through the daemon's KMS and returns
@@ -286,10 +367,19 @@ func auditResults(t *testing.T, path, volume, op string) []string {
 // volume comes up once the KMS answers again. A disabled key fails at
 // once and is never retried.
 func TestRunDaemonKMSFaults(t *testing.T) {
-	h := newKMSFaultHost(t)
-	off := h.admin("kms", "create-key", "--alias", "off")
-	h.addVolumes(h.share("data", h.good) + h.share("off", off))
-	h.admin("kms", "disable-key", "off")
+	testKMSFaults(t, newHuaweiFaultHost(t))
+}
+
+// TestRunDaemonKMSFaultsAWS is TestRunDaemonKMSFaults with the aws
+// provider against local-kms.
+func TestRunDaemonKMSFaultsAWS(t *testing.T) {
+	testKMSFaults(t, newAWSFaultHost(t))
+}
+
+func testKMSFaults(t *testing.T, h *kmsFaultHost) {
+	off := h.createKey()
+	h.addVolumes(h.share("data", h.createKey()) + h.share("off", off))
+	h.disableKey(off)
 	plain := filepath.Join(h.dir, "data")
 	auditLog := filepath.Join(h.dir, "audit.log")
 
@@ -322,33 +412,34 @@ func TestRunDaemonKMSFaults(t *testing.T) {
 	tstest.WaitFor(t, 60*time.Second, "off to fail on its disabled key", func() bool {
 		return volumesByName(t, c)["off"].State == daemon.StateFailed
 	})
-	if off := volumesByName(t, c)["off"]; off.ErrorKind != "key_disabled" || off.NextRetry != (time.Time{}) {
-		t.Fatalf("off: %+v, want failed on key_disabled with no retry scheduled", off)
+	if off := volumesByName(t, c)["off"]; off.ErrorKind != h.disabledKind || off.NextRetry != (time.Time{}) {
+		t.Fatalf("off: %+v, want failed on %s with no retry scheduled", off, h.disabledKind)
 	}
 	offAttempts := len(auditResults(t, auditLog, "off", "unwrap"))
 
 	for _, tt := range []struct {
-		mode, kind, line, msg string
+		mode, kind, line string
 	}{
-		{modeThrottle, "kms_throttled", "KMS throttled", "APIGW.0308"},
-		{modeGarbage, "kms_unavailable", "KMS unavailable", "malformed KMS response"},
-		{modeTruncated, "kms_unavailable", "KMS unavailable", "malformed KMS response"},
-		{modeBadGate, "kms_unavailable", "KMS unavailable", "HTTP 502"},
-		{modeSlow, "kms_unavailable", "KMS unavailable", "no answer within 1s"},
+		{modeThrottle, "kms_throttled", "KMS throttled"},
+		{modeGarbage, "kms_unavailable", "KMS unavailable"},
+		{modeTruncated, "kms_unavailable", "KMS unavailable"},
+		{modeBadGate, "kms_unavailable", "KMS unavailable"},
+		{modeSlow, "kms_unavailable", "KMS unavailable"},
 	} {
 		t.Run(tt.mode, func(t *testing.T) {
+			msg := h.msgs[tt.mode]
 			if err := c.Unmount(t.Context(), "data", false); err != nil {
 				t.Fatal(err)
 			}
 			h.proxy.set(tt.mode)
 			_, err := c.Mount(t.Context(), "data")
-			if err == nil || !strings.Contains(err.Error(), tt.msg) {
-				t.Fatalf("mount with the KMS %s: %v, want an error with %q", tt.mode, err, tt.msg)
+			if err == nil || !strings.Contains(err.Error(), msg) {
+				t.Fatalf("mount with the KMS %s: %v, want an error with %q", tt.mode, err, msg)
 			}
 			t.Logf("%s: %v", tt.mode, err)
 			calls := h.proxy.faults()
 			v := volumesByName(t, c)["data"]
-			if v.State != daemon.StateRetrying || v.ErrorKind != tt.kind || !strings.Contains(v.LastError, tt.msg) || v.NextRetry.IsZero() {
+			if v.State != daemon.StateRetrying || v.ErrorKind != tt.kind || !strings.Contains(v.LastError, msg) || v.NextRetry.IsZero() {
 				t.Fatalf("data with the KMS %s: %+v, want retrying (%s)", tt.mode, v, tt.kind)
 			}
 			// The daemon retries, not its workers: one KMS call per

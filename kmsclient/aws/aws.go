@@ -66,6 +66,9 @@ type Client struct {
 	kms     *kms.Client
 	region  string
 	timeout time.Duration
+	// timedOut is the cause of a call's context when its timeout ends
+	// it, rather than the caller's deadline; mapError says so.
+	timedOut error
 }
 
 var _ kmsclient.KMS = (*Client)(nil)
@@ -109,7 +112,7 @@ func newClient(ctx context.Context, cfg Config, extra ...func(*config.LoadOption
 	if timeout == 0 {
 		timeout = DefaultTimeout
 	}
-	return &Client{kms: client, region: sdkCfg.Region, timeout: timeout}, nil
+	return &Client{kms: client, region: sdkCfg.Region, timeout: timeout, timedOut: fmt.Errorf("no answer within %v", timeout)}, nil
 }
 
 func configError(msg string, err error) error {
@@ -132,7 +135,7 @@ func (c *Client) GenerateDataKey(ctx context.Context, keyID string, size int, bi
 	if size < 1 || size > maxDataKeyBytes {
 		return nil, invalid(op, keyID, fmt.Sprintf("data key size %d outside 1..%d bytes", size, maxDataKeyBytes))
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, c.timedOut)
 	defer cancel()
 	out, err := c.kms.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{
 		KeyId:             awssdk.String(keyID),
@@ -173,7 +176,7 @@ func (c *Client) Decrypt(ctx context.Context, keyID string, wrapped []byte, bind
 	if len(wrapped) == 0 {
 		return nil, invalid(op, keyID, "empty wrapped key")
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, c.timedOut)
 	defer cancel()
 	out, err := c.kms.Decrypt(ctx, &kms.DecryptInput{
 		KeyId:             awssdk.String(keyID),
@@ -202,7 +205,7 @@ func (c *Client) Encrypt(ctx context.Context, keyID string, plaintext *secret.Ke
 	if n := plaintext.Len(); n < 1 || n > maxPlaintextBytes {
 		return nil, invalid(op, keyID, fmt.Sprintf("plaintext of %d bytes outside 1..%d", n, maxPlaintextBytes))
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, c.timedOut)
 	defer cancel()
 	out, err := c.kms.Encrypt(ctx, &kms.EncryptInput{
 		KeyId:             awssdk.String(keyID),
@@ -243,7 +246,7 @@ func (c *Client) ReEncrypt(ctx context.Context, srcKeyID string, wrapped []byte,
 	if len(wrapped) == 0 {
 		return nil, invalid(op, errKey, "empty wrapped key")
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, c.timedOut)
 	defer cancel()
 	ec := encryptionContext(binding)
 	out, err := c.kms.ReEncrypt(ctx, &kms.ReEncryptInput{
@@ -269,7 +272,7 @@ func (c *Client) DescribeKey(ctx context.Context, keyID string) (*kmsclient.KeyI
 	if keyID == "" {
 		return nil, invalid(op, keyID, "empty key id")
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, c.timedOut)
 	defer cancel()
 	out, err := c.kms.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: awssdk.String(keyID)})
 	if err != nil {

@@ -332,11 +332,18 @@ func TestTimeout(t *testing.T) {
 	c := newTestClient(t, f.URL, 100*time.Millisecond)
 	start := time.Now()
 	_, err := c.Decrypt(context.Background(), testARN, []byte("wrapped"), "binding-1")
-	if !errors.Is(err, kmsclient.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("got %v, want unavailable after the deadline", err)
+	if !errors.Is(err, kmsclient.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no answer within 100ms") {
+		t.Fatalf("got %v, want unavailable after the deadline, saying the timeout", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("took %v despite a 100ms timeout", d)
+	}
+	// The caller's own deadline is not the client's timeout.
+	c = newTestClient(t, f.URL, time.Minute)
+	short, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := c.Decrypt(short, testARN, []byte("wrapped"), "binding-1"); !errors.Is(err, kmsclient.ErrUnavailable) || strings.Contains(err.Error(), "no answer within") {
+		t.Fatalf("caller's deadline: got %v, want unavailable without the client's timeout", err)
 	}
 }
 

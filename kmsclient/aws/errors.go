@@ -82,6 +82,9 @@ var codeKinds = map[string]error{
 // out which state the key is in. The result is never nil.
 func (c *Client) mapError(ctx context.Context, op, keyID string, err error, keys ...string) *kmsclient.Error {
 	e := classify(op, keyID, err)
+	if e.Kind == kmsclient.ErrUnavailable && e.Message == "" && c.timedOut != nil && context.Cause(ctx) == c.timedOut {
+		e.Message = c.timedOut.Error()
+	}
 	if e.Code == codeInvalidState && len(keys) > 0 {
 		e.Kind = refineInvalidState(ctx, c.keyState, keys)
 	}
