@@ -34,10 +34,10 @@ type faultProxy struct {
 	t    *testing.T
 	addr string
 
-	mu    sync.Mutex
-	mode  string // see serve
-	ln    net.Listener
-	srv   *http.Server
+	mu       sync.Mutex
+	mode     string // see serve
+	ln       net.Listener
+	srv      *http.Server
 	pass     http.Handler // the KMS
 	throttle http.Handler // the KMS's answer when it throttles
 	seen     int          // requests answered with a fault
@@ -279,7 +279,7 @@ func newAWSFaultHost(t *testing.T) *kmsFaultHost {
 			}
 			return id
 		},
-		disableKey: func(id string) { call("DisableKey", map[string]any{"KeyId": id}) },
+		disableKey:   func(id string) { call("DisableKey", map[string]any{"KeyId": id}) },
 		disabledKind: "key_disabled",
 		msgs: map[string]string{
 			modeThrottle: "ThrottlingException", modeGarbage: "deserialization failed", modeTruncated: "deserialization failed",
