@@ -26,8 +26,8 @@ import (
 )
 
 // faultProxy stands between the daemon's workers and a real KMS (kms
-// serve, speaking Huawei Cloud's KMS API): it passes requests on, or
-// injects the fault its mode names. It listens on a fixed loopback
+// serve, speaking Huawei Cloud's KMS API, or local-kms, AWS's): it
+// passes requests on, or injects the fault its mode names. It listens on a fixed loopback
 // address, so that "down" (no listener: connections are refused) can end
 // without the clients' configuration changing.
 type faultProxy struct {
@@ -35,7 +35,7 @@ type faultProxy struct {
 	addr string
 
 	mu       sync.Mutex
-	mode     string // see serve
+	mode     string // one of the fault modes below
 	ln       net.Listener
 	srv      *http.Server
 	pass     http.Handler // the KMS
@@ -52,6 +52,7 @@ const (
 	modeTruncated = "truncated" // 200 with a JSON object cut short
 	modeBadGate   = "badgate"   // 502 with a proxy's HTML page
 	modeSlow      = "slow"      // no answer until the client gives up
+	modeReset     = "reset"     // the connection closed without an answer
 )
 
 func newFaultProxy(t *testing.T, pass string, throttle http.Handler) *faultProxy {
@@ -125,6 +126,10 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
 		w.WriteHeader(http.StatusBadGateway)
 		w.Write([]byte("<html><body><h1>502 Bad Gateway</h1></body></html>\n"))
+	case modeReset:
+		if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			c.Close()
+		}
 	case modeSlow:
 		// Hold the request until the client gives up (its timeout)
 		// or the proxy closes.
@@ -207,7 +212,7 @@ keys = ["*"]
 		disabledKind: "key_disabled",
 		msgs: map[string]string{
 			modeThrottle: "APIGW.0308", modeGarbage: "malformed KMS response", modeTruncated: "malformed KMS response",
-			modeBadGate: "HTTP 502", modeSlow: "no answer within 1s",
+			modeBadGate: "HTTP 502", modeSlow: "no answer within 1s", modeReset: "EOF",
 		},
 	}
 	pass := kmsServe(t, bin, serveCfg("serve", 1000, 1000))
@@ -283,7 +288,7 @@ func newAWSFaultHost(t *testing.T) *kmsFaultHost {
 		disabledKind: "key_disabled",
 		msgs: map[string]string{
 			modeThrottle: "ThrottlingException", modeGarbage: "deserialization failed", modeTruncated: "deserialization failed",
-			modeBadGate: "HTTP 502", modeSlow: "no answer within 1s",
+			modeBadGate: "HTTP 502", modeSlow: "no answer within 1s", modeReset: "EOF",
 		},
 	}
 	h.proxy = newFaultProxy(t, strings.TrimPrefix(endpoint, "http://"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -425,6 +430,7 @@ func testKMSFaults(t *testing.T, h *kmsFaultHost) {
 		{modeTruncated, "kms_unavailable", "KMS unavailable"},
 		{modeBadGate, "kms_unavailable", "KMS unavailable"},
 		{modeSlow, "kms_unavailable", "KMS unavailable"},
+		{modeReset, "kms_unavailable", "KMS unavailable"},
 	} {
 		t.Run(tt.mode, func(t *testing.T) {
 			msg := h.msgs[tt.mode]
