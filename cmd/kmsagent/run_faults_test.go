@@ -212,7 +212,7 @@ keys = ["*"]
 		disabledKind: "key_disabled",
 		msgs: map[string]string{
 			modeThrottle: "APIGW.0308", modeGarbage: "malformed KMS response", modeTruncated: "malformed KMS response",
-			modeBadGate: "HTTP 502", modeSlow: "no answer within 1s", modeReset: "EOF",
+			modeBadGate: "HTTP 502", modeSlow: "no answer within 1s", modeReset: `Post "http://`,
 		},
 	}
 	pass := kmsServe(t, bin, serveCfg("serve", 1000, 1000))
@@ -288,7 +288,7 @@ func newAWSFaultHost(t *testing.T) *kmsFaultHost {
 		disabledKind: "key_disabled",
 		msgs: map[string]string{
 			modeThrottle: "ThrottlingException", modeGarbage: "deserialization failed", modeTruncated: "deserialization failed",
-			modeBadGate: "HTTP 502", modeSlow: "no answer within 1s", modeReset: "EOF",
+			modeBadGate: "HTTP 502", modeSlow: "no answer within 1s", modeReset: `Post "http://`,
 		},
 	}
 	h.proxy = newFaultProxy(t, strings.TrimPrefix(endpoint, "http://"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
