@@ -133,7 +133,7 @@ func (s *Service) serveOptions(spec Spec) (share.ServeOptions, *envelope.Envelop
 	// A directory that is not there is not "not a share" (whose
 	// advice is to format it): its file system may not be mounted.
 	if _, err := os.Stat(o.CipherDir); errors.Is(err, fs.ErrNotExist) {
-		return o, nil, fmt.Errorf("cipher directory %s: %w", o.CipherDir, fs.ErrNotExist)
+		return o, nil, fmt.Errorf("cipher directory: %w", err)
 	}
 	e, err := envelope.Read(o.CipherDir)
 	if err != nil {
@@ -248,9 +248,7 @@ func (s *Service) mountLUKS(ctx context.Context, spec Spec, progress func(string
 			return Mounted{}, err
 		}
 	}
-	if _, err := os.Stat(spec.Source); errors.Is(err, fs.ErrNotExist) {
-		return Mounted{}, fmt.Errorf("device %s: %w; is the disk attached?", spec.Source, fs.ErrNotExist)
-	} else if err != nil {
+	if _, err := os.Stat(spec.Source); err != nil {
 		return Mounted{}, fmt.Errorf("device: %w", err)
 	}
 	ctl, err := dm.Open()

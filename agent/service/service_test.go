@@ -87,8 +87,8 @@ func TestMountMissingSource(t *testing.T) {
 		spec Spec
 		want string
 	}{
-		{Spec{Kind: KindShare, Source: filepath.Join(dir, "gone"), Target: dir}, "cipher directory " + filepath.Join(dir, "gone") + ": file does not exist"},
-		{Spec{Kind: KindLUKS, Name: "v", Source: filepath.Join(dir, "disk")}, "device " + filepath.Join(dir, "disk") + ": file does not exist; is the disk attached?"},
+		{Spec{Kind: KindShare, Source: filepath.Join(dir, "gone"), Target: dir}, "cipher directory: stat " + filepath.Join(dir, "gone") + ": no such file or directory"},
+		{Spec{Kind: KindLUKS, Name: "v", Source: filepath.Join(dir, "disk")}, "device: stat " + filepath.Join(dir, "disk") + ": no such file or directory"},
 	}
 	for _, tt := range tests {
 		_, err := svc.Mount(t.Context(), tt.spec)

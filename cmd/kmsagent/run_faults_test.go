@@ -516,9 +516,9 @@ func TestRunDaemonBadPlaces(t *testing.T) {
 		name, typ, source, target string
 		msg                       string // in the error
 	}{
-		{"nosrc", "fuse", filepath.Join(h.dir, "missing-cipher"), mkdir("nosrc"), "missing-cipher: file does not exist"},
+		{"nosrc", "fuse", filepath.Join(h.dir, "missing-cipher"), mkdir("nosrc"), "cipher directory: stat " + filepath.Join(h.dir, "missing-cipher") + ": no such file or directory"},
 		{"nodisk", "luks", "evs:0d0466b0-e727-4d9c-b35d-f84bb474a37f", "", "0d0466b0-e727-4d9c-b"},
-		{"nodev", "luks", "/dev/disk/by-id/virtio-kmsagent-missing", "", "/dev/disk/by-id/virtio-kmsagent-missing: file does not exist; is the disk attached?"},
+		{"nodev", "luks", "/dev/disk/by-id/virtio-kmsagent-missing", "", "device: stat /dev/disk/by-id/virtio-kmsagent-missing: no such file or directory"},
 		{"link", "fuse", format("link"), link, "symlink"},
 		{"file", "fuse", format("file"), file, "not a directory"},
 	}
