@@ -437,6 +437,7 @@ func testKMSFaults(t *testing.T, h *kmsFaultHost) {
 			if err := c.Unmount(t.Context(), "data", false); err != nil {
 				t.Fatal(err)
 			}
+			notify.drain()
 			h.proxy.set(tt.mode)
 			_, err := c.Mount(t.Context(), "data")
 			if err == nil || !strings.Contains(err.Error(), msg) {
@@ -457,6 +458,11 @@ func testKMSFaults(t *testing.T, h *kmsFaultHost) {
 			health, err := c.Health(t.Context())
 			if err != nil || !strings.Contains(health.Status, "data ("+tt.line+", retrying)") {
 				t.Fatalf("status line: %q %v, want data (%s, retrying)", health.Status, err, tt.line)
+			}
+			// systemd was told the same since the unmount (await
+			// fails the test after a bound).
+			for m := ""; !strings.Contains(m, "data ("+tt.line+", retrying)"); {
+				m = notify.await(t, "STATUS=")
 			}
 			metrics, err := c.Metrics(t.Context())
 			if err != nil || !strings.Contains(metrics, fmt.Sprintf(`kmsagent_errors_total{kind=%q}`, tt.kind)) {

@@ -50,6 +50,20 @@ func newNotifySocket(t *testing.T, dir string) *notifySocket {
 	return n
 }
 
+// drain drops the messages received so far.
+func (n *notifySocket) drain() {
+	for {
+		select {
+		case _, ok := <-n.msgs:
+			if !ok {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
 // await returns the first message starting with prefix, failing after
 // a generous bound (a slow CI machine, not a synchronisation sleep).
 func (n *notifySocket) await(t *testing.T, prefix string) string {
