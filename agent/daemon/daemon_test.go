@@ -67,7 +67,8 @@ func TestStart(t *testing.T) {
 				t.Errorf("%s: state %s, want %s", name, s.State, want)
 			}
 		}
-		if c := stateOf(t, d, "c"); c.ErrorKind != "key_disabled" || !strings.Contains(c.LastError, "key disabled") {
+		// The error names the volume: the service's name paths.
+		if c := stateOf(t, d, "c"); c.ErrorKind != "key_disabled" || !strings.HasPrefix(c.LastError, "volume c: ") || !strings.Contains(c.LastError, "key disabled") {
 			t.Errorf("c: %+v", c)
 		}
 
