@@ -55,6 +55,8 @@ type Mounted struct {
 
 // Mount mounts a share (it returns once the worker serves the mount) or
 // opens a LUKS volume and mounts its file system if spec has a Target.
+// When it fails after the key use was attempted, the Mounted it returns
+// with the error holds the CMK (KeyID, Provider), for an audit record.
 func (s *Service) Mount(ctx context.Context, spec Spec) (Mounted, error) {
 	return s.MountWithProgress(ctx, spec, nil)
 }
@@ -197,13 +199,16 @@ func (s *Service) mountShare(ctx context.Context, spec Spec) (Mounted, error) {
 		args = append(args, "--run-dir", s.o.RunDir)
 	}
 	args = s.workerArgs(ShareWorkerCommand, append(args, "-o", strings.Join(o.AllOptions(), ","), "--", o.CipherDir, o.Mountpoint)...)
+	// From here on a failure is a key use that failed: its CMK is
+	// known, for the caller's audit record.
+	failed := Mounted{KeyID: e.KMS.KeyID, Provider: e.KMS.Provider}
 	p, err := worker.Start(worker.Command{What: "mount worker", Executable: s.o.Executable, Args: args, Detach: true})
 	if err != nil {
-		return Mounted{}, err
+		return failed, err
 	}
 	ready, err := p.WaitReady(ctx, readyTimeout, s.workerMessage)
 	if err != nil {
-		return Mounted{}, err
+		return failed, err
 	}
 	spec.Source, spec.Target = o.CipherDir, o.Mountpoint
 	pid := ready.PID
@@ -261,11 +266,12 @@ func (s *Service) mountLUKS(ctx context.Context, spec Spec, progress func(string
 	}
 	v, err := crypt.Open(ctx, ctl, spec.Source, o, unlock)
 	progress("")
+	provider, keyID := luksKeyRef(spec.Source)
 	if err != nil {
-		return Mounted{}, err
+		// The CMK its token names, for the caller's audit record.
+		return Mounted{KeyID: keyID, Provider: provider}, err
 	}
 	spec.Name, spec.FSType = v.Name, v.FSType
-	provider, keyID := luksKeyRef(spec.Source)
 	return Mounted{Spec: spec, Device: v.Device, Loop: v.Loop, UUID: v.LUKSUUID, Provider: provider, KeyID: keyID, Since: time.Now()}, nil
 }
 

@@ -338,23 +338,26 @@ func volumesByName(t *testing.T, c *control.Client) map[string]daemon.VolumeInfo
 	return m
 }
 
-// auditResults reads the audit log's results of op for volume, in order.
-func auditResults(t *testing.T, path, volume, op string) []string {
+// auditRecord is what the fault tests read of an audit record.
+type auditRecord struct{ Volume, Op, Result, CMK string }
+
+// auditResults reads the audit log's records of op for volume, in order.
+func auditResults(t *testing.T, path, volume, op string) []auditRecord {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var out []string
+	var out []auditRecord
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var r struct{ Volume, Op, Result string }
+		var r auditRecord
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			t.Fatalf("audit line %q: %v", sc.Text(), err)
 		}
 		if r.Volume == volume && r.Op == op {
-			out = append(out, r.Result)
+			out = append(out, r)
 		}
 	}
 	return out
@@ -382,8 +385,8 @@ func TestRunDaemonKMSFaultsAWS(t *testing.T) {
 }
 
 func testKMSFaults(t *testing.T, h *kmsFaultHost) {
-	off := h.createKey()
-	h.addVolumes(h.share("data", h.createKey()) + h.share("off", off))
+	off, dataKey := h.createKey(), h.createKey()
+	h.addVolumes(h.share("data", dataKey) + h.share("off", off))
 	h.disableKey(off)
 	plain := filepath.Join(h.dir, "data")
 	auditLog := filepath.Join(h.dir, "audit.log")
@@ -468,8 +471,10 @@ func testKMSFaults(t *testing.T, h *kmsFaultHost) {
 			if err != nil || !strings.Contains(metrics, fmt.Sprintf(`kmsagent_errors_total{kind=%q}`, tt.kind)) {
 				t.Fatalf("metrics do not count %s errors: %v\n%s", tt.kind, err, metrics)
 			}
-			if res := auditResults(t, auditLog, "data", "unwrap"); len(res) == 0 || res[len(res)-1] != tt.kind {
-				t.Fatalf("audit results of data: %v, want the last %s", res, tt.kind)
+			// The audit record of the failed key use has the
+			// same kind, and its CMK.
+			if res := auditResults(t, auditLog, "data", "unwrap"); len(res) == 0 || res[len(res)-1].Result != tt.kind || !strings.Contains(res[len(res)-1].CMK, dataKey) {
+				t.Fatalf("audit records of data: %+v, want the last %s with CMK %s", res, tt.kind, dataKey)
 			}
 			h.proxy.set(modePass)
 			tstest.WaitFor(t, 60*time.Second, "data to be mounted when the KMS answers again", func() bool {

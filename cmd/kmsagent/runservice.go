@@ -23,7 +23,8 @@ func (d daemonService) Mount(ctx context.Context, spec daemon.Spec) (daemon.Moun
 		ReadOnly: spec.ReadOnly,
 	})
 	if err != nil {
-		return daemon.Mounted{}, err
+		// The CMK of a key use that failed, for the audit record.
+		return daemon.Mounted{KeyID: m.KeyID, Provider: m.Provider}, err
 	}
 	return daemon.Mounted{
 		Spec:      spec,
