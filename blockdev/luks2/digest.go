@@ -28,11 +28,10 @@ func (d *digest) verify(vk []byte) (bool, error) {
 	if d.typ != "pbkdf2" {
 		return false, fmt.Errorf("%w: digest type %q", ErrUnsupported, d.typ)
 	}
-	h, err := hashByName(d.hash)
-	if err != nil {
+	if _, err := hashByName(d.hash); err != nil {
 		return false, fmt.Errorf("%w: digest %d: %v", ErrUnsupported, d.id, err)
 	}
-	got, err := pbkdf2Key(h, vk, d.salt, d.iterations, len(d.value))
+	got, err := pbkdf2Key(d.hash, vk, d.salt, d.iterations, len(d.value))
 	if err != nil {
 		return false, err
 	}
@@ -71,7 +70,7 @@ func newDigestJSON(vk []byte, hashName string, iterations int) (*object, error) 
 	if _, err := rand.Read(salt); err != nil {
 		return nil, fmt.Errorf("luks2: digest salt: %w", err)
 	}
-	sum, err := pbkdf2Key(h, vk, salt, iterations, h().Size())
+	sum, err := pbkdf2Key(hashName, vk, salt, iterations, h().Size())
 	if err != nil {
 		return nil, err
 	}

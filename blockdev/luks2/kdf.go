@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/argon2"
 
 	"kmsagent/agent/secret"
+	"kmsagent/blockdev/luks2/internal/sha256block"
 )
 
 // KDF names as they appear in the header.
@@ -75,14 +76,13 @@ func (k KDF) checkNew() error {
 func (k KDF) derive(passphrase, salt []byte, n int) (*secret.Key, error) {
 	switch k.Type {
 	case KDFPBKDF2:
-		h, err := hashByName(k.Hash)
-		if err != nil {
+		if _, err := hashByName(k.Hash); err != nil {
 			return nil, fmt.Errorf("%w: kdf: %v", ErrUnsupported, err)
 		}
 		if k.Iterations == 0 {
 			return nil, fmt.Errorf("%w: kdf: pbkdf2 with zero iterations", ErrInvalidHeader)
 		}
-		return pbkdf2Key(h, passphrase, salt, int(k.Iterations), n)
+		return pbkdf2Key(k.Hash, passphrase, salt, int(k.Iterations), n)
 	case KDFArgon2i, KDFArgon2id:
 		// Bounds that keep a hostile header from asking for more than
 		// cryptsetup would ever write.
@@ -102,13 +102,22 @@ func (k KDF) derive(passphrase, salt []byte, n int) (*secret.Key, error) {
 	}
 }
 
-// pbkdf2Key is PBKDF2 (RFC 8018) written out here rather than taken from
-// crypto/pbkdf2, whose API takes the password as a string: passphrases and
-// volume keys must not be copied into immutable, unwipeable memory.
-func pbkdf2Key(h func() hash.Hash, password, salt []byte, iterations, n int) (*secret.Key, error) {
+// pbkdf2Key is PBKDF2 (RFC 8018) with HMAC over the named hash, written
+// out here rather than taken from crypto/pbkdf2, whose API takes the
+// password as a string: passphrases and volume keys must not be copied
+// into immutable, unwipeable memory.
+func pbkdf2Key(hashName string, password, salt []byte, iterations, n int) (*secret.Key, error) {
+	h, err := hashByName(hashName)
+	if err != nil {
+		return nil, err
+	}
 	out, err := secret.New(n)
 	if err != nil {
 		return nil, err
+	}
+	if hashName == "sha256" {
+		pbkdf2SHA256(out.Bytes(), password, salt, iterations)
+		return out, nil
 	}
 	prf := hmac.New(h, password)
 	size := prf.Size()
@@ -139,6 +148,94 @@ func pbkdf2Key(h func() hash.Hash, password, salt []byte, iterations, n int) (*s
 		dst = dst[copy(dst, t):]
 	}
 	return out, nil
+}
+
+// pbkdf2SHA256 is PBKDF2-HMAC-SHA256 into dst on the bare compression
+// function. Every unlock runs it twice (keyslot KDF and volume key
+// digest), thousands of iterations each, and an iteration is exactly two
+// compressions: the inner and outer hash, each starting from the state
+// after the padded key block and taking one 32-byte message whose padding
+// never changes. The key-dependent states live on this goroutine's stack
+// (locked memory in the workers, which mlockall) and are zeroed on return.
+func pbkdf2SHA256(dst, password, salt []byte, iterations int) {
+	const bs, size = sha256block.BlockSize, sha256block.Size
+	var key [bs]byte
+	if len(password) > bs {
+		sum := sha256.Sum256(password)
+		copy(key[:], sum[:])
+		clear(sum[:])
+	} else {
+		copy(key[:], password)
+	}
+	var pad [bs]byte
+	istate, ostate := sha256block.IV, sha256block.IV
+	for i := range pad {
+		pad[i] = key[i] ^ 0x36
+	}
+	sha256block.Blocks(&istate, pad[:])
+	for i := range pad {
+		pad[i] = key[i] ^ 0x5c
+	}
+	sha256block.Blocks(&ostate, pad[:])
+
+	// blk is one padded 32-byte message after the key block: the
+	// message is rewritten in place, the padding stays.
+	var blk [bs]byte
+	sha256block.Pad(blk[:], size, bs+size)
+	var st sha256block.State
+	var t [size]byte
+	var buf [2 * bs]byte
+	var counter [4]byte
+	for block := uint32(1); len(dst) > 0; block++ {
+		// U1 = HMAC(salt || INT(block)); the salt may have any length.
+		binary.BigEndian.PutUint32(counter[:], block)
+		st = istate
+		hashTail(&st, buf[:], bs, salt, counter[:])
+		st.Put(blk[:size])
+		st = ostate
+		sha256block.Blocks(&st, blk[:])
+		st.Put(blk[:size])
+		copy(t[:], blk[:size])
+		for i := 1; i < iterations; i++ {
+			st = istate
+			sha256block.Blocks(&st, blk[:])
+			st.Put(blk[:size])
+			st = ostate
+			sha256block.Blocks(&st, blk[:])
+			st.Put(blk[:size])
+			for j := range t {
+				t[j] ^= blk[j]
+			}
+		}
+		dst = dst[copy(dst, t[:]):]
+	}
+	clear(key[:])
+	clear(pad[:])
+	clear(blk[:])
+	clear(t[:])
+	clear(buf[:])
+	istate, ostate, st = sha256block.State{}, sha256block.State{}, sha256block.State{}
+}
+
+// hashTail hashes a || b into st, which has already taken prefix bytes
+// (whole blocks), and pads: st is then the digest. buf is scratch of two
+// blocks.
+func hashTail(st *sha256block.State, buf []byte, prefix uint64, a, b []byte) {
+	const bs = sha256block.BlockSize
+	total := prefix + uint64(len(a)+len(b))
+	n := 0
+	for _, p := range [][]byte{a, b} {
+		for len(p) > 0 {
+			c := copy(buf[n:bs], p)
+			n += c
+			p = p[c:]
+			if n == bs {
+				sha256block.Blocks(st, buf[:bs])
+				n = 0
+			}
+		}
+	}
+	sha256block.Blocks(st, sha256block.Pad(buf, n, total))
 }
 
 // hashByName maps the hash names LUKS2 uses to Go hashes.

@@ -51,8 +51,7 @@ func (h *Header) openKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*sec
 	if !ok {
 		return nil, fmt.Errorf("%w: keyslot %d has no digest", ErrInvalidHeader, slot)
 	}
-	afh, err := hashByName(ks.af.hash)
-	if err != nil {
+	if _, err := hashByName(ks.af.hash); err != nil {
 		return nil, fmt.Errorf("%w: keyslot %d: %v", ErrUnsupported, slot, err)
 	}
 	key, err := ks.kdf.derive(passphrase, ks.salt, ks.area.keySize)
@@ -78,7 +77,7 @@ func (h *Header) openKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*sec
 	if err != nil {
 		return nil, err
 	}
-	if err := afMerge(vk.Bytes(), split.Bytes(), ks.af.stripes, afh); err != nil {
+	if err := afMerge(vk.Bytes(), split.Bytes(), ks.af.stripes, ks.af.hash); err != nil {
 		vk.Wipe()
 		return nil, err
 	}
@@ -237,8 +236,7 @@ func (h *Header) AddKeyslot(dev WriterAtSyncer, vk *secret.Key, passphrase []byt
 		return -1, err
 	}
 	defer split.Wipe()
-	afh, _ := hashByName(afHash)
-	if err := afSplit(split.Bytes(), vk.Bytes(), stripes, afh); err != nil {
+	if err := afSplit(split.Bytes(), vk.Bytes(), stripes, afHash); err != nil {
 		return -1, err
 	}
 	cryptArea(c, split.Bytes(), true)

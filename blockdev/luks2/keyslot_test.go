@@ -3,14 +3,11 @@ package luks2
 import (
 	"bytes"
 	"crypto/pbkdf2"
-	"crypto/sha1"
 	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"strconv"
 	"testing"
 )
@@ -27,7 +24,7 @@ func TestPBKDF2(t *testing.T) {
 		{"passwordPASSWORDpassword", "saltSALTsaltSALTsaltSALTsaltSALTsalt", 4096, 25, "3d2eec4fe41c849b80c8d83662c0e44a8b291a964cf2f07038"},
 		{"pass\x00word", "sa\x00lt", 4096, 16, "56fa6aa75548099dcc37d7f03425e0c3"},
 	} {
-		k, err := pbkdf2Key(sha1.New, []byte(tc.pass), []byte(tc.salt), tc.iter, tc.n)
+		k, err := pbkdf2Key("sha1", []byte(tc.pass), []byte(tc.salt), tc.iter, tc.n)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -37,13 +34,14 @@ func TestPBKDF2(t *testing.T) {
 		k.Wipe()
 	}
 	// Against the standard library, across block boundaries.
-	for _, h := range []func() hash.Hash{sha256.New, sha512.New} {
+	for _, hn := range []string{"sha1", "sha256", "sha512"} {
+		h, _ := hashByName(hn)
 		for _, n := range []int{1, 31, 32, 33, 64, 65, 100} {
 			want, err := pbkdf2.Key(h, "a passphrase", []byte("salty"), 1000, n)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := pbkdf2Key(h, []byte("a passphrase"), []byte("salty"), 1000, n)
+			got, err := pbkdf2Key(hn, []byte("a passphrase"), []byte("salty"), 1000, n)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -55,18 +53,63 @@ func TestPBKDF2(t *testing.T) {
 	}
 }
 
+// TestPBKDF2SHA256Shapes checks the compression-function path of
+// PBKDF2-HMAC-SHA256 against the standard library where its layout
+// changes: passwords longer than a block are hashed first, and the salt
+// and counter of the first iteration can cross a block boundary.
+func TestPBKDF2SHA256Shapes(t *testing.T) {
+	for _, tc := range []struct{ pass, salt, iter, n int }{
+		{0, 0, 1, 32}, {1, 32, 1, 32}, {64, 32, 2, 64}, {65, 32, 3, 64}, {200, 32, 1000, 33},
+		{32, 27, 5, 32}, {32, 28, 5, 32}, {32, 51, 5, 32}, {32, 52, 5, 32}, {32, 60, 5, 32},
+		{32, 64, 5, 32}, {32, 100, 5, 96}, {44, 32, 1000, 64},
+	} {
+		pass := bytes.Repeat([]byte{'p'}, tc.pass)
+		salt := bytes.Repeat([]byte{'s'}, tc.salt)
+		want, err := pbkdf2.Key(sha256.New, string(pass), salt, tc.iter, tc.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, tc.n)
+		pbkdf2SHA256(got, pass, salt, tc.iter)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%+v: %x, want %x", tc, got, want)
+		}
+	}
+}
+
+// TestDiffuseSHA256 checks the compression-function diffusion against the
+// same step through crypto/sha256, for every key size LUKS uses.
+func TestDiffuseSHA256(t *testing.T) {
+	fast, err := newDiffuser("sha256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := &diffuser{h: sha256.New(), sum: make([]byte, 0, sha256.Size)}
+	for _, n := range []int{16, 24, 31, 32, 33, 48, 64, 65, 96, 128} {
+		a := make([]byte, n)
+		for i := range a {
+			a[i] = byte(i*31 + n)
+		}
+		b := bytes.Clone(a)
+		fast.diffuse(a)
+		slow.diffuse(b)
+		if !bytes.Equal(a, b) {
+			t.Errorf("%d bytes: %x, want %x", n, a, b)
+		}
+	}
+}
+
 func TestAFRoundTrip(t *testing.T) {
 	for _, hn := range []string{"sha1", "sha256", "sha512"} {
 		for _, n := range []int{16, 32, 64, 65} {
-			h, _ := hashByName(hn)
 			key := bytes.Repeat([]byte{0xa5}, n)
 			key[0] = byte(n)
 			split := make([]byte, n*stripes)
-			if err := afSplit(split, key, stripes, h); err != nil {
+			if err := afSplit(split, key, stripes, hn); err != nil {
 				t.Fatal(err)
 			}
 			got := make([]byte, n)
-			if err := afMerge(got, split, stripes, h); err != nil {
+			if err := afMerge(got, split, stripes, hn); err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(got, key) {
@@ -74,7 +117,7 @@ func TestAFRoundTrip(t *testing.T) {
 			}
 			// Any damaged stripe destroys the key.
 			split[n*1234] ^= 1
-			if afMerge(got, split, stripes, h); bytes.Equal(got, key) {
+			if afMerge(got, split, stripes, hn); bytes.Equal(got, key) {
 				t.Errorf("%s/%d: key survived a damaged stripe", hn, n)
 			}
 		}
