@@ -58,18 +58,74 @@ func afMerge(dst, src []byte, stripes int, hashName string) error {
 	if len(src) < n*stripes {
 		return fmt.Errorf("luks2: af: %d bytes hold no %d stripes of %d", len(src), stripes, n)
 	}
-	d, err := newDiffuser(hashName)
+	m, err := newAFMerger(dst, make([]byte, n), stripes, hashName)
 	if err != nil {
 		return err
 	}
-	defer d.wipe()
-	clear(dst)
-	for i := 0; i < stripes-1; i++ {
-		xor(dst, src[i*n:(i+1)*n])
-		d.diffuse(dst)
-	}
-	xor(dst, src[(stripes-1)*n:stripes*n])
+	defer m.wipe()
+	m.write(src[:n*stripes])
 	return nil
+}
+
+// afMerger recovers a key from its split fed in pieces of any size, so
+// an unlock can decrypt the keyslot area a few sectors at a time into a
+// small locked buffer instead of a locked copy of the whole split.
+type afMerger struct {
+	dst     []byte // the running block; the key once every stripe is in
+	carry   []byte // a stripe cut by the end of a piece
+	nc      int
+	stripes int
+	done    int
+	d       *diffuser
+}
+
+// newAFMerger merges into dst; carry is scratch of len(dst) bytes, in
+// locked memory like dst.
+func newAFMerger(dst, carry []byte, stripes int, hashName string) (*afMerger, error) {
+	d, err := newDiffuser(hashName)
+	if err != nil {
+		return nil, err
+	}
+	clear(dst)
+	return &afMerger{dst: dst, carry: carry[:len(dst)], stripes: stripes, d: d}, nil
+}
+
+// write merges the next bytes of the split; bytes past the last stripe
+// (the padding to whole sectors) are ignored.
+func (m *afMerger) write(p []byte) {
+	n := len(m.dst)
+	for len(p) > 0 && m.done < m.stripes {
+		if m.nc > 0 || len(p) < n {
+			c := copy(m.carry[m.nc:], p)
+			m.nc += c
+			p = p[c:]
+			if m.nc < n {
+				return
+			}
+			m.stripe(m.carry)
+			m.nc = 0
+			continue
+		}
+		m.stripe(p[:n])
+		p = p[n:]
+	}
+}
+
+// stripe merges one stripe: XOR, then diffusion for all but the last.
+func (m *afMerger) stripe(s []byte) {
+	xor(m.dst, s)
+	m.done++
+	if m.done < m.stripes {
+		m.d.diffuse(m.dst)
+	}
+}
+
+// complete reports whether every stripe has been merged.
+func (m *afMerger) complete() bool { return m.done == m.stripes }
+
+func (m *afMerger) wipe() {
+	clear(m.carry)
+	m.d.wipe()
 }
 
 func xor(dst, src []byte) {

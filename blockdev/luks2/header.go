@@ -130,6 +130,7 @@ func checksum(newHash func() hash.Hash, bin, jsonArea []byte) []byte {
 type headerCopy struct {
 	bin  binHeader
 	meta *metadata
+	text []byte // the JSON text meta was parsed from
 }
 
 // copyError says why one copy is unusable. found is set when the LUKS2
@@ -144,7 +145,11 @@ type copyError struct {
 
 // readCopy reads and checks the metadata copy at offset: magic, version,
 // hdr_offset, hdr_size, checksum, then the JSON area and its validation.
-func readCopy(r io.ReaderAt, offset uint64, secondary bool) (*headerCopy, *copyError) {
+// When same, a copy read before, holds the very JSON text and hdr_size,
+// its parsed metadata is taken instead of parsing and validating the text
+// again: the two copies of a healthy header are identical but for the
+// binary header, and parsing is much of the CPU of an unlock.
+func readCopy(r io.ReaderAt, offset uint64, secondary bool, same *headerCopy) (*headerCopy, *copyError) {
 	name := "primary"
 	magic := magicPrimary
 	if secondary {
@@ -193,6 +198,9 @@ func readCopy(r io.ReaderAt, offset uint64, secondary bool) (*headerCopy, *copyE
 	if err != nil {
 		return nil, fail(true, "%v", err)
 	}
+	if same != nil && same.bin.hdrSize == bh.hdrSize && bytes.Equal(same.text, text) {
+		return &headerCopy{bin: bh, meta: same.meta, text: text}, nil
+	}
 	m, err := parseMetadata(text)
 	if err == nil {
 		err = m.validate(bh.hdrSize)
@@ -200,7 +208,7 @@ func readCopy(r io.ReaderAt, offset uint64, secondary bool) (*headerCopy, *copyE
 	if err != nil {
 		return nil, fail(true, "%v", err)
 	}
-	return &headerCopy{bin: bh, meta: m}, nil
+	return &headerCopy{bin: bh, meta: m, text: text}, nil
 }
 
 // jsonText cuts the JSON text out of a JSON area: it must start at the
@@ -227,21 +235,21 @@ func jsonText(area []byte) ([]byte, error) {
 // does not say where it is), and Warnings says so. It fails only when
 // neither copy is valid.
 func Read(r io.ReaderAt) (*Header, error) {
-	primary, perr := readCopy(r, 0, false)
+	primary, perr := readCopy(r, 0, false, nil)
 	var secondary *headerCopy
 	var serr *copyError
 	switch {
 	case perr == nil:
-		secondary, serr = readCopy(r, primary.bin.hdrSize, true)
+		secondary, serr = readCopy(r, primary.bin.hdrSize, true, primary)
 	case perr.sane:
 		// The binary header is intact, only its JSON is bad: its hdr_size
 		// locates the secondary copy.
-		secondary, serr = readCopy(r, perr.hdrSize, true)
+		secondary, serr = readCopy(r, perr.hdrSize, true, nil)
 	default:
 		// Nothing says where the secondary is: try every allowed offset,
 		// and report the most telling failure if none works.
 		for _, off := range metadataSizes {
-			s, e := readCopy(r, off, true)
+			s, e := readCopy(r, off, true, nil)
 			if s != nil {
 				secondary, serr = s, nil
 				break

@@ -107,28 +107,35 @@ func (k KDF) derive(passphrase, salt []byte, n int) (*secret.Key, error) {
 // password as a string: passphrases and volume keys must not be copied
 // into immutable, unwipeable memory.
 func pbkdf2Key(hashName string, password, salt []byte, iterations, n int) (*secret.Key, error) {
-	h, err := hashByName(hashName)
-	if err != nil {
-		return nil, err
-	}
 	out, err := secret.New(n)
 	if err != nil {
 		return nil, err
 	}
+	if err := pbkdf2Into(hashName, out.Bytes(), password, salt, iterations); err != nil {
+		out.Wipe()
+		return nil, err
+	}
+	return out, nil
+}
+
+// pbkdf2Into is pbkdf2Key into dst, which the caller provides.
+func pbkdf2Into(hashName string, dst, password, salt []byte, iterations int) error {
+	h, err := hashByName(hashName)
+	if err != nil {
+		return err
+	}
 	if hashName == "sha256" {
-		pbkdf2SHA256(out.Bytes(), password, salt, iterations)
-		return out, nil
+		pbkdf2SHA256(dst, password, salt, iterations)
+		return nil
 	}
 	prf := hmac.New(h, password)
 	size := prf.Size()
 	u, err := secret.New(2 * size)
 	if err != nil {
-		out.Wipe()
-		return nil, err
+		return err
 	}
 	defer u.Wipe()
 	ub, t := u.Bytes()[:size], u.Bytes()[size:]
-	dst := out.Bytes()
 	var counter [4]byte
 	for block := uint32(1); len(dst) > 0; block++ {
 		prf.Reset()
@@ -147,7 +154,7 @@ func pbkdf2Key(hashName string, password, salt []byte, iterations, n int) (*secr
 		}
 		dst = dst[copy(dst, t):]
 	}
-	return out, nil
+	return nil
 }
 
 // pbkdf2SHA256 is PBKDF2-HMAC-SHA256 into dst on the bare compression

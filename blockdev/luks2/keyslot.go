@@ -64,22 +64,13 @@ func (h *Header) openKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*sec
 		return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
 	}
 	defer c.wipe()
-	split, err := secret.New(int(afSectors(ks.keySize, ks.af.stripes)) * sectorSize)
-	if err != nil {
-		return nil, err
-	}
-	defer split.Wipe()
-	if _, err := dev.ReadAt(split.Bytes(), int64(ks.area.offset)); err != nil {
-		return nil, fmt.Errorf("luks2: read keyslot %d area: %w", slot, err)
-	}
-	cryptArea(c, split.Bytes(), false)
 	vk, err := secret.New(ks.keySize)
 	if err != nil {
 		return nil, err
 	}
-	if err := afMerge(vk.Bytes(), split.Bytes(), ks.af.stripes, ks.af.hash); err != nil {
+	if err := mergeArea(dev, c, ks, vk.Bytes()); err != nil {
 		vk.Wipe()
-		return nil, err
+		return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
 	}
 	match, err := d.verify(vk.Bytes())
 	if err != nil || !match {
@@ -90,6 +81,50 @@ func (h *Header) openKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*sec
 		return nil, fmt.Errorf("%w (keyslot %d)", ErrWrongPassphrase, slot)
 	}
 	return vk, nil
+}
+
+// areaChunk is how much of a keyslot area an unlock decrypts at a time:
+// the plaintext split is key material and lives in locked memory, and
+// mapping, locking and unmapping one page is much cheaper than the 250 KiB
+// of a whole 512-bit key's split, which a boot pays once per volume.
+const areaChunk = 4096
+
+// mergeArea reads the keyslot area of ks from dev (ciphertext, into the
+// heap, a few chunks at a time), decrypts it a chunk at a time into locked
+// memory and merges the split into vk.
+func mergeArea(dev io.ReaderAt, c sectorCipher, ks *keyslot, vk []byte) error {
+	scratch, err := secret.New(areaChunk + len(vk))
+	if err != nil {
+		return err
+	}
+	defer scratch.Wipe()
+	pt, carry := scratch.Bytes()[:areaChunk], scratch.Bytes()[areaChunk:]
+	m, err := newAFMerger(vk, carry, ks.af.stripes, ks.af.hash)
+	if err != nil {
+		return err
+	}
+	defer m.wipe()
+	size := int(afSectors(ks.keySize, ks.af.stripes)) * sectorSize
+	ct := make([]byte, min(size, 8*areaChunk))
+	for off := 0; off < size; {
+		rd := ct[:min(len(ct), size-off)]
+		if _, err := dev.ReadAt(rd, int64(ks.area.offset)+int64(off)); err != nil {
+			return fmt.Errorf("read area: %w", err)
+		}
+		for len(rd) > 0 {
+			chunk := pt[:min(areaChunk, len(rd))]
+			for s := 0; s < len(chunk); s += sectorSize {
+				c.decryptSector(chunk[s:s+sectorSize], rd[s:s+sectorSize], uint64((off+s)/sectorSize))
+			}
+			m.write(chunk)
+			rd = rd[len(chunk):]
+			off += len(chunk)
+		}
+	}
+	if !m.complete() {
+		return fmt.Errorf("%w: area holds fewer than %d stripes", ErrInvalidHeader, ks.af.stripes)
+	}
+	return nil
 }
 
 // OpenAny tries the passphrase on every luks2 keyslot bound to the data

@@ -124,6 +124,33 @@ func TestAFRoundTrip(t *testing.T) {
 	}
 }
 
+// TestAFMergerPieces feeds a split to the merger in pieces that cut
+// stripes anywhere, as an unlock does with key sizes that do not divide
+// its chunk.
+func TestAFMergerPieces(t *testing.T) {
+	for _, n := range []int{32, 48, 64} {
+		key := bytes.Repeat([]byte{0x3c}, n)
+		key[1] = byte(n)
+		split := make([]byte, n*stripes+100) // + padding to whole sectors
+		if err := afSplit(split, key, stripes, "sha256"); err != nil {
+			t.Fatal(err)
+		}
+		for _, piece := range []int{1, 7, 100, areaChunk, len(split)} {
+			got := make([]byte, n)
+			m, err := newAFMerger(got, make([]byte, n), stripes, "sha256")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for off := 0; off < len(split); off += piece {
+				m.write(split[off:min(off+piece, len(split))])
+			}
+			if !m.complete() || !bytes.Equal(got, key) {
+				t.Errorf("key %d bytes, pieces of %d: complete=%v, key %x", n, piece, m.complete(), got)
+			}
+		}
+	}
+}
+
 func TestAreaCiphers(t *testing.T) {
 	key := bytes.Repeat([]byte{7}, 64)
 	for _, tc := range []struct {
