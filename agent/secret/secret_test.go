@@ -7,9 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func TestRedaction(t *testing.T) {
@@ -177,4 +180,48 @@ func TestReadAll(t *testing.T) {
 			t.Errorf("ReadAll(%d bytes, hint %d, limit %d) = %d bytes, %v", tc.size, tc.hint, tc.limit, len(got), err)
 		}
 	}
+}
+
+// TestLockedNoDump: a key's mapping is locked in memory and left out of
+// core dumps, as /proc/self/smaps reports it. An unprivileged run under
+// a small RLIMIT_MEMLOCK may get an unlocked key; only root must lock.
+func TestLockedNoDump(t *testing.T) {
+	k, err := New(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Wipe()
+	flags := smapsFlags(t, uintptr(unsafe.Pointer(&k.mem[0])))
+	if !slices.Contains(flags, "dd") {
+		t.Errorf("mapping not excluded from core dumps: VmFlags %v", flags)
+	}
+	if os.Geteuid() == 0 && !slices.Contains(flags, "lo") {
+		t.Errorf("mapping not locked: VmFlags %v", flags)
+	}
+}
+
+// smapsFlags returns the VmFlags of the mapping that starts at addr.
+func smapsFlags(t *testing.T, addr uintptr) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Skipf("no smaps: %v", err)
+	}
+	in := false
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if start, _, ok := strings.Cut(f[0], "-"); ok && len(f) >= 5 {
+			v, err := strconv.ParseUint(start, 16, 64)
+			in = err == nil && uintptr(v) == addr
+			continue
+		}
+		if in && f[0] == "VmFlags:" {
+			return f[1:]
+		}
+	}
+	t.Fatalf("no mapping at %#x in smaps", addr)
+	return nil
 }
