@@ -41,7 +41,7 @@ func (c *cli) runCtx(ctx context.Context, args ...string) result {
 	return result{code, out.String(), errb.String()}
 }
 
-func writeFile(t *testing.T, path, data string, mode os.FileMode) string {
+func writeFile(t testing.TB, path, data string, mode os.FileMode) string {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(data), mode); err != nil {
 		t.Fatal(err)
@@ -126,7 +126,7 @@ func TestBadConfig(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

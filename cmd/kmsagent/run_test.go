@@ -25,7 +25,7 @@ type notifySocket struct {
 	msgs chan string
 }
 
-func newNotifySocket(t *testing.T, dir string) *notifySocket {
+func newNotifySocket(t testing.TB, dir string) *notifySocket {
 	t.Helper()
 	path := filepath.Join(dir, "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
@@ -66,7 +66,7 @@ func (n *notifySocket) drain() {
 
 // await returns the first message starting with prefix, failing after
 // a generous bound (a slow CI machine, not a synchronisation sleep).
-func (n *notifySocket) await(t *testing.T, prefix string) string {
+func (n *notifySocket) await(t testing.TB, prefix string) string {
 	t.Helper()
 	timeout := time.After(60 * time.Second)
 	for {
