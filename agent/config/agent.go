@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -79,15 +78,46 @@ var (
 	ErrDuplicate    = errors.New("duplicate")
 )
 
-// volumeName is what a dm device, a unit instance and a log line can
-// carry without quoting.
-var volumeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+// The name rules are loops, not regular expressions: a bounded
+// repetition such as {0,62} compiles to a copy of its class per
+// repetition, some 200 KiB of heap made at start-up by the daemon and by
+// every worker, which all load configuration.
 
-// evsID is a cloud disk id: letters, digits and dashes.
-var evsID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,127}$`)
+// validVolumeName: what a dm device, a unit instance and a log line can
+// carry without quoting, [A-Za-z0-9][A-Za-z0-9_.-]{0,62}.
+func validVolumeName(s string) bool {
+	return validName(s, 63, isAlnum, func(c byte) bool { return isAlnum(c) || c == '_' || c == '.' || c == '-' })
+}
 
-// fsType is a file system type as mount(2) takes it.
-var fsType = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,31}$`)
+// validEVSID: a cloud disk id, [A-Za-z0-9][A-Za-z0-9-]{0,127}.
+func validEVSID(s string) bool {
+	return validName(s, 128, isAlnum, func(c byte) bool { return isAlnum(c) || c == '-' })
+}
+
+// validFSType: a file system type as mount(2) takes it,
+// [a-z0-9][a-z0-9._-]{0,31}.
+func validFSType(s string) bool {
+	lower := func(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
+	return validName(s, 32, lower, func(c byte) bool { return lower(c) || c == '_' || c == '.' || c == '-' })
+}
+
+// validName reports whether s has 1 to maxLen bytes, the first accepted
+// by first and the others by rest.
+func validName(s string, maxLen int, first, rest func(byte) bool) bool {
+	if s == "" || len(s) > maxLen || !first(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if !rest(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
 
 func (a *Agent) validate() error {
 	for _, p := range []struct{ key, v string }{{"socket", a.Socket}, {"state_dir", a.StateDir}, {"audit_log", a.AuditLog}} {
@@ -112,7 +142,7 @@ func ValidateVolumes(vols []Volume) error {
 	for i := range vols {
 		v := &vols[i]
 		if err := v.Validate(); err != nil {
-			if v.Name == "" || !volumeName.MatchString(v.Name) {
+			if v.Name == "" || !validVolumeName(v.Name) {
 				return fmt.Errorf("volume[%d]: %w", i, err)
 			}
 			return err
@@ -133,7 +163,7 @@ func ValidateVolumes(vols []Volume) error {
 
 // Validate checks one volume on its own.
 func (v *Volume) Validate() error {
-	if !volumeName.MatchString(v.Name) {
+	if !validVolumeName(v.Name) {
 		return fmt.Errorf("name = %q: %w: 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", v.Name, ErrVolumeName)
 	}
 	where := fmt.Sprintf("volume %q", v.Name)
@@ -155,7 +185,7 @@ func (v *Volume) Validate() error {
 		if v.Type == VolumeFUSE {
 			return fmt.Errorf("%s: fs_type = %q: a share is always a FUSE file system; remove fs_type", where, v.FSType)
 		}
-		if !fsType.MatchString(v.FSType) {
+		if !validFSType(v.FSType) {
 			return fmt.Errorf("%s: fs_type = %q is not a file system type such as \"ext4\"", where, v.FSType)
 		}
 		if v.Target == "" {
@@ -185,7 +215,7 @@ func (v *Volume) validateSource() error {
 		if v.Type == VolumeFUSE {
 			return fmt.Errorf("%w: a share's source is its cipher directory, not a disk", ErrVolumeSource)
 		}
-		if !evsID.MatchString(strings.TrimPrefix(v.Source, "evs:")) {
+		if !validEVSID(strings.TrimPrefix(v.Source, "evs:")) {
 			return fmt.Errorf("%w: evs: needs the disk's volume id, letters, digits and dashes, e.g. evs:5a7f3a4e-1111-4000-8000-000000000000", ErrVolumeSource)
 		}
 	case !absClean(v.Source):

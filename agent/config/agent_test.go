@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -113,11 +114,50 @@ func FuzzVolumes(f *testing.F) {
 			}
 			return
 		}
-		if !volumeName.MatchString(v.Name) || (v.Type != VolumeLUKS && v.Type != VolumeFUSE) || v.Source == "" {
+		if !volumeNameRE.MatchString(v.Name) || (v.Type != VolumeLUKS && v.Type != VolumeFUSE) || v.Source == "" {
 			t.Fatalf("accepted %+v", v)
 		}
 		if v.Target != "" && !absClean(v.Target) {
 			t.Fatalf("accepted target %q", v.Target)
+		}
+	})
+}
+
+// The name rules as regular expressions: the oracle for the loops that
+// replace them.
+var (
+	volumeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+	evsIDRE      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,127}$`)
+	fsTypeRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,31}$`)
+)
+
+func TestNameRules(t *testing.T) {
+	var inputs []string
+	for _, c := range []string{"", "a", "Z", "0", "_", ".", "-", ":", "/", " ", "\n", "é", "\x00"} {
+		for _, n := range []int{1, 2, 31, 32, 33, 62, 63, 64, 127, 128, 129} {
+			inputs = append(inputs, strings.Repeat(c, n), "a"+strings.Repeat(c, n-1), "a"+strings.Repeat(c, n), "A"+strings.Repeat(c, n)+"1")
+		}
+	}
+	for _, s := range inputs {
+		for _, r := range []struct {
+			name string
+			loop func(string) bool
+			re   *regexp.Regexp
+		}{{"volume name", validVolumeName, volumeNameRE}, {"evs id", validEVSID, evsIDRE}, {"fs type", validFSType, fsTypeRE}} {
+			if got, want := r.loop(s), r.re.MatchString(s); got != want {
+				t.Errorf("%s %q: %v, want %v", r.name, s, got, want)
+			}
+		}
+	}
+}
+
+func FuzzNameRules(f *testing.F) {
+	f.Add("data-1.x")
+	f.Add("ext4")
+	f.Add("a\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		if validVolumeName(s) != volumeNameRE.MatchString(s) || validEVSID(s) != evsIDRE.MatchString(s) || validFSType(s) != fsTypeRE.MatchString(s) {
+			t.Fatalf("%q: the loops and the regular expressions disagree", s)
 		}
 	})
 }

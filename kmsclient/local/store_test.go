@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -287,6 +289,21 @@ func TestErrorsAreOneLine(t *testing.T) {
 	for _, c := range msg {
 		if c == '\n' {
 			t.Fatalf("multi-line error: %q", msg)
+		}
+	}
+}
+
+// TestValidAlias checks the alias rule's loop against the regular
+// expression it replaces.
+func TestValidAlias(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9:/_.-]{0,254}$`)
+	for _, c := range []string{"", "a", "9", ":", "/", "_", ".", "-", " ", "\n", "é", "\x00", "*"} {
+		for _, n := range []int{1, 2, 254, 255, 256} {
+			for _, s := range []string{strings.Repeat(c, n), "a" + strings.Repeat(c, n-1), "k" + strings.Repeat(c, n)} {
+				if got, want := validAlias(s), re.MatchString(s); got != want {
+					t.Errorf("%q: %v, want %v", s, got, want)
+				}
+			}
 		}
 	}
 }
