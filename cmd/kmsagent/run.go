@@ -44,6 +44,11 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) error {
 	defer signal.Stop(hup)
 
 	path, explicit := config.Path(env.configFlag)
+	if explicit {
+		// The workers start in / and are handed this path; reloads
+		// read it too.
+		path = absConfigPath(path)
+	}
 	load := func() (*config.Config, error) { return config.Load(path, explicit) }
 	cfg, err := load()
 	if err != nil {

@@ -199,3 +199,41 @@ func (h *daemonHost) addVolumes(toml string) {
 		h.t.Fatal(err)
 	}
 }
+
+// TestRunRelativeConfig: a daemon started with a relative --config hands
+// its share workers, which start in /, the same file.
+func TestRunRelativeConfig(t *testing.T) {
+	h := newDaemonHost(t)
+	h.cli("kms", "create-key", "--alias", "k")
+	cipher, plain := filepath.Join(h.dir, "cipher"), filepath.Join(h.dir, "plain")
+	h.cli("format", "fuse", cipher, "--key-id", "k")
+	if err := os.Mkdir(plain, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(plain, syscall.MNT_DETACH) })
+	h.addVolumes(fmt.Sprintf("\n[[volume]]\nname = \"rel\"\ntype = \"fuse\"\nsource = %q\ntarget = %q\nauto = true\n", cipher, plain))
+
+	notify := newNotifySocket(t, t.TempDir())
+	cmd := exec.Command(h.bin, "--config", filepath.Base(h.cfg), "run")
+	cmd.Dir = filepath.Dir(h.cfg)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.path)
+	var stderr tstest.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	notify.await(t, "READY=1")
+	c := control.NewClient(h.sock)
+	defer c.Close()
+	st, err := c.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := managed(st); len(v) != 1 || v[0].State != daemon.StateMounted {
+		t.Fatalf("volumes %+v, want rel mounted\n%s", v, stderr.String())
+	}
+}
