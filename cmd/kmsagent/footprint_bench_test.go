@@ -21,6 +21,7 @@ import (
 
 	"kmsagent/agent/control"
 	"kmsagent/agent/daemon"
+	"kmsagent/agent/service"
 	"kmsagent/agent/tstest"
 )
 
@@ -34,7 +35,8 @@ import (
 //   - the daemon's memory once start-up has settled (footprintSettle
 //     after READY=1), VmRSS and Pss (its share of pages it has in common
 //     with the workers, which run the same binary);
-//   - each share worker's memory, idle and after a sequential write
+//   - each share's processes: the worker and its reaper (which unmounts
+//     the share if the worker dies); the worker's memory idle and after a sequential write
 //     (fsync'ed) and a read of footprintIO bytes through one share, with
 //     the page cache of the file dropped in between so the read reaches
 //     the worker.
@@ -110,9 +112,10 @@ close_on_stop = true
 		settled := time.Now().Add(footprintSettle)
 		time.Sleep(time.Until(settled)) // idle by definition: nothing to wait for
 		dm := readProcMem(b, r.cmd.Process.Pid)
-		var idle []procMem
+		var idle, reapers []procMem
 		for _, pid := range r.workers {
 			idle = append(idle, readProcMem(b, pid))
+			reapers = append(reapers, readProcMem(b, reaperOf(b, pid)))
 		}
 		target := filepath.Join(dir, "p00")
 		shareIO(b, filepath.Join(target, "big"), footprintIO)
@@ -134,6 +137,9 @@ close_on_stop = true
 		b.Logf("share worker idle (%d workers): VmRSS %.1f–%.1f MiB, Pss %.1f–%.1f MiB (target RSS ≤ 40 MiB)", len(idle),
 			kibToMiB(minOf(idle, func(m procMem) int64 { return m.rss })), kibToMiB(maxOf(idle, func(m procMem) int64 { return m.rss })),
 			kibToMiB(minOf(idle, func(m procMem) int64 { return m.pss })), kibToMiB(maxOf(idle, func(m procMem) int64 { return m.pss })))
+		b.Logf("share reaper (one per share, unmounts when its worker dies): VmRSS %.1f–%.1f MiB, Pss %.1f–%.1f MiB",
+			kibToMiB(minOf(reapers, func(m procMem) int64 { return m.rss })), kibToMiB(maxOf(reapers, func(m procMem) int64 { return m.rss })),
+			kibToMiB(minOf(reapers, func(m procMem) int64 { return m.pss })), kibToMiB(maxOf(reapers, func(m procMem) int64 { return m.pss })))
 		b.Logf("share worker after writing (fsync) and reading %d MiB: VmRSS %.1f MiB, Pss %.1f MiB, VmHWM %.1f MiB",
 			footprintIO>>20, kibToMiB(busy.rss), kibToMiB(busy.pss), kibToMiB(busy.hwm))
 	}
@@ -312,6 +318,25 @@ func (d *footprintDaemon) stop(b *testing.B) {
 			b.Fatalf("%s still mounted after the daemon stopped", t)
 		}
 	}
+}
+
+// reaperOf returns the pid of the fuse-reaper that watches worker.
+func reaperOf(b *testing.B, worker int) int {
+	b.Helper()
+	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil {
+		b.Fatal(err)
+	}
+	want := fmt.Sprintf("\x00%s\x00--pid\x00%d\x00", service.ReaperCommand, worker)
+	for _, p := range procs {
+		cmdline, err := os.ReadFile(p)
+		if err == nil && strings.Contains(string(cmdline), want) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			return pid
+		}
+	}
+	b.Fatalf("no %s for worker %d", service.ReaperCommand, worker)
+	return 0
 }
 
 // shareIO writes size bytes to path in 1 MiB writes, fsyncs, drops the
