@@ -113,10 +113,15 @@ close_on_stop = true
 		time.Sleep(time.Until(settled)) // idle by definition: nothing to wait for
 		dm := readProcMem(b, r.cmd.Process.Pid)
 		var idle, reapers []procMem
+		var workerCPU, reaperCPU time.Duration
 		for _, pid := range r.workers {
+			reaper := reaperOf(b, pid)
 			idle = append(idle, readProcMem(b, pid))
-			reapers = append(reapers, readProcMem(b, reaperOf(b, pid)))
+			reapers = append(reapers, readProcMem(b, reaper))
+			workerCPU += procCPU(b, pid)
+			reaperCPU += procCPU(b, reaper)
 		}
+		daemonCPU := procCPU(b, r.cmd.Process.Pid)
 		target := filepath.Join(dir, "p00")
 		shareIO(b, filepath.Join(target, "big"), footprintIO)
 		busy := readProcMem(b, r.workers[0])
@@ -132,6 +137,8 @@ close_on_stop = true
 		b.ReportMetric(kibToMiB(busy.rss), "worker-io-rss-MiB")
 		b.Logf("KMS latency %v; start-up to READY=1 (median of %d): 1 share %.0f ms %v, %d shares %.0f ms %v: %.2f×",
 			footprintLatency, footprintRounds, ms(m1), msList(one), footprintShares, ms(mN), msList(all), float64(mN)/float64(m1))
+		b.Logf("CPU (user+system) so far, the start-up's own: daemon %.0f ms; per share: worker %.0f ms, reaper %.0f ms (means over %d)",
+			ms(daemonCPU), ms(workerCPU)/float64(len(r.workers)), ms(reaperCPU)/float64(len(r.workers)), len(r.workers))
 		b.Logf("daemon, %v after READY=1 with %d shares: VmRSS %.1f MiB, Pss %.1f MiB, VmHWM %.1f MiB (target RSS ≤ 25 MiB)",
 			footprintSettle, footprintShares, kibToMiB(dm.rss), kibToMiB(dm.pss), kibToMiB(dm.hwm))
 		b.Logf("share worker idle (%d workers): VmRSS %.1f–%.1f MiB, Pss %.1f–%.1f MiB (target RSS ≤ 40 MiB)", len(idle),
@@ -400,6 +407,25 @@ func readProcMem(b *testing.B, pid int) procMem {
 	}
 	return m
 }
+
+// procCPU is the user and system CPU time pid has used.
+func procCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command, which is in parentheses and may hold
+	// spaces: state is the 3rd field of stat, utime the 14th.
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times: 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100
 
 func median(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
