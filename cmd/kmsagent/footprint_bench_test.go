@@ -123,7 +123,7 @@ close_on_stop = true
 		}
 		daemonCPU := procCPU(b, r.cmd.Process.Pid)
 		target := filepath.Join(dir, "p00")
-		shareIO(b, filepath.Join(target, "big"), footprintIO)
+		wr, rd := shareIO(b, filepath.Join(target, "big"), footprintIO)
 		busy := readProcMem(b, r.workers[0])
 		r.stop(b)
 
@@ -147,7 +147,8 @@ close_on_stop = true
 		b.Logf("share reaper (one per share, unmounts when its worker dies): VmRSS %.1f–%.1f MiB, Pss %.1f–%.1f MiB",
 			kibToMiB(minOf(reapers, func(m procMem) int64 { return m.rss })), kibToMiB(maxOf(reapers, func(m procMem) int64 { return m.rss })),
 			kibToMiB(minOf(reapers, func(m procMem) int64 { return m.pss })), kibToMiB(maxOf(reapers, func(m procMem) int64 { return m.pss })))
-		b.Logf("share worker after writing (fsync) and reading %d MiB: VmRSS %.1f MiB, Pss %.1f MiB, VmHWM %.1f MiB",
+		b.Logf("share worker after writing (fsync, %.0f MB/s) and reading (%.0f MB/s) %d MiB: VmRSS %.1f MiB, Pss %.1f MiB, VmHWM %.1f MiB",
+			float64(footprintIO)/wr.Seconds()/1e6, float64(footprintIO)/rd.Seconds()/1e6,
 			footprintIO>>20, kibToMiB(busy.rss), kibToMiB(busy.pss), kibToMiB(busy.hwm))
 	}
 }
@@ -347,8 +348,9 @@ func reaperOf(b *testing.B, worker int) int {
 }
 
 // shareIO writes size bytes to path in 1 MiB writes, fsyncs, drops the
-// file's pages from the page cache and reads it back.
-func shareIO(b *testing.B, path string, size int) {
+// file's pages from the page cache and reads it back; it returns how long
+// each half took.
+func shareIO(b *testing.B, path string, size int) (write, read time.Duration) {
 	b.Helper()
 	f, err := os.Create(path)
 	if err != nil {
@@ -359,6 +361,7 @@ func shareIO(b *testing.B, path string, size int) {
 	for i := range buf {
 		buf[i] = byte(i * 7)
 	}
+	start := time.Now()
 	for done := 0; done < size; done += len(buf) {
 		if _, err := f.Write(buf); err != nil {
 			b.Fatal(err)
@@ -367,16 +370,19 @@ func shareIO(b *testing.B, path string, size int) {
 	if err := f.Sync(); err != nil {
 		b.Fatal(err)
 	}
+	write = time.Since(start)
 	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		b.Fatal(err)
 	}
+	start = time.Now()
 	n, err := io.CopyBuffer(io.Discard, f, buf)
 	if err != nil || n != int64(size) {
 		b.Fatalf("read back %d bytes: %v", n, err)
 	}
+	return write, time.Since(start)
 }
 
 // procMem is a process's memory in KiB.
