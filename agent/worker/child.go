@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -78,26 +77,7 @@ func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 // returns why memory could not be locked; the worker runs on regardless.
 func Harden() error {
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
-	limitMemory()
 	return lockMemory()
-}
-
-// MemoryLimit is the soft limit on the Go runtime's memory in a worker
-// (runtime/debug.SetMemoryLimit), unless GOMEMLIMIT says otherwise.
-//
-// A share's worker lives as long as its mount, one per share, and its
-// heap is locked. With only GOGC's default the heap grows to twice what
-// a burst of large reads and writes keeps live: a worker idle at 19 MiB
-// RSS stood at 31–37 MiB after 64 MiB written and read, against a budget
-// of 40 MiB per share. The limit makes the collector run before that
-// (the same test stays near 21 MiB with a lower one); it is soft, so a
-// worker that really needs more gets it and pays in collections.
-const MemoryLimit = 16 << 20
-
-func limitMemory() {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(MemoryLimit)
-	}
 }
 
 // lockMemory locks the process's memory, now and as it grows.
