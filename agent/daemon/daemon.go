@@ -47,6 +47,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -396,6 +397,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.notifyStatusLocked()
 			d.mu.Unlock()
 			d.log.Info("ready", "status", d.StatusLine())
+			// Start-up is the daemon's allocation peak (every auto
+			// volume mounted at once); what it left is returned to the
+			// system now rather than by the background scavenger over
+			// the next minutes, so the idle daemon is as small as it
+			// will stay. One collection, once.
+			debug.FreeOSMemory()
 		case <-tick:
 			// Only when the table's lock can be had: a daemon wedged
 			// on it stops pinging and systemd restarts it, which the
