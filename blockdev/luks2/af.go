@@ -52,21 +52,6 @@ func afSplit(dst, key []byte, stripes int, hashName string) error {
 	return nil
 }
 
-// afMerge recovers the key (len(dst) bytes) from its split in src.
-func afMerge(dst, src []byte, stripes int, hashName string) error {
-	n := len(dst)
-	if len(src) < n*stripes {
-		return fmt.Errorf("luks2: af: %d bytes hold no %d stripes of %d", len(src), stripes, n)
-	}
-	m, err := newAFMerger(dst, make([]byte, n), stripes, hashName)
-	if err != nil {
-		return err
-	}
-	defer m.wipe()
-	m.write(src[:n*stripes])
-	return nil
-}
-
 // afMerger recovers a key from its split fed in pieces of any size, so
 // an unlock can decrypt the keyslot area a few sectors at a time into a
 // small locked buffer instead of a locked copy of the whole split.

@@ -99,6 +99,22 @@ func TestDiffuseSHA256(t *testing.T) {
 	}
 }
 
+// afMerge recovers the key (len(dst) bytes) from its whole split in src,
+// as an unlock does a piece at a time.
+func afMerge(dst, src []byte, stripes int, hashName string) error {
+	n := len(dst)
+	if len(src) < n*stripes {
+		return fmt.Errorf("luks2: af: %d bytes hold no %d stripes of %d", len(src), stripes, n)
+	}
+	m, err := newAFMerger(dst, make([]byte, n), stripes, hashName)
+	if err != nil {
+		return err
+	}
+	defer m.wipe()
+	m.write(src[:n*stripes])
+	return nil
+}
+
 func TestAFRoundTrip(t *testing.T) {
 	for _, hn := range []string{"sha1", "sha256", "sha512"} {
 		for _, n := range []int{16, 32, 64, 65} {
