@@ -18,7 +18,7 @@ const stripes = 4000
 // running block is XORed with each stripe and diffused by the hash; the
 // last stripe is the key XOR the running block.
 //
-// The diffusion is most of the CPU time of an unlock (a 64-byte key is
+// The diffusion is the largest part of an unlock's CPU (a 64-byte key is
 // two hashes per stripe, 8000 per keyslot), so with sha256, the hash
 // every keyslot of cryptsetup 2 and ours uses, each hash is one call of
 // the bare compression function on a block laid out here, with nothing
