@@ -1,6 +1,6 @@
 // Copyright 2009 The Go Authors. All rights reserved.
 // Use of this source code is governed by a BSD-style
-// license that can be found in Go's LICENSE file.
+// license that can be found in the LICENSE file.
 
 package sha256block
 
