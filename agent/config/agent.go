@@ -15,6 +15,9 @@ const (
 	DefaultAgentSocket = "/run/kmsagent/agent.sock"
 	DefaultStateDir    = "/var/lib/kmsagent/agent"
 	DefaultAuditLog    = "/var/log/kmsagent/audit.log"
+	// DefaultCryptsetupSocket is the key socket crypttab lines name.
+	DefaultCryptsetupSocket = "/run/kmsagent/cryptsetup.sock"
+	DefaultCrypttab         = "/etc/crypttab"
 )
 
 // Volume types of [[volume]].
@@ -50,6 +53,12 @@ type Agent struct {
 	// jitter.
 	RetryMinDelay Duration `toml:"retry_min_delay"`
 	RetryMaxDelay Duration `toml:"retry_max_delay"`
+	// CryptsetupSocket serves the keys of the volumes in Crypttab to
+	// systemd-cryptsetup (package cryptkey), used when systemd passes
+	// none; "" for no key socket.
+	CryptsetupSocket string `toml:"cryptsetup_socket"`
+	// Crypttab is where the key socket looks up volume names.
+	Crypttab string `toml:"crypttab"`
 }
 
 // Volume is one [[volume]]: a share or LUKS2 volume the daemon manages.
@@ -120,7 +129,13 @@ func isAlnum(c byte) bool {
 }
 
 func (a *Agent) validate() error {
-	for _, p := range []struct{ key, v string }{{"socket", a.Socket}, {"state_dir", a.StateDir}, {"audit_log", a.AuditLog}} {
+	for _, p := range []struct {
+		key, v   string
+		optional bool
+	}{{"socket", a.Socket, false}, {"state_dir", a.StateDir, false}, {"audit_log", a.AuditLog, false}, {"cryptsetup_socket", a.CryptsetupSocket, true}, {"crypttab", a.Crypttab, false}} {
+		if p.optional && p.v == "" {
+			continue
+		}
 		if !absClean(p.v) {
 			return fmt.Errorf("agent.%s = %q: %w; write it like %q", p.key, p.v, ErrVolumePath, "/var/lib/kmsagent/agent")
 		}

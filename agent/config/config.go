@@ -133,11 +133,13 @@ func Default() *Config {
 			IdleTimeout:       Duration(60 * time.Second),
 		},
 	}, Agent: Agent{
-		Socket:        DefaultAgentSocket,
-		StateDir:      DefaultStateDir,
-		AuditLog:      DefaultAuditLog,
-		RetryMinDelay: Duration(2 * time.Second),
-		RetryMaxDelay: Duration(5 * time.Minute),
+		Socket:           DefaultAgentSocket,
+		CryptsetupSocket: DefaultCryptsetupSocket,
+		Crypttab:         DefaultCrypttab,
+		StateDir:         DefaultStateDir,
+		AuditLog:         DefaultAuditLog,
+		RetryMinDelay:    Duration(2 * time.Second),
+		RetryMaxDelay:    Duration(5 * time.Minute),
 	}}
 }
 

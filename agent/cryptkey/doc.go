@@ -81,10 +81,13 @@
 // # Key material
 //
 // The passphrase is in a secret.Key (locked, not dumped) from the unwrap
-// to the write, and wiped after it; it is never logged. A daemon that
-// keeps key material out of its own address space can pass a Keyer that
-// unwraps in a short-lived worker and returns the passphrase over a
-// pipe.
+// to the write, and wiped after it; it is never logged. That is the
+// Keyer path, where the key passes through this process. A daemon keeps
+// key material out of its own address space with a Deliverer instead:
+// kmsagent run hands each accepted connection to a short-lived worker
+// (service.Service.DeliverKey), which unwraps the key, names the CMK,
+// waits for the audit record to be written (the approve callback), and
+// writes the key to the connection itself.
 //
 // # Limits
 //

@@ -39,6 +39,43 @@ type Keyer interface {
 	Passphrase(ctx context.Context, device string) (*secret.Key, token.KMS, error)
 }
 
+// Deliverer writes the keyslot passphrase of a device to a client's
+// connection itself, so that the caller never holds it: a daemon hands
+// the connection to a short-lived worker. approve must be called with
+// the CMK once the key is unwrapped and before a byte of it is written;
+// when it fails, nothing is written. Deliver returns the CMK (also on
+// error, where known) and closes nothing: the caller closes c.
+type Deliverer interface {
+	Deliver(ctx context.Context, c *net.UnixConn, device string, approve func(token.KMS) error) (token.KMS, error)
+}
+
+// DeliverFunc is a function as a Deliverer.
+type DeliverFunc func(ctx context.Context, c *net.UnixConn, device string, approve func(token.KMS) error) (token.KMS, error)
+
+// Deliver implements Deliverer.
+func (f DeliverFunc) Deliver(ctx context.Context, c *net.UnixConn, device string, approve func(token.KMS) error) (token.KMS, error) {
+	return f(ctx, c, device, approve)
+}
+
+// keyerDeliverer delivers a Keyer's passphrase from this process.
+type keyerDeliverer struct{ k Keyer }
+
+func (d keyerDeliverer) Deliver(ctx context.Context, c *net.UnixConn, device string, approve func(token.KMS) error) (token.KMS, error) {
+	pass, cmk, err := d.k.Passphrase(ctx, device)
+	if err != nil {
+		return cmk, err
+	}
+	defer pass.Wipe()
+	if err := approve(cmk); err != nil {
+		return cmk, err
+	}
+	c.SetWriteDeadline(time.Now().Add(WriteTimeout))
+	if _, err := c.Write(pass.Bytes()); err != nil {
+		return cmk, err
+	}
+	return cmk, nil
+}
+
 // Auditor records key uses; *audit.Log is one.
 type Auditor interface {
 	Write(ctx context.Context, r audit.Record) error
@@ -65,19 +102,26 @@ const (
 	DefaultTimeout  = 2 * time.Minute
 )
 
-// writeTimeout bounds the write of the key: the client is blocked in
+// WriteTimeout bounds the write of the key: the client is blocked in
 // read, so anything longer means it is gone or not reading.
-const writeTimeout = 10 * time.Second
+const WriteTimeout = 10 * time.Second
+
+// errAuditFailed marks a key withheld because its use could not be
+// recorded.
+var errAuditFailed = errors.New("audit record not written")
 
 // ErrNotRoot means a client other than uid 0 connected.
 var ErrNotRoot = errors.New("peer is not root")
 
 // Server answers systemd-cryptsetup's key-file reads on a listening
-// socket. Lookup, Keyer and Audit are required.
+// socket. Lookup, Audit and one of Deliverer and Keyer are required.
 type Server struct {
 	Lookup Lookup
-	Keyer  Keyer
-	Audit  Auditor
+	// Deliverer writes the key; when nil, Keyer's key is written from
+	// this process.
+	Deliverer Deliverer
+	Keyer     Keyer
+	Audit     Auditor
 	// Log receives one line per request; nil discards.
 	Log *slog.Logger
 	// MaxConns bounds the requests served at once; 0 means
@@ -119,8 +163,8 @@ func Listen(path string) (*net.UnixListener, error) {
 // error), waits for them and returns. It returns nil when ctx
 // ended. ln may come from Listen or from systemd socket activation.
 func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
-	if s.Lookup == nil || s.Keyer == nil || s.Audit == nil {
-		return errors.New("cryptkey: Server needs Lookup, Keyer and Audit")
+	if s.Lookup == nil || (s.Keyer == nil && s.Deliverer == nil) || s.Audit == nil {
+		return errors.New("cryptkey: Server needs Lookup, Audit and a Deliverer or Keyer")
 	}
 	limit := s.MaxConns
 	if limit <= 0 {
@@ -209,7 +253,7 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) {
 	log := s.logger().With("peer", addr)
 	// The record is written even when the request ran out of time.
 	writeAudit := func(r audit.Record) error {
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), WriteTimeout)
 		defer cancel()
 		return s.Audit.Write(actx, r)
 	}
@@ -244,23 +288,32 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) {
 		return
 	}
 	log = log.With("device", dev)
-	pass, cmk, err := s.Keyer.Passphrase(ctx, dev)
-	rec.CMK, rec.Provider = cmk.KeyID, cmk.Provider
-	if err != nil {
-		fail(fmt.Errorf("%s: %w", dev, err))
-		return
+	deliver := s.Deliverer
+	if deliver == nil {
+		deliver = keyerDeliverer{s.Keyer}
 	}
-	defer pass.Wipe()
+	approved := false
 	// Fail closed: a key that cannot be recorded is not handed out.
-	rec = rec.WithError(nil)
-	if err := writeAudit(rec); err != nil {
-		log.Error("crypttab key withheld: audit record not written", "error", err)
-		return
+	approve := func(cmk token.KMS) error {
+		rec.CMK, rec.Provider = cmk.KeyID, cmk.Provider
+		rec = rec.WithError(nil)
+		if err := writeAudit(rec); err != nil {
+			return fmt.Errorf("%w: %w", errAuditFailed, err)
+		}
+		approved = true
+		return nil
 	}
-	c.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if _, err := c.Write(pass.Bytes()); err != nil {
-		log.Error("crypttab key not delivered", "error", err)
-		return
+	cmk, err := deliver.Deliver(ctx, c, dev, approve)
+	rec.CMK, rec.Provider = cmk.KeyID, cmk.Provider
+	switch {
+	case err == nil:
+		log.Info("crypttab key delivered", "volume", name, "uid", rec.UID, "pid", rec.PID, "unit", rec.Unit, "cmk", rec.CMK)
+	case approved:
+		// Recorded as used already: the key may have left in part.
+		log.Error("crypttab key not delivered", "volume", name, "error", err)
+	case errors.Is(err, errAuditFailed):
+		log.Error("crypttab key withheld", "volume", name, "error", err)
+	default:
+		fail(fmt.Errorf("%s: %w", dev, err))
 	}
-	log.Info("crypttab key delivered", "volume", name, "uid", rec.UID, "pid", rec.PID, "unit", rec.Unit, "cmk", rec.CMK)
 }

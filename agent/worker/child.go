@@ -43,6 +43,9 @@ func marshal(m Message) []byte {
 // Step reports the start of a step.
 func (p *Pipe) Step(name string) { p.send(Message{Step: oneLine(name)}) }
 
+// StepCMK reports the start of a step and the master key it concerns.
+func (p *Pipe) StepCMK(name string, cmk CMK) { p.send(Message{Step: oneLine(name), CMK: &cmk}) }
+
 // Warn reports a warning for the parent to pass on; the worker carries
 // on.
 func (p *Pipe) Warn(msg string) { p.send(Message{Warning: oneLine(msg)}) }

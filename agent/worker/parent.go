@@ -24,6 +24,9 @@ type Command struct {
 	// the parent (Pdeathsig), so an interrupted command cannot finish
 	// behind its back.
 	Detach bool
+	// Files are passed on as fd 4, 5, ...: what the worker works on
+	// without reopening it (a client's connection to write a key to).
+	Files []*os.File
 }
 
 // Proc is a started worker, seen from its parent.
@@ -42,7 +45,7 @@ func Start(c Command) (*Proc, error) {
 		return nil, err
 	}
 	cmd := exec.Command(c.Executable, c.Args...)
-	cmd.ExtraFiles = []*os.File{w} // fd 3
+	cmd.ExtraFiles = append([]*os.File{w}, c.Files...) // fd 3, then Files
 	if c.Detach {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	} else {

@@ -13,6 +13,12 @@
 //	{"ready":true,"pid":1234}            done: mounted, or table loaded
 //	{"error":{"code":"key_disabled","step":"kms","message":"..."}}
 //
+// The crypttab key worker also names the master key it used
+// ({"step":"deliver","cmk":{"provider":"local","key_id":"..."}}) and then
+// waits for its parent's go-ahead on fd 5 before it writes the key to the
+// connection on fd 4, so that the key use is audited before the key
+// leaves.
+//
 // The error code is stable and names a sentinel (of kmsclient, or of the
 // block volume code) where there is one, so the parent rebuilds an error that errors.Is matches
 // (kmsclient.ErrKeyDisabled, ...) although only text crossed the pipe:
@@ -41,6 +47,15 @@ type Message struct {
 	Ready   bool   `json:"ready,omitempty"`
 	PID     int    `json:"pid,omitempty"`
 	Error   *Error `json:"error,omitempty"`
+	// CMK names the master key that unwrapped (or failed to unwrap) a
+	// key, for the parent's audit record.
+	CMK *CMK `json:"cmk,omitempty"`
+}
+
+// CMK is a master key as a worker reports it.
+type CMK struct {
+	Provider string `json:"provider,omitempty"`
+	KeyID    string `json:"key_id,omitempty"`
 }
 
 // Error is a worker's failure as its parent sees it. It unwraps to the

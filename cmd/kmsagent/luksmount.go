@@ -19,6 +19,10 @@ import (
 // the dm-crypt table.
 const luksWorkerCommand = service.UnlockWorkerCommand
 
+// keyWorkerCommand is the hidden command that writes one crypttab
+// volume's key to systemd-cryptsetup's connection for the daemon.
+const keyWorkerCommand = service.KeyWorkerCommand
+
 // luksFlags are the options of mount luks that the worker needs too.
 type luksFlags struct {
 	name     string
@@ -103,6 +107,32 @@ func runLuksWorker(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	req := crypt.UnlockRequest{Device: pos[0], Name: lf.name, ReadOnly: lf.readOnly, AllowDiscards: lf.discard}
 	return svc.RunUnlockWorker(ctx, req, pipe)
+}
+
+// runKeyWorker is the crypttab key worker (service.RunKeyWorker): the
+// client's connection is fd 4, the go-ahead pipe fd 5.
+func runKeyWorker(ctx context.Context, env *cliEnv, args []string) error {
+	pipe, err := worker.OpenPipe()
+	if err != nil {
+		return fmt.Errorf("%s is started by kmsagent run", service.KeyWorkerCommand)
+	}
+	conn, gate := os.NewFile(4, "connection"), os.NewFile(5, "go-ahead")
+	defer conn.Close()
+	defer gate.Close()
+	pos, err := parseFlags(env, service.KeyWorkerCommand, "DEVICE", args, 1, 1, nil)
+	if err == nil && (conn == nil || gate == nil) {
+		err = errors.New("no connection on fd 4 or go-ahead pipe on fd 5")
+	}
+	if err != nil {
+		pipe.Done(err, nil)
+		return err
+	}
+	svc, err := newService(env)
+	if err != nil {
+		pipe.Done(err, nil)
+		return err
+	}
+	return svc.RunKeyWorker(ctx, pos[0], pipe, conn, gate)
 }
 
 // stepClock times the steps of mount luks for --verbose.

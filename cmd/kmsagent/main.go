@@ -53,6 +53,7 @@ func commandTree() *command {
 		{name: fuseWorkerCommand, run: runFuseWorker, hidden: true},
 		{name: luksWorkerCommand, run: runLuksWorker, hidden: true},
 		{name: fuseReaperCommand, run: runFuseReaper, hidden: true},
+		{name: keyWorkerCommand, run: runKeyWorker, hidden: true},
 	}}
 }
 

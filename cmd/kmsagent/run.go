@@ -19,6 +19,7 @@ import (
 	"kmsagent/agent/audit"
 	"kmsagent/agent/config"
 	"kmsagent/agent/control"
+	"kmsagent/agent/cryptkey"
 	"kmsagent/agent/daemon"
 	"kmsagent/agent/peercred"
 	"kmsagent/agent/service"
@@ -67,11 +68,14 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer records.Close()
-	ln, err := controlListener(cfg.Agent.Socket, group, logger)
+	ln, keyLn, err := listeners(cfg, group, logger)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
+	if keyLn != nil {
+		defer keyLn.Close()
+	}
 
 	watchdog, err := sddaemon.SdWatchdogEnabled(false)
 	if err != nil {
@@ -118,6 +122,24 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) error {
 
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
+	if keyLn != nil {
+		keys := &cryptkey.Server{
+			Lookup: &cryptkey.Crypttab{Path: cfg.Agent.Crypttab},
+			// A worker per request holds the key, never this process.
+			Deliverer: cryptkey.DeliverFunc(svc.DeliverKey),
+			Audit:     records.audit,
+			Log:       logger,
+		}
+		keysDone := make(chan struct{})
+		go func() {
+			defer close(keysDone)
+			if err := keys.Serve(runCtx, keyLn); err != nil {
+				logger.Error("run: key socket stopped; crypttab volumes cannot get their keys", "error", err)
+			}
+		}()
+		defer func() { stop(); <-keysDone }()
+		logger.Info("run: key socket for crypttab", "addr", keyLn.Addr().String(), "crypttab", cfg.Agent.Crypttab)
+	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- d.Run(runCtx) }()
 	stopHotplug := startHotplug(runCtx, d, logger)
@@ -235,35 +257,50 @@ func adminGroup(cfg *config.Config) (int, error) {
 	return g, nil
 }
 
-// controlListener takes the unix socket systemd passed, else listens on
-// path.
-func controlListener(path string, group int, logger *slog.Logger) (net.Listener, error) {
+// listeners are the control socket and the crypttab key socket (nil
+// when [agent] cryptsetup_socket is ""): the ones systemd passed, else
+// made here. Among systemd's, the one at cryptsetup_socket's path is the
+// key socket and the first other unix socket the control socket.
+func listeners(cfg *config.Config, group int, logger *slog.Logger) (ctl net.Listener, keys *net.UnixListener, err error) {
 	passed, err := activation.Listeners()
 	if err != nil {
-		return nil, fmt.Errorf("run: systemd sockets: %w", err)
+		return nil, nil, fmt.Errorf("run: systemd sockets: %w", err)
 	}
-	var ln net.Listener
+	keyPath := cfg.Agent.CryptsetupSocket
 	for _, l := range passed {
-		if _, ok := l.(*net.UnixListener); ok && ln == nil {
-			ln = l
-			continue
-		}
-		if l != nil {
+		u, ok := l.(*net.UnixListener)
+		switch {
+		case ok && keyPath != "" && u.Addr().String() == keyPath && keys == nil:
+			keys = u
+		case ok && ctl == nil:
+			ctl = u
+		case l != nil:
 			l.Close()
 		}
 	}
-	if ln != nil {
-		logger.Info("run: using the socket systemd passed", "ignored_socket", path)
-		return ln, nil
+	closeAll := func() {
+		if ctl != nil {
+			ctl.Close()
+		}
+		if keys != nil {
+			keys.Close()
+		}
 	}
-	if len(passed) > 0 {
-		return nil, errors.New("run: systemd passed no unix stream socket; use ListenStream=/run/kmsagent/agent.sock")
+	if ctl != nil {
+		logger.Info("run: using the socket systemd passed", "ignored_socket", cfg.Agent.Socket)
+	} else if len(passed) > 0 {
+		closeAll()
+		return nil, nil, errors.New("run: systemd passed no unix stream socket for control; use ListenStream=/run/kmsagent/agent.sock")
+	} else if ctl, err = peercred.Listen(cfg.Agent.Socket, group); err != nil {
+		return nil, nil, fmt.Errorf("run: control socket: %w", err)
 	}
-	ln, err = peercred.Listen(path, group)
-	if err != nil {
-		return nil, fmt.Errorf("run: control socket: %w", err)
+	if keys == nil && keyPath != "" {
+		if keys, err = cryptkey.Listen(keyPath); err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("run: agent.cryptsetup_socket: %w", err)
+		}
 	}
-	return ln, nil
+	return ctl, keys, nil
 }
 
 type sdNotifier struct{}

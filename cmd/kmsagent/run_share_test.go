@@ -151,6 +151,8 @@ func startDaemon(t *testing.T, bin, cfg string) (*exec.Cmd, *notifySocket) {
 type daemonHost struct {
 	t                   *testing.T
 	bin, dir, sock, cfg string
+	// The crypttab key socket and the crypttab it reads.
+	keySock, crypttab string
 }
 
 func newDaemonHost(t *testing.T) *daemonHost {
@@ -168,8 +170,9 @@ func newDaemonHostKMS(t *testing.T, kms func(dir string) string, agent ...string
 	tstest.NeedRoot(t, "to mount FUSE")
 	dir := t.TempDir()
 	h := &daemonHost{t: t, bin: tstest.Kmsagent(t), dir: dir, sock: filepath.Join(dir, "run", "agent.sock")}
-	h.cfg = writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("%s\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\n%s",
-		kms(dir), h.sock, filepath.Join(dir, "state"), filepath.Join(dir, "audit.log"), strings.Join(agent, "")), 0o600)
+	h.keySock, h.crypttab = filepath.Join(dir, "run", "cryptsetup.sock"), filepath.Join(dir, "crypttab")
+	h.cfg = writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("%s\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\ncryptsetup_socket = %q\ncrypttab = %q\n%s",
+		kms(dir), h.sock, filepath.Join(dir, "state"), filepath.Join(dir, "audit.log"), h.keySock, h.crypttab, strings.Join(agent, "")), 0o600)
 	return h
 }
 
