@@ -26,12 +26,12 @@ func TestDeliverer(t *testing.T) {
 		return cmk, err
 	})
 	tests := []struct {
-		name      string
-		deliver   Deliverer
-		auditErr  error
-		want      string
-		records   int
-		result    string
+		name     string
+		deliver  Deliverer
+		auditErr error
+		want     string
+		records  int
+		result   string
 	}{
 		{name: "delivered", deliver: writeKey, want: "key of /dev/vdb", records: 1, result: audit.ResultOK},
 		{name: "audit fails", deliver: writeKey, auditErr: errors.New("disk full"), records: 0},
