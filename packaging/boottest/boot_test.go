@@ -1,0 +1,248 @@
+// Package boottest boots a Debian system with systemd as PID 1 and the
+// kmsagent .deb installed, and checks what an admin relies on at boot:
+// a LUKS2 volume in /etc/crypttab unlocked by stock systemd-cryptsetup
+// with its key from the daemon's key socket, a share in /etc/fstab
+// mounted through mount.kmsagent, the daemon active with its STATUS=
+// line, both surviving systemctl restart kmsagent and a reboot, and a
+// volume whose master key is disabled failing alone, clearly, without
+// holding up the boot.
+//
+// Everything is prepared on the host without device-mapper: the .deb by
+// packaging/build-deb.sh, the embedded KMS's key store, the LUKS2 images
+// (kmsagent image encrypt of an ext4 image with a file in it, and
+// kmsagent format luks) and the share's cipher directory, all copied
+// into the guest, where the KMS state lives in /var/lib/kmsagent/kms.
+// The root file system is blockdev/vmtest/debvm's cached one.
+package boottest
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"kmsagent/agent/tstest"
+	"kmsagent/blockdev/vmtest"
+	"kmsagent/blockdev/vmtest/debvm"
+)
+
+// bootTimeout bounds each boot, shutdown included; an idle host boots
+// in about a minute, a host busy with other VMs in several.
+const bootTimeout = 8 * time.Minute
+
+func TestBoot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the .deb and boots a Debian VM twice")
+	}
+	tstest.NeedRoot(t, "to build the VM's root disk")
+	tstest.NeedTool(t, "dpkg-deb", "dpkg")
+	tstest.NeedTool(t, "mkfs.ext4", "e2fsprogs")
+	start := time.Now()
+	dir := t.TempDir()
+	deb := buildDeb(t, filepath.Join(dir, "dist"))
+	host := newHost(t, dir)
+
+	host.cli("kms", "create-key", "--alias", "disks")
+	host.cli("kms", "create-key", "--alias", "shares")
+	host.cli("kms", "create-key", "--alias", "retired")
+
+	// data: an ext4 file system with a file, encrypted offline.
+	content := filepath.Join(dir, "content")
+	if err := os.MkdirAll(content, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(content, "hello"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	raw := filepath.Join(dir, "data.raw")
+	run(t, "mkfs.ext4", "-q", "-b", "4096", "-d", content, raw, "32M")
+	data := filepath.Join(dir, "data.img")
+	host.cli("image", "encrypt", raw, data, "--key-id", "disks")
+	dataUUID := strings.TrimSpace(run(t, "blkid", "-s", "UUID", "-o", "value", data))
+	// off: a volume whose master key is disabled afterwards.
+	off := filepath.Join(dir, "off.img")
+	if err := os.WriteFile(off, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(off, 24<<20); err != nil {
+		t.Fatal(err)
+	}
+	host.cli("format", "luks", off, "--key-id", "retired")
+	offUUID := strings.TrimSpace(run(t, "blkid", "-s", "UUID", "-o", "value", off))
+	host.cli("kms", "disable-key", "retired")
+	// The share, formatted here and mounted in the guest.
+	cipher := filepath.Join(dir, "cipher")
+	host.cli("format", "fuse", cipher, "--key-id", "shares")
+
+	files := map[string][]byte{
+		"/etc/kmsagent/agent.toml": []byte("# The embedded KMS, keys in /var/lib/kmsagent/kms.\n[kms]\nprovider = \"local\"\n"),
+	}
+	addTree(t, files, host.kmsDir, "/var/lib/kmsagent/kms")
+	addTree(t, files, cipher, "/srv/cipher")
+	vm := debvm.New(t, debvm.Config{
+		Packages: []string{"procps"}, // the .deb's dependency
+		Debs:     []string{deb},
+		Files:    files,
+		// headless: a volume whose key does not come fails at once
+		// instead of prompting on the console; nofail: that volume does
+		// not hold up the boot.
+		Crypttab: fmt.Sprintf("data UUID=%s /run/kmsagent/cryptsetup.sock luks,_netdev,headless=true\n"+
+			"off UUID=%s /run/kmsagent/cryptsetup.sock luks,_netdev,headless=true,nofail\n", dataUUID, offUUID),
+		Fstab: "/dev/mapper/data /data ext4 defaults,_netdev 0 2\n" +
+			"/srv/cipher /srv/share kmsagent defaults,_netdev,x-systemd.after=kmsagent.service 0 0\n",
+		Setup: "chmod 0700 /var/lib/kmsagent /var/lib/kmsagent/kms /srv/cipher",
+	})
+	vm.Timeout = bootTimeout
+	vm.Disks = []debvm.Disk{{Path: data, Serial: "data"}, {Path: off, Serial: "off"}}
+	t.Logf("VM ready after %v", time.Since(start).Round(time.Millisecond))
+
+	first := vm.Boot(t, bootChecks+`
+echo before-restart >/data/note
+echo before-restart >/srv/share/note
+sync
+timeout 120 systemctl restart kmsagent
+data restart-jobs "$(systemctl list-jobs --no-pager)"
+check restart-active '[ "$(systemctl is-active kmsagent)" = active ]'
+check restart-data '[ "$(cat /data/note)" = before-restart ] && echo after >>/data/note'
+check restart-share '[ "$(cat /srv/share/note)" = before-restart ] && echo after >>/srv/share/note'
+check restart-status 'kmsagent status >/tmp/status && cat /tmp/status && grep -q /srv/share /tmp/status'
+`)
+	report(t, first)
+	first.RequireSuccess(t, append(bootCheckNames, "restart-active", "restart-data", "restart-share", "restart-status")...)
+	t.Logf("first boot done after %v in all", time.Since(start).Round(time.Millisecond))
+
+	vm.ForcePoweroff = true // the first boot stopped the units in order
+	second := vm.Boot(t, bootChecks+`
+check kept-data '[ "$(cat /data/note)" = "$(printf "before-restart\nafter")" ]'
+check kept-share '[ "$(cat /srv/share/note)" = "$(printf "before-restart\nafter")" ]'
+`)
+	report(t, second)
+	second.RequireSuccess(t, append(bootCheckNames, "kept-data", "kept-share")...)
+	if a, b := bootID(first), bootID(second); a == "" || a == b {
+		t.Fatalf("boot ids %q and %q: the second boot did not happen", a, b)
+	}
+	t.Logf("boot test done in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// bootChecks run after every boot.
+const bootChecks = `
+check kmsagent-active '[ "$(systemctl is-active kmsagent)" = active ]'
+check status-line 'systemctl status --no-pager kmsagent | grep "Status: \""'
+data status-text "$(systemctl show -p StatusText --value kmsagent)"
+check data-unlocked '[ -b /dev/mapper/data ] && systemctl is-active --quiet systemd-cryptsetup@data.service'
+check data-mounted 'findmnt -n -o SOURCE,FSTYPE /data | grep -q "/dev/mapper/data ext4"'
+check data-content '[ "$(cat /data/hello)" = "from the host" ]'
+check share-mounted 'findmnt -n -o FSTYPE /srv/share | grep -q "^fuse"'
+check share-writable 'echo x >/srv/share/probe && [ "$(cat /srv/share/probe)" = x ] && rm /srv/share/probe'
+check off-failed 'systemctl is-failed --quiet systemd-cryptsetup@off.service && ! [ -e /dev/mapper/off ]'
+check off-only-failure '[ "$(systemctl list-units --failed --plain --no-legend | cut -d" " -f1 | tr "\n" " ")" = "systemd-cryptsetup@off.service " ]'
+check off-audited 'grep "\"volume\":\"off\"" /var/log/kmsagent/audit.log | grep -q "\"result\":\"key_disabled\""'
+check off-logged 'journalctl -b -u kmsagent --no-pager -o cat | grep "crypttab key refused" | grep -q "volume=off"'
+check data-audited 'grep "\"op\":\"crypttab-key\"" /var/log/kmsagent/audit.log | grep "\"volume\":\"data\"" | grep -q "\"result\":\"ok\""'
+data off-journal "$(journalctl -b -u systemd-cryptsetup@off.service --no-pager -o cat | tail -n 4)"
+data kmsagent-journal "$(journalctl -b -u kmsagent --no-pager -o cat | grep -v '^$' | tail -n 12)"
+data off-status "$(systemctl status --no-pager systemd-cryptsetup@off.service 2>&1 | head -n 12)"
+data by-uuid "$(ls /dev/disk/by-uuid; blkid /dev/vdb /dev/vdc)"
+data units-time "$(systemd-analyze blame --no-pager | grep -E 'kmsagent|cryptsetup@|srv-share|data.mount' | tr -s ' ')"
+`
+
+var bootCheckNames = []string{
+	"kmsagent-active", "status-line", "data-unlocked", "data-mounted", "data-content", "share-mounted",
+	"share-writable", "off-failed", "off-only-failure", "off-audited", "off-logged", "data-audited",
+}
+
+// report logs what the boot reported besides the checks.
+func report(t *testing.T, r *vmtest.Result) {
+	t.Helper()
+	for _, m := range r.Markers {
+		if m.Kind == "DATA" {
+			t.Logf("guest: %s: %s", m.Name, m.Detail)
+		}
+	}
+}
+
+func bootID(r *vmtest.Result) string {
+	id, _ := r.Data("boot-id")
+	return id
+}
+
+// host is a kmsagent binary with the embedded KMS in a directory of its
+// own, to prepare what the guest gets.
+type host struct {
+	t                *testing.T
+	bin, cfg, kmsDir string
+}
+
+func newHost(t *testing.T, dir string) *host {
+	h := &host{t: t, bin: tstest.Kmsagent(t), cfg: filepath.Join(dir, "agent.toml"), kmsDir: filepath.Join(dir, "kms")}
+	if err := os.WriteFile(h.cfg, fmt.Appendf(nil, "[kms]\nprovider = \"local\"\n[kms.local]\nstate_dir = %q\n", h.kmsDir), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (h *host) cli(args ...string) string {
+	h.t.Helper()
+	return run(h.t, h.bin, append([]string{"--config", h.cfg}, args...)...)
+}
+
+// addTree adds the files under src to files, at guest path dst.
+func addTree(t *testing.T, files map[string][]byte, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return fmt.Errorf("%s is not a regular file", p)
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		files[filepath.Join(dst, rel)] = b
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// buildDeb builds the package with build-deb.sh into dist.
+func buildDeb(t *testing.T, dist string) string {
+	t.Helper()
+	root := strings.TrimSpace(run(t, "git", "rev-parse", "--show-toplevel"))
+	cmd := exec.Command("bash", filepath.Join(root, "packaging", "build-deb.sh"))
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "DIST="+dist)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("build-deb.sh: %v\n%s", err, stderr.Bytes())
+	}
+	deb := strings.TrimSpace(string(out))
+	if !filepath.IsAbs(deb) {
+		deb = filepath.Join(root, deb)
+	}
+	return deb
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, out, stderr)
+	}
+	return string(out)
+}
