@@ -134,8 +134,10 @@ type Server struct {
 
 // Listen creates the key socket at path, mode 0600. Its directory is
 // created 0700 if missing and must be owned by root (or this process's
-// user) with no group write or other access, so that only root can
-// reach or replace the socket. The socket itself is set up as for the
+// user) and writable by nobody else, so that only root can replace the
+// socket; others may traverse it (/run/kmsagent is 0711 once a share
+// has put its run files there, 0750 under kmsagent.socket), since the
+// socket's own mode and the peer check keep them from the key. The socket itself is set up as for the
 // agent's other servers (peercred.Listen): a stale socket left by a
 // previous run is removed, while a live one or anything else at path is
 // an error. The caller closes the listener, which removes the socket.
@@ -144,7 +146,7 @@ func Listen(path string) (*net.UnixListener, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("key socket directory: %w", err)
 	}
-	d, err := safepath.OpenTrustedDir(dir, 0o027)
+	d, err := safepath.OpenTrustedDir(dir, 0o022)
 	if err != nil {
 		return nil, fmt.Errorf("key socket directory: %w", err)
 	}

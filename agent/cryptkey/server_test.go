@@ -219,11 +219,24 @@ func TestListen(t *testing.T) {
 	if _, err := Listen(regular); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("Listen over a regular file: %v", err)
 	}
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
+	// Traversable by others, as /run/kmsagent is once a share ran: fine.
+	for _, mode := range []os.FileMode{0o711, 0o755} {
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		ln, err := Listen(path)
+		if err != nil {
+			t.Fatalf("Listen in a directory of mode %v: %v", mode, err)
+		}
+		ln.Close()
 	}
-	if _, err := Listen(path); err == nil {
-		t.Error("Listen in a world-writable directory succeeded")
+	for _, mode := range []os.FileMode{0o777, 0o770} {
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Listen(path); err == nil {
+			t.Errorf("Listen in a directory of mode %v, writable by others, succeeded", mode)
+		}
 	}
 }
 

@@ -92,7 +92,7 @@ func TestRunDaemon(t *testing.T) {
 	bin := tstest.Kmsagent(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "run", "agent.sock")
-	base := fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\n",
+	base := fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\ncryptsetup_socket = \"\"\n",
 		filepath.Join(dir, "kms"), sock, filepath.Join(dir, "state"), filepath.Join(dir, "audit.log"))
 	cfg := writeFile(t, filepath.Join(dir, "agent.toml"), base, 0o600)
 	notify := newNotifySocket(t, dir)
@@ -195,7 +195,7 @@ func TestRunDaemonStateLocked(t *testing.T) {
 	bin := tstest.Kmsagent(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "run", "agent.sock")
-	cfg := writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\n",
+	cfg := writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\ncryptsetup_socket = \"\"\n",
 		filepath.Join(dir, "kms"), sock, filepath.Join(dir, "state"), filepath.Join(dir, "log", "audit.log")), 0o600)
 	notify := newNotifySocket(t, dir)
 	first := exec.Command(bin, "--config", cfg, "run")
@@ -245,7 +245,7 @@ func TestRunDaemonCorruptState(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(stateDir, "state.json"), "{\"version\": 1, \"state\": {\"volu", 0o600)
-	cfg := writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\n",
+	cfg := writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\nstate_dir = %q\naudit_log = %q\ncryptsetup_socket = \"\"\n",
 		filepath.Join(dir, "kms"), filepath.Join(dir, "agent.sock"), stateDir, filepath.Join(dir, "audit.log")), 0o600)
 	notify := newNotifySocket(t, dir)
 	cmd := exec.Command(bin, "--config", cfg, "run")
