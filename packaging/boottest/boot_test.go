@@ -3,9 +3,11 @@
 // a LUKS2 volume in /etc/crypttab unlocked by stock systemd-cryptsetup
 // with its key from the daemon's key socket, a share in /etc/fstab
 // mounted through mount.kmsagent, the daemon active with its STATUS=
-// line, both surviving systemctl restart kmsagent and a reboot, and a
-// volume whose master key is disabled failing alone, clearly, without
-// holding up the boot.
+// line, a LUKS2 volume and a share of its own ([[volume]], auto) mounted
+// by the daemon inside its sandbox and seen by the host, all of them
+// surviving systemctl restart kmsagent and a reboot, and a volume whose
+// master key is disabled failing alone, clearly, without holding up the
+// boot.
 //
 // Everything is prepared on the host without device-mapper: the .deb by
 // packaging/build-deb.sh, the embedded KMS's key store, the LUKS2 images
@@ -22,6 +24,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -75,15 +79,42 @@ func TestBoot(t *testing.T) {
 	host.cli("format", "luks", off, "--key-id", "retired")
 	offUUID := strings.TrimSpace(run(t, "blkid", "-s", "UUID", "-o", "value", off))
 	host.cli("kms", "disable-key", "retired")
-	// The share, formatted here and mounted in the guest.
+	// managed: a volume the daemon itself opens and mounts ([[volume]]).
+	managedRaw := filepath.Join(dir, "managed.raw")
+	run(t, "mkfs.ext4", "-q", "-b", "4096", "-d", content, managedRaw, "32M")
+	managed := filepath.Join(dir, "managed.img")
+	host.cli("image", "encrypt", managedRaw, managed, "--key-id", "disks")
+	managedUUID := strings.TrimSpace(run(t, "blkid", "-s", "UUID", "-o", "value", managed))
+	// The shares, formatted here and mounted in the guest: one by
+	// mount.kmsagent from fstab, one by the daemon.
 	cipher := filepath.Join(dir, "cipher")
 	host.cli("format", "fuse", cipher, "--key-id", "shares")
+	cipher2 := filepath.Join(dir, "cipher2")
+	host.cli("format", "fuse", cipher2, "--key-id", "shares")
 
 	files := map[string][]byte{
-		"/etc/kmsagent/agent.toml": []byte("# The embedded KMS, keys in /var/lib/kmsagent/kms.\n[kms]\nprovider = \"local\"\n"),
+		"/etc/kmsagent/agent.toml": fmt.Appendf(nil, `# The embedded KMS, keys in /var/lib/kmsagent/kms.
+[kms]
+provider = "local"
+
+[[volume]]
+name = "managed"
+type = "luks"
+source = "UUID=%s"
+target = "/managed"
+auto = true
+
+[[volume]]
+name = "dshare"
+type = "fuse"
+source = "/srv/cipher2"
+target = "/srv/dshare"
+auto = true
+`, managedUUID),
 	}
 	addTree(t, files, host.kmsDir, "/var/lib/kmsagent/kms")
 	addTree(t, files, cipher, "/srv/cipher")
+	addTree(t, files, cipher2, "/srv/cipher2")
 	vm := debvm.New(t, debvm.Config{
 		Packages: []string{"procps"}, // the .deb's dependency
 		Debs:     []string{deb},
@@ -95,34 +126,37 @@ func TestBoot(t *testing.T) {
 			"off UUID=%s /run/kmsagent/cryptsetup.sock luks,_netdev,headless=true,nofail\n", dataUUID, offUUID),
 		Fstab: "/dev/mapper/data /data ext4 defaults,_netdev 0 2\n" +
 			"/srv/cipher /srv/share kmsagent defaults,_netdev,x-systemd.after=kmsagent.service 0 0\n",
-		Setup: "chmod 0700 /var/lib/kmsagent /var/lib/kmsagent/kms /srv/cipher",
+		Setup: "chmod 0700 /var/lib/kmsagent /var/lib/kmsagent/kms /srv/cipher /srv/cipher2 && mkdir /managed /srv/dshare",
 	})
 	vm.Timeout = bootTimeout
-	vm.Disks = []debvm.Disk{{Path: data, Serial: "data"}, {Path: off, Serial: "off"}}
+	vm.Disks = []debvm.Disk{{Path: data, Serial: "data"}, {Path: off, Serial: "off"}, {Path: managed, Serial: "managed"}}
 	t.Logf("VM ready after %v", time.Since(start).Round(time.Millisecond))
 
 	first := vm.Boot(t, bootChecks+`
-echo before-restart >/data/note
-echo before-restart >/srv/share/note
+data security "$(systemd-analyze security --no-pager kmsagent.service | tail -n 1)"
+for d in /data /srv/share /managed /srv/dshare; do echo before-restart >$d/note; done
 sync
 timeout 120 systemctl restart kmsagent
 data restart-jobs "$(systemctl list-jobs --no-pager)"
 check restart-active '[ "$(systemctl is-active kmsagent)" = active ]'
-check restart-data '[ "$(cat /data/note)" = before-restart ] && echo after >>/data/note'
-check restart-share '[ "$(cat /srv/share/note)" = before-restart ] && echo after >>/srv/share/note'
-check restart-status 'kmsagent status >/tmp/status && cat /tmp/status && grep -q /srv/share /tmp/status'
+for d in /data /srv/share /managed /srv/dshare; do
+	check restart-$(basename $d) '[ "$(cat $d/note)" = before-restart ] && echo after >>$d/note'
+done
+check restart-status 'kmsagent status >/tmp/status && cat /tmp/status && grep -q /srv/share /tmp/status && grep -q "managed .*mounted" /tmp/status'
 `)
 	report(t, first)
-	first.RequireSuccess(t, append(bootCheckNames, "restart-active", "restart-data", "restart-share", "restart-status")...)
+	first.RequireSuccess(t, append(bootCheckNames, "restart-active", "restart-data", "restart-share", "restart-managed", "restart-dshare", "restart-status")...)
+	checkExposure(t, first)
 	t.Logf("first boot done after %v in all", time.Since(start).Round(time.Millisecond))
 
 	vm.ForcePoweroff = true // the first boot stopped the units in order
 	second := vm.Boot(t, bootChecks+`
-check kept-data '[ "$(cat /data/note)" = "$(printf "before-restart\nafter")" ]'
-check kept-share '[ "$(cat /srv/share/note)" = "$(printf "before-restart\nafter")" ]'
+for d in /data /srv/share /managed /srv/dshare; do
+	check kept-$(basename $d) '[ "$(cat $d/note)" = "$(printf "before-restart\nafter")" ]'
+done
 `)
 	report(t, second)
-	second.RequireSuccess(t, append(bootCheckNames, "kept-data", "kept-share")...)
+	second.RequireSuccess(t, append(bootCheckNames, "kept-data", "kept-share", "kept-managed", "kept-dshare")...)
 	if a, b := bootID(first), bootID(second); a == "" || a == b {
 		t.Fatalf("boot ids %q and %q: the second boot did not happen", a, b)
 	}
@@ -138,13 +172,15 @@ check data-unlocked '[ -b /dev/mapper/data ] && systemctl is-active --quiet syst
 check data-mounted 'findmnt -n -o SOURCE,FSTYPE /data | grep -q "/dev/mapper/data ext4"'
 check data-content '[ "$(cat /data/hello)" = "from the host" ]'
 check share-mounted 'findmnt -n -o FSTYPE /srv/share | grep -q "^fuse"'
+check managed-mounted 'findmnt -n -o SOURCE,FSTYPE /managed | grep -q "/dev/mapper/managed ext4" && [ "$(cat /managed/hello)" = "from the host" ]'
+check dshare-mounted 'findmnt -n -o FSTYPE /srv/dshare | grep -q "^fuse" && echo y >/srv/dshare/probe && [ "$(cat /srv/dshare/probe)" = y ]'
 check share-writable 'echo x >/srv/share/probe && [ "$(cat /srv/share/probe)" = x ] && rm /srv/share/probe'
 check off-failed 'systemctl is-failed --quiet systemd-cryptsetup@off.service && ! [ -e /dev/mapper/off ]'
 check off-only-failure '[ "$(systemctl list-units --failed --plain --no-legend | cut -d" " -f1 | tr "\n" " ")" = "systemd-cryptsetup@off.service " ]'
 check off-audited 'grep "\"volume\":\"off\"" /var/log/kmsagent/audit.log | grep -q "\"result\":\"key_disabled\""'
 check off-logged 'journalctl -b -u kmsagent --no-pager -o cat | grep "crypttab key refused" | grep -q "volume=off"'
 check data-audited 'grep "\"op\":\"crypttab-key\"" /var/log/kmsagent/audit.log | grep "\"volume\":\"data\"" | grep -q "\"result\":\"ok\""'
-data off-journal "$(journalctl -b -u systemd-cryptsetup@off.service --no-pager -o cat | tail -n 4)"
+data off-journal "$(journalctl -b -u systemd-cryptsetup@off.service --no-pager -o cat | grep -v "^$" | tail -n 8)"
 data kmsagent-journal "$(journalctl -b -u kmsagent --no-pager -o cat | grep -v '^$' | tail -n 12)"
 data off-status "$(systemctl status --no-pager systemd-cryptsetup@off.service 2>&1 | head -n 12)"
 data by-uuid "$(ls /dev/disk/by-uuid; blkid /dev/vdb /dev/vdc)"
@@ -153,6 +189,7 @@ data units-time "$(systemd-analyze blame --no-pager | grep -E 'kmsagent|cryptset
 
 var bootCheckNames = []string{
 	"kmsagent-active", "status-line", "data-unlocked", "data-mounted", "data-content", "share-mounted",
+	"managed-mounted", "dshare-mounted",
 	"share-writable", "off-failed", "off-only-failure", "off-audited", "off-logged", "data-audited",
 }
 
@@ -163,6 +200,25 @@ func report(t *testing.T, r *vmtest.Result) {
 		if m.Kind == "DATA" {
 			t.Logf("guest: %s: %s", m.Name, m.Detail)
 		}
+	}
+}
+
+// maxExposure is the systemd-analyze security score of kmsagent.service
+// as the README records it; a unit change that raises it fails here.
+const maxExposure = 4.7
+
+// checkExposure reads the score the guest's systemd-analyze security
+// gave, e.g. "→ Overall exposure level for kmsagent.service: 4.7 OK 🙂".
+func checkExposure(t *testing.T, r *vmtest.Result) {
+	t.Helper()
+	line, _ := r.Data("security")
+	m := regexp.MustCompile(`kmsagent\.service: ([0-9.]+) `).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no exposure score in %q", line)
+	}
+	score, err := strconv.ParseFloat(m[1], 64)
+	if err != nil || score > maxExposure {
+		t.Fatalf("systemd-analyze security rates kmsagent.service %s, want at most %.1f", m[1], maxExposure)
 	}
 }
 
