@@ -1,11 +1,16 @@
 // Package cryptkey serves the keyslot passphrases of kmsagent LUKS2
 // volumes to stock systemd-cryptsetup, so that a crypttab line such as
 //
-//	data  UUID=<LUKS UUID>  /run/kmsagent/cryptsetup.sock  luks
+//	data  UUID=<LUKS UUID>  /run/kmsagent/cryptsetup.sock  luks,_netdev,headless=true
 //
 // unlocks the volume at boot with no kmsagent code in the unlock path:
 // the key file named on the line is an AF_UNIX stream socket served by
-// the daemon.
+// the daemon (kmsagent.socket makes it). _netdev puts the unit after
+// kmsagent.service (which is ordered before remote-fs-pre.target);
+// without it the unit runs in early boot, before any service, and reads
+// nothing. headless=true turns a missing key into a failure instead of a
+// passphrase prompt. packaging/boottest boots both kinds: a volume that
+// unlocks, and one whose CMK is disabled and that fails alone (nofail).
 //
 // # What systemd-cryptsetup does (systemd src/cryptsetup/cryptsetup.c,
 // src/basic/fileio.c)
