@@ -7,8 +7,9 @@
 // the key file named on the line is an AF_UNIX stream socket served by
 // the daemon (kmsagent.socket makes it). _netdev puts the unit after
 // kmsagent.service (which is ordered before remote-fs-pre.target);
-// without it the unit runs in early boot, before any service, and reads
-// nothing. headless=true turns a missing key into a failure instead of a
+// without it the unit runs in early boot, before kmsagent.socket (after
+// sysinit.target) has made the socket, and falls back to asking for a
+// passphrase (not tried in the boot test). headless=true turns a missing key into a failure instead of a
 // passphrase prompt. packaging/boottest boots both kinds: a volume that
 // unlocks, and one whose CMK is disabled and that fails alone (nofail).
 //
