@@ -51,7 +51,7 @@ func (s *Service) DeliverKey(ctx context.Context, c *net.UnixConn, device string
 	p, err := worker.Start(worker.Command{
 		What:       "crypttab key worker",
 		Executable: s.o.Executable,
-		Args:       s.workerArgs(KeyWorkerCommand, "--", device),
+		Args:       s.keyWorkerArgs(device),
 		Files:      []*os.File{conn, gateR},
 	})
 	gateR.Close()
@@ -86,6 +86,18 @@ func (s *Service) DeliverKey(ctx context.Context, c *net.UnixConn, device string
 		err = &crypt.StepError{Step: we.Step, Err: we}
 	}
 	return cmk, err
+}
+
+// keyWorkerArgs is the key worker's command line. Unlike the mount
+// workers, it keeps the KMS client's own retries whatever KMSAttempts
+// says: systemd-cryptsetup waits on this one request, and nothing tries
+// it again after a failure.
+func (s *Service) keyWorkerArgs(device string) []string {
+	var out []string
+	if p := s.configPath(); p != "" {
+		out = append(out, "--config", p)
+	}
+	return append(out, KeyWorkerCommand, "--", device)
 }
 
 // RunKeyWorker is the crypttab key worker: it unwraps the keyslot
