@@ -17,6 +17,8 @@ import (
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
@@ -59,6 +61,11 @@ type Config struct {
 	Endpoint string
 	// Timeout bounds each call; zero means DefaultTimeout.
 	Timeout time.Duration
+	// InstanceRole takes credentials only from the EC2 instance role
+	// (IMDS) instead of the SDK's default chain, which would also read
+	// the environment and shared credential files. An initramfs uses
+	// it: there, no credential may come from a stored secret.
+	InstanceRole bool
 }
 
 // Client is the AWS KMS provider. It is safe for concurrent use.
@@ -93,6 +100,12 @@ func newClient(ctx context.Context, cfg Config, extra ...func(*config.LoadOption
 	sdkCfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return nil, configError("load AWS SDK configuration", err)
+	}
+	if cfg.InstanceRole {
+		// The IMDS client from the loaded configuration keeps its
+		// endpoint settings (AWS_EC2_METADATA_SERVICE_ENDPOINT).
+		role := ec2rolecreds.New(func(o *ec2rolecreds.Options) { o.Client = imds.NewFromConfig(sdkCfg) })
+		sdkCfg.Credentials = awssdk.NewCredentialsCache(role)
 	}
 	if sdkCfg.Region == "" {
 		return nil, configError("no region: set region in the [kms] config or AWS_REGION", nil)
