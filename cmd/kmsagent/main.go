@@ -49,6 +49,7 @@ func commandTree() *command {
 		{name: "status", summary: "list mounted shares and open block volumes", run: runStatus},
 		{name: "export-key", summary: "break-glass: print a share's or volume's key in hex (root only)", run: runExportKey},
 		{name: "kms", summary: "manage the embedded KMS and serve it to other hosts", sub: kmsCommands()},
+		{name: "initramfs", summary: "early-boot unlock of an encrypted root (initramfs-tools hook and keyscript)", sub: initramfsCommands()},
 		{name: "version", summary: "print the version", run: runVersion},
 		{name: fuseWorkerCommand, run: runFuseWorker, hidden: true},
 		{name: luksWorkerCommand, run: runLuksWorker, hidden: true},
