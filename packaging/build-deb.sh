@@ -58,6 +58,14 @@ for unit in systemd/*.service systemd/*.socket; do
 done
 install -m 0644 packaging/agent.toml.example "$doc/agent.toml.example"
 
+# Early-boot unlock of an encrypted root: the initramfs-tools hook and the
+# crypttab keyscript (packaging/initramfs/hook says what goes into the
+# initramfs). The hook does nothing unless /etc/crypttab names the
+# keyscript; the trigger rebuilds the initramfs when the package changes.
+install -d "$root/usr/share/initramfs-tools/hooks" "$root/usr/lib/kmsagent"
+install -m 0755 packaging/initramfs/hook "$root/usr/share/initramfs-tools/hooks/kmsagent"
+install -m 0755 packaging/initramfs/keyscript "$root/usr/lib/kmsagent/keyscript"
+
 go run ./packaging/gendocs -bin "$root/usr/sbin/kmsagent" -version "$version" \
   -date "$(date -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)" \
   -man "$work/kmsagent.8" -completion "$root/usr/share/bash-completion/completions/kmsagent"
@@ -112,6 +120,7 @@ EOF
 for script in postinst prerm postrm; do
   install -m 0755 "packaging/deb/$script" "$root/DEBIAN/$script"
 done
+install -m 0644 packaging/deb/triggers "$root/DEBIAN/triggers"
 installed_size=$(find "$root" -path "$root/DEBIAN" -prune -o -type f -printf '%s\n' |
   awk '{ kb += int(($1 + 1023) / 1024) } END { print kb }')
 cat > "$root/DEBIAN/control" <<EOF
@@ -122,7 +131,7 @@ Maintainer: $maintainer
 Installed-Size: $installed_size
 Depends: procps
 Recommends: fuse3
-Suggests: cryptsetup-bin
+Suggests: cryptsetup-bin, cryptsetup-initramfs
 Section: admin
 Priority: optional
 Description: keep disks and shares encrypted with keys held in a KMS
@@ -133,7 +142,9 @@ Description: keep disks and shares encrypted with keys held in a KMS
  .
  The package contains the kmsagent command, the mount.kmsagent helper for
  fstab, systemd units for the volume daemon and for serving the embedded
- KMS, and an example configuration. No service is enabled until
+ KMS, an initramfs-tools hook and crypttab keyscript that unlock an
+ encrypted root through the KMS with instance credentials, and an example
+ configuration. No service is enabled until
  /etc/kmsagent/agent.toml exists.
 EOF
 (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) > "$root/DEBIAN/md5sums"

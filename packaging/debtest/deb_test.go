@@ -153,6 +153,8 @@ func TestContents(t *testing.T) {
 		{"-rw-r--r--", "./usr/share/man/man8/kmsagent.8.gz"},
 		{"lrwxrwxrwx", "./usr/share/man/man8/mount.kmsagent.8.gz -> kmsagent.8.gz"},
 		{"-rw-r--r--", "./usr/share/bash-completion/completions/kmsagent"},
+		{"-rwxr-xr-x", "./usr/share/initramfs-tools/hooks/kmsagent"},
+		{"-rwxr-xr-x", "./usr/lib/kmsagent/keyscript"},
 	}
 	for _, w := range want {
 		re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(w.mode) + ` root/root +\d+ [-0-9]+ [0-9:]+ ` + regexp.QuoteMeta(w.path) + `$`)
@@ -182,6 +184,12 @@ func TestContents(t *testing.T) {
 	run(t, "dpkg-deb", "-e", deb, ctrl)
 	for _, script := range []string{"postinst", "prerm", "postrm"} {
 		run(t, "sh", "-n", filepath.Join(ctrl, script))
+	}
+	for _, script := range []string{"usr/share/initramfs-tools/hooks/kmsagent", "usr/lib/kmsagent/keyscript"} {
+		run(t, "sh", "-n", filepath.Join(root, script))
+	}
+	if triggers, err := os.ReadFile(filepath.Join(ctrl, "triggers")); err != nil || !strings.Contains(string(triggers), "activate-noawait update-initramfs") {
+		t.Errorf("the package does not trigger update-initramfs: %q, %v", triggers, err)
 	}
 	// Purge removes the daemon's state, never the KMS key store.
 	postrm, err := os.ReadFile(filepath.Join(ctrl, "postrm"))
