@@ -48,9 +48,10 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 // Unlock returns the passphrase of dev's kmsagent keyslot, exactly the
 // bytes cryptsetup reads from a keyscript. It retries with backoff for as
 // long as the KMS is unreachable or throttling, writing one line to the
-// console each round; anything else ends it with a *RefusedError. The
-// caller wipes the passphrase.
-func Unlock(ctx context.Context, dev volume.Device, kms kmsclient.KMS, o Options) (*secret.Key, error) {
+// console each round; anything else ends it with a *RefusedError. It
+// also returns the KMS key that unwrapped it. The caller wipes the
+// passphrase.
+func Unlock(ctx context.Context, dev volume.Device, kms kmsclient.KMS, o Options) (*secret.Key, token.KMS, error) {
 	sleep := o.Sleep
 	if sleep == nil {
 		sleep = sleepCtx
@@ -59,21 +60,21 @@ func Unlock(ctx context.Context, dev volume.Device, kms kmsclient.KMS, o Options
 	for round := 1; ; round++ {
 		h, err := volume.ReadHeader(dev)
 		if err != nil {
-			return nil, &RefusedError{Err: err}
+			return nil, token.KMS{}, &RefusedError{Err: err}
 		}
 		pass, cmk, err := volume.Passphrase(ctx, dev, kms)
 		if err == nil {
 			if round > 1 {
 				fmt.Fprintf(o.Console, "kmsagent: %s: unlocked through the KMS (key %s) in round %d\n", o.Name, cmk.KeyID, round)
 			}
-			return pass, nil
+			return pass, cmk, nil
 		}
 		if !kmsclient.Retryable(err) {
-			return nil, &RefusedError{Key: cmk, Recovery: RecoveryKeyslots(h), Err: err}
+			return nil, cmk, &RefusedError{Key: cmk, Recovery: RecoveryKeyslots(h), Err: err}
 		}
 		fmt.Fprintf(o.Console, "kmsagent: %s: cannot reach the KMS for key %s (round %d): %v; trying again in %s\n", o.Name, cmk.KeyID, round, err, delay)
 		if err := sleep(ctx, delay); err != nil {
-			return nil, fmt.Errorf("stopped waiting for the KMS: %w", err)
+			return nil, cmk, fmt.Errorf("stopped waiting for the KMS: %w", err)
 		}
 		delay = min(2*delay, MaxDelay)
 	}

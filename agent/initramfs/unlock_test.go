@@ -24,7 +24,7 @@ import (
 type flakyKMS struct {
 	*local.Store
 	outages int
-	calls    int
+	calls   int
 }
 
 func (f *flakyKMS) Decrypt(ctx context.Context, keyID string, wrapped []byte, binding string) (*secret.Key, error) {
@@ -86,7 +86,7 @@ func TestUnlock(t *testing.T) {
 			kms := &flakyKMS{Store: store, outages: tt.outages}
 			var console bytes.Buffer
 			var sleeps []time.Duration
-			pass, err := Unlock(ctx, dev, kms, Options{Name: "root_crypt", Console: &console,
+			pass, cmk, err := Unlock(ctx, dev, kms, Options{Name: "root_crypt", Console: &console,
 				Sleep: func(_ context.Context, d time.Duration) error { sleeps = append(sleeps, d); return nil }})
 			if !slices.Equal(sleeps, tt.wantSleeps) {
 				t.Errorf("sleeps %v, want %v", sleeps, tt.wantSleeps)
@@ -117,6 +117,9 @@ func TestUnlock(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer pass.Wipe()
+			if cmk.KeyID != keyID {
+				t.Errorf("unwrapped by %q, want %q", cmk.KeyID, keyID)
+			}
 			// The passphrase must open the volume as cryptsetup would use it.
 			vk, err := volume.OpenWithPassphrase(dev, pass.Bytes())
 			if err != nil {
@@ -136,7 +139,7 @@ func TestUnlockStopsWithContext(t *testing.T) {
 	dev := newVolume(t, store, keyID, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	kms := &flakyKMS{Store: store, outages: 1 << 30}
-	_, err := Unlock(ctx, dev, kms, Options{Name: "root_crypt", Console: &bytes.Buffer{},
+	_, _, err := Unlock(ctx, dev, kms, Options{Name: "root_crypt", Console: &bytes.Buffer{},
 		Sleep: func(ctx context.Context, d time.Duration) error { cancel(); return ctx.Err() }})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
@@ -153,7 +156,7 @@ func TestUnlockNotLUKS(t *testing.T) {
 		t.Fatal(err)
 	}
 	store, _ := tstest.LocalKMS(t, "")
-	_, err = Unlock(context.Background(), f, store, Options{Name: "x", Console: &bytes.Buffer{}})
+	_, _, err = Unlock(context.Background(), f, store, Options{Name: "x", Console: &bytes.Buffer{}})
 	var refused *RefusedError
 	if !errors.As(err, &refused) || refused.Key.KeyID != "" || len(refused.Recovery) != 0 {
 		t.Fatalf("err = %#v, want a refusal without key", err)

@@ -376,10 +376,21 @@ type Info struct {
 	ReadOnly    bool     `json:"read_only"`
 	OpenCount   int32    `json:"open_count"`
 	Deferred    bool     `json:"deferred_remove"`
+	// Cryptsetup: opened by cryptsetup, not by kmsagent (ListLUKS2).
+	Cryptsetup bool `json:"cryptsetup,omitempty"`
 }
 
 // List returns the open kmsagent volumes.
-func List(ctl *dm.Control) ([]Info, error) {
+func List(ctl *dm.Control) ([]Info, error) { return list(ctl, false) }
+
+// ListLUKS2 returns the open kmsagent volumes and the LUKS2 volumes
+// cryptsetup opened (in the initramfs, or systemd-cryptsetup with a key
+// from kmsagent), the latter with Cryptsetup set: the caller decides by
+// their headers which of them are kmsagent volumes. Those stay
+// cryptsetup's to close.
+func ListLUKS2(ctl *dm.Control) ([]Info, error) { return list(ctl, true) }
+
+func list(ctl *dm.Control, cryptsetup bool) ([]Info, error) {
 	devs, err := ctl.List()
 	if err != nil {
 		return nil, err
@@ -390,15 +401,16 @@ func List(ctl *dm.Control) ([]Info, error) {
 		if err != nil {
 			continue
 		}
-		p, err := ourTable(d.Name, tab)
-		if err != nil {
+		p, opener := classify(d.Name, d.UUID, tab)
+		if opener == openerNone || opener == openerCryptsetup && !cryptsetup {
 			continue
 		}
 		info, err := ctl.Status(d.Name)
 		if err != nil {
 			continue
 		}
-		in := Info{Name: d.Name, LUKSUUID: luksUUIDOf(d.UUID), ReadOnly: info.ReadOnly(), OpenCount: info.OpenCount, Deferred: info.DeferredRemove()}
+		in := Info{Name: d.Name, LUKSUUID: luksUUIDOf(d.UUID), ReadOnly: info.ReadOnly(), OpenCount: info.OpenCount,
+			Deferred: info.DeferredRemove(), Cryptsetup: opener == openerCryptsetup}
 		if b, ok := parseDevNum(p.Device); ok {
 			in.Backing = blockName(b)
 			if unix.Major(b) == loopMajor {
@@ -409,6 +421,31 @@ func List(ctl *dm.Control) ([]Info, error) {
 		out = append(out, in)
 	}
 	return out, nil
+}
+
+// Who set up a device-mapper device, as classify tells from its uuid and
+// table.
+const (
+	openerNone       = iota // not a LUKS2 dm-crypt volume
+	openerKmsagent          // ours: the key is a kmsagent logon key
+	openerCryptsetup        // a LUKS2 volume with any other key reference
+)
+
+// classify tells a kmsagent mapping from one cryptsetup made for a LUKS2
+// header (device-mapper uuid CRYPT-LUKS2-<uuid>-<name>, one crypt
+// target) and from everything else.
+func classify(name, dmUUID string, tab []dm.Target) (dm.CryptParams, int) {
+	if p, err := ourTable(name, tab); err == nil {
+		return p, openerKmsagent
+	}
+	if len(tab) != 1 || tab[0].Type != dm.CryptTarget || luksUUIDOf(dmUUID) == "" {
+		return dm.CryptParams{}, openerNone
+	}
+	p, err := dm.ParseCryptParams(tab[0].Params)
+	if err != nil {
+		return dm.CryptParams{}, openerNone
+	}
+	return p, openerCryptsetup
 }
 
 // luksUUIDOf recovers the LUKS uuid from a CRYPT-LUKS2-<hex>-<name>

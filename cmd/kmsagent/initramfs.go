@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"kmsagent/agent/initramfs"
 	"kmsagent/blockdev/volume"
@@ -57,9 +58,10 @@ func runInitramfsConfig(ctx context.Context, env *cliEnv, args []string) error {
 // as the passphrase, byte for byte; everything else goes to stderr, which
 // is the console in the initramfs.
 func runInitramfsKey(ctx context.Context, env *cliEnv, args []string) error {
-	askpass := defaultAskpass
+	askpass, recordDir := defaultAskpass, initramfs.RecordDir
 	pos, err := parseFlags(env, "initramfs key", "[SOURCE]", args, 0, 1, func(fs *flag.FlagSet) {
 		fs.StringVar(&askpass, "askpass", askpass, "program that asks for the recovery passphrase when the KMS refuses the key; empty for none")
+		fs.StringVar(&recordDir, "record-dir", recordDir, "where to note the volumes unlocked, for the daemon after the switch to the real root")
 	})
 	if err != nil {
 		return err
@@ -88,7 +90,7 @@ func runInitramfsKey(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfgName(cfg), err)
 	}
-	pass, err := initramfs.Unlock(ctx, dev, kms, initramfs.Options{Name: name, Console: env.stderr})
+	pass, cmk, err := initramfs.Unlock(ctx, dev, kms, initramfs.Options{Name: name, Console: env.stderr})
 	var refused *initramfs.RefusedError
 	if errors.As(err, &refused) {
 		fmt.Fprintln(env.stderr, initramfs.Refusal(name, refused))
@@ -105,8 +107,18 @@ func runInitramfsKey(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer pass.Wipe()
-	_, err = env.stdout.Write(pass.Bytes())
-	return err
+	if _, err := env.stdout.Write(pass.Bytes()); err != nil {
+		return err
+	}
+	// For the daemon after the switch to the real root; the unlock does
+	// not depend on it.
+	if h, err := volume.ReadHeader(dev); err == nil {
+		rec := initramfs.Record{Name: name, UUID: h.UUID(), Source: source, Provider: cmk.Provider, KeyID: cmk.KeyID, Time: time.Now().UTC()}
+		if err := initramfs.WriteRecord(recordDir, rec); err != nil {
+			fmt.Fprintf(env.stderr, "kmsagent: %s: warning: %v; the daemon will show the volume as opened by cryptsetup\n", name, err)
+		}
+	}
+	return nil
 }
 
 // resolveSource turns a crypttab source spec into a device path; cryptroot
