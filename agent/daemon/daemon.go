@@ -230,10 +230,11 @@ func (d *Daemon) Start(ctx context.Context) error {
 		rec, hasRec := findRecord(recs, vc)
 		if st, ok := findMounted(mounted, vc); ok {
 			v.state, v.adopted = StateMounted, true
-			v.mounted = Mounted{Spec: SpecOf(vc), WorkerPID: st.WorkerPID, Device: st.Device, KeyID: st.KeyID, Provider: st.Provider, Since: now}
+			v.mounted = Mounted{Spec: SpecOf(vc), WorkerPID: st.WorkerPID, Device: st.Device, KeyID: st.KeyID, Provider: st.Provider, Since: now, UnlockedBy: st.UnlockedBy}
 			if hasRec && rec.State == StateMounted {
 				v.restoreMounted(rec)
 			}
+			d.adoptFromInitramfsLocked(v, st, rec, hasRec)
 			v.below = d.noteBelow(v.mounted)
 			d.log.Info("adopted a mounted volume", "volume", vc.Name, "target", vc.Target, "worker_pid", st.WorkerPID, "device", st.Device)
 			continue
@@ -276,6 +277,21 @@ func (d *Daemon) adoptDiscoveredLocked(recs []Record, mounted []VolumeStatus, no
 		d.vols[r.Name] = v
 		d.log.Info("adopted a volume unlocked on attach", "volume", r.Name, "device", st.Device)
 	}
+}
+
+// adoptFromInitramfsLocked dates a volume the initramfs unlocked from
+// then, and puts that key use into the audit log, once: unless a daemon
+// of this boot recorded the volume mounted since. The initramfs has no
+// audit log of its own. d.mu is held.
+func (d *Daemon) adoptFromInitramfsLocked(v *volume, st VolumeStatus, rec Record, hasRec bool) {
+	if st.UnlockedBy != "initramfs" || st.UnlockedAt.IsZero() {
+		return
+	}
+	if !hasRec || rec.State != StateMounted || rec.Since.Before(st.UnlockedAt) {
+		// pid 0: no process of this system asked; the initramfs did.
+		_ = d.audit(caller{actor: "initramfs"}, Event{Op: OpMount, Volume: v.cfg.Name, Kind: KindLUKS, KeyID: st.KeyID, Provider: st.Provider})
+	}
+	v.mounted.Since, v.since = st.UnlockedAt, st.UnlockedAt
 }
 
 // findRecord finds the state file's record of vc: the same name, kind
@@ -956,7 +972,10 @@ type VolumeInfo struct {
 	Managed   bool      `json:"managed"`           // a [[volume]] of the configuration
 	// Discovered: unlocked on attach without a [[volume]]
 	// (auto_unlock_attached), opened as /dev/mapper/NAME, not mounted.
-	Discovered bool      `json:"discovered,omitempty"`
+	Discovered bool `json:"discovered,omitempty"`
+	// UnlockedBy: a LUKS2 volume opened by the initramfs or cryptsetup
+	// and adopted, not opened by kmsagent.
+	UnlockedBy string    `json:"unlocked_by,omitempty"`
 	LastError  string    `json:"last_error,omitempty"`
 	ErrorKind  string    `json:"error_kind,omitempty"`
 	Retries    int       `json:"retries"`
@@ -967,7 +986,7 @@ func (v *volume) info() VolumeInfo {
 	i := VolumeInfo{Name: v.cfg.Name, Kind: Kind(v.cfg.Type), State: v.state, Source: v.cfg.Source, Target: v.cfg.Target,
 		Since: v.since, Auto: v.cfg.Auto, Adopted: v.adopted, Managed: !v.discovered, Discovered: v.discovered, Retries: v.retries, NextRetry: v.nextRetry}
 	if v.state == StateMounted {
-		i.KeyID, i.Provider, i.WorkerPID, i.Device = v.mounted.KeyID, v.mounted.Provider, v.mounted.WorkerPID, v.mounted.Device
+		i.KeyID, i.Provider, i.WorkerPID, i.Device, i.UnlockedBy = v.mounted.KeyID, v.mounted.Provider, v.mounted.WorkerPID, v.mounted.Device, v.mounted.UnlockedBy
 	}
 	if v.lastErr != nil {
 		i.LastError, i.ErrorKind = v.lastErr.Error(), ErrorKind(v.lastErr)
@@ -1049,7 +1068,10 @@ func (d *Daemon) Status(ctx context.Context) ([]VolumeInfo, error) {
 			name = st.Target // shares have no name of their own
 		}
 		i := VolumeInfo{Name: name, Kind: st.Kind, State: state, Source: st.Source, Target: st.Target,
-			KeyID: st.KeyID, Provider: st.Provider, WorkerPID: st.WorkerPID, Device: st.Device}
+			KeyID: st.KeyID, Provider: st.Provider, WorkerPID: st.WorkerPID, Device: st.Device, UnlockedBy: st.UnlockedBy}
+		if !st.UnlockedAt.IsZero() {
+			i.Since = st.UnlockedAt
+		}
 		if state == StateFailed {
 			i.LastError = "the service reports it " + st.State
 		}

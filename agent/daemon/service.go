@@ -51,6 +51,9 @@ type Mounted struct {
 	KeyID     string // CMK that unwrapped the key
 	Provider  string
 	Since     time.Time
+	// UnlockedBy is who opened a LUKS2 volume the daemon adopted rather
+	// than opened: "initramfs" or "cryptsetup"; empty for kmsagent.
+	UnlockedBy string
 }
 
 // Service states in VolumeStatus.State.
@@ -68,6 +71,10 @@ type VolumeStatus struct {
 	WorkerPID            int
 	KeyID, Provider      string
 	Device               string
+	// UnlockedBy is who opened a LUKS2 volume when kmsagent did not
+	// ("initramfs", "cryptsetup"); UnlockedAt is when, if known.
+	UnlockedBy string
+	UnlockedAt time.Time
 }
 
 // Errors of the daemon, for errors.Is; errkind names their kinds.

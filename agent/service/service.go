@@ -96,6 +96,9 @@ type Options struct {
 	// see: a worker's warnings, stale mounts removed. They are logged
 	// either way.
 	Notify func(Note)
+	// InitramfsRecordDir is where the initramfs noted the volumes it
+	// unlocked; initramfs.RecordDir when empty.
+	InitramfsRecordDir string
 }
 
 // Note is a message for the admin from a verb that went on.

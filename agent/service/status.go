@@ -2,6 +2,10 @@ package service
 
 import (
 	"context"
+	"strings"
+	"time"
+
+	"kmsagent/agent/initramfs"
 
 	"kmsagent/blockdev/crypt"
 	"kmsagent/blockdev/dm"
@@ -55,6 +59,11 @@ type VolumeStatus struct {
 	Err   error  `json:"-"`
 	// Block is a LUKS volume's device-mapper view.
 	Block *crypt.Info `json:"block,omitempty"`
+	// UnlockedBy is who opened a LUKS volume when kmsagent did not:
+	// "initramfs" (the keyscript, which noted when, in UnlockedAt) or
+	// "cryptsetup" (anything else with a kmsagent token's key).
+	UnlockedBy string    `json:"unlocked_by,omitempty"`
+	UnlockedAt time.Time `json:"unlocked_at,omitzero"`
 }
 
 // Status lists the mounted shares (and detached ones still served) and
@@ -86,7 +95,7 @@ func (s *Service) Status(ctx context.Context) ([]VolumeStatus, error) {
 		return out, nil
 	}
 	defer ctl.Close()
-	infos, err := crypt.List(ctl)
+	infos, err := crypt.ListLUKS2(ctl)
 	if err != nil {
 		return out, nil
 	}
@@ -102,9 +111,34 @@ func (s *Service) Status(ctx context.Context) ([]VolumeStatus, error) {
 			v.State = StateClosing
 		}
 		v.Provider, v.KeyID = luksKeyRef(v.Source)
+		if info.Cryptsetup && !s.unlockedElsewhere(&v) {
+			continue // not a kmsagent volume, or not one this user can tell
+		}
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// unlockedElsewhere fills in who opened a LUKS2 volume that cryptsetup
+// mapped, and reports whether it is a kmsagent volume: its header has a
+// kmsagent token, or the initramfs noted unlocking it through the KMS.
+func (s *Service) unlockedElsewhere(v *VolumeStatus) bool {
+	dir := s.o.InitramfsRecordDir
+	if dir == "" {
+		dir = initramfs.RecordDir
+	}
+	if r, err := initramfs.ReadRecord(dir, v.Name); err == nil && strings.EqualFold(r.UUID, v.UUID) {
+		v.UnlockedBy, v.UnlockedAt = "initramfs", r.Time
+		if v.KeyID == "" {
+			v.Provider, v.KeyID = r.Provider, r.KeyID
+		}
+		return true
+	}
+	if v.KeyID == "" {
+		return false
+	}
+	v.UnlockedBy = "cryptsetup"
+	return true
 }
 
 // luksKeyRef names the KMS key of the first kmsagent token of the LUKS2

@@ -83,7 +83,11 @@ func printDaemonVolumes(env *cliEnv, st control.StatusReply) {
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKIND\tSTATE\tTARGET\tRETRIES\tLAST ERROR")
 	for _, v := range st.Volumes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", v.Name, v.Kind, v.State, orDash(v.Target), v.Retries, orDash(v.LastError))
+		state := v.State
+		if v.UnlockedBy != "" {
+			state += " (unlocked by " + v.UnlockedBy + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", v.Name, v.Kind, state, orDash(v.Target), v.Retries, orDash(v.LastError))
 	}
 	tw.Flush()
 	fmt.Fprintln(env.stdout)

@@ -198,6 +198,13 @@ func shareState(st service.State) share.State {
 	return share.StateUnknown
 }
 
+// volumeStatus is a block volume as status shows it: the kernel's view,
+// and who opened it when kmsagent did not.
+type volumeStatus struct {
+	crypt.Info
+	UnlockedBy string `json:"unlocked_by,omitempty"`
+}
+
 func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	var asJSON bool
 	if _, err := parseFlags(env, "status", "", args, 0, 0, func(fs *flag.FlagSet) {
@@ -222,10 +229,10 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	out := []shareStatus{}
-	volumes := []crypt.Info{}
+	volumes := []volumeStatus{}
 	for _, v := range all {
 		if v.Kind == service.KindLUKS {
-			volumes = append(volumes, *v.Block)
+			volumes = append(volumes, volumeStatus{Info: *v.Block, UnlockedBy: v.UnlockedBy})
 			continue
 		}
 		s := shareStatus{Mountpoint: v.Target, CipherDir: v.Source, Options: v.Options, State: string(shareState(v.State)), Worker: describeWorker(v),
@@ -242,7 +249,7 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	if asJSON {
 		return writeJSON(env, struct {
 			Shares  []shareStatus        `json:"shares"`
-			Volumes []crypt.Info         `json:"volumes"`
+			Volumes []volumeStatus       `json:"volumes"`
 			Daemon  *control.StatusReply `json:"daemon,omitempty"` // when kmsagent run answers
 		}{out, volumes, managed})
 	}
@@ -276,6 +283,9 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 			}
 			if v.Deferred {
 				state += ", removal deferred until unused"
+			}
+			if v.UnlockedBy != "" {
+				state += ", unlocked by " + v.UnlockedBy
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.Name, v.LUKSUUID, orDash(backing), orDash(strings.Join(v.Mountpoints, ",")), state)
 		}

@@ -51,6 +51,7 @@ func (d daemonService) Status(ctx context.Context) ([]daemon.VolumeStatus, error
 			Name: v.Name, Source: v.Source, Target: v.Target,
 			Kind: daemon.Kind(v.Kind), WorkerPID: v.WorkerPID,
 			KeyID: v.KeyID, Provider: v.Provider, Device: v.Device,
+			UnlockedBy: v.UnlockedBy, UnlockedAt: v.UnlockedAt,
 		}
 		switch v.State {
 		case service.StateStale:
