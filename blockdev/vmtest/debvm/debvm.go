@@ -1,6 +1,7 @@
 package debvm
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -49,6 +50,10 @@ type Config struct {
 	Setup string
 	// DiskMB is the size of the root disk; DefaultDiskMB when zero.
 	DiskMB int
+	// RootDevice is the root file system's device in /etc/fstab and, as
+	// VM.RootDevice, on the kernel command line; /dev/vda when empty
+	// (/dev/mapper/root_crypt for a root disk the test encrypts).
+	RootDevice string
 }
 
 // Disk is an extra disk of a VM.
@@ -73,6 +78,15 @@ type VM struct {
 	// (vmtest.AskHost, or echo "VMTEST-WAIT name"; read -r _ </dev/ttyS0),
 	// e.g. to hot-plug a disk through the QMP monitor.
 	OnWait vmtest.WaitFunc
+	// Kernel and Initrd, when set, are booted instead of the host's
+	// cloud kernel and its initrd: the root file system's own, say, for
+	// a test of what its initramfs does.
+	Kernel, Initrd string
+	// RootDevice is root= on the kernel command line (Config.RootDevice).
+	RootDevice string
+	// Args are more qemu arguments, e.g. -nic user,... for a network
+	// (a VM has none by default).
+	Args []string
 
 	env    vmtest.Env
 	initrd string
@@ -101,6 +115,7 @@ func New(t testing.TB, cfg Config) *VM {
 		initrd:   initrd,
 		dir:      t.TempDir(),
 	}
+	vm.RootDevice = cmp.Or(cfg.RootDevice, "/dev/vda")
 	vm.Root = filepath.Join(vm.dir, "root.img")
 	start = time.Now()
 	if err := buildDisk(ctx, vm.Root, vm.dir, base, env.ModulesDir, cfg); err != nil {
@@ -217,7 +232,7 @@ func writeSystemFiles(tree string, cfg Config) error {
 	files := map[string]string{
 		"/etc/machine-id":                  hex.EncodeToString(id) + "\n",
 		"/etc/hostname":                    "debvm\n",
-		"/etc/fstab":                       "/dev/vda / ext4 rw 0 0\n" + cfg.Fstab,
+		"/etc/fstab":                       cmp.Or(cfg.RootDevice, "/dev/vda") + " / ext4 rw 0 0\n" + cfg.Fstab,
 		"/etc/systemd/system/" + guestUnit: unitFile,
 	}
 	if cfg.Crypttab != "" {
@@ -346,15 +361,15 @@ func (vm *VM) Boot(t testing.TB, script string) *vmtest.Result {
 func (vm *VM) machine(script string) vmtest.Machine {
 	m := vmtest.Machine{
 		QEMU:     vm.env.QEMU,
-		Kernel:   vm.env.Kernel,
-		Initrd:   vm.initrd,
-		Cmdline:  "root=/dev/vda rw console=ttyS0 panic=-1 no_timer_check",
+		Kernel:   cmp.Or(vm.Kernel, vm.env.Kernel),
+		Initrd:   cmp.Or(vm.Initrd, vm.initrd),
+		Cmdline:  "root=" + cmp.Or(vm.RootDevice, "/dev/vda") + " rw console=ttyS0 panic=-1 no_timer_check",
 		Disks:    []string{vm.Root},
 		MemoryMB: vm.MemoryMB,
 		CPUs:     vm.CPUs,
 		Timeout:  vm.Timeout,
 		OnWait:   vm.OnWait,
-		Args:     []string{"-fw_cfg", "name=" + fwCfgScript + ",file=" + strings.ReplaceAll(script, ",", ",,")},
+		Args:     append([]string{"-fw_cfg", "name=" + fwCfgScript + ",file=" + strings.ReplaceAll(script, ",", ",,")}, vm.Args...),
 	}
 	if vm.ForcePoweroff {
 		m.Cmdline += " " + cmdlineForcePoweroff
