@@ -25,6 +25,11 @@ type AuditLog struct {
 // audit.OpUnwrap.
 const OpUnmountRecord = "unmount"
 
+// ActorInitramfs is the actor of a key use by the initramfs, which the
+// daemon audits when it adopts the volume; its record has uid 0, pid 0
+// and comm "initramfs".
+const ActorInitramfs = "initramfs"
+
 // Audit writes e as one record.
 func (a AuditLog) Audit(ctx context.Context, e Event) error {
 	lookup := a.Lookup
@@ -35,9 +40,14 @@ func (a AuditLog) Audit(ctx context.Context, e Event) error {
 	if e.Op == OpUnmount {
 		op = OpUnmountRecord
 	}
+	caller := lookup(e.UID, e.PID)
+	if e.Actor == ActorInitramfs && e.PID == 0 {
+		// No process of this system: the keyscript in the initramfs.
+		caller.Comm = ActorInitramfs
+	}
 	r := audit.Record{
 		Time:     e.Time,
-		Caller:   lookup(e.UID, e.PID),
+		Caller:   caller,
 		Volume:   e.Volume,
 		Kind:     auditKind(e.Kind),
 		CMK:      e.KeyID,

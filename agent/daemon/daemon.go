@@ -289,7 +289,7 @@ func (d *Daemon) adoptFromInitramfsLocked(v *volume, st VolumeStatus, rec Record
 	}
 	if !hasRec || rec.State != StateMounted || rec.Since.Before(st.UnlockedAt) {
 		// pid 0: no process of this system asked; the initramfs did.
-		_ = d.audit(caller{actor: "initramfs"}, Event{Op: OpMount, Volume: v.cfg.Name, Kind: KindLUKS, KeyID: st.KeyID, Provider: st.Provider})
+		_ = d.audit(caller{actor: ActorInitramfs}, Event{Op: OpMount, Volume: v.cfg.Name, Kind: KindLUKS, KeyID: st.KeyID, Provider: st.Provider})
 	}
 	v.mounted.Since, v.since = st.UnlockedAt, st.UnlockedAt
 }

@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"context"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"kmsagent/agent/audit"
 	"kmsagent/agent/config"
 )
 
@@ -25,9 +27,10 @@ func TestAdoptFromInitramfs(t *testing.T) {
 		}
 		st := &fakeState{}
 		aud := &fakeAudit{}
+		l, path := openAuditLog(t)
 		boot := func() {
 			t.Helper()
-			d := New(cfgWith(root), Options{Service: svc, State: st, Audit: aud})
+			d := New(cfgWith(root), Options{Service: svc, State: st, Audit: teeAudit{aud, AuditLog{Log: l}}})
 			stop := started(t, d)
 			defer stop()
 			if n := svc.ncalls("root_crypt"); n != 0 {
@@ -64,5 +67,25 @@ func TestAdoptFromInitramfs(t *testing.T) {
 		svc.mu.Unlock()
 		boot()
 		wantAudits(2)
+
+		res, err := audit.ReadFiles(path)
+		if err != nil || len(res.Damaged) != 0 || len(res.Records) != 2 {
+			t.Fatalf("audit log: %v %+v", err, res)
+		}
+		for _, r := range res.Records {
+			if r.UID != 0 || r.PID != 0 || r.Comm != "initramfs" || r.Volume != "root_crypt" || r.CMK != "cmk-root" || r.Op != audit.OpUnwrap || r.Result != audit.ResultOK {
+				t.Errorf("audit record %+v", r)
+			}
+		}
 	})
+}
+
+// teeAudit writes to both.
+type teeAudit struct{ a, b Auditor }
+
+func (t teeAudit) Audit(ctx context.Context, e Event) error {
+	if err := t.a.Audit(ctx, e); err != nil {
+		return err
+	}
+	return t.b.Audit(ctx, e)
 }
