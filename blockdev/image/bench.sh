@@ -1,24 +1,32 @@
 #!/bin/bash
-# Encrypts the same raw image with `kmsagent image encrypt` (LUKS2,
-# aes-xts-plain64, KMS token) and with `qemu-img convert -O luks` (LUKS1,
-# aes-xts-plain64) in one run, and prints MB/s and the ratio.
+# Times `kmsagent image encrypt` and `image decrypt` of the same raw image
+# against the references measured in the same run, interleaved round by
+# round: `cp` of the file (one read and one write: the floor) and
+# `qemu-img convert` to and from LUKS (LUKS1, aes-xts-plain64). Prints the
+# median of the rounds for each and the ratios.
 #
 #   blockdev/image/bench.sh [SIZE_MIB]     (default 1024)
 #
+# Environment: ROUNDS (default 5); QEMU=0 leaves qemu-img out (about 13 s
+# a run per GiB); BENCH_DIR to measure somewhere else than tmpfs.
+#
 # Needs go and qemu-img (Debian: qemu-utils). Runs as any user; the work
-# directory is under $TMPDIR and removed at the end. Both outputs are
-# written with fsync at the end (kmsagent always does; qemu-img gets
-# -t writeback plus a sync), so page-cache tricks do not favour either.
+# directory is removed at the end. Every output is synced before the clock
+# stops (kmsagent fsyncs; cp and qemu-img are followed by sync FILE), so
+# the page cache favours no one. qemu-img runs with a 100 ms key
+# derivation (less fails its calibration) so that its number is the data
+# path; its default of 2 s would add 2 s to each of its runs.
 set -euo pipefail
 
 size_mib=${1:-1024}
+rounds=${ROUNDS:-5}
+qemu=${QEMU:-1}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 # The work directory defaults to /dev/shm (tmpfs) when it has room for the
-# input and two outputs, so the numbers measure the tools and not the
-# disk, whose write-back speed varies a lot on shared machines. Set
-# BENCH_DIR to measure on a real file system.
-need_kib=$(( (size_mib * 3 + 64) * 1024 ))
+# input and three outputs, so the numbers measure the tools and not the
+# disk, whose write-back speed varies a lot on shared machines.
+need_kib=$(( (size_mib * 4 + 64) * 1024 ))
 dir=${BENCH_DIR:-}
 if [ -z "$dir" ]; then
 	dir=${TMPDIR:-/tmp}
@@ -26,59 +34,87 @@ if [ -z "$dir" ]; then
 		dir=/dev/shm
 	fi
 fi
+if [ "$qemu" = 1 ]; then
+	command -v qemu-img >/dev/null || { echo "bench.sh: qemu-img not found (apt-get install qemu-utils), or set QEMU=0" >&2; exit 1; }
+fi
 work=$(mktemp -d "$dir/kmsagent-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-
-command -v qemu-img >/dev/null || { echo "bench.sh: qemu-img not found (apt-get install qemu-utils)" >&2; exit 1; }
 
 (cd "$repo" && go build -o "$work/kmsagent" ./cmd/kmsagent)
 printf '[kms.local]\nstate_dir = "%s/kms"\n' "$work" > "$work/agent.toml"
 kmsagent() { "$work/kmsagent" --config "$work/agent.toml" "$@"; }
 kmsagent kms create-key --alias bench >/dev/null
 
-echo "input: ${size_mib} MiB of random data in $dir, $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+echo "input: ${size_mib} MiB of random data in $dir ($(df -PT "$dir" | awk 'NR==2 { print $2 }')), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 head -c "$((size_mib << 20))" /dev/urandom > "$work/in.raw"
-cat "$work/in.raw" > /dev/null # warm the page cache for both runs
+cat "$work/in.raw" > /dev/null # warm the page cache
 printf 'benchmark' > "$work/pass"
+qemu_opts=(--object "secret,id=sec0,file=$work/pass")
+if [ "$qemu" = 1 ]; then
+	# The LUKS image qemu-img decrypts in every round.
+	qemu-img convert -q -f raw -O luks "${qemu_opts[@]}" \
+		-o "key-secret=sec0,cipher-alg=aes-256,cipher-mode=xts,ivgen-alg=plain64,hash-alg=sha256,iter-time=100" \
+		"$work/in.raw" "$work/qemu-src.img"
+fi
+kmsagent image encrypt "$work/in.raw" "$work/ours-src.img" --key-id bench --progress=never >/dev/null
 
 now() { date +%s.%N; }
-mbps() { awk -v s="$1" -v t="$2" 'BEGIN { printf "%.0f", s * 1048576 / t / 1e6 }'; }
-# best runs a command $reps times and prints the shortest wall time:
-# on a shared machine the slow runs measure the neighbours.
-reps=${REPS:-3}
-best() {
-	local b="" t0 t1 t
-	for _ in $(seq "$reps"); do
-		t0=$(now)
-		"$@"
-		t1=$(now)
-		t=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-		b=$(awk -v b="$b" -v t="$t" 'BEGIN { print (b == "" || t < b) ? t : b }')
-	done
-	echo "$b"
+# timed NAME CMD...: runs CMD and appends its wall time to $work/NAME.
+timed() {
+	local name=$1 t0 t1
+	shift
+	t0=$(now)
+	"$@" >/dev/null
+	t1=$(now)
+	awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }' >> "$work/$name.t"
+}
+median() { sort -g "$work/$1.t" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+cp_run() { cp "$work/in.raw" "$work/cp.raw" && sync "$work/cp.raw"; }
+enc_run() { kmsagent image encrypt "$work/in.raw" "$work/ours.img" --key-id bench --progress=never; }
+dec_run() { kmsagent image decrypt "$work/ours-src.img" "$work/ours.raw" --progress=never; }
+qenc_run() {
+	qemu-img convert -q -t writeback -f raw -O luks "${qemu_opts[@]}" \
+		-o "key-secret=sec0,cipher-alg=aes-256,cipher-mode=xts,ivgen-alg=plain64,hash-alg=sha256,iter-time=100" \
+		"$work/in.raw" "$work/qemu.img" && sync "$work/qemu.img"
+}
+qdec_run() {
+	qemu-img convert -q -t writeback --image-opts "${qemu_opts[@]}" \
+		"driver=luks,key-secret=sec0,file.filename=$work/qemu-src.img" -O raw "$work/qemu.raw" && sync "$work/qemu.raw"
 }
 
-ours_run() {
-	kmsagent image encrypt "$work/in.raw" "$work/ours.img" --key-id bench >/dev/null || exit 1
+for r in $(seq "$rounds"); do
+	timed cp cp_run
+	rm -f "$work/cp.raw"
+	timed enc enc_run
 	rm -f "$work/ours.img"
-}
-# qemu-img with its default key derivation time (2 s of PBKDF2), as an
-# admin would run it, and with 100 ms (less fails its PBKDF2 calibration)
-# to show the encryption speed.
-qemu_run() {
-	qemu-img convert -q -t writeback -f raw -O luks \
-		--object "secret,id=sec0,file=$work/pass" \
-		-o "key-secret=sec0,cipher-alg=aes-256,cipher-mode=xts,ivgen-alg=plain64,hash-alg=sha256,iter-time=$1" \
-		"$work/in.raw" "$work/qemu.img" || exit 1
-	sync "$work/qemu.img"
-	rm -f "$work/qemu.img"
-}
-ours=$(best ours_run)
-qemu_default=$(best qemu_run 2000)
-qemu_fast=$(best qemu_run 100)
+	timed dec dec_run
+	cmp -s "$work/in.raw" "$work/ours.raw" || { echo "bench.sh: decrypt did not give the input back" >&2; exit 1; }
+	rm -f "$work/ours.raw"
+	if [ "$qemu" = 1 ]; then
+		timed qenc qenc_run
+		rm -f "$work/qemu.img"
+		timed qdec qdec_run
+		rm -f "$work/qemu.raw"
+	fi
+	echo "round $r of $rounds done" >&2
+done
 
-echo "best of $reps runs each:"
-printf '%-44s %8.2f s %6s MB/s\n' "kmsagent image encrypt (LUKS2, KMS token)" "$ours" "$(mbps "$size_mib" "$ours")"
-printf '%-44s %8.2f s %6s MB/s\n' "qemu-img convert -O luks (iter-time 2000)" "$qemu_default" "$(mbps "$size_mib" "$qemu_default")"
-printf '%-44s %8.2f s %6s MB/s\n' "qemu-img convert -O luks (iter-time 100)" "$qemu_fast" "$(mbps "$size_mib" "$qemu_fast")"
-awk -v o="$ours" -v d="$qemu_default" -v f="$qemu_fast" 'BEGIN { printf "ratio: %.1fx faster than qemu-img as run by default, %.1fx on encryption alone\n", d / o, f / o }'
+mbps() { awk -v s="$size_mib" -v t="$1" 'BEGIN { printf "%.0f", s * 1048576 / t / 1e6 }'; }
+line() { printf '%-44s %7.3f s %6s MB/s\n' "$1" "$2" "$(mbps "$2")"; }
+cp_t=$(median cp)
+enc_t=$(median enc)
+dec_t=$(median dec)
+echo "median of $rounds rounds:"
+line "cp" "$cp_t"
+line "kmsagent image encrypt (LUKS2, KMS token)" "$enc_t"
+line "kmsagent image decrypt" "$dec_t"
+if [ "$qemu" = 1 ]; then
+	qenc_t=$(median qenc)
+	qdec_t=$(median qdec)
+	line "qemu-img convert -O luks (iter-time 100)" "$qenc_t"
+	line "qemu-img convert luks -> raw" "$qdec_t"
+fi
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+echo "encrypt: $(ratio "$enc_t" "$cp_t")x the time of cp (target <= 1.3)${qenc_t:+, $(ratio "$qenc_t" "$enc_t")x faster than qemu-img (target >= 3.5)}"
+echo "decrypt: $(ratio "$dec_t" "$cp_t")x the time of cp (target <= 1.3)${qdec_t:+, $(ratio "$qdec_t" "$dec_t")x faster than qemu-img (target >= 3.5)}"

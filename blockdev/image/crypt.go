@@ -2,8 +2,6 @@ package image
 
 import (
 	"fmt"
-	"runtime"
-	"sync"
 
 	"kmsagent/blockdev/xts"
 )
@@ -36,40 +34,22 @@ func (s *sectorCrypt) iv(n uint64) uint64 {
 }
 
 // crypt encrypts (or decrypts) buf in place; buf holds whole sectors, the
-// first being payload sector first. The work is split between all cores.
-// The xts package's own batching cannot be used: it numbers consecutive
-// sectors 1 apart, while 4096-byte LUKS2 sectors are 8 apart.
+// first being payload sector first. The xts package's own batching cannot
+// be used: it numbers consecutive sectors 1 apart, while 4096-byte LUKS2
+// sectors are 8 apart. Callers spread chunks over the cores.
 func (s *sectorCrypt) crypt(buf []byte, first uint64, decrypt bool) {
-	n := len(buf) / s.sectorSize
-	if n*s.sectorSize != len(buf) {
+	if len(buf)%s.sectorSize != 0 {
 		panic("image: partial sector")
 	}
-	workers := min(runtime.GOMAXPROCS(0), max(1, len(buf)/(256<<10)))
-	per := (n + workers - 1) / workers
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		lo, hi := w*per, min((w+1)*per, n)
-		if lo >= hi {
-			break
-		}
-		run := func() {
-			for i := lo; i < hi; i++ {
-				sec := buf[i*s.sectorSize : (i+1)*s.sectorSize]
-				if decrypt {
-					s.c.DecryptSector(sec, sec, s.iv(first+uint64(i)))
-				} else {
-					s.c.EncryptSector(sec, sec, s.iv(first+uint64(i)))
-				}
-			}
-		}
-		if w == workers-1 || hi == n {
-			run()
+	for i := 0; len(buf) > 0; i++ {
+		sec := buf[:s.sectorSize]
+		if decrypt {
+			s.c.DecryptSector(sec, sec, s.iv(first+uint64(i)))
 		} else {
-			wg.Add(1)
-			go func() { defer wg.Done(); run() }()
+			s.c.EncryptSector(sec, sec, s.iv(first+uint64(i)))
 		}
+		buf = buf[s.sectorSize:]
 	}
-	wg.Wait()
 }
 
 func (s *sectorCrypt) wipe() { s.c.Wipe() }

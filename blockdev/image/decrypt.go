@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/secret"
 	"kmsagent/blockdev/luks2"
@@ -106,6 +109,27 @@ func volumeKey(ctx context.Context, img volume.Device, h *luks2.Header, o Decryp
 // of image encrypt when the image records its size, otherwise the whole
 // segment (whole sectors), as cryptsetup would show it.
 func Decrypt(ctx context.Context, img Disk, out io.Writer, o DecryptOptions) (*Result, error) {
+	return decrypt(ctx, img, &transfer{dst: out}, o)
+}
+
+// DecryptFile writes the decrypted payload of img into out, a new, empty
+// file, as Decrypt does to a stream. Zeros in the payload (the holes of
+// the input of encrypt) are left as holes, so out is as sparse as the
+// input was. out is not synced.
+func DecryptFile(ctx context.Context, img Disk, out *os.File, o DecryptOptions) (*Result, error) {
+	res, err := decrypt(ctx, img, &transfer{dstAt: out, sparse: true}, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := out.Truncate(res.InputSize); err != nil {
+		return nil, fmt.Errorf("write output: %w", err)
+	}
+	return res, nil
+}
+
+// decrypt opens img and runs t, whose destination is set, over its
+// payload.
+func decrypt(ctx context.Context, img Disk, t *transfer, o DecryptOptions) (*Result, error) {
 	h, err := volume.ReadHeader(img)
 	if err != nil {
 		return nil, err
@@ -131,41 +155,15 @@ func Decrypt(ctx context.Context, img Disk, out io.Writer, o DecryptOptions) (*R
 		return nil, err
 	}
 	defer sc.wipe()
-	ss := int64(l.seg.SectorSize)
-	base := int64(l.seg.Offset)
-	var done int64
-	err = stages{
-		read: func(buf []byte, off int64) (int, error) {
-			n := min(int64(len(buf)), l.payload-off)
-			if n <= 0 {
-				return 0, io.EOF
-			}
-			if _, err := img.ReadAt(buf[:n], base+off); err != nil {
-				return 0, fmt.Errorf("read image: %w", err)
-			}
-			return int(n), nil
-		},
-		process: func(c *chunk) error {
-			sc.crypt(c.buf[:c.n], uint64(c.off/ss), true)
-			c.out = int(min(int64(c.n), l.out-c.off))
-			return nil
-		},
-		write: func(c *chunk) error {
-			if c.out > 0 {
-				if _, err := out.Write(c.buf[:c.out]); err != nil {
-					return fmt.Errorf("write output: %w", err)
-				}
-			}
-			done += int64(max(c.out, 0))
-			clear(c.buf[:c.n]) // plaintext does not linger in the ring
-			if o.Progress != nil {
-				o.Progress(done)
-			}
-			return nil
-		},
-	}.run(ctx)
-	if err != nil {
+	t.sc, t.decrypt = sc, true
+	t.srcAt, t.srcOff, t.srcLen = img, int64(l.seg.Offset), l.payload
+	t.dstLen = l.out
+	t.progress = o.Progress
+	if f, ok := img.(interface{ Fd() uintptr }); ok {
+		_ = unix.Fadvise(int(f.Fd()), t.srcOff, t.srcLen, unix.FADV_SEQUENTIAL) // only a hint
+	}
+	if _, err := t.run(ctx); err != nil {
 		return nil, err
 	}
-	return &Result{UUID: h.UUID(), InputSize: done, PayloadSize: l.payload, SizeRecorded: l.recorded, Warnings: append(h.Warnings(), l.warnings...)}, nil
+	return &Result{UUID: h.UUID(), InputSize: l.out, PayloadSize: l.payload, PayloadOffset: int64(l.seg.Offset), SizeRecorded: l.recorded, Warnings: append(h.Warnings(), l.warnings...)}, nil
 }

@@ -9,6 +9,9 @@ import (
 	"io"
 	"os"
 	"slices"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"kmsagent/blockdev/luks2"
 	"kmsagent/blockdev/probe"
@@ -41,7 +44,10 @@ type Result struct {
 	KeyID       string // the KMS key as the provider names it (encrypt)
 	InputSize   int64  // raw bytes read (encrypt) or written (decrypt)
 	PayloadSize int64  // encrypted payload bytes, whole sectors
-	SectorSize  int    // encryption sector size (encrypt)
+	// PayloadOffset is where the payload starts: the size of the header
+	// region (encrypt).
+	PayloadOffset int64
+	SectorSize    int // encryption sector size (encrypt)
 	// SectorSizeFor names what in the input decided the sector size when
 	// it was chosen automatically and is not the default (encrypt).
 	SectorSizeFor string
@@ -55,13 +61,39 @@ type Result struct {
 
 // memDevice is the header region of a new image, built in memory so it
 // can go out first on a stream or last into a file.
-type memDevice struct{ b []byte }
+type memDevice struct {
+	b       []byte
+	mapping []byte // the mmap holding b, if any
+}
+
+// headerRegion is the size of the header region luks2.Format lays out by
+// default: two metadata copies and the keyslot area.
+const headerRegion = 16 << 20
+
+// newMemDevice returns an empty memDevice with room for the default
+// header region. The room is asked for in 2 MiB pages where the kernel
+// gives them: filling 16 MiB in 4 KiB pages costs 4096 page faults, the
+// largest part of the cost of a small image on a virtual machine.
+func newMemDevice() *memDevice {
+	const huge = 2 << 20
+	m, err := unix.Mmap(-1, 0, headerRegion+huge, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return &memDevice{b: make([]byte, 0, headerRegion)}
+	}
+	// Mapped memory is outside the Go heap: release unmaps it.
+	start := (huge - int(uintptr(unsafe.Pointer(&m[0])))%huge) % huge
+	b := m[start : start+headerRegion]
+	_ = unix.Madvise(b, unix.MADV_HUGEPAGE) // only a hint
+	return &memDevice{b: b[:0], mapping: m}
+}
 
 func (m *memDevice) WriteAt(p []byte, off int64) (int, error) {
 	if end := int(off) + len(p); end > len(m.b) {
 		n := len(m.b)
 		m.b = slices.Grow(m.b, end-n)[:end]
-		clear(m.b[n:])
+		if int(off) > n {
+			clear(m.b[n:off]) // what p does not cover
+		}
 	}
 	return copy(m.b[off:], p), nil
 }
@@ -78,6 +110,14 @@ func (m *memDevice) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (m *memDevice) Sync() error { return nil }
+
+// release gives the memory back.
+func (m *memDevice) release() {
+	if m.mapping != nil {
+		unix.Munmap(m.mapping)
+	}
+	m.b, m.mapping = nil, nil
+}
 
 // SectorSizeError is the refusal of an encryption sector size larger
 // than the block size of the file system (or the sector size of the
@@ -130,22 +170,35 @@ type newImage struct {
 	sc        *sectorCrypt
 	offset    int64
 	res       *volume.Result
-	in        io.Reader // the input, its start already looked at
-	sectorFor string    // what chose the sector size, if not the default
+	sectorFor string // what chose the sector size, if not the default
 }
 
-// prepare looks at the start of the input to choose or check the sector
-// size, asks the KMS for the data key and builds the header in memory,
-// before any output is written. The input is read through the returned
-// image's in, which gives back what was looked at.
-func prepare(ctx context.Context, in io.Reader, o EncryptOptions) (*newImage, error) {
-	if o.KMS == nil {
-		return nil, errors.New("no KMS configured")
-	}
+// streamHead wraps a stream input so that its start can be looked at
+// before it is read: the head, and the reader that gives it back.
+func streamHead(in io.Reader) ([]byte, io.Reader, error) {
 	br := bufio.NewReaderSize(in, probe.PrefixSize)
 	head, err := br.Peek(probe.PrefixSize)
 	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, fmt.Errorf("read input: %w", err)
+	}
+	return head, br, nil
+}
+
+// readHead reads the start of a positional input.
+func readHead(in io.ReaderAt, size int64) ([]byte, error) {
+	head := make([]byte, min(size, probe.PrefixSize))
+	if n, err := in.ReadAt(head, 0); n < len(head) {
 		return nil, fmt.Errorf("read input: %w", err)
+	}
+	return head, nil
+}
+
+// prepare chooses or checks the sector size from head, the start of the
+// input, asks the KMS for the data key and builds the header in memory,
+// before any output is written.
+func prepare(ctx context.Context, head []byte, o EncryptOptions) (*newImage, error) {
+	if o.KMS == nil {
+		return nil, errors.New("no KMS configured")
 	}
 	sigs, err := probe.Scan(bytes.NewReader(head), -1)
 	if err != nil {
@@ -155,8 +208,7 @@ func prepare(ctx context.Context, in io.Reader, o EncryptOptions) (*newImage, er
 	if err != nil {
 		return nil, err
 	}
-	// 16 MiB is the header region luks2.Format lays out by default.
-	mem := &memDevice{b: make([]byte, 0, 16<<20)}
+	mem := newMemDevice()
 	h, vk, res, err := volume.Create(ctx, mem, o.KMS, volume.CreateOptions{KeyID: o.KeyID, Region: o.Region, SectorSize: sector})
 	if err != nil {
 		return nil, err
@@ -176,7 +228,7 @@ func prepare(ctx context.Context, in io.Reader, o EncryptOptions) (*newImage, er
 		mem.WriteAt(nil, int64(seg.Offset))
 	}
 	mem.b = mem.b[:seg.Offset]
-	return &newImage{h: h, mem: mem, sc: sc, offset: int64(seg.Offset), res: res, in: br, sectorFor: why}, nil
+	return &newImage{h: h, mem: mem, sc: sc, offset: int64(seg.Offset), res: res, sectorFor: why}, nil
 }
 
 // header commits the header into the memory region, with the input size
@@ -199,56 +251,29 @@ func (im *newImage) header(size int64) ([]byte, error) {
 
 func (im *newImage) result(size int64, recorded bool) *Result {
 	ss := int64(im.sc.sectorSize)
-	return &Result{UUID: im.res.UUID, KeyID: im.res.KeyID, InputSize: size, PayloadSize: (size + ss - 1) / ss * ss, SizeRecorded: recorded,
+	return &Result{UUID: im.res.UUID, KeyID: im.res.KeyID, InputSize: size, PayloadSize: (size + ss - 1) / ss * ss, PayloadOffset: im.offset, SizeRecorded: recorded,
 		SectorSize: im.sc.sectorSize, SectorSizeFor: im.sectorFor}
 }
 
-// payload runs the pipeline over the input: read, pad the last sector
-// with zeros, encrypt, hand to write. It returns the input size.
-func (im *newImage) payload(ctx context.Context, write func(off int64, b []byte) error, progress func(int64)) (int64, error) {
-	var total int64
-	ss := im.sc.sectorSize
-	err := stages{
-		read: func(buf []byte, off int64) (int, error) {
-			n, err := io.ReadFull(im.in, buf)
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				err = io.EOF
-			}
-			if err != nil && !errors.Is(err, io.EOF) {
-				return n, fmt.Errorf("read input: %w", err)
-			}
-			return n, err
-		},
-		process: func(c *chunk) error {
-			padded := (c.n + ss - 1) / ss * ss
-			clear(c.buf[c.n:padded])
-			im.sc.crypt(c.buf[:padded], uint64(c.off)/uint64(ss), false)
-			c.out = padded
-			return nil
-		},
-		write: func(c *chunk) error {
-			if err := write(c.off, c.buf[:c.out]); err != nil {
-				return err
-			}
-			total = c.off + int64(c.n) // chunks arrive in order
-			if progress != nil {
-				progress(total)
-			}
-			return nil
-		},
-	}.run(ctx)
-	return total, err
+// changed is the error for an input whose size moved under us.
+func changed(got, want int64) error {
+	return fmt.Errorf("the input gave %d bytes but was %d bytes when encryption started; it changed while being read", got, want)
 }
 
 // Encrypt writes an image to a stream: the header first, then the
 // encrypted payload. The input size is recorded when o.InputSize gives
 // it; the input must then be exactly that long.
 func Encrypt(ctx context.Context, in io.Reader, out io.Writer, o EncryptOptions) (*Result, error) {
-	im, err := prepare(ctx, in, o)
+	head, in, err := streamHead(in)
+	if err != nil {
+		return nil, err
+	}
+	im, err := prepare(ctx, head, o)
 	if err != nil {
 		return nil, err
 	}
 	defer im.sc.wipe()
+	defer im.mem.release()
 	hdr, err := im.header(o.InputSize)
 	if err != nil {
 		return nil, err
@@ -256,17 +281,13 @@ func Encrypt(ctx context.Context, in io.Reader, out io.Writer, o EncryptOptions)
 	if _, err := out.Write(hdr); err != nil {
 		return nil, fmt.Errorf("write output: %w", err)
 	}
-	size, err := im.payload(ctx, func(_ int64, b []byte) error {
-		if _, err := out.Write(b); err != nil {
-			return fmt.Errorf("write output: %w", err)
-		}
-		return nil
-	}, o.Progress)
+	t := &transfer{sc: im.sc, src: in, srcLen: -1, dst: out, dstLen: -1, progress: o.Progress}
+	size, err := t.run(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if o.InputSize >= 0 && size != o.InputSize {
-		return nil, fmt.Errorf("the input gave %d bytes but was %d bytes when encryption started; it changed while being read", size, o.InputSize)
+		return nil, changed(size, o.InputSize)
 	}
 	res := im.result(size, o.InputSize >= 0)
 	if !res.SizeRecorded && size%int64(im.sc.sectorSize) != 0 {
@@ -275,19 +296,58 @@ func Encrypt(ctx context.Context, in io.Reader, out io.Writer, o EncryptOptions)
 	return res, nil
 }
 
-// EncryptFile writes an image into out, a new file: the encrypted payload
-// first, then the header with the input size, then fsync.
-func EncryptFile(ctx context.Context, in io.Reader, out *os.File, o EncryptOptions) (*Result, error) {
-	im, err := prepare(ctx, in, o)
+// EncryptAt writes the image of the size bytes of in into out at off:
+// the encrypted payload first, then the header with the input size. It
+// neither syncs nor truncates out, so that the image can be one part of
+// a larger one (a partition of a disk image); the image ends at off +
+// result.PayloadOffset + result.PayloadSize.
+func EncryptAt(ctx context.Context, in io.ReaderAt, size int64, out io.WriterAt, off int64, o EncryptOptions) (*Result, error) {
+	head, err := readHead(in, size)
+	if err != nil {
+		return nil, err
+	}
+	im, err := prepare(ctx, head, o)
 	if err != nil {
 		return nil, err
 	}
 	defer im.sc.wipe()
-	res, err := im.writeAt(ctx, out, 0, o)
+	defer im.mem.release()
+	t := &transfer{sc: im.sc, srcAt: in, srcLen: size, holes: sourceHints(in, 0, size),
+		dstAt: out, dstOff: off + im.offset, dstLen: -1, progress: o.Progress}
+	if _, err := t.run(ctx); err != nil {
+		return nil, err
+	}
+	return im.finish(out, off, size)
+}
+
+// finish writes the header of an image whose payload is in place.
+func (im *newImage) finish(out io.WriterAt, off, size int64) (*Result, error) {
+	hdr, err := im.header(size)
 	if err != nil {
 		return nil, err
 	}
-	if err := out.Truncate(im.offset + res.PayloadSize); err != nil {
+	if _, err := out.WriteAt(hdr, off); err != nil {
+		return nil, fmt.Errorf("write output: %w", err)
+	}
+	return im.result(size, true), nil
+}
+
+// EncryptFile writes an image into out, a new file: the encrypted payload
+// first, then the header with the input size, then fsync. An input that
+// can be read by offset (a file) with o.InputSize given is read by all
+// workers at once; any other is read as a stream.
+func EncryptFile(ctx context.Context, in io.Reader, out *os.File, o EncryptOptions) (*Result, error) {
+	var res *Result
+	var err error
+	if at, ok := in.(io.ReaderAt); ok && o.InputSize >= 0 {
+		res, err = EncryptAt(ctx, at, o.InputSize, out, 0, o)
+	} else {
+		res, err = encryptStreamToFile(ctx, in, out, o)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := out.Truncate(res.PayloadOffset + res.PayloadSize); err != nil {
 		return nil, fmt.Errorf("write output: %w", err)
 	}
 	if err := out.Sync(); err != nil {
@@ -296,28 +356,24 @@ func EncryptFile(ctx context.Context, in io.Reader, out *os.File, o EncryptOptio
 	return res, nil
 }
 
-// writeAt writes the image into out at base (0, or a partition's start):
-// the encrypted payload first, then the header with the input size.
-func (im *newImage) writeAt(ctx context.Context, out io.WriterAt, base int64, o EncryptOptions) (*Result, error) {
-	size, err := im.payload(ctx, func(off int64, b []byte) error {
-		if _, err := out.WriteAt(b, base+im.offset+off); err != nil {
-			return fmt.Errorf("write output: %w", err)
-		}
-		return nil
-	}, o.Progress)
+func encryptStreamToFile(ctx context.Context, in io.Reader, out *os.File, o EncryptOptions) (*Result, error) {
+	head, in, err := streamHead(in)
+	if err != nil {
+		return nil, err
+	}
+	im, err := prepare(ctx, head, o)
+	if err != nil {
+		return nil, err
+	}
+	defer im.sc.wipe()
+	defer im.mem.release()
+	t := &transfer{sc: im.sc, src: in, srcLen: -1, dstAt: out, dstOff: im.offset, dstLen: -1, progress: o.Progress}
+	size, err := t.run(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if o.InputSize >= 0 && size != o.InputSize {
-		return nil, fmt.Errorf("the input gave %d bytes but was %d bytes when encryption started; it changed while being read", size, o.InputSize)
+		return nil, changed(size, o.InputSize)
 	}
-	res := im.result(size, true)
-	hdr, err := im.header(size)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := out.WriteAt(hdr, base); err != nil {
-		return nil, fmt.Errorf("write output: %w", err)
-	}
-	return res, nil
+	return im.finish(out, 0, size)
 }

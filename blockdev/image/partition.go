@@ -123,23 +123,20 @@ func EncryptPartition(ctx context.Context, in io.ReaderAt, inSize int64, out *os
 	if _, err := t.Resize(n, p.Size+headerSize); err != nil {
 		return nil, err
 	}
+	// The image goes in place first: its sector size and header size,
+	// which set the partition's new size, are known once the KMS gave
+	// the key. The rest of the disk is copied around it.
 	o.InputSize = p.Size
-	im, err := prepare(ctx, io.NewSectionReader(in, p.Start, p.Size), o)
+	res, err := EncryptAt(ctx, io.NewSectionReader(in, p.Start, p.Size), p.Size, out, p.Start, o)
 	if err != nil {
 		return nil, err
 	}
-	defer im.sc.wipe()
-	ss := int64(im.sc.sectorSize)
-	nt, err := t.Resize(n, im.offset+(p.Size+ss-1)/ss*ss)
+	nt, err := t.Resize(n, res.PayloadOffset+res.PayloadSize)
 	if err != nil {
 		return nil, err
 	}
 	np, _ := nt.Partition(n)
 	if err := copyAround(ctx, in, inSize, out, t, nt, p, np); err != nil {
-		return nil, err
-	}
-	res, err := im.writeAt(ctx, out, p.Start, o)
-	if err != nil {
 		return nil, err
 	}
 	if err := nt.Write(out); err != nil {
@@ -184,7 +181,9 @@ func DecryptPartition(ctx context.Context, img *os.File, out *os.File, n int, o 
 	if err := copyAround(ctx, img, size, out, t, nt, p, np); err != nil {
 		return nil, err
 	}
-	res, err := Decrypt(ctx, dev, io.NewOffsetWriter(out, p.Start), o)
+	// out is new and reads as zeros in the partition: zeros of the
+	// payload are left as holes.
+	res, err := decrypt(ctx, dev, &transfer{dstAt: out, dstOff: p.Start, sparse: true}, o)
 	if err != nil {
 		return nil, fmt.Errorf("partition %d: %w", n, err)
 	}
@@ -197,9 +196,9 @@ func DecryptPartition(ctx context.Context, img *os.File, out *os.File, n int, o 
 // copyAround sizes out for the new table nt and copies into it what in
 // holds outside partition p (old) / np (new): everything before the
 // partition, and what follows both its old and its new end, up to the
-// end of the smaller disk. The space the partition gave up or took stays
-// zero until its new contents are written, and the tables are written
-// last, over the copied ones.
+// end of the smaller disk. The partition's own space is left as it is
+// (its new contents, or zeros), and the tables are written last, over
+// the copied ones.
 func copyAround(ctx context.Context, in io.ReaderAt, inSize int64, out *os.File, t, nt *partition.Table, p, np partition.Partition) error {
 	if err := out.Truncate(nt.DiskSize); err != nil {
 		return fmt.Errorf("write output: %w", err)

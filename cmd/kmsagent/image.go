@@ -11,12 +11,11 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"kmsagent/agent/service"
 	"kmsagent/blockdev/image"
 	"kmsagent/blockdev/partition"
 	"kmsagent/blockdev/volume"
+	"kmsagent/cmd/kmsagent/internal/progress"
 )
 
 // stdio is the argument that names standard input or output.
@@ -49,10 +48,12 @@ func inputSize(r io.Reader) int64 {
 func runImageEncrypt(ctx context.Context, env *cliEnv, args []string) error {
 	var keyID string
 	var sectorSize, part int
+	var pmode progress.Mode
 	pos, err := parseFlags(env, "image encrypt", "IN OUT", args, 2, 2, func(fs *flag.FlagSet) {
 		fs.StringVar(&keyID, "key-id", "", "KMS key id (the local provider also takes an alias) that wraps the image's data key")
 		fs.IntVar(&sectorSize, "sector-size", 0, fmt.Sprintf("encryption sector size in bytes, 512 or 4096 (default %d, or 512 when the input's file system or partition table needs it)", volume.DefaultSectorSize))
 		fs.IntVar(&part, "partition", 0, "encrypt only partition `N` of a disk image (GPT or MBR); the others are copied as they are")
+		progressFlag(fs, &pmode)
 	})
 	if err != nil {
 		return err
@@ -68,7 +69,7 @@ func runImageEncrypt(ctx context.Context, env *cliEnv, args []string) error {
 		return usagef("image encrypt: --partition must be a partition number, 1 or more")
 	}
 	if part > 0 {
-		return encryptPartition(ctx, env, inPath, outPath, part, image.EncryptOptions{KeyID: keyID, SectorSize: sectorSize})
+		return encryptPartition(ctx, env, inPath, outPath, part, pmode, image.EncryptOptions{KeyID: keyID, SectorSize: sectorSize})
 	}
 	in := env.stdin
 	if inPath != stdio {
@@ -88,8 +89,8 @@ func runImageEncrypt(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	o := image.EncryptOptions{KMS: kms, KeyID: keyID, Region: region, SectorSize: sectorSize, InputSize: inputSize(in)}
-	bar := newProgress(env.stderr, o.InputSize)
-	o.Progress = bar.update
+	bar := newMeter(env, pmode, o.InputSize)
+	o.Progress = bar.Update
 	var res *image.Result
 	if outPath == stdio {
 		res, err = image.Encrypt(ctx, in, env.stdout, o)
@@ -104,7 +105,7 @@ func runImageEncrypt(ctx context.Context, env *cliEnv, args []string) error {
 			err = out.Commit()
 		}
 	}
-	bar.done()
+	bar.Finish(err == nil)
 	var sse *image.SectorSizeError
 	if errors.As(err, &sse) {
 		return fmt.Errorf("%s: %w; use --sector-size %d, or leave --sector-size out to have it chosen", inPath, err, largestSectorSize(sse.Found.BlockSize))
@@ -139,7 +140,9 @@ func largestSectorSize(blockSize int) int {
 func runImageDecrypt(ctx context.Context, env *cliEnv, args []string) error {
 	var passFile string
 	var part int
+	var pmode progress.Mode
 	pos, err := parseFlags(env, "image decrypt", "IMG OUT", args, 2, 2, func(fs *flag.FlagSet) {
+		progressFlag(fs, &pmode)
 		fs.StringVar(&passFile, "passphrase-file", "", "open a keyslot with the passphrase in FILE instead of the KMS token (works for any LUKS2 image)")
 		fs.IntVar(&part, "partition", 0, "decrypt partition `N` of a disk image: OUT is a copy of the disk with that partition plain again")
 	})
@@ -180,14 +183,14 @@ func runImageDecrypt(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	}
 	if part > 0 {
-		return decryptPartition(ctx, env, img, imgPath, outPath, part, o)
+		return decryptPartition(ctx, env, img, imgPath, outPath, part, pmode, o)
 	}
 	total := int64(-1)
 	if info, err := image.Inspect(img); err == nil {
 		total = info.Segment.PayloadSize
 	}
-	bar := newProgress(env.stderr, total)
-	o.Progress = bar.update
+	bar := newMeter(env, pmode, total)
+	o.Progress = bar.Update
 	var res *image.Result
 	if outPath == stdio {
 		res, err = image.Decrypt(ctx, img, env.stdout, o)
@@ -197,13 +200,13 @@ func runImageDecrypt(ctx context.Context, env *cliEnv, args []string) error {
 		if out, err = image.CreateOutput(outPath, 0o600); err != nil {
 			return err
 		}
-		if res, err = image.Decrypt(ctx, img, out.File, o); err != nil {
+		if res, err = image.DecryptFile(ctx, img, out.File, o); err != nil {
 			out.Abort()
 		} else {
 			err = out.Commit()
 		}
 	}
-	bar.done()
+	bar.Finish(err == nil)
 	if err != nil {
 		return fmt.Errorf("%s: %w%s", imgPath, err, partitionHint(img, err))
 	}
@@ -265,55 +268,19 @@ func runImageInspect(ctx context.Context, env *cliEnv, args []string) error {
 	return info.WriteText(env.stdout)
 }
 
-// progress draws a one-line bar on stderr when stderr is a terminal, and
-// nothing otherwise (logs and pipes get no carriage-return noise).
-type progress struct {
-	w      io.Writer
-	total  int64
-	start  time.Time
-	last   time.Time
-	active bool
-	drawn  bool
+// progressFlag defines --progress on fs.
+func progressFlag(fs *flag.FlagSet, mode *progress.Mode) {
+	fs.Func("progress", "show progress on standard error: auto (when it is a terminal), always or never (default auto)", func(s string) error {
+		m, err := progress.ParseMode(s)
+		*mode = m
+		return err
+	})
 }
 
-func newProgress(w io.Writer, total int64) *progress {
-	p := &progress{w: w, total: total, start: time.Now()}
-	if f, ok := w.(*os.File); ok {
-		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
-			p.active = true
-		}
-	}
-	return p
+// newMeter is the progress meter of one image command, on stderr.
+func newMeter(env *cliEnv, mode progress.Mode, total int64) *progress.Meter {
+	return progress.New(env.stderr, mode, total, time.Now)
 }
-
-func (p *progress) update(done int64) {
-	if !p.active {
-		return
-	}
-	now := time.Now()
-	if now.Sub(p.last) < 200*time.Millisecond && done != p.total {
-		return
-	}
-	p.last = now
-	rate := float64(done) / max(now.Sub(p.start).Seconds(), 1e-3) / 1e6
-	if p.total > 0 {
-		const width = 30
-		frac := min(float64(done)/float64(p.total), 1)
-		fill := int(frac * width)
-		fmt.Fprintf(p.w, "\r%3.0f%% [%s%s] %s / %s  %.0f MB/s ", frac*100, strings.Repeat("=", fill), strings.Repeat(" ", width-fill), mib(done), mib(p.total), rate)
-	} else {
-		fmt.Fprintf(p.w, "\r%s  %.0f MB/s ", mib(done), rate)
-	}
-	p.drawn = true
-}
-
-func (p *progress) done() {
-	if p.drawn {
-		fmt.Fprintln(p.w)
-	}
-}
-
-func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // hasLUKSMagic reports whether f starts with a LUKS header: a LUKS2 image
 // of a whole disk, whose payload may hold a partition table of its own.
@@ -347,7 +314,7 @@ func partitionHint(img *os.File, err error) string {
 
 // encryptPartition is image encrypt --partition: a disk image in, a disk
 // image out, with one partition encrypted.
-func encryptPartition(ctx context.Context, env *cliEnv, inPath, outPath string, n int, o image.EncryptOptions) error {
+func encryptPartition(ctx context.Context, env *cliEnv, inPath, outPath string, n int, pmode progress.Mode, o image.EncryptOptions) error {
 	if inPath == stdio || outPath == stdio {
 		return usagef("image encrypt: with --partition, IN and OUT must be files (a disk image is read and written by offset)")
 	}
@@ -380,8 +347,8 @@ func encryptPartition(ctx context.Context, env *cliEnv, inPath, outPath string, 
 		return err
 	}
 	o.KMS, o.Region = kms, region
-	bar := newProgress(env.stderr, p.Size)
-	o.Progress = bar.update
+	bar := newMeter(env, pmode, p.Size)
+	o.Progress = bar.Update
 	// The other partitions are copied in plain text: the output is no
 	// more readable than the input.
 	mode := fs.FileMode(0o600)
@@ -398,7 +365,7 @@ func encryptPartition(ctx context.Context, env *cliEnv, inPath, outPath string, 
 	} else {
 		err = out.Commit()
 	}
-	bar.done()
+	bar.Finish(err == nil)
 	var sse *image.SectorSizeError
 	if errors.As(err, &sse) {
 		return fmt.Errorf("%s: partition %d: %w; use --sector-size %d, or leave --sector-size out to have it chosen", inPath, n, err, largestSectorSize(sse.Found.BlockSize))
@@ -438,7 +405,7 @@ func growth(res *image.PartitionResult, before partition.Partition) string {
 
 // decryptPartition is image decrypt --partition: the disk image with
 // one partition decrypted in place.
-func decryptPartition(ctx context.Context, env *cliEnv, img *os.File, imgPath, outPath string, n int, o image.DecryptOptions) error {
+func decryptPartition(ctx context.Context, env *cliEnv, img *os.File, imgPath, outPath string, n int, pmode progress.Mode, o image.DecryptOptions) error {
 	dev, p, err := image.OpenPartition(img, n)
 	if err != nil {
 		return fmt.Errorf("%s: %w", imgPath, err)
@@ -447,8 +414,8 @@ func decryptPartition(ctx context.Context, env *cliEnv, img *os.File, imgPath, o
 	if info, err := image.Inspect(dev); err == nil {
 		total = info.Segment.PayloadSize
 	}
-	bar := newProgress(env.stderr, total)
-	o.Progress = bar.update
+	bar := newMeter(env, pmode, total)
+	o.Progress = bar.Update
 	// The output holds plaintext: readable by its owner only.
 	out, err := image.CreateOutput(outPath, 0o600)
 	if err != nil {
@@ -460,7 +427,7 @@ func decryptPartition(ctx context.Context, env *cliEnv, img *os.File, imgPath, o
 	} else {
 		err = out.Commit()
 	}
-	bar.done()
+	bar.Finish(err == nil)
 	if err != nil {
 		return fmt.Errorf("%s: %w", imgPath, err)
 	}
