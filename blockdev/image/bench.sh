@@ -58,17 +58,16 @@ if [ "$qemu" = 1 ]; then
 fi
 kmsagent image encrypt "$work/in.raw" "$work/ours-src.img" --key-id bench --progress=never >/dev/null
 
-now() { date +%s.%N; }
-# timed NAME CMD...: runs CMD and appends its wall time to $work/NAME.
+# timed NAME CMD...: runs CMD and appends its wall time to $work/NAME.t
+# and its CPU time (user + system, children included) to $work/NAME.c.
 timed() {
-	local name=$1 t0 t1
+	local name=$1 times
 	shift
-	t0=$(now)
-	"$@" >/dev/null
-	t1=$(now)
-	awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }' >> "$work/$name.t"
+	times=$({ TIMEFORMAT='%R %U %S'; time "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }; } 2>&1)
+	echo "$times" | awk '{ print $1 }' >> "$work/$name.t"
+	echo "$times" | awk '{ print $2 + $3 }' >> "$work/$name.c"
 }
-median() { sort -g "$work/$1.t" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { sort -g "$work/$1" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 cp_run() { cp "$work/in.raw" "$work/cp.raw" && sync "$work/cp.raw"; }
 enc_run() { kmsagent image encrypt "$work/in.raw" "$work/ours.img" --key-id bench --progress=never; }
@@ -101,20 +100,20 @@ for r in $(seq "$rounds"); do
 done
 
 mbps() { awk -v s="$size_mib" -v t="$1" 'BEGIN { printf "%.0f", s * 1048576 / t / 1e6 }'; }
-line() { printf '%-44s %7.3f s %6s MB/s\n' "$1" "$2" "$(mbps "$2")"; }
-cp_t=$(median cp)
-enc_t=$(median enc)
-dec_t=$(median dec)
-echo "median of $rounds rounds:"
-line "cp" "$cp_t"
-line "kmsagent image encrypt (LUKS2, KMS token)" "$enc_t"
-line "kmsagent image decrypt" "$dec_t"
+line() { printf '%-44s %7.3f s %6s MB/s %7.3f s CPU\n' "$1" "$(median "$2.t")" "$(mbps "$(median "$2.t")")" "$(median "$2.c")"; }
+ratio() { awk -v a="$(median "$1")" -v b="$(median "$2")" 'BEGIN { printf "%.2f", a / b }'; }
+echo "median of $rounds rounds (wall time, rate, CPU time user + system):"
+line "cp" cp
+line "kmsagent image encrypt (LUKS2, KMS token)" enc
+line "kmsagent image decrypt" dec
 if [ "$qemu" = 1 ]; then
-	qenc_t=$(median qenc)
-	qdec_t=$(median qdec)
-	line "qemu-img convert -O luks (iter-time 100)" "$qenc_t"
-	line "qemu-img convert luks -> raw" "$qdec_t"
+	line "qemu-img convert -O luks (iter-time 100)" qenc
+	line "qemu-img convert luks -> raw" qdec
 fi
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-echo "encrypt: $(ratio "$enc_t" "$cp_t")x the time of cp (target <= 1.3)${qenc_t:+, $(ratio "$qenc_t" "$enc_t")x faster than qemu-img (target >= 3.5)}"
-echo "decrypt: $(ratio "$dec_t" "$cp_t")x the time of cp (target <= 1.3)${qdec_t:+, $(ratio "$qdec_t" "$dec_t")x faster than qemu-img (target >= 3.5)}"
+for op in enc dec; do
+	name=encrypt
+	[ $op = dec ] && name=decrypt
+	q=""
+	[ "$qemu" = 1 ] && q=", $(ratio "q$op.t" "$op.t")x faster than qemu-img (target >= 3.5)"
+	echo "$name: $(ratio "$op.t" cp.t)x the time of cp (target <= 1.3), $(ratio "$op.c" cp.c)x its CPU time$q"
+done

@@ -53,7 +53,26 @@
 //
 // # Speed
 //
-// Input is read, encrypted and written by three goroutines connected by
-// a small ring of large buffers, and each buffer is encrypted by all
-// cores at once, so a fast disk and AES-NI keep each other busy.
+// The floor is a copy: one read and one write of every byte (cp). Each of
+// GOMAXPROCS workers takes the next 1 MiB chunk, reads it into its own
+// buffer, encrypts it in place and writes it at its offset, so the bytes
+// stay in that core's cache between the steps and the cores need no
+// hand-over; streams (a pipe in, or out) are read or written in chunk
+// order under a lock (transfer.go). The encrypt core (EncryptAt) takes a
+// reader and a writer by offset, with the image's place in the output,
+// so that an image can be written inside a larger one.
+//
+// The 16 MiB header region is built in memory (huge pages where the
+// kernel gives them) and its keyslot area is filled from an AES-CTR
+// keystream rather than getrandom; both were most of the cost of a small
+// image. A file output is preallocated (a full disk fails at once) and
+// synced once, at the end.
+//
+// # Holes
+//
+// A hole in the input reads as zeros, and zeros must be encrypted like
+// any data: a hole left in the image would decrypt to noise. Encrypt
+// therefore only skips reading whole chunks that SEEK_HOLE reports as
+// holes; the image is never sparse. Decrypt into a file does not write
+// chunks that decrypt to zeros, so the holes of the original come back.
 package image

@@ -340,6 +340,9 @@ func EncryptFile(ctx context.Context, in io.Reader, out *os.File, o EncryptOptio
 	var res *Result
 	var err error
 	if at, ok := in.(io.ReaderAt); ok && o.InputSize >= 0 {
+		if err := preallocate(out, headerRegion+o.InputSize); err != nil {
+			return nil, err
+		}
 		res, err = EncryptAt(ctx, at, o.InputSize, out, 0, o)
 	} else {
 		res, err = encryptStreamToFile(ctx, in, out, o)
@@ -354,6 +357,19 @@ func EncryptFile(ctx context.Context, in io.Reader, out *os.File, o EncryptOptio
 		return nil, fmt.Errorf("sync output: %w", err)
 	}
 	return res, nil
+}
+
+// preallocate reserves the space of the image before the work starts, so
+// that a full disk says so at once rather than after minutes, and the
+// file system can lay the image out in few extents. File systems that
+// cannot (EOPNOTSUPP) are written as before; the final truncate sets
+// the exact size.
+func preallocate(out *os.File, size int64) error {
+	err := unix.Fallocate(int(out.Fd()), 0, 0, size)
+	if err == nil || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		return nil
+	}
+	return fmt.Errorf("reserve %d bytes for the output: %w", size, err)
 }
 
 func encryptStreamToFile(ctx context.Context, in io.Reader, out *os.File, o EncryptOptions) (*Result, error) {

@@ -90,9 +90,32 @@ func decryptFile(t *testing.T, path string, o DecryptOptions) ([]byte, *Result) 
 	return out.Bytes(), res
 }
 
+// decryptIntoFile decrypts the image at path with DecryptFile and returns
+// what it wrote.
+func decryptIntoFile(t *testing.T, path string, o DecryptOptions) []byte {
+	t.Helper()
+	img, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	back := filepath.Join(t.TempDir(), "back.raw")
+	out, err := os.Create(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if _, err := DecryptFile(ctx, img, out, o); err != nil {
+		t.Fatalf("DecryptFile %s: %v", path, err)
+	}
+	b, _ := os.ReadFile(back)
+	return b
+}
+
 // TestRoundTrip: encrypt then decrypt gives the input byte for byte, for
 // sizes on and off sector and chunk boundaries, both sector sizes, to a
-// file (header last) and to a stream (header first).
+// file (header last) from a stream and from an input read by offset, and
+// to a stream (header first).
 func TestRoundTrip(t *testing.T) {
 	f := newFixture(t)
 	sizes := []int{0, 1, 511, 512, 4095, 4096, 4097, 100000, chunkSize, chunkSize + 1, 2*chunkSize + 12345}
@@ -104,6 +127,22 @@ func TestRoundTrip(t *testing.T) {
 				got, res := decryptFile(t, path, DecryptOptions{KMS: f.kms})
 				if !bytes.Equal(got, data) || !res.SizeRecorded {
 					t.Fatalf("file round trip: %d bytes back for %d (recorded %v)", len(got), size, res.SizeRecorded)
+				}
+				// Read by offset (the size known) and decrypted into a
+				// file by offset.
+				ppath := filepath.Join(t.TempDir(), "pos.img")
+				out, err := CreateOutput(ppath, 0o644)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := EncryptFile(ctx, bytes.NewReader(data), out.File, f.opts(sector, int64(size))); err != nil {
+					t.Fatal(err)
+				}
+				if err := out.Commit(); err != nil {
+					t.Fatal(err)
+				}
+				if got := decryptIntoFile(t, ppath, DecryptOptions{KMS: f.kms}); !bytes.Equal(got, data) {
+					t.Fatalf("positional round trip: %d bytes back for %d", len(got), size)
 				}
 				if size%7 != 0 && size > 1 {
 					return // the stream variant runs for a few sizes only

@@ -145,10 +145,35 @@ func TestImageCLIRefusals(t *testing.T) {
 	for _, args := range [][]string{
 		{"image"}, {"image", "frobnicate"}, {"image", "encrypt", raw}, {"image", "encrypt", raw, out},
 		{"image", "encrypt", raw, out, "--key-id", "images", "--sector-size", "2048"},
+		{"image", "encrypt", raw, out, "--key-id", "images", "--progress", "yes"},
+		{"image", "decrypt", img, out, "--progress=sometimes"},
 	} {
 		if r := c.run(args...); r.code != 2 {
 			t.Fatalf("%v: exit %d, want 2: %s", args, r.code, r.stderr)
 		}
+	}
+}
+
+// TestImageProgress: --progress=always draws on stderr even when it is
+// not a terminal and ends with a summary; never (and auto, when stderr is
+// not a terminal, as in TestImageCLI) draws nothing.
+func TestImageProgress(t *testing.T) {
+	c := localCLI(t)
+	dir := t.TempDir()
+	c.mustRun("kms", "create-key", "--alias", "images")
+	raw := filepath.Join(dir, "in.raw")
+	os.WriteFile(raw, randomBytes(3<<20), 0o600)
+	img := filepath.Join(dir, "in.img")
+	r := c.mustRun("image", "encrypt", raw, img, "--key-id", "images", "--progress=always")
+	if !strings.HasPrefix(r.stderr, "\r") || !strings.Contains(r.stderr, "3.0 MiB in ") || !strings.HasSuffix(r.stderr, "/s\x1b[K\n") {
+		t.Fatalf("encrypt --progress=always drew %q", r.stderr)
+	}
+	r = c.mustRun("image", "decrypt", img, filepath.Join(dir, "back.raw"), "--progress", "always")
+	if !strings.Contains(r.stderr, "3.0 MiB in ") {
+		t.Fatalf("decrypt --progress=always drew %q", r.stderr)
+	}
+	if r := c.mustRun("image", "decrypt", img, filepath.Join(dir, "back2.raw"), "--progress=never"); r.stderr != "" {
+		t.Fatalf("decrypt --progress=never drew %q", r.stderr)
 	}
 }
 

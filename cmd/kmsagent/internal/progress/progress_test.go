@@ -2,10 +2,15 @@ package progress
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"kmsagent/agent/tstest"
 )
 
 // clock is a manual clock for a meter.
@@ -102,5 +107,33 @@ func TestQuiet(t *testing.T) {
 	}
 	if fi, _ := f.Stat(); buf.Len() != 0 || fi.Size() != 0 {
 		t.Fatalf("drew %q and %d bytes into a file", buf.String(), fi.Size())
+	}
+}
+
+// TestAutoOnTerminal: auto draws when the writer is a terminal (the
+// other end of a pseudo-terminal).
+func TestAutoOnTerminal(t *testing.T) {
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		tstest.Unavailable(t, "no pseudo-terminals: %v", err)
+	}
+	defer ptmx.Close()
+	fd := int(ptmx.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pts.Close()
+	c := &clock{t: time.Unix(1000, 0)}
+	m := New(pts, ModeAuto, 10, c.now)
+	if m.w == nil {
+		t.Fatal("auto does not draw on a terminal")
 	}
 }
