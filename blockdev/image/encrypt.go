@@ -187,10 +187,14 @@ func streamHead(in io.Reader) ([]byte, io.Reader, error) {
 // readHead reads the start of a positional input.
 func readHead(in io.ReaderAt, size int64) ([]byte, error) {
 	head := make([]byte, min(size, probe.PrefixSize))
-	if n, err := in.ReadAt(head, 0); n < len(head) {
-		return nil, fmt.Errorf("read input: %w", err)
+	n, err := in.ReadAt(head, 0)
+	if n == len(head) {
+		return head, nil
 	}
-	return head, nil
+	if err == nil || errors.Is(err, io.EOF) {
+		err = changed(int64(n), size)
+	}
+	return nil, fmt.Errorf("read input: %w", err)
 }
 
 // prepare chooses or checks the sector size from head, the start of the
@@ -264,7 +268,18 @@ func changed(got, want int64) error {
 // encrypted payload. The input size is recorded when o.InputSize gives
 // it; the input must then be exactly that long.
 func Encrypt(ctx context.Context, in io.Reader, out io.Writer, o EncryptOptions) (*Result, error) {
-	head, in, err := streamHead(in)
+	// An input that can be read by offset (a file) with its size given
+	// is read by all workers at once; any other in order.
+	var t *transfer
+	var head []byte
+	var err error
+	if at, ok := in.(io.ReaderAt); ok && o.InputSize >= 0 {
+		head, err = readHead(at, o.InputSize)
+		t = &transfer{srcAt: at, srcLen: o.InputSize, holes: sourceHints(at, 0, o.InputSize)}
+	} else {
+		head, in, err = streamHead(in)
+		t = &transfer{src: in, srcLen: -1}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +296,7 @@ func Encrypt(ctx context.Context, in io.Reader, out io.Writer, o EncryptOptions)
 	if _, err := out.Write(hdr); err != nil {
 		return nil, fmt.Errorf("write output: %w", err)
 	}
-	t := &transfer{sc: im.sc, src: in, srcLen: -1, dst: out, dstLen: -1, progress: o.Progress}
+	t.sc, t.dst, t.dstLen, t.progress = im.sc, out, -1, o.Progress
 	size, err := t.run(ctx)
 	if err != nil {
 		return nil, err
