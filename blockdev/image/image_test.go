@@ -174,31 +174,38 @@ func TestIndependentDecrypt(t *testing.T) {
 	f := newFixture(t)
 	data := randomData(t, 3*4096+100)
 	for _, sector := range []int{512, 4096} {
-		path := f.encryptToFile(t, data, sector)
-		img, _ := os.Open(path)
-		vk, err := volume.ExportKey(ctx, img, f.kms, nil)
-		img.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := xts.NewCipher(aes.NewCipher, vk.Bytes())
-		vk.Wipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := os.ReadFile(path)
-		payload := raw[16<<20:]
-		if want := (len(data) + sector - 1) / sector * sector; len(payload) != want {
-			t.Fatalf("payload %d bytes", len(payload))
-		}
-		plain := make([]byte, len(payload))
-		for k := 0; k < len(payload)/sector; k++ {
-			c.Decrypt(plain[k*sector:(k+1)*sector], payload[k*sector:(k+1)*sector], uint64(k*sector/512))
+		plain := independentDecrypt(t, f, f.encryptToFile(t, data, sector), sector)
+		if want := (len(data) + sector - 1) / sector * sector; len(plain) != want {
+			t.Fatalf("payload %d bytes", len(plain))
 		}
 		if !bytes.Equal(plain[:len(data)], data) || !bytes.Equal(plain[len(data):], make([]byte, len(plain)-len(data))) {
 			t.Fatalf("sector size %d: x/crypto/xts with 512-byte IV units does not decrypt our payload", sector)
 		}
 	}
+}
+
+// independentDecrypt decrypts the payload of the image at path with
+// golang.org/x/crypto/xts and the exported key.
+func independentDecrypt(t *testing.T, f fixture, path string, sector int) []byte {
+	t.Helper()
+	img, _ := os.Open(path)
+	vk, err := volume.ExportKey(ctx, img, f.kms, nil)
+	img.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := xts.NewCipher(aes.NewCipher, vk.Bytes())
+	vk.Wipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(path)
+	payload := raw[16<<20:]
+	plain := make([]byte, len(payload))
+	for k := 0; k < len(payload)/sector; k++ {
+		c.Decrypt(plain[k*sector:(k+1)*sector], payload[k*sector:(k+1)*sector], uint64(k*sector/512))
+	}
+	return plain
 }
 
 func TestStreamUnknownSize(t *testing.T) {
