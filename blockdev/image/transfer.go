@@ -131,13 +131,11 @@ func (t *transfer) work(ctx context.Context) error {
 		if err := t.write(k, buf[:w]); err != nil {
 			return err
 		}
+		t.done.Add(int64(n))
 		if t.progress != nil {
-			t.done.Add(int64(n))
 			t.progMu.Lock()
 			t.progress(t.done.Load())
 			t.progMu.Unlock()
-		} else {
-			t.done.Add(int64(n))
 		}
 	}
 	return nil
@@ -262,6 +260,12 @@ func sourceHints(r io.ReaderAt, off, n int64) []span {
 	}
 	fd := int(f.Fd())
 	_ = unix.Fadvise(fd, off, n, unix.FADV_SEQUENTIAL) // only a hint
+	// A file with blocks for all of its bytes has no hole worth a scan
+	// (tmpfs walks every page to answer SEEK_HOLE).
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Blocks*512 >= st.Size {
+		return nil
+	}
 	var holes []span
 	// lseek moves the file offset; every read here is positional.
 	for pos, end := off, off+n; pos < end; {
