@@ -315,7 +315,8 @@ func Encrypt(ctx context.Context, in io.Reader, out io.Writer, o EncryptOptions)
 // the encrypted payload first, then the header with the input size. It
 // neither syncs nor truncates out, so that the image can be one part of
 // a larger one (a partition of a disk image); the image ends at off +
-// result.PayloadOffset + result.PayloadSize.
+// result.PayloadOffset + result.PayloadSize. in and out get parallel
+// ReadAt and WriteAt calls on distinct ranges, as their contracts allow.
 func EncryptAt(ctx context.Context, in io.ReaderAt, size int64, out io.WriterAt, off int64, o EncryptOptions) (*Result, error) {
 	head, err := readHead(in, size)
 	if err != nil {

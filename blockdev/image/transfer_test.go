@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -154,13 +155,17 @@ func TestAllZero(t *testing.T) {
 	}
 }
 
-// failingWriterAt fails every write at or after offset from.
+// failingWriterAt fails every write at or after offset from. Like any
+// io.WriterAt, it takes parallel calls.
 type failingWriterAt struct {
 	from   int64
+	mu     sync.Mutex
 	writes []int64 // offsets written
 }
 
 func (w *failingWriterAt) WriteAt(p []byte, off int64) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if off+int64(len(p)) > w.from {
 		return 0, errors.New("disk full")
 	}
