@@ -283,3 +283,30 @@ func TestImagePartitionRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestImagePartitionProgress: --partition draws the same progress as a
+// whole image, over the partition's bytes, and --progress=never silences
+// it.
+func TestImagePartitionProgress(t *testing.T) {
+	c := localCLI(t)
+	c.mustRun("kms", "create-key", "--alias", "images")
+	dir := t.TempDir()
+	disk, _ := makeDisk(t, dir, 64<<20, "label: gpt\nsize=8M, type=U, name=esp\nsize=12M, type=L, name=root\nstart=40M, type=L, name=data\n", 2)
+	img := filepath.Join(dir, "disk.img")
+	r := c.mustRun("image", "encrypt", "--partition", "2", "--progress=always", disk, img, "--key-id", "images")
+	if !strings.HasPrefix(r.stderr, "\r") || !strings.Contains(r.stderr, "12.0 MiB in ") {
+		t.Fatalf("encrypt --partition --progress=always drew %q", r.stderr)
+	}
+	r = c.mustRun("image", "decrypt", "--partition", "2", "--progress", "always", img, filepath.Join(dir, "back.raw"))
+	if !strings.Contains(r.stderr, "12.0 MiB in ") {
+		t.Fatalf("decrypt --partition --progress=always drew %q", r.stderr)
+	}
+	if r := c.mustRun("image", "decrypt", "--partition", "2", "--progress=never", img, filepath.Join(dir, "back2.raw")); r.stderr != "" {
+		t.Fatalf("decrypt --partition --progress=never drew %q", r.stderr)
+	}
+	back, _ := os.ReadFile(filepath.Join(dir, "back.raw"))
+	orig, _ := os.ReadFile(disk)
+	if !bytes.Equal(back, orig) {
+		t.Fatal("the decrypted disk differs from the original")
+	}
+}
