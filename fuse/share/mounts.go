@@ -340,6 +340,11 @@ func RemoveStale(runDir, mountpoint, cipherDir string) ([]Mount, error) {
 // there: the worker died without unmounting (killed, or a fatal error in
 // the runtime). It reports whether there was one; it refuses while the
 // worker's process is there.
+//
+// The kernel gives a gone mount's ID and device to the next mounts, so
+// a reaper that wakes late (a loaded host) can find them on a new mount
+// of the same share, served by a live worker: one whose server answers
+// is not w's, and is left alone.
 func Reap(runDir string, w Worker) (bool, error) {
 	mounts, err := Mounts()
 	if err != nil {
@@ -348,6 +353,9 @@ func Reap(runDir string, w Worker) (bool, error) {
 	m, ok := mountOf(mounts, w)
 	if w.Liveness() == Alive {
 		return false, fmt.Errorf("the worker of %s (pid %d) is still running", w.Mountpoint, w.PID)
+	}
+	if ok && (m.Mountpoint != w.Mountpoint || m.CipherDir != w.CipherDir || probe(m.Mountpoint) == StateRunning) {
+		ok = false
 	}
 	if !ok {
 		removeRecord(runDir, w)

@@ -17,6 +17,14 @@ import (
 // test ends; it returns the mount point once the mount is ready.
 func serve(t *testing.T) string {
 	t.Helper()
+	w, _ := serveRecord(t)
+	return w.Mountpoint
+}
+
+// serveRecord is serve, returning the serving process's record and the
+// run directory it is kept in.
+func serveRecord(t *testing.T) (Worker, string) {
+	t.Helper()
 	tstest.NeedFUSE(t)
 	kms, keyID := tstest.LocalKMS(t, "")
 	dir := t.TempDir()
@@ -28,16 +36,18 @@ func serve(t *testing.T) string {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
+	runDir := t.TempDir()
+	ready := make(chan Worker, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- Serve(ctx, ServeOptions{
-			CipherDir: dir, Mountpoint: mnt, KMS: kms, RunDir: t.TempDir(),
-			Ready: func(Worker) { close(ready) },
+			CipherDir: dir, Mountpoint: mnt, KMS: kms, RunDir: runDir,
+			Ready: func(w Worker) { ready <- w },
 		})
 	}()
+	var w Worker
 	select {
-	case <-ready:
+	case w = <-ready:
 	case err := <-done:
 		cancel()
 		t.Fatalf("serve: %v", err)
@@ -48,7 +58,45 @@ func serve(t *testing.T) string {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return mnt
+	return w, runDir
+}
+
+// TestReapLeavesLiveMount: a reaper that wakes after its worker's mount
+// is gone can find the mount ID and device the kernel gave that mount
+// on a new mount of the same share. A mount whose server answers is not
+// the dead worker's and stays; the record of the dead one goes.
+func TestReapLeavesLiveMount(t *testing.T) {
+	tstest.NeedRoot(t, "to ask a FUSE mount's server (statfs)")
+	live, runDir := serveRecord(t)
+	if live.MountID == 0 {
+		t.Fatal("the serving process published no record")
+	}
+	// The worker that had the mount ID and device before: the same
+	// share and mount point, a process that is gone.
+	dead := live
+	dead.Start++
+	if dead.Liveness() != Gone {
+		t.Fatal("the stand-in for a dead worker is not gone")
+	}
+	removed, err := Reap(runDir, dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if removed {
+		t.Error("Reap reported a live mount removed")
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(live.Mountpoint, &st); err != nil {
+		t.Fatalf("the live mount was removed: %v", err)
+	}
+	m, err := FindMount(live.Mountpoint)
+	if err != nil || m.ID != live.MountID {
+		t.Fatalf("the live mount is not in the mount table: %v", err)
+	}
+	ws, err := Workers(runDir)
+	if err != nil || len(ws) != 1 || ws[0] != live {
+		t.Errorf("records %+v (%v), want the live worker's only", ws, err)
+	}
 }
 
 // TestServeUmask creates entries from another process with its own umask
