@@ -329,11 +329,11 @@ func (d *footprintDaemon) stop(b *testing.B) {
 }
 
 // reaperOf returns the pid of the fuse-reaper that watches worker.
-func reaperOf(b *testing.B, worker int) int {
-	b.Helper()
+func reaperOf(tb testing.TB, worker int) int {
+	tb.Helper()
 	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	want := fmt.Sprintf("\x00%s\x00--pid\x00%d\x00", service.ReaperCommand, worker)
 	for _, p := range procs {
@@ -343,7 +343,7 @@ func reaperOf(b *testing.B, worker int) int {
 			return pid
 		}
 	}
-	b.Fatalf("no %s for worker %d", service.ReaperCommand, worker)
+	tb.Fatalf("no %s for worker %d", service.ReaperCommand, worker)
 	return 0
 }
 

@@ -19,7 +19,8 @@ import (
 // TestDaemonHoldsNoKey: the daemon, which lives long, never holds a
 // share's keys; the worker it started does while the share is mounted
 // (the positive control that the scan works), and after an unmount
-// through the daemon no process of ours holds any form of them.
+// through the daemon the worker and its reaper are gone and no process
+// of this test's (one naming its directory) holds any form of them.
 func TestDaemonHoldsNoKey(t *testing.T) {
 	h := newDaemonHost(t)
 	cipher, plain := filepath.Join(h.dir, "cipher"), filepath.Join(h.dir, "plain")
@@ -69,6 +70,8 @@ func TestDaemonHoldsNoKey(t *testing.T) {
 		}
 	}
 	scan("while mounted, the daemon", cmd.Process.Pid, readProcessMemory(t, cmd.Process.Pid))
+	reaper := reaperOf(t, worker)
+	scan("while mounted, the reaper", reaper, readProcessMemory(t, reaper))
 
 	c := control.NewClient(h.sock)
 	defer c.Close()
@@ -78,7 +81,10 @@ func TestDaemonHoldsNoKey(t *testing.T) {
 	if !tstest.WaitExit(t, worker, 10*time.Second) {
 		t.Fatalf("worker %d still running after the unmount", worker)
 	}
-	for p, mem := range otherProcessesMemory(t, ourProcesses(t)) {
+	if !tstest.WaitExit(t, reaper, 10*time.Second) {
+		t.Fatalf("reaper %d still running after its worker exited", reaper)
+	}
+	for p, mem := range otherProcessesMemory(t, ourProcesses(t, h.dir)) {
 		scan("after unmount", p, mem)
 	}
 }

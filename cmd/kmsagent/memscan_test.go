@@ -73,7 +73,7 @@ func TestShareKeysWiped(t *testing.T) {
 	if !tstest.WaitExit(t, pid, 10*time.Second) {
 		t.Fatalf("worker %d still running after umount", pid)
 	}
-	for p, mem := range otherProcessesMemory(t, ourProcesses(t)) {
+	for p, mem := range otherProcessesMemory(t, ourProcesses(t, h.dir)) {
 		for name, form := range secrets {
 			if at := mem.find(form); at != "" {
 				t.Errorf("process %d holds the %s after unmount, in %s", p, name, at)
@@ -189,9 +189,9 @@ func gmul(a, b byte) byte {
 // workerPID finds the worker serving cipher from its command line.
 func workerPID(t *testing.T, cipher string) int {
 	t.Helper()
-	for _, pid := range ourProcesses(t) {
+	for _, pid := range ourProcesses(t, cipher) {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if bytes.Contains(cmdline, []byte(fuseWorkerCommand)) && bytes.Contains(cmdline, []byte(cipher+"\x00")) {
+		if bytes.Contains(cmdline, []byte("\x00"+fuseWorkerCommand+"\x00")) {
 			return pid
 		}
 	}
@@ -199,9 +199,14 @@ func workerPID(t *testing.T, cipher string) int {
 	return 0
 }
 
-// ourProcesses lists kmsagent processes (by executable), this test
-// binary excluded.
-func ourProcesses(t *testing.T) []int {
+// ourProcesses lists the kmsagent processes (by executable) whose
+// command line names a path under dir: those a test started for its own
+// directory (the daemon and the CLI by their --config, a share's worker
+// and reaper by its cipher directory). Other tests, and other people's
+// runs on the same host, have kmsagent processes of their own, which
+// come and go; they hold keys of their own and are not the test's to
+// judge.
+func ourProcesses(t *testing.T, dir string) []int {
 	t.Helper()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -214,11 +219,27 @@ func ourProcesses(t *testing.T) []int {
 			continue
 		}
 		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if err == nil && filepath.Base(strings.TrimSuffix(exe, " (deleted)")) == "kmsagent" {
+		if err != nil || filepath.Base(strings.TrimSuffix(exe, " (deleted)")) != "kmsagent" {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && names(cmdline, dir) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// names reports whether one of the NUL-separated arguments in cmdline
+// is dir or a path under it.
+func names(cmdline []byte, dir string) bool {
+	dir = filepath.Clean(dir)
+	for arg := range strings.SplitSeq(string(cmdline), "\x00") {
+		if arg == dir || strings.HasPrefix(arg, dir+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // memory is a process's readable memory, with where each part came from.
