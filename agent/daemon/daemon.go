@@ -115,6 +115,9 @@ type Daemon struct {
 	status   string        // last STATUS= sent
 	saved    []Record      // what the state file holds
 	started  chan struct{} // closed when Start has built the table
+	// mounts numbers the volumes' transitions to mounted, so Status can
+	// tell a mount made after it read the kernel's view (see Status).
+	mounts uint64
 	reloadMu sync.Mutex
 	wg       sync.WaitGroup // mounting goroutines; none starts once stopping
 }
@@ -129,6 +132,7 @@ type volume struct {
 	retries   int
 	nextRetry time.Time
 	since     time.Time // of the current state
+	mountNo   uint64    // Daemon.mounts when it last became mounted
 	run       *run      // the goroutine mounting it, nil when none
 	// below are the devices a mounted LUKS2 volume sits on, noted when
 	// it came up (see hotplug.go).
@@ -230,6 +234,8 @@ func (d *Daemon) Start(ctx context.Context) error {
 		rec, hasRec := findRecord(recs, vc)
 		if st, ok := findMounted(mounted, vc); ok {
 			v.state, v.adopted = StateMounted, true
+			d.mounts++
+			v.mountNo = d.mounts
 			v.mounted = Mounted{Spec: SpecOf(vc), WorkerPID: st.WorkerPID, Device: st.Device, KeyID: st.KeyID, Provider: st.Provider, Since: now, UnlockedBy: st.UnlockedBy}
 			if hasRec && rec.State == StateMounted {
 				v.restoreMounted(rec)
@@ -270,7 +276,8 @@ func (d *Daemon) adoptDiscoveredLocked(recs []Record, mounted []VolumeStatus, no
 		if !ok || vc.Source != r.Source {
 			continue
 		}
-		v := &volume{cfg: vc, discovered: true, state: StateMounted, adopted: true, since: now}
+		d.mounts++
+		v := &volume{cfg: vc, discovered: true, state: StateMounted, adopted: true, since: now, mountNo: d.mounts}
 		v.mounted = Mounted{Spec: SpecOf(vc), Device: st.Device, KeyID: st.KeyID, Provider: st.Provider, Since: now}
 		v.restoreMounted(r)
 		v.below = d.noteBelow(v.mounted)
@@ -563,6 +570,8 @@ func (d *Daemon) mountLoop(ctx context.Context, v *volume, r *run, spec Spec, wh
 			}
 			v.mounted, v.lastErr, v.nextRetry, v.below = m, nil, time.Time{}, below
 			v.setState(StateMounted)
+			d.mounts++
+			v.mountNo = d.mounts
 			d.log.Info("volume mounted", "volume", spec.Name, "target", spec.Target, "key_id", m.KeyID, "worker_pid", m.WorkerPID, "device", m.Device, "attempts", attempt+1)
 		case ctx.Err() != nil:
 			v.lastErr = err
@@ -1007,7 +1016,13 @@ func (v *volume) info() VolumeInfo {
 // not: its mapping goes when its disk does, and hot-plug brings it back
 // when the disk returns.
 func (d *Daemon) Status(ctx context.Context) ([]VolumeInfo, error) {
-	snap := time.Now()
+	// A mount that finishes while the Service reads the kernel's view
+	// can be missing from it (its worker mounted after the read). It is
+	// told by its number, not by the clock: a mount and the read can
+	// fall on the same clock reading.
+	d.mu.Lock()
+	snap := d.mounts
+	d.mu.Unlock()
 	sts, err := d.svc.Status(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reading what is mounted: %w", err)
@@ -1018,7 +1033,7 @@ func (d *Daemon) Status(ctx context.Context) ([]VolumeInfo, error) {
 		v := d.vols[name]
 		// A mount that finished after the snapshot is not in it; one
 		// being closed is the closer's to report.
-		if v.state != StateMounted || v.since.After(snap) || v.closing {
+		if v.state != StateMounted || v.mountNo > snap || v.closing {
 			continue
 		}
 		what := "not mounted"

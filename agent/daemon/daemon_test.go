@@ -521,3 +521,57 @@ func TestGone(t *testing.T) {
 		stop()
 	})
 }
+
+// TestStatusDuringMount: a share whose start-up mount finishes while a
+// status request reads what is mounted is missing from what was read;
+// it is not declared gone and mounted again. synctest's clock stands
+// still, so the mount and the read fall on the same clock reading, as
+// they can on a real host.
+func TestStatusDuringMount(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		svc := newFake()
+		release := make(chan struct{})
+		svc.block["a"] = release
+		n := &fakeNotifier{}
+		d := New(cfgWith(vol("a", true)), Options{Service: svc, Notify: n, Backoff: fixedBackoff})
+		stop := started(t, d)
+		read, resume := make(chan struct{}), make(chan struct{})
+		svc.mu.Lock()
+		svc.afterStatus = func() {
+			close(read)
+			<-resume
+		}
+		svc.mu.Unlock()
+		type answer struct {
+			sts []VolumeInfo
+			err error
+		}
+		answered := make(chan answer, 1)
+		go func() {
+			sts, err := d.Status(t.Context())
+			answered <- answer{sts, err}
+		}()
+		<-read // a is not mounted yet in what Status has
+		svc.mu.Lock()
+		svc.afterStatus = nil
+		svc.mu.Unlock()
+		close(release)
+		synctest.Wait() // a's mount has finished, and READY=1 is sent
+		close(resume)
+		a := <-answered
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		if len(a.sts) != 1 || a.sts[0].State != StateMounted || a.sts[0].LastError != "" {
+			t.Errorf("the status read during the mount: %+v", a.sts)
+		}
+		synctest.Wait()
+		if s := stateOf(t, d, "a"); s.State != StateMounted || s.LastError != "" || svc.ncalls("a") != 1 {
+			t.Errorf("a after that status: %+v, %d mount calls", s, svc.ncalls("a"))
+		}
+		if n.count("READY=1") != 1 || n.lastStatus() != "1 volume unlocked" {
+			t.Errorf("notifications: %q", n.all())
+		}
+		stop()
+	})
+}

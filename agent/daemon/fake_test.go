@@ -30,6 +30,10 @@ type fakeService struct {
 	// table until it is closed: a lazy detach done, the mapping's
 	// removal still running.
 	unmountGate chan struct{}
+	// afterStatus, when set, is called by Status once it has read what
+	// is mounted, before it returns that: the window in which a mount
+	// can finish that the answer misses.
+	afterStatus func()
 	pid         int
 }
 
@@ -89,7 +93,6 @@ func (f *fakeService) Unmount(ctx context.Context, target string, lazy bool) err
 
 func (f *fakeService) Status(ctx context.Context) ([]VolumeStatus, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	out := slices.Clone(f.external)
 	for _, s := range f.mounted {
 		state := ServiceMounted
@@ -97,6 +100,11 @@ func (f *fakeService) Status(ctx context.Context) ([]VolumeStatus, error) {
 			state = ServiceDetached
 		}
 		out = append(out, VolumeStatus{Name: s.Name, Kind: s.Kind, Source: s.Source, Target: s.Target, State: state, KeyID: "cmk-1", Provider: "local"})
+	}
+	after := f.afterStatus
+	f.mu.Unlock()
+	if after != nil {
+		after()
 	}
 	return out, nil
 }
