@@ -20,6 +20,7 @@ packages=(
   lintian            # packaging/debtest: the .deb has no lintian errors
   file man-db        # packaging/debtest: binary type; the man page renders without warnings
   systemd            # packaging/debtest: systemd-analyze verify and security of the units
+  fio                # fuse/bench: random 4 KiB reads and writes on shares
 )
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")

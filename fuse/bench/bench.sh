@@ -1,29 +1,61 @@
 #!/usr/bin/env bash
 # Share benchmark: kmsagent's FUSE file system against gocryptfs (Debian's
-# 2.3) and go-fuse's loopback without passthrough, over the same backing
-# directory, in one run. Prints seconds per workload and the ratios
-# ours/gocryptfs. Run as root (mounts, drop_caches).
+# 2.3), go-fuse's loopback without passthrough (the cost of FUSE itself)
+# and the backing directory itself (native), in one run, over the same
+# disk. Prints the medians per workload, the ratios ours/gocryptfs and a
+# Markdown table for the README. Run as root (mounts, drop_caches).
 #
-#   bash fuse/bench/bench.sh [--size-mib 256] [--files 10000] [--rounds 3] [--dir /var/tmp]
+#   bash fuse/bench/bench.sh [--rounds 5] [--dir /var/tmp] [--fs "kmsagent gocryptfs loopback native"]
+#       [--only "issue bench meta fio"] [--size-mib 256] [--issue-mib 200] [--files 10000]
+#       [--fio-seconds 10] [--fio-mib 64] [-o MOUNT-OPTIONS-FOR-KMSAGENT]
+#
+# Workloads, each round running every file system through each of them
+# in an order that rotates between rounds (whichever goes first meets a
+# colder disk and page cache):
+#   issue  dd bs=1M conv=fsync of --issue-mib MiB, caches dropped, cat
+#   bench  dd bs=1M conv=fsync of --size-mib MiB, remount and caches
+#          dropped, dd bs=1M
+#   meta   tar -x of --files small files + sync; remount, caches dropped,
+#          ls -lR; rm -rf + sync
+#   fio    4 jobs of 4 KiB random reads (caches dropped), then 4 jobs of
+#          4 KiB random writes, each job on its own --fio-mib MiB file,
+#          O_DIRECT (each request reaches the file system), psync engine
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="/usr/local/go/bin:$PATH"
 
 size_mib=256
+issue_mib=200
 files=10000
-rounds=3
+rounds=5
 base=/var/tmp
+fslist="kmsagent gocryptfs loopback native"
+only="issue bench meta fio"
+fio_seconds=10
+fio_mib=64
+ka_opts=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --size-mib) size_mib="$2"; shift 2 ;;
+    --issue-mib) issue_mib="$2"; shift 2 ;;
     --files) files="$2"; shift 2 ;;
     --dir) base="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
-    *) echo "usage: $0 [--size-mib N] [--files N] [--rounds N] [--dir DIR]" >&2; exit 2 ;;
+    --fs) fslist="$2"; shift 2 ;;
+    --only) only="$2"; shift 2 ;;
+    --fio-seconds) fio_seconds="$2"; shift 2 ;;
+    --fio-mib) fio_mib="$2"; shift 2 ;;
+    -o) ka_opts="$2"; shift 2 ;;
+    *) sed -n '/^#   bash/,/^#$/p' "$0" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
-command -v gocryptfs >/dev/null || { echo "bench.sh: gocryptfs missing; run packaging/setup-dev.sh" >&2; exit 1; }
+for t in gocryptfs fio bc python3; do
+  command -v "$t" >/dev/null || { echo "bench.sh: $t missing; run packaging/setup-dev.sh" >&2; exit 1; }
+done
+wants() { [[ " $only " == *" $1 "* ]]; }
+read -r -a order <<<"$fslist"
+nfs=${#order[@]}
 
 work="$(mktemp -d "$base/kmsagent-bench.XXXXXX")"
 mounted=()
@@ -36,10 +68,11 @@ trap cleanup EXIT
 go build -o "$work/kmsagent" ./cmd/kmsagent
 go build -o "$work/loopback" ./fuse/bench/loopback
 
-# A tar of small files: one process creates the tree, so the numbers
-# measure the file system, not a shell loop.
-mkdir -p "$work/src/tree"
-python3 - "$work/src/tree" "$files" <<'EOF'
+if wants meta; then
+  # A tar of small files: one process creates the tree, so the numbers
+  # measure the file system, not a shell loop.
+  mkdir -p "$work/src/tree"
+  python3 - "$work/src/tree" "$files" <<'EOF'
 import os, sys
 root, n = sys.argv[1], int(sys.argv[2])
 for i in range(n):
@@ -48,8 +81,9 @@ for i in range(n):
     with open(os.path.join(d, "file-%05d.txt" % i), "wb") as f:
         f.write(os.urandom(1 + i % 4000))
 EOF
-tar -C "$work/src" -cf "$work/tree.tar" tree
-rm -rf "$work/src"
+  tar -C "$work/src" -cf "$work/tree.tar" tree
+  rm -rf "$work/src"
+fi
 
 cat > "$work/agent.toml" <<EOF
 [kms.local]
@@ -61,15 +95,17 @@ printf 'benchmark-password\n' > "$work/pw"; chmod 600 "$work/pw"
 
 mount_fs() { # name cipher plain
   case "$1" in
-    kmsagent) ka mount fuse "$2" "$3" ;;
+    kmsagent) ka mount fuse ${ka_opts:+-o "$ka_opts"} "$2" "$3" ;;
     gocryptfs) gocryptfs -q -passfile "$work/pw" "$2" "$3" 2>/dev/null ;;
-    loopback) "$work/loopback" "$2" "$3" & sleep 0.3; until mountpoint -q "$3"; do sleep 0.1; done ;;
+    loopback) "$work/loopback" "$2" "$3" & until mountpoint -q "$3"; do sleep 0.05; done ;;
+    native) return ;;
   esac
   mounted+=("$3")
 }
 umount_fs() { # name plain
   case "$1" in
     kmsagent) ka umount "$2" ;;
+    native) return ;;
     *) fusermount3 -u "$2" ;;
   esac
   # Let the server exit before the next mount.
@@ -79,59 +115,139 @@ init_fs() { # name cipher
   case "$1" in
     kmsagent) ka format fuse "$2" --key-id bench >/dev/null ;;
     gocryptfs) gocryptfs -q -init -passfile "$work/pw" "$2" >/dev/null 2>&1 ;;
-    loopback) ;;
   esac
 }
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+# plain_of name cipher plain: where the workloads run (native: the
+# backing directory itself).
+plain_of() { if [ "$1" = native ]; then echo "$2"; else echo "$3"; fi; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc -l; }
 
-# Each round runs every file system through every workload; the order
-# rotates between rounds because whichever goes first meets a colder disk
-# and page cache. Each cell is the median over the rounds.
 declare -A samples
-order=(kmsagent gocryptfs loopback)
+record() { samples[$1,$2]+=" $3"; }
+
+fio_run() { # dir rw -> IOPS (sum over jobs)
+  fio --name=rand --directory="$1" --rw="$2" --bs=4k --direct=1 --ioengine=psync \
+    --numjobs=4 --size="${fio_mib}M" --runtime="$fio_seconds" --time_based \
+    --group_reporting --output-format=terse --terse-version=3 2>/dev/null |
+    awk -F';' -v rw="$2" '{ if (rw == "randread") print $8; else print $49 }'
+}
+
 for ((round = 0; round < rounds; round++)); do
-  for ((k = 0; k < 3; k++)); do
-    fs=${order[(k + round) % 3]}
-    cipher="$work/$fs.$round.cipher" plain="$work/$fs.plain"
-    mkdir -p "$cipher" "$plain"
+  for ((k = 0; k < nfs; k++)); do
+    fs=${order[(k + round) % nfs]}
+    cipher="$work/$fs.$round.cipher" mnt="$work/$fs.plain"
+    mkdir -p "$cipher" "$mnt"
     init_fs "$fs" "$cipher"
+    plain=$(plain_of "$fs" "$cipher" "$mnt")
+    mount_fs "$fs" "$cipher" "$mnt"
 
-    mount_fs "$fs" "$cipher" "$plain"
-    t=$(now); dd if=/dev/zero of="$plain/big" bs=1M count="$size_mib" conv=fsync status=none; samples[$fs,write]+=" $(elapsed "$t")"
-    umount_fs "$fs" "$plain"; drop_caches
-
-    mount_fs "$fs" "$cipher" "$plain"
-    t=$(now); dd if="$plain/big" of=/dev/null bs=1M status=none; samples[$fs,read]+=" $(elapsed "$t")"
-    rm -f "$plain/big"
-    t=$(now); tar -C "$plain" -xf "$work/tree.tar"; sync; samples[$fs,create]+=" $(elapsed "$t")"
-    umount_fs "$fs" "$plain"; drop_caches
-
-    mount_fs "$fs" "$cipher" "$plain"
-    t=$(now); ls -lR "$plain" >/dev/null; samples[$fs,ls]+=" $(elapsed "$t")"
-    t=$(now); rm -rf "$plain/tree"; sync; samples[$fs,rm]+=" $(elapsed "$t")"
-    umount_fs "$fs" "$plain"
+    if wants issue; then
+      t=$(now); dd if=/dev/zero of="$plain/issue" bs=1M count="$issue_mib" conv=fsync status=none
+      record "$fs" issue-write "$(elapsed "$t")"
+      drop_caches
+      t=$(now); cat "$plain/issue" >/dev/null; record "$fs" issue-read "$(elapsed "$t")"
+      rm -f "$plain/issue"
+    fi
+    if wants bench; then
+      t=$(now); dd if=/dev/zero of="$plain/big" bs=1M count="$size_mib" conv=fsync status=none
+      record "$fs" bench-write "$(elapsed "$t")"
+      umount_fs "$fs" "$mnt"; drop_caches; mount_fs "$fs" "$cipher" "$mnt"
+      t=$(now); dd if="$plain/big" of=/dev/null bs=1M status=none; record "$fs" bench-read "$(elapsed "$t")"
+      rm -f "$plain/big"
+    fi
+    if wants meta; then
+      t=$(now); tar -C "$plain" -xf "$work/tree.tar"; sync; record "$fs" untar "$(elapsed "$t")"
+      umount_fs "$fs" "$mnt"; drop_caches; mount_fs "$fs" "$cipher" "$mnt"
+      t=$(now); ls -lR "$plain/tree" >/dev/null; record "$fs" ls "$(elapsed "$t")"
+      t=$(now); rm -rf "$plain/tree"; sync; record "$fs" rm "$(elapsed "$t")"
+    fi
+    if wants fio; then
+      mkdir -p "$plain/fio"
+      # Lay the files out (random data: zeros would be holes in
+      # gocryptfs's format), then read them cold.
+      fio --name=rand --directory="$plain/fio" --rw=write --bs=1M --numjobs=4 --size="${fio_mib}M" \
+        --refill_buffers --end_fsync=1 >/dev/null 2>&1
+      drop_caches
+      record "$fs" randread "$(fio_run "$plain/fio" randread)"
+      record "$fs" randwrite "$(fio_run "$plain/fio" randwrite)"
+      rm -rf "$plain/fio"
+    fi
+    umount_fs "$fs" "$mnt"
     rm -rf "$cipher"
   done
 done
+
 median() { printf '%s\n' $1 | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 declare -A result
+workloads=()
+wants issue && workloads+=(issue-write issue-read)
+wants bench && workloads+=(bench-write bench-read)
+wants meta && workloads+=(untar ls rm)
+wants fio && workloads+=(randread randwrite)
 for fs in "${order[@]}"; do
-  for w in write read create ls rm; do
-    result[$fs,$w]=$(median "${samples[$fs,$w]}")
-  done
+  for w in "${workloads[@]}"; do result[$fs,$w]=$(median "${samples[$fs,$w]}"); done
 done
 
-mbs() { echo "$size_mib / $1" | bc -l; }
-printf '\n%-22s %12s %12s %12s %14s\n' "workload" "kmsagent" "gocryptfs" "loopback" "kmsagent/gcfs"
-for w in write read; do
-  ours=$(mbs "${result[kmsagent,$w]}") theirs=$(mbs "${result[gocryptfs,$w]}") lb=$(mbs "${result[loopback,$w]}")
-  printf '%-22s %9.0f MB/s %7.0f MB/s %7.0f MB/s %13.2fx\n' "seq $w ${size_mib} MiB" "$ours" "$theirs" "$lb" "$(echo "$ours / $theirs" | bc -l)"
-done
-for w in create ls rm; do
-  printf '%-22s %10.2f s %10.2f s %10.2f s %13.2fx\n' "$w $files files" "${result[kmsagent,$w]}" "${result[gocryptfs,$w]}" "${result[loopback,$w]}" \
-    "$(echo "${result[kmsagent,$w]} / ${result[gocryptfs,$w]}" | bc -l)"
+# label, unit and target of each workload; throughput ratios are
+# ours/gocryptfs (higher is better), time ratios too (lower is better).
+label() {
+  case "$1" in
+    issue-write) echo "write ${issue_mib} MiB, dd bs=1M conv=fsync" ;;
+    issue-read) echo "read ${issue_mib} MiB cold, cat" ;;
+    bench-write) echo "write ${size_mib} MiB, dd bs=1M conv=fsync" ;;
+    bench-read) echo "read ${size_mib} MiB cold after remount, dd bs=1M" ;;
+    untar) echo "untar ${files} files + sync" ;;
+    ls) echo "ls -lR, cold" ;;
+    rm) echo "rm -rf + sync" ;;
+    randread) echo "fio 4 KiB random read, 4 jobs, O_DIRECT" ;;
+    randwrite) echo "fio 4 KiB random write, 4 jobs, O_DIRECT" ;;
+  esac
+}
+target() {
+  case "$1" in
+    *-write | *-read) echo "≥ 1.5×" ;;
+    untar | ls | rm) echo "≤ 0.8×" ;;
+    rand*) echo "≥ 1.3×" ;;
+  esac
+}
+cell() { # workload value
+  case "$1" in
+    issue-*) printf '%.0f MB/s' "$(echo "$issue_mib * 1.048576 / $2" | bc -l)" ;;
+    bench-*) printf '%.0f MB/s' "$(echo "$size_mib * 1.048576 / $2" | bc -l)" ;;
+    untar | ls | rm) printf '%.2f s' "$2" ;;
+    rand*) printf '%.0f IOPS' "$2" ;;
+  esac
+}
+ratio() { # workload -> ours/gocryptfs as speed (throughput) or time
+  local ours=${result[kmsagent,$1]} theirs=${result[gocryptfs,$1]}
+  case "$1" in
+    rand*) printf '%.2f×' "$(echo "$ours / $theirs" | bc -l)" ;;
+    *) printf '%.2f×' "$(echo "$theirs / $ours" | bc -l)" ;;
+  esac
+}
+has() { [[ " ${order[*]} " == *" $1 "* ]]; }
+
+echo
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), backing $(findmnt -no FSTYPE -T "$base") on $(findmnt -no SOURCE -T "$base")"
+echo "bash fuse/bench/bench.sh --rounds $rounds --only \"$only\" --fs \"$fslist\"${ka_opts:+ -o $ka_opts}; medians of $rounds rounds, order rotated"
+echo
+hdr="| workload |"; sep="|---|"
+for fs in "${order[@]}"; do hdr+=" $fs |"; sep+="---:|"; done
+if has kmsagent && has gocryptfs; then hdr+=" kmsagent vs gocryptfs | target |"; sep+="---:|---:|"; fi
+echo "$hdr"; echo "$sep"
+for w in "${workloads[@]}"; do
+  line="| $(label "$w") |"
+  for fs in "${order[@]}"; do line+=" $(cell "$w" "${result[$fs,$w]}") |"; done
+  if has kmsagent && has gocryptfs; then
+    r=$(ratio "$w")
+    case "$w" in untar | ls | rm)
+      r=$(printf '%.2f×' "$(echo "${result[kmsagent,$w]} / ${result[gocryptfs,$w]}" | bc -l)") ;;
+    esac
+    line+=" $r | $(target "$w") |"
+  fi
+  echo "$line"
 done
 echo
-echo "medians of $rounds rounds, order rotated; throughput ratio: higher is better (target >= 1.3); metadata time ratio: lower is better (target <= 0.8)"
+echo "Throughput rows: kmsagent's speed over gocryptfs's (higher is better). Time rows (untar, ls, rm): kmsagent's time over gocryptfs's (lower is better)."

@@ -120,7 +120,12 @@ func Mount(mountpoint string, root fs.InodeEmbedder, mo MountOptions) (*Server, 
 			// permissions itself (FUSE_POSIX_ACL implies
 			// default_permissions), as gocryptfs -acl does.
 			EnableAcl: true,
-			Debug:     mo.Debug,
+			// Every read reply is decrypted data in memory: go-fuse's
+			// splice attempt on it would cost a pipe resize and a write
+			// into the pipe per reply before falling back to writev,
+			// and replies over 1 MiB fail it with a log line each.
+			DisableSplice: true,
+			Debug:         mo.Debug,
 		},
 	}
 	// The kernel has applied the caller's umask to the mode of every
