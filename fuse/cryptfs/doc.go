@@ -19,8 +19,11 @@
 // directory. Mount negotiates POSIX ACLs with the kernel, which then
 // checks every access against modes and ACLs itself, with or without
 // allow_other; it shows modes as they are (mode 0 included), uses 1 MiB
-// requests and read-ahead and gocryptfs's one-second cache timeouts, and
-// leaves flock and POSIX locks to the kernel.
+// requests and read-ahead and gocryptfs's one-second cache timeouts,
+// leaves flock and POSIX locks to the kernel, and clears set-user-ID and
+// set-group-ID bits on unprivileged writes itself (FUSE_HANDLE_KILLPRIV_V2,
+// see killpriv.go), which spares the kernel's capability query before
+// every write.
 //
 // # Design
 //

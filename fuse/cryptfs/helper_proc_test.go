@@ -67,6 +67,31 @@ func helper(h, path string) error {
 			return fmt.Errorf("mapped content differs")
 		}
 		return nil
+	case "write":
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		if _, err := f.WriteAt([]byte("new"), 1); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	case "fallocate":
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return unix.Fallocate(int(f.Fd()), 0, 0, 8192)
+	case "truncate":
+		return os.Truncate(path, 2)
+	case "open-trunc":
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			return err
+		}
+		return f.Close()
 	case "mkentries":
 		// Create one entry of each kind in directory path, with the
 		// modes a program passes to the system calls (umask 022).

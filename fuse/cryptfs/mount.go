@@ -125,7 +125,11 @@ func Mount(mountpoint string, root fs.InodeEmbedder, mo MountOptions) (*Server, 
 			// into the pipe per reply before falling back to writev,
 			// and replies over 1 MiB fail it with a log line each.
 			DisableSplice: true,
-			Debug:         mo.Debug,
+			// We clear set-user-ID and set-group-ID bits on writes
+			// ourselves (killpriv.go), which spares a GETXATTR round
+			// trip per write and a GETATTR per chown.
+			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
+			Debug:             mo.Debug,
 		},
 	}
 	// The kernel has applied the caller's umask to the mode of every
@@ -139,7 +143,11 @@ func Mount(mountpoint string, root fs.InodeEmbedder, mo MountOptions) (*Server, 
 	}
 	if os.Geteuid() != 0 {
 		mp.Close()
-		server, err := fs.Mount(mp.Path, root, opts)
+		server, err := fuse.NewServer(newRawFS(root, opts), mp.Path, &opts.MountOptions)
+		if err == nil {
+			go server.Serve()
+			err = server.WaitMount()
+		}
 		if err != nil {
 			return nil, fmt.Errorf("cryptfs: mount %s on %s: %w", fsName, mp.Path, err)
 		}
@@ -250,7 +258,7 @@ func mountAt(mp *safepath.Mountpoint, root fs.InodeEmbedder, opts *fs.Options) (
 		return nil, err
 	}
 	mo.DirectMount, mo.DirectMountStrict = false, false
-	server, err := fuse.NewServer(fs.NewNodeFS(root, opts), "/dev/fd/"+strconv.Itoa(dev), mo)
+	server, err := fuse.NewServer(newRawFS(root, opts), "/dev/fd/"+strconv.Itoa(dev), mo)
 	if err != nil {
 		// NewServer closed dev if it got as far as INIT; the detach
 		// drops the mount either way.
@@ -273,6 +281,12 @@ func mountAt(mp *safepath.Mountpoint, root fs.InodeEmbedder, opts *fs.Options) (
 		r.Close()
 	}
 	return s, nil
+}
+
+// newRawFS is go-fuse's node file system for root, with the requests that
+// carry kill-suid/sgid flags intercepted (see killPrivFS).
+func newRawFS(root fs.InodeEmbedder, opts *fs.Options) fuse.RawFileSystem {
+	return killPrivFS{fs.NewNodeFS(root, opts)}
 }
 
 // pollHack makes the kernel ask our server about poll(2) once, now: the

@@ -2,6 +2,7 @@ package cryptfs
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -157,4 +158,65 @@ func TestCreateExistingKeepsOwner(t *testing.T) {
 		t.Errorf("owner %d:%d, want 0:0: the existing file was given to the caller", s.Uid, s.Gid)
 	}
 	mustEqualFile(t, other.path("f"), []byte("root's\nmore\n"))
+}
+
+// TestWriteClearsSetID writes, truncates, allocates and opens with O_TRUNC set-ID
+// files as their owner and as root, in the mount and on the backing file
+// system: the modes must come out the same. An unprivileged writer clears
+// set-user-ID, and set-group-ID when the file is group-executable; root
+// (CAP_FSETID) keeps both. The mount clears them itself (killpriv.go).
+func TestWriteClearsSetID(t *testing.T) {
+	tstest.NeedFUSE(t)
+	k := newTestKey(t)
+	m := mountFS(t, newCipherDir(t), k, Options{}, MountOptions{AllowOther: true})
+	plain := filepath.Join(t.TempDir(), "plain")
+	if err := os.Mkdir(plain, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{m.mnt, m.mnt + "/..", m.mnt + "/../..", plain + "/..", plain + "/../.."} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := copyExecutable(t, plain+"/..")
+
+	const uid, gid = 4242, 4242
+	modes := []os.FileMode{
+		os.ModeSetuid | os.ModeSetgid | 0o775, // both cleared
+		os.ModeSetgid | 0o745,                 // not group-executable: kept
+		os.ModeSetuid | 0o700,
+	}
+	for _, op := range []string{"write", "truncate", "open-trunc", "fallocate"} {
+		for _, who := range []uint32{uid, 0} {
+			for i, mode := range modes {
+				name := fmt.Sprintf("%s-%d-%d", op, who, i)
+				var want, got os.FileMode
+				for _, top := range []string{plain, m.mnt} {
+					p := filepath.Join(top, name)
+					if err := os.WriteFile(p, []byte("content"), 0o600); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.Chown(p, uid, gid); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.Chmod(p, mode); err != nil {
+						t.Fatal(err)
+					}
+					runHelperAs(t, bin, who, who, op, p)
+					fi, err := os.Lstat(p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if top == plain {
+						want = fi.Mode()
+					} else {
+						got = fi.Mode()
+					}
+				}
+				if got != want {
+					t.Errorf("%s as %d of a %v file: mode %v, want %v (as on the backing file system)", op, who, mode, got, want)
+				}
+			}
+		}
+	}
 }
