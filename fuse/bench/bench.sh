@@ -97,10 +97,11 @@ mount_fs() { # name cipher plain
   case "$1" in
     kmsagent) ka mount fuse ${ka_opts:+-o "$ka_opts"} "$2" "$3" ;;
     gocryptfs) gocryptfs -q -passfile "$work/pw" "$2" "$3" 2>/dev/null ;;
-    loopback) "$work/loopback" "$2" "$3" & until mountpoint -q "$3"; do sleep 0.05; done ;;
+    loopback) "$work/loopback" "$2" "$3" & ;;
     native) return ;;
   esac
   mounted+=("$3")
+  until mountpoint -q "$3"; do sleep 0.05; done
 }
 umount_fs() { # name plain
   case "$1" in
