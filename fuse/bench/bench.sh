@@ -93,7 +93,18 @@ ka() { "$work/kmsagent" --config "$work/agent.toml" "$@"; }
 ka kms create-key --alias bench >/dev/null
 printf 'benchmark-password\n' > "$work/pw"; chmod 600 "$work/pw"
 
-mount_fs() { # name cipher plain
+# mount_fs name cipher: mounts on a new directory each time and sets mnt
+# and plain (where the workloads run; for native the backing directory
+# itself). A fresh mount point keeps a mount clear of anything still
+# acting on the previous one by path (a worker's reaper).
+nmounts=0
+mount_fs() {
+  nmounts=$((nmounts + 1))
+  mnt="$work/$1.mnt.$nmounts"
+  mkdir -p "$mnt"
+  plain=$mnt
+  [ "$1" = native ] && plain=$2
+  set -- "$1" "$2" "$mnt"
   case "$1" in
     kmsagent) ka mount fuse ${ka_opts:+-o "$ka_opts"} "$2" "$3" ;;
     gocryptfs) gocryptfs -q -passfile "$work/pw" "$2" "$3" 2>/dev/null ;;
@@ -118,9 +129,6 @@ init_fs() { # name cipher
     gocryptfs) gocryptfs -q -init -passfile "$work/pw" "$2" >/dev/null 2>&1 ;;
   esac
 }
-# plain_of name cipher plain: where the workloads run (native: the
-# backing directory itself).
-plain_of() { if [ "$1" = native ]; then echo "$2"; else echo "$3"; fi; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc -l; }
@@ -138,11 +146,10 @@ fio_run() { # dir rw -> IOPS (sum over jobs)
 for ((round = 0; round < rounds; round++)); do
   for ((k = 0; k < nfs; k++)); do
     fs=${order[(k + round) % nfs]}
-    cipher="$work/$fs.$round.cipher" mnt="$work/$fs.plain"
-    mkdir -p "$cipher" "$mnt"
+    cipher="$work/$fs.$round.cipher"
+    mkdir -p "$cipher"
     init_fs "$fs" "$cipher"
-    plain=$(plain_of "$fs" "$cipher" "$mnt")
-    mount_fs "$fs" "$cipher" "$mnt"
+    mount_fs "$fs" "$cipher"
 
     if wants issue; then
       t=$(now); dd if=/dev/zero of="$plain/issue" bs=1M count="$issue_mib" conv=fsync status=none
@@ -154,13 +161,13 @@ for ((round = 0; round < rounds; round++)); do
     if wants bench; then
       t=$(now); dd if=/dev/zero of="$plain/big" bs=1M count="$size_mib" conv=fsync status=none
       record "$fs" bench-write "$(elapsed "$t")"
-      umount_fs "$fs" "$mnt"; drop_caches; mount_fs "$fs" "$cipher" "$mnt"
+      umount_fs "$fs" "$mnt"; drop_caches; mount_fs "$fs" "$cipher"
       t=$(now); dd if="$plain/big" of=/dev/null bs=1M status=none; record "$fs" bench-read "$(elapsed "$t")"
       rm -f "$plain/big"
     fi
     if wants meta; then
       t=$(now); tar -C "$plain" -xf "$work/tree.tar"; sync; record "$fs" untar "$(elapsed "$t")"
-      umount_fs "$fs" "$mnt"; drop_caches; mount_fs "$fs" "$cipher" "$mnt"
+      umount_fs "$fs" "$mnt"; drop_caches; mount_fs "$fs" "$cipher"
       t=$(now); ls -lR "$plain/tree" >/dev/null; record "$fs" ls "$(elapsed "$t")"
       t=$(now); rm -rf "$plain/tree"; sync; record "$fs" rm "$(elapsed "$t")"
     fi
