@@ -279,6 +279,15 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 	return fuse.ReadResultData(out), 0
 }
 
+const (
+	// readAheadMin is the request size from which readBlocks takes a
+	// read as sequential.
+	readAheadMin = 128 << 10
+	// readAheadCipher is how far beyond a sequential read readBlocks
+	// asks the cipher file system to fetch.
+	readAheadCipher = 4 << 20
+)
+
 // readBlocks reads plaintext [off, off+len(dest)) into dest, reading and
 // decrypting all blocks in one batch. It returns the bytes read, which is
 // short only at end of file. Any bad block fails the whole request.
@@ -294,6 +303,14 @@ func (n *node) readBlocks(fd int, id []byte, dest []byte, off uint64) ([]byte, s
 	}
 	if k == 0 {
 		return dest[:0], 0
+	}
+	if k == len(cbuf) && len(dest) >= readAheadMin {
+		// A large read is the kernel's read-ahead of a sequential
+		// reader: have the cipher file system fetch what comes next
+		// while this part is decrypted and sent, so the disk is busy
+		// while we are.
+		end := int64(contentenc.CipherOff(first)) + int64(k)
+		_ = unix.Fadvise(fd, end, int64(readAheadCipher), unix.FADV_WILLNEED)
 	}
 	skip := int(off % bs)
 	// Aligned requests (the kernel's usual) decrypt straight into dest.
