@@ -96,7 +96,9 @@ printf 'benchmark-password\n' > "$work/pw"; chmod 600 "$work/pw"
 # mount_fs name cipher: mounts on a new directory each time and sets mnt
 # and plain (where the workloads run; for native the backing directory
 # itself). A fresh mount point keeps a mount clear of anything still
-# acting on the previous one by path (a worker's reaper).
+# acting on the previous one by path: twice a mount made right after an
+# unmount on the same path vanished (ENODEV at INIT, or an empty
+# directory after a remount), cause not found.
 nmounts=0
 mount_fs() {
   nmounts=$((nmounts + 1))
