@@ -45,7 +45,45 @@ fi
 install -d -m 0700 "$cipher"
 install -d -m 0755 "$plain"
 [ -f "$cipher/kmsagent.json" ] || kmsagent format fuse "$cipher" --key-id demo
-mountpoint -q "$plain" || kmsagent mount fuse "$cipher" "$plain"
+# The daemon mounts the demo share: an admin's own configuration is
+# never overwritten.
+conf=/etc/kmsagent/agent.toml
+if [ ! -e "$conf" ]; then
+  install -d -m 0755 /etc/kmsagent
+  umask 077
+  cat >"$conf" <<CONF
+# Written by packaging/install.sh; see /usr/share/doc/kmsagent/agent.toml.example.
+[kms]
+provider = "local"
+
+[[volume]]
+name = "demo"
+type = "fuse"
+source = "$cipher"
+target = "$plain"
+auto = true
+CONF
+  umask 022
+fi
+# A share mounted by an earlier install without the daemon is left to it.
+if [ -d /run/systemd/system ]; then
+  systemctl daemon-reload
+  systemctl enable --now kmsagent.socket kmsagent.service
+  systemctl restart kmsagent.service
+else
+  # No systemd as PID 1 (a container): run the daemon in the background;
+  # a new binary replaces the old daemon, which leaves its mounts to it.
+  if pkill -TERM -x -f '/usr/sbin/kmsagent run'; then
+    for _ in $(seq 40); do pgrep -x -f '/usr/sbin/kmsagent run' >/dev/null || break; sleep 0.25; done
+  fi
+  install -d -m 0750 /var/log/kmsagent
+  setsid /usr/sbin/kmsagent run </dev/null >>/var/log/kmsagent/run.log 2>&1 &
+fi
+for _ in $(seq 60); do
+  mountpoint -q "$plain" && break
+  sleep 0.5
+done
+mountpoint -q "$plain" || { echo "install.sh: the daemon did not mount $plain; see kmsagent status and /var/log/kmsagent/run.log or journalctl -u kmsagent" >&2; exit 1; }
 if [ ! -e "$plain/README.txt" ]; then
   printf 'This file is stored encrypted in %s.\nIts key is wrapped by the KMS key "demo"; see kmsagent kms list-keys.\n' "$cipher" > "$plain/README.txt"
 fi
@@ -59,7 +97,5 @@ kmsagent status
 echo
 echo "plain view:  ls $plain; cat $plain/README.txt"
 echo "cipher text: ls $cipher"
-echo "unmount:     kmsagent umount $plain"
+echo "daemon:      kmsagent run, configured in $conf; kmsagent umount demo / kmsagent mount demo"
 echo "manual:      man kmsagent"
-echo "daemon:      configure /etc/kmsagent/agent.toml (example: /usr/share/doc/kmsagent/agent.toml.example),"
-echo "             then systemctl enable --now kmsagent.socket kmsagent.service"
