@@ -54,6 +54,11 @@ type Config struct {
 	// VM.RootDevice, on the kernel command line; /dev/vda when empty
 	// (/dev/mapper/root_crypt for a root disk the test encrypts).
 	RootDevice string
+	// Pack, when set, makes the disk image at dst from the finished tree
+	// (after Setup) instead of one ext4 file system over a disk of
+	// DiskMB: a partitioned disk with /boot on a partition of its own, as
+	// image pipelines build them. The tree is removed after it returns.
+	Pack func(ctx context.Context, tree, dst string) error
 }
 
 // Disk is an extra disk of a VM.
@@ -203,6 +208,12 @@ func buildDisk(ctx context.Context, dst, dir, base, modulesDir string, cfg Confi
 		if err := run(ctx, "chroot", tree, "/bin/sh", "-ec", cfg.Setup); err != nil {
 			return fmt.Errorf("setup script: %w", err)
 		}
+	}
+	if cfg.Pack != nil {
+		if err := cfg.Pack(ctx, tree, dst); err != nil {
+			return fmt.Errorf("pack the disk: %w", err)
+		}
+		return nil
 	}
 	size := int64(cfg.DiskMB)
 	if size <= 0 {
