@@ -2,6 +2,8 @@ package debtest
 
 import (
 	"bytes"
+	"cmp"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,14 +11,17 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -29,16 +34,24 @@ import (
 )
 
 // TestBootEncryptedRoot builds a Debian root file system with the .deb,
-// cryptsetup-initramfs and the image's own cloud kernel, encrypts the
-// whole root disk with kmsagent image encrypt, and boots it: the
-// initramfs brings up the network (DHCP on qemu's user network), takes an
-// ECS agency's temporary credential from a fake metadata service on the
+// cryptsetup-initramfs and the image's own cloud kernel, packs it as a
+// cloud image does, a GPT disk with /boot (plain ext4) on partition 1
+// and the root file system last on partition 2, encrypts partition 2
+// with kmsagent image encrypt --partition 2 and boots it: the initramfs
+// brings up the network (DHCP on qemu's user network), takes an ECS
+// agency's temporary credential from a fake metadata service on the
 // host, unwraps the data key from kms serve on the host (TLS, reached as
-// 10.0.2.2) and hands it to cryptsetup; systemd then runs with / on
-// /dev/mapper/root_crypt, and the daemon shows the root volume mounted,
-// unlocked by the initramfs. Neither the initrd nor the unencrypted disk
-// contents hold the credential's secret. A second boot with the master
-// key disabled stops in the initramfs with a message naming the key.
+// 10.0.2.2) and hands it to cryptsetup for the partition crypttab names
+// by PARTUUID; systemd then runs with / on /dev/mapper/root_crypt over
+// /dev/vda2 and /boot mounted from /dev/vda1 by its file system UUID,
+// and the daemon shows the root volume mounted, unlocked by the
+// initramfs. Neither the initrd nor the plain parts of the disk hold the
+// credential's secret. A second boot with the master key disabled stops
+// in the initramfs with a message naming the key.
+//
+// The disk has no boot loader: qemu boots the kernel and initrd read
+// from partition 1 of the encrypted disk, which is what GRUB would load
+// from the plain /boot; installing GRUB adds nothing kmsagent does.
 func TestBootEncryptedRoot(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a Debian root file system with a kernel and boots it twice under emulation")
@@ -89,6 +102,11 @@ secret_key_file = %q
 ca_file = %q
 `, kmsURL, project, ak, skFile, caFile)), 0o600)
 
+	// The disk's names, chosen before the tree is packed so that
+	// crypttab and fstab can name them: the root partition by its
+	// PARTUUID (the LUKS2 header's UUID exists only after image encrypt),
+	// /boot by its file system's UUID.
+	bootUUID, rootPartUUID := newUUID(), newUUID()
 	guestConf := fmt.Sprintf(`[kms]
 provider = "huaweicloud"
 [kms.huaweicloud]
@@ -101,10 +119,10 @@ ca_file = "/etc/kmsagent/kms-ca.pem"
 [[volume]]
 name = "root_crypt"
 type = "luks"
-source = "/dev/vda"
+source = "/dev/disk/by-partuuid/%s"
 target = "/"
 auto = true
-`, guestPort(kmsURL), project, guestPort(mdURL))
+`, guestPort(kmsURL), project, guestPort(mdURL), rootPartUUID)
 	debData, err := os.ReadFile(deb)
 	if err != nil {
 		t.Fatal(err)
@@ -116,9 +134,10 @@ auto = true
 			"/etc/kmsagent/kms-ca.pem": caPEM,
 			"/var/tmp/kmsagent.deb":    debData,
 		},
-		Crypttab:   "root_crypt /dev/vda none luks,keyscript=/usr/lib/kmsagent/keyscript,initramfs\n",
+		Crypttab:   "root_crypt PARTUUID=" + rootPartUUID + " none luks,keyscript=/usr/lib/kmsagent/keyscript,initramfs\n",
 		RootDevice: "/dev/mapper/root_crypt",
-		DiskMB:     1536,
+		Fstab:      "UUID=" + bootUUID + " /boot ext4 rw,nodev,nosuid 0 2\n",
+		Pack:       packGPT(bootUUID, rootPartUUID),
 		// The chroot cannot detect the cipher and disk modules; the .deb's
 		// trigger and the explicit update build the initramfs with them.
 		Setup: `
@@ -131,18 +150,41 @@ update-initramfs -u -k all
 `,
 	})
 
-	// The image's own kernel and initrd, as its boot loader would load
-	// them from /boot.
+	plain := vm.Root
+	enc := filepath.Join(dir, "disk.img")
+	out := run(t, bin, "--config", hostConf, "image", "encrypt", "--key-id", keyID, "--partition", "2", plain, enc)
+	t.Logf("image encrypt --partition 2: %s", strings.TrimSpace(out))
+	if out := run(t, "sfdisk", "--verify", enc); !strings.Contains(out, "No errors detected") {
+		t.Fatalf("sfdisk --verify of the encrypted disk:\n%s", out)
+	}
+	if got := strings.TrimSpace(run(t, "sfdisk", "--part-uuid", enc, "2")); !strings.EqualFold(got, rootPartUUID) {
+		t.Fatalf("partition 2's PARTUUID is %s after image encrypt, crypttab names %s", got, rootPartUUID)
+	}
+	if desc := run(t, "blkid", "-p", "-o", "export", "--offset", fmt.Sprint(partStart(t, enc, 2)), enc); !strings.Contains(desc, "TYPE=crypto_LUKS") {
+		t.Fatalf("partition 2 of the encrypted disk is not LUKS:\n%s", desc)
+	}
+
+	// The image's own kernel and initrd, as a boot loader would load them
+	// from the plain /boot partition.
 	boot := filepath.Join(dir, "boot")
-	run(t, "debugfs", "-R", "rdump /boot "+dir, vm.Root)
+	bootFS := filepath.Join(dir, "boot.ext4")
+	copyPart(t, enc, 1, bootFS)
+	if desc := run(t, "blkid", "-o", "export", bootFS); !strings.Contains(desc, "UUID="+bootUUID) {
+		t.Fatalf("partition 1 is not the /boot file system %s:\n%s", bootUUID, desc)
+	}
+	if err := os.Mkdir(boot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "debugfs", "-R", "rdump / "+boot, bootFS)
 	kernels, _ := filepath.Glob(filepath.Join(boot, "vmlinuz-*"))
 	initrds, _ := filepath.Glob(filepath.Join(boot, "initrd.img-*"))
 	if len(kernels) != 1 || len(initrds) != 1 {
-		t.Fatalf("/boot of the image holds kernels %v and initrds %v; want one of each", kernels, initrds)
+		t.Fatalf("the /boot partition holds kernels %v and initrds %v; want one of each", kernels, initrds)
 	}
 	vm.Kernel, vm.Initrd = kernels[0], initrds[0]
 
-	// No secret in what stays readable: the initrd and the plain disk.
+	// No secret in what stays readable: the initrd, the disk before
+	// encryption and the plain partition after.
 	initrdTree := filepath.Join(dir, "initrd")
 	run(t, "unmkinitramfs", vm.Initrd, initrdTree)
 	conf := findFile(t, initrdTree, "etc/kmsagent/agent.toml")
@@ -156,14 +198,13 @@ update-initramfs -u -k all
 		if out, err := exec.Command("grep", "-rlaF", needle, initrdTree).Output(); err == nil {
 			t.Errorf("the initrd holds %q in %s", needle, out)
 		}
-		if err := exec.Command("grep", "-qaF", needle, vm.Root).Run(); err == nil {
-			t.Errorf("the unencrypted root disk holds %q", needle)
+		for _, img := range []string{plain, bootFS} {
+			if err := exec.Command("grep", "-qaF", needle, img).Run(); err == nil {
+				t.Errorf("%s holds %q", filepath.Base(img), needle)
+			}
 		}
 	}
-
-	enc := filepath.Join(dir, "root.luks")
-	run(t, bin, "--config", hostConf, "image", "encrypt", "--key-id", keyID, vm.Root, enc)
-	if err := os.Remove(vm.Root); err != nil {
+	if err := os.Remove(plain); err != nil {
 		t.Fatal(err)
 	}
 	vm.Root = enc
@@ -175,6 +216,10 @@ update-initramfs -u -k all
 
 	res := vm.Boot(t, `
 check root-on-dm '[ "$(findmnt -no SOURCE /)" = /dev/mapper/root_crypt ]'
+check root-on-vda2 'cryptsetup status root_crypt | grep -Eq "device: +/dev/vda2$"'
+check boot-plain '[ "$(findmnt -no SOURCE /boot)" = /dev/vda1 ] && [ "$(findmnt -no FSTYPE /boot)" = ext4 ]'
+check boot-kernel 'ls /boot/vmlinuz-* /boot/initrd.img-*'
+data mounts "$(findmnt -no TARGET,SOURCE / /boot | tr "\n" " ")"
 check dm-crypt 'dmsetup table root_crypt | grep -q " crypt "'
 check initramfs-record '[ -f /run/kmsagent/initramfs/root_crypt.json ]'
 check daemon 'systemctl is-active --quiet kmsagent.service'
@@ -184,10 +229,13 @@ check audit 'grep root_crypt /var/log/kmsagent/audit.log | grep -q initramfs'
 data console "$(journalctl -b -o cat --no-pager | grep -m5 kmsagent)"
 echo KMSAGENT-BOOT-MARKER root-unlocked
 `)
+	if m, _ := res.Data("mounts"); m != "" {
+		t.Logf("mounts in the guest: %s", m)
+	}
 	if st, _ := res.Data("status"); st != "" {
 		t.Logf("kmsagent status in the guest: %s", st)
 	}
-	res.RequireSuccess(t, "root-on-dm", "dm-crypt", "initramfs-record", "daemon", "status-initramfs", "audit")
+	res.RequireSuccess(t, "root-on-dm", "root-on-vda2", "boot-plain", "boot-kernel", "dm-crypt", "initramfs-record", "daemon", "status-initramfs", "audit")
 	if metadataCalls.Load() == 0 {
 		t.Error("the initramfs never asked the metadata service")
 	}
@@ -219,6 +267,147 @@ echo KMSAGENT-BOOT-MARKER root-unlocked
 		}
 		t.Fatalf("no %q on the console of the boot with the key disabled (%v):\n%s", want, err, serial)
 	}
+}
+
+// Sizes of the partitions of the boot test's disk.
+const (
+	bootMiB = 256
+	rootMiB = 1536
+)
+
+// packGPT packs a root file system tree as a cloud image: a GPT disk with
+// the tree's /boot as an ext4 file system (UUID bootUUID) on partition 1
+// and the rest of the tree, with an empty /boot to mount it on, on
+// partition 2 (PARTUUID rootPartUUID), last on the disk so that image
+// encrypt grows it in place.
+func packGPT(bootUUID, rootPartUUID string) func(ctx context.Context, tree, dst string) error {
+	return func(ctx context.Context, tree, dst string) error {
+		dir := filepath.Dir(dst)
+		bootFS, rootFS := filepath.Join(dir, "boot.ext4"), filepath.Join(dir, "root.ext4")
+		defer os.Remove(bootFS)
+		defer os.Remove(rootFS)
+		if err := mkfsImage(ctx, bootFS, bootMiB, filepath.Join(tree, "boot"), "-L", "boot", "-U", bootUUID); err != nil {
+			return err
+		}
+		entries, err := os.ReadDir(filepath.Join(tree, "boot"))
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if err := os.RemoveAll(filepath.Join(tree, "boot", e.Name())); err != nil {
+				return err
+			}
+		}
+		if err := mkfsImage(ctx, rootFS, rootMiB, tree, "-L", "root"); err != nil {
+			return err
+		}
+		// 1 MiB before the first partition (the GPT and alignment), 1 MiB
+		// after the last for the backup GPT.
+		if err := os.WriteFile(dst, nil, 0o600); err != nil {
+			return err
+		}
+		if err := os.Truncate(dst, (1+bootMiB+rootMiB+1)<<20); err != nil {
+			return err
+		}
+		const mib = 1 << 20 / 512
+		script := fmt.Sprintf(`label: gpt
+start=%d, size=%d, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=%s, name=boot
+start=%d, size=%d, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=%s, name=root
+`, mib, bootMiB*mib, newUUID(), (1+bootMiB)*mib, rootMiB*mib, rootPartUUID)
+		cmd := exec.CommandContext(ctx, "sfdisk", "-q", dst)
+		cmd.Stdin = strings.NewReader(script)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("sfdisk: %v: %s", err, out)
+		}
+		for _, p := range []struct {
+			fs    string
+			atMiB int
+		}{{bootFS, 1}, {rootFS, 1 + bootMiB}} {
+			out, err := exec.CommandContext(ctx, "dd", "if="+p.fs, "of="+dst, "bs=1M", fmt.Sprintf("seek=%d", p.atMiB), "conv=notrunc,sparse", "status=none").CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("dd %s: %v: %s", p.fs, err, out)
+			}
+		}
+		return nil
+	}
+}
+
+// mkfsImage makes an ext4 file system of sizeMiB in a new file at dst
+// with the contents of the directory from.
+func mkfsImage(ctx context.Context, dst string, sizeMiB int, from string, args ...string) error {
+	if err := os.WriteFile(dst, nil, 0o600); err != nil {
+		return err
+	}
+	if err := os.Truncate(dst, int64(sizeMiB)<<20); err != nil {
+		return err
+	}
+	args = append([]string{"-q", "-F", "-b", "4096", "-d", from}, append(args, dst)...)
+	if out, err := exec.CommandContext(ctx, "mkfs.ext4", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("mkfs.ext4 %s: %v: %s", dst, err, out)
+	}
+	return nil
+}
+
+// partStart returns the byte offset of partition n of a disk image.
+func partStart(t *testing.T, disk string, n int) int64 {
+	start, _ := partRange(t, disk, n)
+	return start
+}
+
+// partRange returns the byte offset and size of partition n of a disk
+// image, from sfdisk --json.
+func partRange(t *testing.T, disk string, n int) (int64, int64) {
+	t.Helper()
+	var table struct {
+		PartitionTable struct {
+			SectorSize int64 `json:"sectorsize"`
+			Partitions []struct {
+				Node        string
+				Start, Size int64
+			} `json:"partitions"`
+		} `json:"partitiontable"`
+	}
+	if err := json.Unmarshal([]byte(run(t, "sfdisk", "--json", disk)), &table); err != nil {
+		t.Fatalf("sfdisk --json %s: %v", disk, err)
+	}
+	ss := cmp.Or(table.PartitionTable.SectorSize, 512)
+	for _, p := range table.PartitionTable.Partitions {
+		if p.Node == disk+strconv.Itoa(n) {
+			return p.Start * ss, p.Size * ss
+		}
+	}
+	t.Fatalf("%s has no partition %d", disk, n)
+	return 0, 0
+}
+
+// copyPart copies partition n of a disk image to the file dst.
+func copyPart(t *testing.T, disk string, n int, dst string) {
+	t.Helper()
+	start, size := partRange(t, disk, n)
+	in, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, io.NewSectionReader(in, start, size)); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newUUID returns a random (version 4) UUID.
+func newUUID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 // testCA makes a CA and a server certificate for ips, and returns the
