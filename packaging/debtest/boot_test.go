@@ -157,6 +157,9 @@ update-initramfs -u -k all
 	if out := run(t, "sfdisk", "--verify", enc); !strings.Contains(out, "No errors detected") {
 		t.Fatalf("sfdisk --verify of the encrypted disk:\n%s", out)
 	}
+	if out := run(t, tstest.NeedTool(t, "sgdisk", "gdisk"), "-v", enc); !strings.Contains(out, "No problems found") {
+		t.Fatalf("sgdisk -v of the encrypted disk:\n%s", out)
+	}
 	if got := strings.TrimSpace(run(t, "sfdisk", "--part-uuid", enc, "2")); !strings.EqualFold(got, rootPartUUID) {
 		t.Fatalf("partition 2's PARTUUID is %s after image encrypt, crypttab names %s", got, rootPartUUID)
 	}
@@ -219,7 +222,7 @@ check root-on-dm '[ "$(findmnt -no SOURCE /)" = /dev/mapper/root_crypt ]'
 check root-on-vda2 'cryptsetup status root_crypt | grep -Eq "device: +/dev/vda2$"'
 check boot-plain '[ "$(findmnt -no SOURCE /boot)" = /dev/vda1 ] && [ "$(findmnt -no FSTYPE /boot)" = ext4 ]'
 check boot-kernel 'ls /boot/vmlinuz-* /boot/initrd.img-*'
-data mounts "$(findmnt -no TARGET,SOURCE / /boot | tr "\n" " ")"
+data mounts "$(findmnt -no TARGET,SOURCE,FSTYPE /), $(findmnt -no TARGET,SOURCE,FSTYPE /boot)"
 check dm-crypt 'dmsetup table root_crypt | grep -q " crypt "'
 check initramfs-record '[ -f /run/kmsagent/initramfs/root_crypt.json ]'
 check daemon 'systemctl is-active --quiet kmsagent.service'
