@@ -58,6 +58,7 @@ func TestBootEncryptedRoot(t *testing.T) {
 	}
 	deb := theDeb(t)
 	tstest.NeedTool(t, "debugfs", "e2fsprogs")
+	tstest.NeedTool(t, "sfdisk", "fdisk")
 	tstest.NeedTool(t, "unmkinitramfs", "initramfs-tools-core")
 	bin := tstest.Kmsagent(t)
 	dir := t.TempDir()
