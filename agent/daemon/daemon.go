@@ -117,7 +117,7 @@ type Daemon struct {
 	started  chan struct{} // closed when Start has built the table
 	// mounts numbers the volumes' transitions to mounted, so Status can
 	// tell a mount made after it read the kernel's view (see Status).
-	mounts uint64
+	mounts   uint64
 	reloadMu sync.Mutex
 	wg       sync.WaitGroup // mounting goroutines; none starts once stopping
 }
