@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kmsagent/agent/safepath"
 	"kmsagent/blockdev/dm"
 )
 
@@ -48,23 +49,10 @@ func WriteRecord(dir string, r Record) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".record-")
-	if err != nil {
+	if err := safepath.ReplaceFile(filepath.Join(dir, r.Name+".json"), append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("initramfs record: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("initramfs record: %w", err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("initramfs record: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("initramfs record: %w", err)
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, r.Name+".json"))
+	return nil
 }
 
 // ErrNoRecord means the initramfs noted nothing for the volume.

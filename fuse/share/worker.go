@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"kmsagent/agent/safepath"
 )
 
 // Worker is what the process serving a mount publishes about itself,
@@ -46,23 +48,7 @@ func (l *Lock) Publish(w Worker) error {
 		return err
 	}
 	path := recordPath(l.path)
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".worker-*")
-	if err != nil {
-		return fmt.Errorf("worker record: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("worker record: %w", err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("worker record: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("worker record: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := safepath.ReplaceFile(path, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("worker record: %w", err)
 	}
 	return nil
