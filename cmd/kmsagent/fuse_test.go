@@ -26,7 +26,10 @@ type host struct {
 func newHost(t *testing.T) *host {
 	tstest.NeedRoot(t, "to mount FUSE")
 	dir := t.TempDir()
-	cfg := writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("[kms.local]\nstate_dir = %q\n", filepath.Join(dir, "kms")), 0o600)
+	// A control socket of its own, where no daemon answers: the
+	// commands act directly even on a host where kmsagent run runs.
+	cfg := writeFile(t, filepath.Join(dir, "agent.toml"), fmt.Sprintf("[kms.local]\nstate_dir = %q\n\n[agent]\nsocket = %q\n",
+		filepath.Join(dir, "kms"), filepath.Join(dir, "no-daemon.sock")), 0o600)
 	return &host{t: t, bin: tstest.Kmsagent(t), config: cfg, dir: dir}
 }
 

@@ -142,21 +142,7 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func kmsServe(t *testing.T, bin, cfg string) string {
 	t.Helper()
 	addr := freePort(t)
-	notify := newNotifySocket(t, t.TempDir())
-	cmd := exec.Command(bin, "--config", cfg, "kms", "serve", "--socket", "", "--listen", addr)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.path)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("kms serve log:\n%s", stderr.String())
-		}
-	})
+	_, notify := startNotifying(t, "kms serve", bin, "--config", cfg, "kms", "serve", "--socket", "", "--listen", addr)
 	notify.await(t, "READY=1")
 	return addr
 }

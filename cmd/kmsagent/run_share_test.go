@@ -127,8 +127,16 @@ func TestRunDaemonShares(t *testing.T) {
 // systemd's notify socket; the test's cleanup kills it.
 func startDaemon(t *testing.T, bin, cfg string) (*exec.Cmd, *notifySocket) {
 	t.Helper()
+	return startNotifying(t, "daemon", bin, "--config", cfg, "run")
+}
+
+// startNotifying starts bin with args and a stand-in for systemd's
+// notify socket; the test's cleanup kills it and, when the test failed,
+// logs its standard error under the name what.
+func startNotifying(t *testing.T, what, bin string, args ...string) (*exec.Cmd, *notifySocket) {
+	t.Helper()
 	notify := newNotifySocket(t, t.TempDir())
-	cmd := exec.Command(bin, "--config", cfg, "run")
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.path)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -139,7 +147,7 @@ func startDaemon(t *testing.T, bin, cfg string) (*exec.Cmd, *notifySocket) {
 		cmd.Process.Kill()
 		cmd.Wait()
 		if t.Failed() {
-			t.Logf("daemon log:\n%s", stderr.String())
+			t.Logf("%s log:\n%s", what, stderr.String())
 		}
 	})
 	return cmd, notify
