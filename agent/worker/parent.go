@@ -27,12 +27,18 @@ type Command struct {
 	// Files are passed on as fd 4, 5, ...: what the worker works on
 	// without reopening it (a client's connection to write a key to).
 	Files []*os.File
+	// Socket, when set, is the worker socket to start the worker
+	// through (see socket.go) instead of executing it as a child; the
+	// worker then runs outside this process's namespaces and cgroup,
+	// and Executable and Detach do not apply.
+	Socket string
 }
 
 // Proc is a started worker, seen from its parent.
 type Proc struct {
 	what   string
-	cmd    *exec.Cmd
+	pid    int
+	kill   func()
 	status *os.File
 	done   chan struct{}
 	err    error // of Wait, once done is closed
@@ -40,6 +46,9 @@ type Proc struct {
 
 // Start starts c with the write end of the status pipe as fd 3.
 func Start(c Command) (*Proc, error) {
+	if c.Socket != "" {
+		return startSocket(c)
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -58,7 +67,7 @@ func Start(c Command) (*Proc, error) {
 		return nil, fmt.Errorf("start %s: %w", c.What, err)
 	}
 	w.Close()
-	p := &Proc{what: c.What, cmd: cmd, status: r, done: make(chan struct{})}
+	p := &Proc{what: c.What, pid: cmd.Process.Pid, kill: func() { cmd.Process.Kill() }, status: r, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -67,7 +76,7 @@ func Start(c Command) (*Proc, error) {
 }
 
 // PID is the worker's process ID.
-func (p *Proc) PID() int { return p.cmd.Process.Pid }
+func (p *Proc) PID() int { return p.pid }
 
 // Done is closed when the worker has exited (and was reaped).
 func (p *Proc) Done() <-chan struct{} { return p.done }
@@ -77,7 +86,7 @@ func (p *Proc) ExitErr() error { return p.err }
 
 // Kill kills the worker and waits for it to be gone.
 func (p *Proc) Kill() {
-	p.cmd.Process.Kill()
+	p.kill()
 	<-p.done
 }
 

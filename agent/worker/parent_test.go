@@ -17,6 +17,9 @@ func TestMain(m *testing.M) {
 	if part := os.Getenv("KMSAGENT_TEST_WORKER"); part != "" {
 		os.Exit(playWorker(part))
 	}
+	if os.Getenv("KMSAGENT_TEST_EXEC") != "" {
+		os.Exit(playExec())
+	}
 	os.Exit(m.Run())
 }
 
@@ -39,6 +42,13 @@ func playWorker(part string) int {
 	case "hang":
 		pipe.Step("kms")
 		time.Sleep(time.Minute)
+	case "file":
+		// The file passed as fd 4 gets a word.
+		if _, err := os.NewFile(4, "passed").WriteString("hello from the worker"); err != nil {
+			pipe.Done(err, nil)
+			return 1
+		}
+		pipe.Done(nil, nil)
 	}
 	return 0
 }
