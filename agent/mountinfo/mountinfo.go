@@ -22,9 +22,22 @@ type Entry struct {
 	Source     string // the device, or a FUSE file system's fsname
 }
 
+// Mount tables.
+const (
+	// Self is this process's mount namespace's table.
+	Self = "/proc/self/mountinfo"
+	// Host is init's: the host's, for a process confined to a mount
+	// namespace of its own, whose copies of the host's mounts have
+	// other mount IDs.
+	Host = "/proc/1/mountinfo"
+)
+
 // Read parses /proc/self/mountinfo.
-func Read() ([]Entry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+func Read() ([]Entry, error) { return ReadFile(Self) }
+
+// ReadFile parses the mount table at path (Self, Host).
+func ReadFile(path string) ([]Entry, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}

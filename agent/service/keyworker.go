@@ -53,6 +53,7 @@ func (s *Service) DeliverKey(ctx context.Context, c *net.UnixConn, device string
 		Executable: s.o.Executable,
 		Args:       s.keyWorkerArgs(device),
 		Files:      []*os.File{conn, gateR},
+		Socket:     s.o.WorkerSocket,
 	})
 	gateR.Close()
 	if err != nil {

@@ -64,6 +64,9 @@ func (s *Service) Mount(ctx context.Context, spec Spec) (Mounted, error) {
 // MountWithProgress is Mount; progress, when not nil, is called at the
 // start of each step of opening a LUKS volume, and with "" at the end.
 func (s *Service) MountWithProgress(ctx context.Context, spec Spec, progress func(step string)) (Mounted, error) {
+	if s.o.Confined {
+		return s.mountConfined(ctx, spec, progress)
+	}
 	src, err := resolveSource(ctx, spec.Source)
 	if err != nil {
 		return Mounted{}, err
@@ -202,7 +205,7 @@ func (s *Service) mountShare(ctx context.Context, spec Spec) (Mounted, error) {
 	// From here on a failure is a key use that failed: its CMK is
 	// known, for the caller's audit record.
 	failed := Mounted{KeyID: e.KMS.KeyID, Provider: e.KMS.Provider}
-	p, err := worker.Start(worker.Command{What: "mount worker", Executable: s.o.Executable, Args: args, Detach: true})
+	p, err := worker.Start(worker.Command{What: "mount worker", Executable: s.o.Executable, Args: args, Detach: true, Socket: s.o.WorkerSocket})
 	if err != nil {
 		return failed, err
 	}
@@ -287,7 +290,7 @@ func (s *Service) unlock(ctx context.Context, req crypt.UnlockRequest, progress 
 		args = append(args, "--discard")
 	}
 	args = append(args, "--", req.Device)
-	p, err := worker.Start(worker.Command{What: "unlock worker", Executable: s.o.Executable, Args: s.workerArgs(UnlockWorkerCommand, args...)})
+	p, err := worker.Start(worker.Command{What: "unlock worker", Executable: s.o.Executable, Args: s.workerArgs(UnlockWorkerCommand, args...), Socket: s.o.WorkerSocket})
 	if err != nil {
 		return err
 	}
@@ -353,6 +356,9 @@ func (s *Service) Unmount(ctx context.Context, target string, lazy bool) error {
 
 // Close is Unmount, reporting what it did.
 func (s *Service) Close(ctx context.Context, target string, lazy bool) (Unmounted, error) {
+	if s.o.Confined {
+		return s.closeConfined(ctx, target, lazy)
+	}
 	abs, err := filepath.Abs(target)
 	if err != nil {
 		return Unmounted{}, err

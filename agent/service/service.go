@@ -99,6 +99,15 @@ type Options struct {
 	// InitramfsRecordDir is where the initramfs noted the volumes it
 	// unlocked; initramfs.RecordDir when empty.
 	InitramfsRecordDir string
+	// WorkerSocket, when set, is the worker socket
+	// (kmsagent-worker.socket) every worker is started through, outside
+	// this process's namespaces and cgroup, instead of as a child.
+	WorkerSocket string
+	// Confined says this process runs in a mount namespace of its own
+	// (the daemon in its systemd sandbox): Mount and Close run in a
+	// service worker started through WorkerSocket, and Status reads the
+	// host's mount table. See confined.go.
+	Confined bool
 }
 
 // Note is a message for the admin from a verb that went on.
@@ -125,6 +134,9 @@ func New(o Options) (*Service, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Confined && o.WorkerSocket == "" {
+		return nil, errors.New("service: confined without a worker socket: nothing could mount for the host")
 	}
 	if o.Executable == "" {
 		self, err := os.Executable()

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"kmsagent/agent/initramfs"
+	"kmsagent/agent/mountinfo"
 
 	"kmsagent/blockdev/crypt"
 	"kmsagent/blockdev/dm"
@@ -70,7 +71,11 @@ type VolumeStatus struct {
 // the open LUKS volumes. A host without device-mapper has no LUKS
 // volumes to show, which is not an error.
 func (s *Service) Status(ctx context.Context) ([]VolumeStatus, error) {
-	mounts, err := share.Status(s.o.RunDir)
+	table := mountinfo.Self
+	if s.o.Confined {
+		table = mountinfo.Host
+	}
+	mounts, err := share.StatusOf(table, s.o.RunDir)
 	if err != nil {
 		return nil, err
 	}

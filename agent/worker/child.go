@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"kmsagent/agent/errkind"
 )
 
 // ErrNoPipe is returned by OpenPipe in a process that was not started by
@@ -67,6 +69,31 @@ func (p *Pipe) Done(err error, stepOf func(error) (step string, rest error)) {
 		}
 		p.send(Message{Error: e})
 	}
+	p.f.Close()
+	p.f = nil
+}
+
+// Finish reports the outcome of a service worker, once, and closes the
+// pipe: ready with result, or err with its errkind word, and cmk when a
+// master key was involved (the parent audits its use either way).
+func (p *Pipe) Finish(result any, err error, cmk *CMK) {
+	if p == nil || p.f == nil {
+		return
+	}
+	m := Message{CMK: cmk}
+	if err == nil {
+		m.Ready, m.PID = true, os.Getpid()
+	} else {
+		m.Error = &Error{Code: CodeOf(err), Kind: errkind.Of(err), Message: oneLine(err.Error())}
+	}
+	if result != nil {
+		b, jerr := json.Marshal(result)
+		if jerr != nil && err == nil {
+			m.Ready, m.Error = false, &Error{Code: CodeOther, Message: "encode the result: " + jerr.Error()}
+		}
+		m.Result = b
+	}
+	p.send(m)
 	p.f.Close()
 	p.f = nil
 }

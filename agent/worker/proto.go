@@ -35,6 +35,7 @@ import (
 	"encoding/json"
 	"errors"
 
+	"kmsagent/agent/errkind"
 	"kmsagent/blockdev/crypt"
 	"kmsagent/blockdev/volume"
 	"kmsagent/kmsclient"
@@ -50,6 +51,9 @@ type Message struct {
 	// CMK names the master key that unwrapped (or failed to unwrap) a
 	// key, for the parent's audit record.
 	CMK *CMK `json:"cmk,omitempty"`
+	// Result is what a service worker did, with ready or an error (a
+	// JSON value its parent knows the type of).
+	Result json.RawMessage `json:"result,omitempty"`
 }
 
 // CMK is a master key as a worker reports it.
@@ -61,7 +65,10 @@ type CMK struct {
 // Error is a worker's failure as its parent sees it. It unwraps to the
 // kmsclient sentinel its Code names, if any.
 type Error struct {
-	Code    Code   `json:"code"`
+	Code Code `json:"code"`
+	// Kind is the error's errkind word, so the parent's status,
+	// metrics and retry decisions name the failure as the worker did.
+	Kind    string `json:"kind,omitempty"`
 	Step    string `json:"step,omitempty"` // the step that failed, when the worker knows
 	Message string `json:"message"`
 }
@@ -69,14 +76,19 @@ type Error struct {
 func (e *Error) Error() string { return e.Message }
 
 // Unwrap gives the sentinel of the code, so errors.Is works across the
-// pipe.
-func (e *Error) Unwrap() error {
+// pipe, and the kind the worker named, so errkind.Of does.
+func (e *Error) Unwrap() []error {
+	var out []error
 	for _, c := range codes {
 		if c.code == e.Code {
-			return c.err
+			out = append(out, c.err)
+			break
 		}
 	}
-	return nil
+	if e.Kind != "" && e.Kind != errkind.Other {
+		out = append(out, errkind.Restored(e.Message, e.Kind))
+	}
+	return out
 }
 
 // Code classifies a worker's error. The values are part of the protocol

@@ -55,6 +55,8 @@ func commandTree() *command {
 		{name: luksWorkerCommand, run: runLuksWorker, hidden: true},
 		{name: fuseReaperCommand, run: runFuseReaper, hidden: true},
 		{name: keyWorkerCommand, run: runKeyWorker, hidden: true},
+		{name: serviceWorkerCommand, run: runServiceWorker, hidden: true},
+		{name: workerExecCommand, run: runWorkerExec, hidden: true},
 	}}
 }
 

@@ -33,8 +33,10 @@ import (
 // and keeps running until SIGTERM; SIGHUP re-reads the configuration.
 func runDaemon(ctx context.Context, env *cliEnv, args []string) error {
 	var socket optString
+	var workerSocket string
 	if _, err := parseFlags(env, "run", "", args, 0, 0, func(fs *flag.FlagSet) {
 		fs.Var(&socket, "socket", "`PATH` of the control socket (default [agent] socket, "+config.DefaultAgentSocket+"); systemd's socket wins")
+		fs.StringVar(&workerSocket, "worker-socket", "", "start every worker through the worker socket at `PATH` (kmsagent-worker.socket), outside this process's sandbox: for a daemon its unit confines to a mount namespace of its own, whose mounts and unmounts would not reach the host")
 	}); err != nil {
 		return err
 	}
@@ -87,7 +89,9 @@ func runDaemon(ctx context.Context, env *cliEnv, args []string) error {
 		Logger:     logger,
 		// The daemon retries a volume with its own backoff, shown in
 		// its status; its workers try each KMS call once.
-		KMSAttempts: 1,
+		KMSAttempts:  1,
+		WorkerSocket: workerSocket,
+		Confined:     workerSocket != "",
 	})
 	if err != nil {
 		return err

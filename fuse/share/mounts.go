@@ -185,8 +185,13 @@ type MountStatus struct {
 }
 
 // Status lists our mounts and the detached ones whose workers still run.
-func Status(runDir string) ([]MountStatus, error) {
-	mounts, err := Mounts()
+func Status(runDir string) ([]MountStatus, error) { return StatusOf(mountinfo.Self, runDir) }
+
+// StatusOf is Status read from the mount table at table (a
+// mountinfo.Self or mountinfo.Host).
+func StatusOf(table, runDir string) ([]MountStatus, error) {
+	all, err := mountinfo.ReadFile(table)
+	mounts := ours(all)
 	if err != nil {
 		return nil, fmt.Errorf("list mounts: %w", err)
 	}
