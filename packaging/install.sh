@@ -68,7 +68,7 @@ fi
 # A share mounted by an earlier install without the daemon is left to it.
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
-  systemctl enable --now kmsagent.socket kmsagent.service
+  systemctl enable --now kmsagent.socket kmsagent-worker.socket kmsagent.service
   systemctl restart kmsagent.service
 else
   # No systemd as PID 1 (a container): run the daemon in the background;

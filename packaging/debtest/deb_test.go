@@ -145,6 +145,8 @@ func TestContents(t *testing.T) {
 		{"lrwxrwxrwx", "./sbin/mount.kmsagent -> /usr/sbin/kmsagent"},
 		{"-rw-r--r--", "./lib/systemd/system/kmsagent.service"},
 		{"-rw-r--r--", "./lib/systemd/system/kmsagent.socket"},
+		{"-rw-r--r--", "./lib/systemd/system/kmsagent-worker.socket"},
+		{"-rw-r--r--", "./lib/systemd/system/kmsagent-worker@.service"},
 		{"-rw-r--r--", "./lib/systemd/system/kmsagent-kms.service"},
 		{"-rw-r--r--", "./lib/systemd/system/kmsagent-kms.socket"},
 		{"-rw-r--r--", "./usr/share/doc/kmsagent/agent.toml.example"},
