@@ -26,8 +26,12 @@ cipher=/var/lib/kmsagent/demo-share
 plain=/mnt/kmsagent-demo
 
 # Replacing the binary under a running worker is fine (it keeps its inode),
-# but unmount the demo first so it restarts on the new build.
-if old=$(command -v kmsagent) && mountpoint -q "$plain"; then
+# but unmount the demo first so it restarts on the new build. findmnt reads
+# the mount table: a mount whose worker died (killed, or the machine's
+# processes ended without an unmount) answers every stat, mountpoint(1)'s
+# too, with "Transport endpoint is not connected", and kmsagent umount
+# removes it.
+if old=$(command -v kmsagent) && findmnt -rn --mountpoint "$plain" >/dev/null; then
   "$old" umount "$plain" || "$old" umount --lazy "$plain"
 fi
 deb=$(bash packaging/build-deb.sh)
