@@ -36,6 +36,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -102,21 +103,39 @@ func startSocket(c Command) (*Proc, error) {
 		status.Close()
 		return nil, fmt.Errorf("start %s through %s: %w", c.What, c.Socket, err)
 	}
+	p := &Proc{what: c.What, pid: m.PID, status: status, done: make(chan struct{})}
 	pidfd, err := unix.PidfdOpen(m.PID, 0)
+	if errors.Is(err, unix.ESRCH) {
+		// Done already: what it said is still on the connection.
+		p.kill, p.err = func() {}, errExited
+		close(p.done)
+		return p, nil
+	}
 	if err != nil {
 		status.Close()
 		return nil, fmt.Errorf("start %s: watch pid %d: %w", c.What, m.PID, err)
 	}
-	p := &Proc{what: c.What, pid: m.PID, status: status, done: make(chan struct{}),
-		kill: func() { unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0) }}
+	// The pidfd is closed once the worker has exited, under mu, so
+	// that a late Kill never signals through a number reused since.
+	var mu sync.Mutex
+	p.kill = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if pidfd >= 0 {
+			unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+		}
+	}
 	go func() {
-		defer unix.Close(pidfd)
 		for {
 			_, err := unix.Poll([]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}, -1)
 			if !errors.Is(err, unix.EINTR) {
 				break
 			}
 		}
+		mu.Lock()
+		unix.Close(pidfd)
+		pidfd = -1
+		mu.Unlock()
 		p.err = errExited
 		close(p.done)
 	}()
