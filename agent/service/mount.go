@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -65,6 +66,9 @@ func (s *Service) Mount(ctx context.Context, spec Spec) (Mounted, error) {
 // start of each step of opening a LUKS volume, and with "" at the end.
 func (s *Service) MountWithProgress(ctx context.Context, spec Spec, progress func(step string)) (Mounted, error) {
 	if s.o.Confined {
+		if spec.Kind == KindShare {
+			return s.mountShareConfined(ctx, spec)
+		}
 		return s.mountConfined(ctx, spec, progress)
 	}
 	src, err := resolveSource(ctx, spec.Source)
@@ -197,28 +201,79 @@ func (s *Service) mountShare(ctx context.Context, spec Spec) (Mounted, error) {
 	if err != nil {
 		return Mounted{}, err
 	}
+	// From here on a failure is a key use that failed: its CMK is
+	// known, for the caller's audit record.
+	return s.startShareWorker(ctx, spec, o, &worker.CMK{Provider: e.KMS.Provider, KeyID: e.KMS.KeyID}, e.VolumeUUID)
+}
+
+// mountShareConfined is mountShare for a confined service: the share's
+// directories are the host's, which this process may not see (PrivateTmp=
+// hides /tmp), so the worker, started through the worker socket in the
+// host's namespace, checks them and removes stale mounts itself, and
+// names the CMK and the share's UUID in its answer. One process fewer
+// than a service worker that would start the share worker.
+func (s *Service) mountShareConfined(ctx context.Context, spec Spec) (Mounted, error) {
+	o := share.ServeOptions{RunDir: s.o.RunDir}
+	var err error
+	if o.CipherDir, err = filepath.Abs(spec.Source); err != nil {
+		return Mounted{}, err
+	}
+	if o.Mountpoint, err = filepath.Abs(spec.Target); err != nil {
+		return Mounted{}, err
+	}
+	if err := parseShareOptions(spec.Options, &o); err != nil {
+		return Mounted{}, err
+	}
+	if spec.ReadOnly {
+		o.ReadOnly = true
+	}
+	return s.startShareWorker(ctx, spec, o, nil, "")
+}
+
+// startShareWorker starts the worker serving o and waits for it. cmk and
+// uuid are the share's, when known already; else the worker names them.
+func (s *Service) startShareWorker(ctx context.Context, spec Spec, o share.ServeOptions, cmk *worker.CMK, uuid string) (Mounted, error) {
 	var args []string
 	if s.o.RunDir != share.DefaultRunDir {
 		args = append(args, "--run-dir", s.o.RunDir)
 	}
 	args = s.workerArgs(ShareWorkerCommand, append(args, "-o", strings.Join(o.AllOptions(), ","), "--", o.CipherDir, o.Mountpoint)...)
-	// From here on a failure is a key use that failed: its CMK is
-	// known, for the caller's audit record.
-	failed := Mounted{KeyID: e.KMS.KeyID, Provider: e.KMS.Provider}
+	failed := func(err error) (Mounted, error) {
+		if cmk == nil {
+			return Mounted{}, err
+		}
+		return Mounted{KeyID: cmk.KeyID, Provider: cmk.Provider}, err
+	}
 	p, err := worker.Start(worker.Command{What: "mount worker", Executable: s.o.Executable, Args: args, Detach: true, Socket: s.o.WorkerSocket})
 	if err != nil {
-		return failed, err
+		return failed(err)
 	}
 	ready, err := p.WaitReady(ctx, readyTimeout, s.workerMessage)
+	if ready.CMK != nil {
+		cmk = ready.CMK
+	}
+	var res ShareWorkerResult
+	if len(ready.Result) > 0 && json.Unmarshal(ready.Result, &res) == nil && uuid == "" {
+		uuid = res.UUID
+	}
 	if err != nil {
-		return failed, err
+		return failed(err)
 	}
 	spec.Source, spec.Target = o.CipherDir, o.Mountpoint
 	pid := ready.PID
 	if pid == 0 {
 		pid = p.PID()
 	}
-	return Mounted{Spec: spec, WorkerPID: pid, UUID: e.VolumeUUID, KeyID: e.KMS.KeyID, Provider: e.KMS.Provider, Since: time.Now(), Exited: p.Done()}, nil
+	m := Mounted{Spec: spec, WorkerPID: pid, UUID: uuid, Since: time.Now(), Exited: p.Done()}
+	if cmk != nil {
+		m.KeyID, m.Provider = cmk.KeyID, cmk.Provider
+	}
+	return m, nil
+}
+
+// ShareWorkerResult is what a share worker reports with ready.
+type ShareWorkerResult struct {
+	UUID string `json:"uuid,omitempty"`
 }
 
 // workerArgs is the command line of a worker after the binary's name.

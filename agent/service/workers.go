@@ -50,11 +50,18 @@ func (s *Service) serve(ctx context.Context, o share.ServeOptions, ready func(sh
 // reports to its parent over pipe and logs to syslog (the journal under
 // systemd). Once the mount serves it starts a reaper.
 func (s *Service) RunShareWorker(ctx context.Context, spec Spec, pipe *worker.Pipe) error {
+	var cmk *worker.CMK
 	err := func() error {
-		o, _, err := s.serveOptions(spec)
+		// Where a confined daemon started it, nobody else has
+		// removed them.
+		if err := s.removeStaleMounts(spec); err != nil {
+			return err
+		}
+		o, e, err := s.serveOptions(spec)
 		if err != nil {
 			return err
 		}
+		cmk = &worker.CMK{Provider: e.KMS.Provider, KeyID: e.KMS.KeyID}
 		var closeLog func()
 		o.Logger, closeLog = ShareLogger(o.RunDir, o.CipherDir)
 		defer closeLog()
@@ -62,12 +69,12 @@ func (s *Service) RunShareWorker(ctx context.Context, spec Spec, pipe *worker.Pi
 			if err := s.startReaper(w); err != nil {
 				o.Logger.Warn("no reaper: if this worker dies, its mount stays until the next mount, unmount or status", "err", err)
 			}
-			pipe.Done(nil, nil)
+			pipe.Finish(ShareWorkerResult{UUID: e.VolumeUUID}, nil, cmk)
 		}
 		return s.serve(ctx, o, ready, pipe.Warn)
 	}()
 	if err != nil {
-		pipe.Done(err, nil)
+		pipe.Finish(nil, err, cmk)
 	}
 	return err
 }

@@ -31,7 +31,10 @@ import (
 //
 //   - start-up: from exec to READY=1 on a stand-in for systemd's notify
 //     socket, with 1 and with 32 auto shares (the volumes this host can
-//     mount), the median of footprintRounds rounds, and their ratio;
+//     mount), the median of footprintRounds rounds, and their ratio; and
+//     with 32 shares confined as under systemd (its own mount namespace,
+//     every share mounted by a service worker and served by a share
+//     worker, both started through a stand-in for the worker socket);
 //   - the daemon's memory once start-up has settled (footprintSettle
 //     after READY=1), VmRSS and Pss (its share of pages it has in common
 //     with the workers, which run the same binary);
@@ -67,8 +70,9 @@ secret_key_file = %q
 socket = %q
 state_dir = %q
 audit_log = %q
+cryptsetup_socket = %q
 close_on_stop = true
-`, endpoint, sk, filepath.Join(dir, "run", "agent.sock"), filepath.Join(dir, "state"), filepath.Join(dir, "audit.log"))
+`, endpoint, sk, filepath.Join(dir, "run", "agent.sock"), filepath.Join(dir, "state"), filepath.Join(dir, "audit.log"), filepath.Join(dir, "run", "cryptsetup.sock"))
 	formatCfg := writeFile(b, filepath.Join(dir, "format.toml"), base, 0o600)
 	vols := make([]string, footprintShares)
 	var wg sync.WaitGroup
@@ -97,18 +101,25 @@ close_on_stop = true
 	cfg1 := writeFile(b, filepath.Join(dir, "one.toml"), base+vols[0], 0o600)
 	cfgN := writeFile(b, filepath.Join(dir, "all.toml"), base+strings.Join(vols, ""), 0o600)
 	sock := filepath.Join(dir, "run", "agent.sock")
+	unshare := tstest.NeedTool(b, "unshare", "util-linux")
+	workerSock := filepath.Join(dir, "worker.sock")
+	tstest.WorkerSocket(b, workerSock, nil, bin, "worker-exec")
+	confined := []string{unshare, "--mount", "--propagation", "slave", "--", bin, "--config", cfgN, "run", "--worker-socket", workerSock}
 
 	for b.Loop() {
-		var one, all []time.Duration
+		var one, all, conf []time.Duration
 		for range footprintRounds {
-			r := startFootprintDaemon(b, bin, cfg1, sock, 1)
+			r := startFootprintDaemon(b, []string{bin, "--config", cfg1, "run"}, sock, 1)
 			one = append(one, r.ready)
 			r.stop(b)
-			r = startFootprintDaemon(b, bin, cfgN, sock, footprintShares)
+			r = startFootprintDaemon(b, []string{bin, "--config", cfgN, "run"}, sock, footprintShares)
 			all = append(all, r.ready)
 			r.stop(b)
+			r = startFootprintDaemon(b, confined, sock, footprintShares)
+			conf = append(conf, r.ready)
+			r.stop(b)
 		}
-		r := startFootprintDaemon(b, bin, cfgN, sock, footprintShares)
+		r := startFootprintDaemon(b, []string{bin, "--config", cfgN, "run"}, sock, footprintShares)
 		settled := time.Now().Add(footprintSettle)
 		time.Sleep(time.Until(settled)) // idle by definition: nothing to wait for
 		dm := readProcMem(b, r.cmd.Process.Pid)
@@ -127,16 +138,18 @@ close_on_stop = true
 		busy := readProcMem(b, r.workers[0])
 		r.stop(b)
 
-		m1, mN := median(one), median(all)
+		m1, mN, mC := median(one), median(all), median(conf)
 		b.ReportMetric(ms(m1), "start-1-ms")
 		b.ReportMetric(ms(mN), fmt.Sprintf("start-%d-ms", footprintShares))
 		b.ReportMetric(float64(mN)/float64(m1), "start-ratio")
+		b.ReportMetric(ms(mC), fmt.Sprintf("start-%d-confined-ms", footprintShares))
 		b.ReportMetric(kibToMiB(dm.rss), "daemon-rss-MiB")
 		b.ReportMetric(kibToMiB(dm.pss), "daemon-pss-MiB")
 		b.ReportMetric(kibToMiB(maxOf(idle, func(m procMem) int64 { return m.rss })), "worker-idle-rss-MiB")
 		b.ReportMetric(kibToMiB(busy.rss), "worker-io-rss-MiB")
-		b.Logf("KMS latency %v; start-up to READY=1 (median of %d): 1 share %.0f ms %v, %d shares %.0f ms %v: %.2f×",
-			footprintLatency, footprintRounds, ms(m1), msList(one), footprintShares, ms(mN), msList(all), float64(mN)/float64(m1))
+		b.Logf("KMS latency %v; start-up to READY=1 (median of %d): 1 share %.0f ms %v, %d shares %.0f ms %v: %.2f×; %d shares confined %.0f ms %v: %.2f× unconfined",
+			footprintLatency, footprintRounds, ms(m1), msList(one), footprintShares, ms(mN), msList(all), float64(mN)/float64(m1),
+			footprintShares, ms(mC), msList(conf), float64(mC)/float64(mN))
 		b.Logf("CPU (user+system) so far, the start-up's own: daemon %.0f ms; per share: worker %.0f ms, reaper %.0f ms (means over %d)",
 			ms(daemonCPU), ms(workerCPU)/float64(len(r.workers)), ms(reaperCPU)/float64(len(r.workers)), len(r.workers))
 		b.Logf("daemon, %v after READY=1 with %d shares: VmRSS %.1f MiB, Pss %.1f MiB, VmHWM %.1f MiB (target RSS ≤ 25 MiB)",
@@ -272,10 +285,11 @@ type footprintDaemon struct {
 	stderr  *tstest.Buffer
 }
 
-func startFootprintDaemon(b *testing.B, bin, cfg, sock string, shares int) *footprintDaemon {
+// startFootprintDaemon starts the daemon with the command line argv.
+func startFootprintDaemon(b *testing.B, argv []string, sock string, shares int) *footprintDaemon {
 	b.Helper()
 	notify := newNotifySocket(b, b.TempDir())
-	cmd := exec.Command(bin, "--config", cfg, "run")
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.path)
 	d := &footprintDaemon{cmd: cmd, stderr: &tstest.Buffer{}}
 	cmd.Stderr = d.stderr
@@ -286,6 +300,9 @@ func startFootprintDaemon(b *testing.B, bin, cfg, sock string, shares int) *foot
 	b.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
+		if b.Failed() {
+			b.Logf("daemon %q:\n%s", argv, d.stderr)
+		}
 	})
 	notify.await(b, "READY=1")
 	d.ready = time.Since(start)
