@@ -237,6 +237,11 @@ func (s *Service) startShareWorker(ctx context.Context, spec Spec, o share.Serve
 	if s.o.RunDir != share.DefaultRunDir {
 		args = append(args, "--run-dir", s.o.RunDir)
 	}
+	if s.o.WorkerSocket != "" {
+		// Its reaper goes the same way: a unit of its own, not a
+		// process left behind in the worker's when it stops.
+		args = append(args, "--worker-socket", s.o.WorkerSocket)
+	}
 	args = s.workerArgs(ShareWorkerCommand, append(args, "-o", strings.Join(o.AllOptions(), ","), "--", o.CipherDir, o.Mountpoint)...)
 	failed := func(err error) (Mounted, error) {
 		if cmk == nil {

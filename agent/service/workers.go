@@ -139,6 +139,14 @@ func (s *Service) startReaper(w share.Worker) error {
 	args = append(args, "--pid", strconv.Itoa(w.PID), "--start", strconv.FormatUint(w.Start, 10),
 		"--mount-id", strconv.Itoa(w.MountID), "--dev", strconv.FormatUint(w.Dev, 10),
 		"--", w.CipherDir, w.Mountpoint)
+	if s.o.WorkerSocket != "" {
+		p, err := worker.Start(worker.Command{What: "reaper", Args: args, Socket: s.o.WorkerSocket})
+		if err != nil {
+			return err
+		}
+		p.Release()
+		return nil
+	}
 	cmd := exec.Command(s.o.Executable, args...)
 	cmd.Dir = "/"
 	if err := cmd.Start(); err != nil {

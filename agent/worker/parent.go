@@ -84,6 +84,10 @@ func (p *Proc) Done() <-chan struct{} { return p.done }
 // ExitErr is how the worker exited; valid once Done is closed.
 func (p *Proc) ExitErr() error { return p.err }
 
+// Release lets a worker that reports nothing run on its own: the status
+// pipe is closed, nothing is waited for.
+func (p *Proc) Release() { p.status.Close() }
+
 // Kill kills the worker and waits for it to be gone.
 func (p *Proc) Kill() {
 	p.kill()

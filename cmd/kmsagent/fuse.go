@@ -104,16 +104,20 @@ func runFuseWorker(ctx context.Context, env *cliEnv, args []string) error {
 	var mf mountFlags
 	runDir := share.DefaultRunDir
 	kmsAttempts := 0
+	var workerSocket string
 	pos, err := parseFlags(env, fuseWorkerCommand, "DIR MOUNTPOINT", args, 2, 2, func(fs *flag.FlagSet) {
 		mf.define(fs)
 		fs.StringVar(&runDir, "run-dir", runDir, "mount locks and worker records")
 		fs.IntVar(&kmsAttempts, "kms-attempts", 0, "tries of a throttled or unavailable KMS call (0: the default)")
+		fs.StringVar(&workerSocket, "worker-socket", "", "start the reaper through this worker socket")
 	})
 	if err != nil {
 		pipe.Done(err, nil)
 		return err
 	}
-	svc, err := newWorkerService(env, runDir, kmsAttempts)
+	o := workerOptions(env, nil, runDir, kmsAttempts)
+	o.WorkerSocket = workerSocket
+	svc, err := service.New(o)
 	if err != nil {
 		pipe.Done(err, nil)
 		return err

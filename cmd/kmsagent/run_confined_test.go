@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -91,8 +92,14 @@ func TestRunDaemonConfined(t *testing.T) {
 	}
 
 	// A worker that dies is seen through the host's mount table and
-	// replaced.
+	// replaced. Its reaper was started through the worker socket too
+	// (its own unit under systemd, not a process left in the worker's),
+	// and removes the dead mount.
 	worker := data().WorkerPID
+	reaper := reaperOf(t, worker)
+	if ppid := procStatus(t, reaper, "PPid"); ppid == strconv.Itoa(worker) {
+		t.Fatalf("the reaper %d is the worker's child", reaper)
+	}
 	syscall.Kill(worker, syscall.SIGKILL)
 	tstest.WaitFor(t, 60*time.Second, "the daemon to mount data again", func() bool {
 		v := data()

@@ -21,7 +21,7 @@ const serviceWorkerCommand = service.ServiceWorkerCommand
 
 // workerCommands are the commands worker-exec starts.
 var workerCommands = []string{
-	fuseWorkerCommand, luksWorkerCommand, service.KeyWorkerCommand, service.ServiceWorkerCommand,
+	fuseWorkerCommand, fuseReaperCommand, luksWorkerCommand, service.KeyWorkerCommand, service.ServiceWorkerCommand,
 }
 
 func runWorkerExec(ctx context.Context, env *cliEnv, args []string) error {
