@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,7 +26,6 @@ import (
 // dies is noticed and its share mounted again; the mounts outlive the
 // daemon.
 func TestRunDaemonConfined(t *testing.T) {
-	unshare := tstest.NeedTool(t, "unshare", "util-linux")
 	h := newDaemonHost(t)
 	h.cli("kms", "create-key", "--alias", "good")
 	cipher, plain := filepath.Join(h.dir, "data-cipher"), filepath.Join(h.dir, "data")
@@ -35,11 +35,7 @@ func TestRunDaemonConfined(t *testing.T) {
 	}
 	h.addVolumes(fmt.Sprintf("\n[[volume]]\nname = \"data\"\ntype = \"fuse\"\nsource = %q\ntarget = %q\nauto = true\n", cipher, plain))
 	t.Cleanup(func() { syscall.Unmount(plain, syscall.MNT_DETACH) })
-	workerSock := filepath.Join(h.dir, "worker.sock")
-	tstest.WorkerSocket(t, workerSock, nil, h.bin, "worker-exec")
-
-	cmd, notify := startNotifying(t, "daemon", unshare, "--mount", "--propagation", "slave", "--",
-		h.bin, "--config", h.cfg, "run", "--worker-socket", workerSock)
+	cmd, notify := startConfinable(t, h, true)
 	notify.await(t, "READY=1")
 	ctx := t.Context()
 	c := control.NewClient(h.sock)
@@ -116,6 +112,21 @@ func TestRunDaemonConfined(t *testing.T) {
 		t.Fatalf("after the daemon stopped: %q %v", b, err)
 	}
 	h.cli("umount", plain)
+}
+
+// startConfinable starts the daemon of h directly or, with confined, as
+// its systemd unit runs it: in a mount namespace of its own, workers
+// started through a worker socket served in the host's namespace.
+func startConfinable(t *testing.T, h *daemonHost, confined bool) (*exec.Cmd, *notifySocket) {
+	t.Helper()
+	if !confined {
+		return startDaemon(t, h.bin, h.cfg)
+	}
+	unshare := tstest.NeedTool(t, "unshare", "util-linux")
+	workerSock := filepath.Join(h.dir, "worker.sock")
+	tstest.WorkerSocket(t, workerSock, nil, h.bin, "worker-exec")
+	return startNotifying(t, "daemon", unshare, "--mount", "--propagation", "slave", "--",
+		h.bin, "--config", h.cfg, "run", "--worker-socket", workerSock)
 }
 
 // ns is the mount namespace of process pid.

@@ -25,6 +25,18 @@ import (
 // nothing. Every request is audited, and the daemon's memory never holds
 // the key: a worker per request writes it.
 func TestRunDaemonCrypttabKey(t *testing.T) {
+	for _, confined := range []bool{false, true} {
+		t.Run(map[bool]string{false: "direct", true: "confined"}[confined], func(t *testing.T) {
+			testCrypttabKey(t, confined)
+		})
+	}
+}
+
+// testCrypttabKey is TestRunDaemonCrypttabKey with the daemon run
+// directly, or confined as under systemd: its key workers then start
+// through the worker socket, the client's connection and the go-ahead
+// pipe passed with the request.
+func testCrypttabKey(t *testing.T, confined bool) {
 	cryptsetup := tstest.NeedCryptsetup(t)
 	h := newDaemonHost(t)
 	h.cli("kms", "create-key", "--alias", "disks")
@@ -46,7 +58,7 @@ func TestRunDaemonCrypttabKey(t *testing.T) {
 	h.cli("kms", "disable-key", "off")
 	writeFile(t, h.crypttab, crypttab, 0o644)
 
-	cmd, notify := startDaemon(t, h.bin, h.cfg)
+	cmd, notify := startConfinable(t, h, confined)
 	notify.await(t, "READY=1")
 
 	// The key of data, as systemd-cryptsetup would read it.

@@ -150,10 +150,12 @@ check worker-units 'systemctl list-units --no-legend --plain "kmsagent-worker@*"
 check umount-dshare 'kmsagent umount dshare && ! findmnt /srv/dshare && ! mountpoint -q /srv/dshare'
 check mount-dshare 'kmsagent mount dshare && findmnt -n -o FSTYPE /srv/dshare | grep -q "^fuse" && grep -q before-restart /srv/dshare/note'
 data worker-starts "$(journalctl -b --no-pager -o cat | grep -c "Started kmsagent-worker@")"
+check worker-no-leftovers '! journalctl -b --no-pager -o cat | grep "kmsagent-worker@" | grep -q "remains running"'
+
 `)
 	report(t, first)
 	first.RequireSuccess(t, append(bootCheckNames, "restart-active", "restart-data", "restart-share", "restart-managed", "restart-dshare", "restart-status",
-		"daemon-confined", "worker-units", "umount-dshare", "mount-dshare")...)
+		"daemon-confined", "worker-units", "umount-dshare", "mount-dshare", "worker-no-leftovers")...)
 	checkExposure(t, first)
 	t.Logf("first boot done after %v in all", time.Since(start).Round(time.Millisecond))
 
@@ -190,6 +192,7 @@ check off-logged 'journalctl -b -u kmsagent --no-pager -o cat | grep "crypttab k
 check data-audited 'grep "\"op\":\"crypttab-key\"" /var/log/kmsagent/audit.log | grep "\"volume\":\"data\"" | grep -q "\"result\":\"ok\""'
 data off-journal "$(journalctl -b -u systemd-cryptsetup@off.service --no-pager -o cat | grep -v "^$" | tail -n 8)"
 data kmsagent-journal "$(journalctl -b -u kmsagent --no-pager -o cat | grep -v '^$' | tail -n 12)"
+data worker-journal "$(journalctl -b -u 'kmsagent-worker@*' --no-pager -o cat | grep -v '^$' | tail -n 30)"
 data off-status "$(systemctl status --no-pager systemd-cryptsetup@off.service 2>&1 | head -n 12)"
 data by-uuid "$(ls /dev/disk/by-uuid; blkid /dev/vdb /dev/vdc)"
 data units-time "$(systemd-analyze blame --no-pager | grep -E 'kmsagent|cryptsetup@|srv-share|data.mount' | tr -s ' ')"
