@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -18,15 +19,62 @@ import (
 var ErrNoPipe = errors.New("no status pipe on fd 3")
 
 // Pipe is the worker's end of the status pipe.
-type Pipe struct{ f *os.File }
+type Pipe struct {
+	f     *os.File
+	files []int // the descriptors of the files passed after it
+}
 
-// OpenPipe returns fd 3, which Start set up.
+// fdsEnv names the descriptors of a worker that worker-exec started: the
+// status connection's, then the request's files', where they were
+// received. They are not moved to 3, 4, ...: in a Go process those
+// numbers may be the runtime's own (its epoll descriptor), and a dup2
+// over one, even just before exec, can crash it.
+const fdsEnv = "KMSAGENT_WORKER_FDS"
+
+// OpenPipe returns the status pipe: fd 3, which Start set up, or the
+// descriptor worker-exec named.
 func OpenPipe() (*Pipe, error) {
+	fds, err := passedFDs()
+	if err != nil {
+		return nil, err
+	}
 	var st syscall.Stat_t
-	if err := syscall.Fstat(3, &st); err != nil {
+	if err := syscall.Fstat(fds[0], &st); err != nil {
 		return nil, ErrNoPipe
 	}
-	return &Pipe{f: os.NewFile(3, "status")}, nil
+	return &Pipe{f: os.NewFile(uintptr(fds[0]), "status"), files: fds[1:]}, nil
+}
+
+// passedFDs reads fdsEnv, once: it is unset, so that a process the
+// worker starts does not take it for its own. Without it, the status
+// pipe is fd 3 and the files follow.
+func passedFDs() ([]int, error) {
+	v, ok := os.LookupEnv(fdsEnv)
+	if !ok {
+		return []int{3, 4, 5, 6, 7, 8, 9, 10, 11}, nil
+	}
+	os.Unsetenv(fdsEnv)
+	var fds []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%s=%q: not a list of descriptors", fdsEnv, v)
+		}
+		fds = append(fds, n)
+	}
+	if len(fds) == 0 {
+		return nil, ErrNoPipe
+	}
+	return fds, nil
+}
+
+// File returns the i-th file passed to the worker (0: the first after
+// the status pipe), or nil if there is none.
+func (p *Pipe) File(i int, name string) *os.File {
+	if i >= len(p.files) {
+		return nil
+	}
+	return os.NewFile(uintptr(p.files[i]), name)
 }
 
 func (p *Pipe) send(m Message) {

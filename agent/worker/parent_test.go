@@ -43,8 +43,13 @@ func playWorker(part string) int {
 		pipe.Step("kms")
 		time.Sleep(time.Minute)
 	case "file":
-		// The file passed as fd 4 gets a word.
-		if _, err := os.NewFile(4, "passed").WriteString("hello from the worker"); err != nil {
+		// The first file passed gets a word.
+		f := pipe.File(0, "passed")
+		if f == nil {
+			pipe.Done(errors.New("no file passed"), nil)
+			return 1
+		}
+		if _, err := f.WriteString("hello from the worker"); err != nil {
 			pipe.Done(err, nil)
 			return 1
 		}

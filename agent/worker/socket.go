@@ -35,6 +35,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -210,35 +211,37 @@ func serveExec(conn *os.File, self string, allowed func(args []string) error) er
 	if _, err := conn.Write(marshal(Message{PID: os.Getpid()})); err != nil {
 		return fmt.Errorf("report to the caller: %w", err)
 	}
-	// fd 3 is the connection, 4... the files; 0 is /dev/null. The
-	// sources are first moved above every target, so no dup2 overwrites
-	// a source not yet placed.
+	// The worker finds the connection and the files where they are
+	// (fdsEnv), kept open across exec; nothing is moved onto a number
+	// the runtime may hold. Standard input becomes /dev/null: it is not
+	// the runtime's (the connection is a blocking descriptor, which it
+	// never polls).
+	status, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD, 3)
+	if err != nil {
+		return err
+	}
+	fds := []string{strconv.Itoa(status)}
+	for _, f := range files {
+		if _, err := unix.FcntlInt(uintptr(f), unix.F_SETFD, 0); err != nil {
+			return err
+		}
+		fds = append(fds, strconv.Itoa(f))
+	}
 	null, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
-	srcs := append([]int{null, fd}, files...)
-	high := make([]int, len(srcs))
-	for i, s := range srcs {
-		if high[i], err = unix.FcntlInt(uintptr(s), unix.F_DUPFD_CLOEXEC, 3+len(srcs)); err != nil {
-			return err
-		}
+	if err := unix.Dup3(null, 0, 0); err != nil {
+		return err
 	}
-	targets := append([]int{0, 3}, make([]int, len(files))...)
-	for i := range files {
-		targets[2+i] = 4 + i
-	}
-	for i, h := range high {
-		if err := unix.Dup3(h, targets[i], 0); err != nil {
-			return err
-		}
-	}
-	env := make([]string, 0, len(os.Environ()))
+	unix.Close(null)
+	env := make([]string, 0, len(os.Environ())+1)
 	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "LISTEN_") && !strings.HasPrefix(e, "REMOTE_") {
+		if !strings.HasPrefix(e, "LISTEN_") && !strings.HasPrefix(e, "REMOTE_") && !strings.HasPrefix(e, fdsEnv+"=") {
 			env = append(env, e)
 		}
 	}
+	env = append(env, fdsEnv+"="+strings.Join(fds, ","))
 	return fmt.Errorf("exec %s: %w", self, unix.Exec(self, append([]string{"kmsagent"}, args...), env))
 }
 

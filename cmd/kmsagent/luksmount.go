@@ -116,7 +116,7 @@ func runKeyWorker(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s is started by kmsagent run", service.KeyWorkerCommand)
 	}
-	conn, gate := os.NewFile(4, "connection"), os.NewFile(5, "go-ahead")
+	conn, gate := pipe.File(0, "connection"), pipe.File(1, "go-ahead")
 	defer conn.Close()
 	defer gate.Close()
 	pos, err := parseFlags(env, service.KeyWorkerCommand, "DEVICE", args, 1, 1, nil)
