@@ -2,6 +2,7 @@ package luks2
 
 import (
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
 	"hash"
@@ -113,11 +114,9 @@ func (m *afMerger) wipe() {
 	m.d.wipe()
 }
 
-func xor(dst, src []byte) {
-	for i := range dst {
-		dst[i] ^= src[i]
-	}
-}
+// xor is dst ^= src. crypto/subtle's vector routine: a byte loop over
+// the 4000 stripes of a 64-byte key took a tenth of an unlock's CPU.
+func xor(dst, src []byte) { subtle.XORBytes(dst, dst, src) }
 
 // diffuser is the diffusion step with one hash, reused for every stripe.
 type diffuser struct {

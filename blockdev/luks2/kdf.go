@@ -210,9 +210,7 @@ func pbkdf2SHA256(dst, password, salt []byte, iterations int) {
 			st = ostate
 			sha256block.Blocks(&st, blk[:])
 			st.Put(blk[:size])
-			for j := range t {
-				t[j] ^= blk[j]
-			}
+			xor(t[:], blk[:size])
 		}
 		dst = dst[copy(dst, t[:]):]
 	}
