@@ -74,31 +74,47 @@ func (k KDF) checkNew() error {
 
 // derive runs the KDF over the passphrase into a locked key of n bytes.
 func (k KDF) derive(passphrase, salt []byte, n int) (*secret.Key, error) {
+	out, err := secret.New(n)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.deriveInto(out.Bytes(), passphrase, salt); err != nil {
+		out.Wipe()
+		return nil, err
+	}
+	return out, nil
+}
+
+// deriveInto runs the KDF over the passphrase into dst, which the caller
+// provides (in locked memory).
+func (k KDF) deriveInto(dst, passphrase, salt []byte) error {
 	switch k.Type {
 	case KDFPBKDF2:
 		if _, err := hashByName(k.Hash); err != nil {
-			return nil, fmt.Errorf("%w: kdf: %v", ErrUnsupported, err)
+			return fmt.Errorf("%w: kdf: %v", ErrUnsupported, err)
 		}
 		if k.Iterations == 0 {
-			return nil, fmt.Errorf("%w: kdf: pbkdf2 with zero iterations", ErrInvalidHeader)
+			return fmt.Errorf("%w: kdf: pbkdf2 with zero iterations", ErrInvalidHeader)
 		}
-		return pbkdf2Key(k.Hash, passphrase, salt, int(k.Iterations), n)
+		return pbkdf2Into(k.Hash, dst, passphrase, salt, int(k.Iterations))
 	case KDFArgon2i, KDFArgon2id:
 		// Bounds that keep a hostile header from asking for more than
 		// cryptsetup would ever write.
 		if k.Time == 0 || k.MemoryKiB == 0 || k.MemoryKiB > maxArgon2Memory || k.CPUs == 0 || k.CPUs > 255 {
-			return nil, fmt.Errorf("%w: kdf: %s parameters time=%d memory=%d cpus=%d out of range",
+			return fmt.Errorf("%w: kdf: %s parameters time=%d memory=%d cpus=%d out of range",
 				ErrUnsupported, k.Type, k.Time, k.MemoryKiB, k.CPUs)
 		}
 		var out []byte
 		if k.Type == KDFArgon2i {
-			out = argon2.Key(passphrase, salt, k.Time, k.MemoryKiB, uint8(k.CPUs), uint32(n))
+			out = argon2.Key(passphrase, salt, k.Time, k.MemoryKiB, uint8(k.CPUs), uint32(len(dst)))
 		} else {
-			out = argon2.IDKey(passphrase, salt, k.Time, k.MemoryKiB, uint8(k.CPUs), uint32(n))
+			out = argon2.IDKey(passphrase, salt, k.Time, k.MemoryKiB, uint8(k.CPUs), uint32(len(dst)))
 		}
-		return secret.FromBytes(out)
+		copy(dst, out)
+		secret.Zero(out)
+		return nil
 	default:
-		return nil, fmt.Errorf("%w: kdf type %q", ErrUnsupported, k.Type)
+		return fmt.Errorf("%w: kdf type %q", ErrUnsupported, k.Type)
 	}
 }
 

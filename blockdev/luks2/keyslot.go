@@ -30,18 +30,71 @@ const (
 // as cryptsetup does: an unbound one gives ErrUnboundKeyslot, since the
 // key it holds is not the volume key.
 func (h *Header) OpenKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*secret.Key, error) {
+	p, err := h.PrepareKeyslot(dev, slot)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	return p.Open(passphrase)
+}
+
+// openKeyslot opens a keyslot whether or not it is bound to the data
+// segment; the key is checked against the keyslot's own digest.
+func (h *Header) openKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*secret.Key, error) {
+	p, err := h.prepareKeyslot(dev, slot, prefetchMax)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	return p.Open(passphrase)
+}
+
+// PreparedKeyslot is a keyslot made ready to open before its passphrase
+// is known: the area is read and the locked memory the opening needs is
+// mapped. An unlock through the KMS does this while the KMS request is in
+// flight, so that once the passphrase arrives only the key derivation,
+// the decryption, the anti-forensic merge and the digest check remain;
+// the system calls of the rest cost as much CPU as the merge on a
+// virtual machine, and a boot unlocks many volumes at once.
+type PreparedKeyslot struct {
+	slot int
+	ks   *keyslot
+	d    *digest
+	// ct is the area's ciphertext, all of it when it is at most
+	// prefetchMax bytes (a 512-bit key's split is 250 KiB), else its
+	// first prefetchMax bytes; Open reads the rest into ct, a piece at a
+	// time.
+	ct  []byte
+	dev io.ReaderAt
+	// work holds, in one locked mapping, the key derived from the
+	// passphrase, a decrypted chunk of the area and a stripe cut by
+	// the chunk's end.
+	work *secret.Key
+	vk   *secret.Key
+	used bool
+}
+
+// prefetchMax bounds the ciphertext PrepareKeyslot reads ahead, so that
+// a header with a huge key or stripe count costs no more memory than it
+// did when read a piece at a time.
+const prefetchMax = 1 << 20
+
+// PrepareKeyslot reads the area of a keyslot bound to the data segment
+// and maps the memory to open it (see PreparedKeyslot); it fails where
+// OpenKeyslot would fail before looking at the passphrase. The caller
+// calls Open once, and Close.
+func (h *Header) PrepareKeyslot(dev io.ReaderAt, slot int) (*PreparedKeyslot, error) {
 	if err := h.reencrypting(); err != nil {
 		return nil, err
 	}
 	if _, ok := h.meta.keyslots[slot]; ok && !h.meta.bound(slot) {
 		return nil, fmt.Errorf("%w: keyslot %d", ErrUnboundKeyslot, slot)
 	}
-	return h.openKeyslot(dev, slot, passphrase)
+	return h.prepareKeyslot(dev, slot, prefetchMax)
 }
 
-// openKeyslot opens a keyslot whether or not it is bound to the data
-// segment; the key is checked against the keyslot's own digest.
-func (h *Header) openKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*secret.Key, error) {
+// prepareKeyslot reads at most prefetch bytes of the area ahead.
+func (h *Header) prepareKeyslot(dev io.ReaderAt, slot, prefetch int) (*PreparedKeyslot, error) {
 	ks, ok := h.meta.keyslots[slot]
 	if !ok {
 		return nil, fmt.Errorf("%w: %d", ErrNoSuchKeyslot, slot)
@@ -56,73 +109,105 @@ func (h *Header) openKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*sec
 	if _, err := hashByName(ks.af.hash); err != nil {
 		return nil, fmt.Errorf("%w: keyslot %d: %v", ErrUnsupported, slot, err)
 	}
-	key, err := ks.kdf.derive(passphrase, ks.salt, ks.area.keySize)
+	size := int(afSectors(ks.keySize, ks.af.stripes)) * sectorSize
+	ct := make([]byte, min(size, prefetch))
+	if _, err := dev.ReadAt(ct, int64(ks.area.offset)); err != nil {
+		return nil, fmt.Errorf("luks2: keyslot %d: read area: %w", slot, err)
+	}
+	work, err := secret.New(ks.area.keySize + areaChunk + ks.keySize)
 	if err != nil {
+		return nil, err
+	}
+	vk, err := secret.New(ks.keySize)
+	if err != nil {
+		work.Wipe()
+		return nil, err
+	}
+	return &PreparedKeyslot{slot: slot, ks: ks, d: d, ct: ct, dev: dev, work: work, vk: vk}, nil
+}
+
+// Open derives the keyslot key from the passphrase, decrypts the area,
+// merges the split and checks the result against the keyslot's digest;
+// a passphrase that does not fit gives ErrWrongPassphrase. It returns
+// the volume key, which the caller wipes; it may be called only once.
+func (p *PreparedKeyslot) Open(passphrase []byte) (*secret.Key, error) {
+	if p.used {
+		return nil, errors.New("luks2: prepared keyslot opened twice")
+	}
+	p.used = true
+	ks, slot := p.ks, p.slot
+	w := p.work.Bytes()
+	key, chunk, carry := w[:ks.area.keySize], w[ks.area.keySize:ks.area.keySize+areaChunk], w[ks.area.keySize+areaChunk:]
+	if err := ks.kdf.deriveInto(key, passphrase, ks.salt); err != nil {
 		return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
 	}
-	defer key.Wipe()
-	c, err := newAreaCipher(ks.area.encryption, key.Bytes())
+	c, err := newAreaCipher(ks.area.encryption, key)
 	if err != nil {
 		return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
 	}
 	defer c.wipe()
-	vk, err := secret.New(ks.keySize)
-	if err != nil {
-		return nil, err
-	}
-	if err := mergeArea(dev, c, ks, vk.Bytes()); err != nil {
-		vk.Wipe()
+	vk := p.vk.Bytes()
+	if err := mergeArea(p.dev, c, ks, p.ct, chunk, carry, vk); err != nil {
 		return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
 	}
-	match, err := d.verify(vk.Bytes())
-	if err != nil || !match {
-		vk.Wipe()
-		if err != nil {
-			return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
-		}
+	match, err := p.d.verify(vk)
+	if err != nil {
+		return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
+	}
+	if !match {
 		return nil, fmt.Errorf("%w (keyslot %d)", ErrWrongPassphrase, slot)
 	}
-	return vk, nil
+	out := p.vk
+	p.vk = nil
+	return out, nil
+}
+
+// Close wipes and releases what the keyslot holds: the derived key and
+// the merge's scratch, and the volume key unless Open returned it.
+func (p *PreparedKeyslot) Close() {
+	p.work.Wipe()
+	p.vk.Wipe()
+	p.vk = nil
 }
 
 // areaChunk is how much of a keyslot area an unlock decrypts at a time:
 // the plaintext split is key material and lives in locked memory, and
-// mapping, locking and unmapping one page is much cheaper than the 250 KiB
-// of a whole 512-bit key's split, which a boot pays once per volume.
+// a page of it is enough, where the whole of a 512-bit key's split would
+// be 250 KiB to lock.
 const areaChunk = 4096
 
-// mergeArea reads the keyslot area of ks from dev (ciphertext, into the
-// heap, a few chunks at a time), decrypts it a chunk at a time into locked
-// memory and merges the split into vk.
-func mergeArea(dev io.ReaderAt, c sectorCipher, ks *keyslot, vk []byte) error {
-	scratch, err := secret.New(areaChunk + len(vk))
-	if err != nil {
-		return err
-	}
-	defer scratch.Wipe()
-	pt, carry := scratch.Bytes()[:areaChunk], scratch.Bytes()[areaChunk:]
+// mergeArea decrypts the keyslot area of ks, whose first len(ct) bytes
+// are in ct and the rest on dev, a chunk at a time into chunk (locked
+// memory), and merges the split into vk; carry is scratch of len(vk)
+// bytes in locked memory.
+func mergeArea(dev io.ReaderAt, c sectorCipher, ks *keyslot, ct, chunk, carry, vk []byte) error {
 	m, err := newAFMerger(vk, carry, ks.af.stripes, ks.af.hash)
 	if err != nil {
 		return err
 	}
 	defer m.wipe()
 	size := int(afSectors(ks.keySize, ks.af.stripes)) * sectorSize
-	ct := make([]byte, min(size, 8*areaChunk))
 	for off := 0; off < size; {
-		rd := ct[:min(len(ct), size-off)]
-		if _, err := dev.ReadAt(rd, int64(ks.area.offset)+int64(off)); err != nil {
-			return fmt.Errorf("read area: %w", err)
+		rd := ct
+		if off > 0 {
+			// Past the prefetched part: read the rest into the same
+			// buffer, a piece at a time.
+			rd = ct[:min(len(ct), size-off)]
+			if _, err := dev.ReadAt(rd, int64(ks.area.offset)+int64(off)); err != nil {
+				return fmt.Errorf("read area: %w", err)
+			}
 		}
 		for len(rd) > 0 {
-			chunk := pt[:min(areaChunk, len(rd))]
-			for s := 0; s < len(chunk); s += sectorSize {
-				c.decryptSector(chunk[s:s+sectorSize], rd[s:s+sectorSize], uint64((off+s)/sectorSize))
+			pt := chunk[:min(len(chunk), len(rd))]
+			for s := 0; s < len(pt); s += sectorSize {
+				c.decryptSector(pt[s:s+sectorSize], rd[s:s+sectorSize], uint64((off+s)/sectorSize))
 			}
-			m.write(chunk)
-			rd = rd[len(chunk):]
-			off += len(chunk)
+			m.write(pt)
+			rd = rd[len(pt):]
+			off += len(pt)
 		}
 	}
+	clear(chunk)
 	if !m.complete() {
 		return fmt.Errorf("%w: area holds fewer than %d stripes", ErrInvalidHeader, ks.af.stripes)
 	}

@@ -507,3 +507,53 @@ func TestRoundTripUnchanged(t *testing.T) {
 		t.Errorf("seqid %d after rewrite", binary.SeqID())
 	}
 }
+
+// TestPreparedKeyslot: a keyslot prepared before its passphrase is known
+// opens as OpenKeyslot does, whether its area was read ahead whole or in
+// part (the rest read by Open), and is opened once only.
+func TestPreparedKeyslot(t *testing.T) {
+	dev, h := newMemImage(t, FormatOptions{})
+	want, err := h.OpenKeyslot(dev, 0, []byte("pass"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer want.Wipe()
+	for _, tc := range []struct {
+		name     string
+		prefetch int
+		pass     string
+		err      error
+	}{
+		{"whole area", prefetchMax, "pass", nil},
+		{"one chunk ahead", areaChunk, "pass", nil},
+		{"one sector ahead", sectorSize, "pass", nil},
+		{"wrong passphrase", prefetchMax, "wrong", ErrWrongPassphrase},
+		{"wrong passphrase, part ahead", 3 * sectorSize, "wrong", ErrWrongPassphrase},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := h.prepareKeyslot(dev, 0, tc.prefetch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			vk, err := p.Open([]byte(tc.pass))
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("Open = %v, want %v", err, tc.err)
+			}
+			if err != nil {
+				return
+			}
+			p.Close() // must leave the returned key alone
+			if !vk.Equal(want) {
+				t.Error("volume key differs from OpenKeyslot's")
+			}
+			vk.Wipe()
+			if _, err := p.Open([]byte(tc.pass)); err == nil {
+				t.Error("second Open succeeded")
+			}
+		})
+	}
+	if _, err := h.PrepareKeyslot(dev, 7); !errors.Is(err, ErrNoSuchKeyslot) {
+		t.Errorf("PrepareKeyslot(7) = %v", err)
+	}
+}

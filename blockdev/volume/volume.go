@@ -280,14 +280,34 @@ func passphrase(ctx context.Context, h *luks2.Header, kms kmsclient.KMS, t kmsTo
 	return pass, nil
 }
 
-// unwrap asks the KMS for a token's data key and opens its keyslot.
+// unwrap asks the KMS for a token's data key and opens its keyslot. The
+// keyslot's area is read and its memory mapped while the KMS request is
+// in flight (luks2.PreparedKeyslot): a boot that unlocks many volumes at
+// once then has only the key derivation, decryption and merge to do per
+// volume when the replies come back together.
 func unwrap(ctx context.Context, dev Device, h *luks2.Header, kms kmsclient.KMS, t kmsToken) (*secret.Key, error) {
+	type prepared struct {
+		p   *luks2.PreparedKeyslot
+		err error
+	}
+	ready := make(chan prepared, 1)
+	go func() {
+		p, err := h.PrepareKeyslot(dev, t.tok.Keyslot)
+		ready <- prepared{p, err}
+	}()
 	pass, err := passphrase(ctx, h, kms, t)
+	prep := <-ready
+	if prep.err == nil {
+		defer prep.p.Close()
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer pass.Wipe()
-	vk, err := h.OpenKeyslot(dev, t.tok.Keyslot, pass.Bytes())
+	if prep.err != nil {
+		return nil, fmt.Errorf("token %d: %w", t.id, prep.err)
+	}
+	vk, err := prep.p.Open(pass.Bytes())
 	if errors.Is(err, luks2.ErrWrongPassphrase) {
 		return nil, fmt.Errorf("token %d: the KMS data key does not open keyslot %d; the keyslot was replaced or damaged: %w", t.id, t.tok.Keyslot, err)
 	}
