@@ -127,6 +127,9 @@ type diffuser struct {
 	blk [sha256block.BlockSize]byte
 	out [sha256block.Size]byte
 	st  sha256block.State
+	// The same for the two lanes of a 64-byte block.
+	blk2 [2][sha256block.BlockSize]byte
+	st2  [2]sha256block.State
 }
 
 func newDiffuser(hashName string) (*diffuser, error) {
@@ -145,6 +148,20 @@ func newDiffuser(hashName string) (*diffuser, error) {
 // short) with the hash of its big-endian index followed by the chunk,
 // truncated to the chunk's length.
 func (d *diffuser) diffuse(b []byte) {
+	if d.h == nil && len(b) == 2*sha256block.Size {
+		// A 64-byte key (aes-xts-plain64 with AES-256): two chunks,
+		// hashed in the two lanes of Blocks2.
+		for i := range 2 {
+			binary.BigEndian.PutUint32(d.blk2[i][:4], uint32(i))
+			copy(d.blk2[i][4:], b[i*sha256block.Size:(i+1)*sha256block.Size])
+			sha256block.Pad(d.blk2[i][:], 4+sha256block.Size, 4+sha256block.Size)
+			d.st2[i] = sha256block.IV
+		}
+		sha256block.Blocks2(&d.st2[0], &d.st2[1], d.blk2[0][:], d.blk2[1][:])
+		d.st2[0].Put(b[:sha256block.Size])
+		d.st2[1].Put(b[sha256block.Size:])
+		return
+	}
 	if d.h == nil {
 		// 4 + at most 32 bytes: always a single padded block.
 		for i := 0; i*sha256block.Size < len(b); i++ {
@@ -179,4 +196,7 @@ func (d *diffuser) wipe() {
 	clear(d.blk[:])
 	clear(d.out[:])
 	d.st = sha256block.State{}
+	clear(d.blk2[0][:])
+	clear(d.blk2[1][:])
+	d.st2 = [2]sha256block.State{}
 }

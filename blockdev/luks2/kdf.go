@@ -201,41 +201,70 @@ func pbkdf2SHA256(dst, password, salt []byte, iterations int) {
 	}
 	sha256block.Blocks(&ostate, pad[:])
 
-	// blk is one padded 32-byte message after the key block: the
-	// message is rewritten in place, the padding stays.
-	var blk [bs]byte
-	sha256block.Pad(blk[:], size, bs+size)
-	var st sha256block.State
-	var t [size]byte
+	// blk[j] is one padded 32-byte message after the key block: the
+	// message is rewritten in place, the padding stays. Two output
+	// blocks (a 64-byte key has two) are independent chains, run in the
+	// two lanes of Blocks2.
+	var blk [2][bs]byte
+	sha256block.Pad(blk[0][:], size, bs+size)
+	sha256block.Pad(blk[1][:], size, bs+size)
+	var st [2]sha256block.State
+	var t [2][size]byte
 	var buf [2 * bs]byte
-	var counter [4]byte
-	for block := uint32(1); len(dst) > 0; block++ {
-		// U1 = HMAC(salt || INT(block)); the salt may have any length.
-		binary.BigEndian.PutUint32(counter[:], block)
-		st = istate
-		hashTail(&st, buf[:], bs, salt, counter[:])
-		st.Put(blk[:size])
-		st = ostate
-		sha256block.Blocks(&st, blk[:])
-		st.Put(blk[:size])
-		copy(t[:], blk[:size])
-		for i := 1; i < iterations; i++ {
-			st = istate
-			sha256block.Blocks(&st, blk[:])
-			st.Put(blk[:size])
-			st = ostate
-			sha256block.Blocks(&st, blk[:])
-			st.Put(blk[:size])
-			xor(t[:], blk[:size])
+	for block := uint32(1); len(dst) > 0; {
+		lanes := 1
+		if len(dst) > size {
+			lanes = 2
 		}
-		dst = dst[copy(dst, t[:]):]
+		// U1 = HMAC(salt || INT(block)); the salt may have any length.
+		for j := range lanes {
+			var counter [4]byte
+			binary.BigEndian.PutUint32(counter[:], block+uint32(j))
+			st[j] = istate
+			hashTail(&st[j], buf[:], bs, salt, counter[:])
+			st[j].Put(blk[j][:size])
+			st[j] = ostate
+			sha256block.Blocks(&st[j], blk[j][:])
+			st[j].Put(blk[j][:size])
+			copy(t[j][:], blk[j][:size])
+		}
+		if lanes == 2 {
+			for i := 1; i < iterations; i++ {
+				st[0], st[1] = istate, istate
+				sha256block.Blocks2(&st[0], &st[1], blk[0][:], blk[1][:])
+				st[0].Put(blk[0][:size])
+				st[1].Put(blk[1][:size])
+				st[0], st[1] = ostate, ostate
+				sha256block.Blocks2(&st[0], &st[1], blk[0][:], blk[1][:])
+				st[0].Put(blk[0][:size])
+				st[1].Put(blk[1][:size])
+				xor(t[0][:], blk[0][:size])
+				xor(t[1][:], blk[1][:size])
+			}
+		} else {
+			for i := 1; i < iterations; i++ {
+				st[0] = istate
+				sha256block.Blocks(&st[0], blk[0][:])
+				st[0].Put(blk[0][:size])
+				st[0] = ostate
+				sha256block.Blocks(&st[0], blk[0][:])
+				st[0].Put(blk[0][:size])
+				xor(t[0][:], blk[0][:size])
+			}
+		}
+		for j := range lanes {
+			dst = dst[copy(dst, t[j][:]):]
+		}
+		block += uint32(lanes)
 	}
 	clear(key[:])
 	clear(pad[:])
-	clear(blk[:])
-	clear(t[:])
+	clear(blk[0][:])
+	clear(blk[1][:])
+	clear(t[0][:])
+	clear(t[1][:])
 	clear(buf[:])
-	istate, ostate, st = sha256block.State{}, sha256block.State{}, sha256block.State{}
+	istate, ostate, st = sha256block.State{}, sha256block.State{}, [2]sha256block.State{}
 }
 
 // hashTail hashes a || b into st, which has already taken prefix bytes

@@ -35,6 +35,25 @@ func Blocks(s *State, p []byte) {
 	blocksGeneric(s, p)
 }
 
+// Blocks2 is Blocks on two independent chains at once, a over pa and b
+// over pb, which must be of the same length. The compression's rounds
+// each wait on the one before, so the SHA extensions leave most of the
+// CPU's capacity unused on one chain; two interleaved take little more
+// time than one. LUKS2 has two chains where a key is 64 bytes: the two
+// halves of each anti-forensic stripe and the two output blocks of the
+// keyslot's PBKDF2.
+func Blocks2(a, b *State, pa, pb []byte) {
+	if len(pa) != len(pb) {
+		panic("sha256block: Blocks2 on messages of different lengths")
+	}
+	if haveSHANI {
+		blocks2SHANI(a, b, pa, pb)
+		return
+	}
+	blocksGeneric(a, pa)
+	blocksGeneric(b, pb)
+}
+
 // Put writes s big-endian into dst (at least Size bytes): the digest,
 // when s is the state after the last, padded block.
 func (s *State) Put(dst []byte) {

@@ -20,4 +20,7 @@ func hasSHA() bool {
 //go:noescape
 func blocksSHANI(s *State, p []byte)
 
+//go:noescape
+func blocks2SHANI(a, b *State, pa, pb []byte)
+
 func cpuid(leaf uint32) (eax, ebx uint32)

@@ -73,3 +73,37 @@ func BenchmarkStdlibSum36(b *testing.B) {
 		buf[0] = s[0]
 	}
 }
+
+// TestBlocks2 checks the two-lane routine against one lane at a time,
+// over chains of one to five blocks from different states.
+func TestBlocks2(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for n := 0; n <= 5; n++ {
+		for range 50 {
+			pa, pb := make([]byte, n*BlockSize), make([]byte, n*BlockSize)
+			for i := range pa {
+				pa[i], pb[i] = byte(r.Uint32()), byte(r.Uint32())
+			}
+			var a, b State
+			for i := range a {
+				a[i], b[i] = r.Uint32(), r.Uint32()
+			}
+			wa, wb := a, b
+			blocksGeneric(&wa, pa)
+			blocksGeneric(&wb, pb)
+			Blocks2(&a, &b, pa, pb)
+			if a != wa || b != wb {
+				t.Fatalf("%d blocks: lanes differ from one at a time", n)
+			}
+		}
+	}
+}
+
+func BenchmarkBlock2(b *testing.B) {
+	s, t := IV, IV
+	buf := make([]byte, BlockSize)
+	b.SetBytes(2 * BlockSize)
+	for b.Loop() {
+		Blocks2(&s, &t, buf, buf)
+	}
+}
