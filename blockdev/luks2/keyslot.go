@@ -30,7 +30,7 @@ const (
 // as cryptsetup does: an unbound one gives ErrUnboundKeyslot, since the
 // key it holds is not the volume key.
 func (h *Header) OpenKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*secret.Key, error) {
-	p, err := h.PrepareKeyslot(dev, slot)
+	p, err := h.PrepareKeyslot(dev, slot, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +41,7 @@ func (h *Header) OpenKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*sec
 // openKeyslot opens a keyslot whether or not it is bound to the data
 // segment; the key is checked against the keyslot's own digest.
 func (h *Header) openKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*secret.Key, error) {
-	p, err := h.prepareKeyslot(dev, slot, prefetchMax)
+	p, err := h.prepareKeyslot(dev, slot, 0, prefetchMax)
 	if err != nil {
 		return nil, err
 	}
@@ -67,11 +67,12 @@ type PreparedKeyslot struct {
 	ct  []byte
 	dev io.ReaderAt
 	// work holds, in one locked mapping, the key derived from the
-	// passphrase, a decrypted chunk of the area and a stripe cut by
-	// the chunk's end.
-	work *secret.Key
-	vk   *secret.Key
-	used bool
+	// passphrase, a decrypted chunk of the area, a stripe cut by the
+	// chunk's end and room for the caller's passphrase.
+	work    *secret.Key
+	passLen int
+	vk      *secret.Key
+	used    bool
 }
 
 // prefetchMax bounds the ciphertext PrepareKeyslot reads ahead, so that
@@ -80,21 +81,25 @@ type PreparedKeyslot struct {
 const prefetchMax = 1 << 20
 
 // PrepareKeyslot reads the area of a keyslot bound to the data segment
-// and maps the memory to open it (see PreparedKeyslot); it fails where
+// and maps the memory to open it (see PreparedKeyslot), with room for a
+// passphrase of passLen bytes (PassphraseBuffer); it fails where
 // OpenKeyslot would fail before looking at the passphrase. The caller
 // calls Open once, and Close.
-func (h *Header) PrepareKeyslot(dev io.ReaderAt, slot int) (*PreparedKeyslot, error) {
+func (h *Header) PrepareKeyslot(dev io.ReaderAt, slot, passLen int) (*PreparedKeyslot, error) {
 	if err := h.reencrypting(); err != nil {
 		return nil, err
 	}
 	if _, ok := h.meta.keyslots[slot]; ok && !h.meta.bound(slot) {
 		return nil, fmt.Errorf("%w: keyslot %d", ErrUnboundKeyslot, slot)
 	}
-	return h.prepareKeyslot(dev, slot, prefetchMax)
+	return h.prepareKeyslot(dev, slot, passLen, prefetchMax)
 }
 
 // prepareKeyslot reads at most prefetch bytes of the area ahead.
-func (h *Header) prepareKeyslot(dev io.ReaderAt, slot, prefetch int) (*PreparedKeyslot, error) {
+func (h *Header) prepareKeyslot(dev io.ReaderAt, slot, passLen, prefetch int) (*PreparedKeyslot, error) {
+	if passLen < 0 || passLen > maxPassphraseRoom {
+		return nil, fmt.Errorf("luks2: passphrase room of %d bytes", passLen)
+	}
 	ks, ok := h.meta.keyslots[slot]
 	if !ok {
 		return nil, fmt.Errorf("%w: %d", ErrNoSuchKeyslot, slot)
@@ -114,7 +119,7 @@ func (h *Header) prepareKeyslot(dev io.ReaderAt, slot, prefetch int) (*PreparedK
 	if _, err := dev.ReadAt(ct, int64(ks.area.offset)); err != nil {
 		return nil, fmt.Errorf("luks2: keyslot %d: read area: %w", slot, err)
 	}
-	work, err := secret.New(ks.area.keySize + areaChunk + ks.keySize)
+	work, err := secret.New(ks.area.keySize + areaChunk + ks.keySize + passLen)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +128,20 @@ func (h *Header) prepareKeyslot(dev io.ReaderAt, slot, prefetch int) (*PreparedK
 		work.Wipe()
 		return nil, err
 	}
-	return &PreparedKeyslot{slot: slot, ks: ks, d: d, ct: ct, dev: dev, work: work, vk: vk}, nil
+	return &PreparedKeyslot{slot: slot, ks: ks, d: d, ct: ct, dev: dev, work: work, passLen: passLen, vk: vk}, nil
+}
+
+// maxPassphraseRoom bounds PrepareKeyslot's passLen: cryptsetup reads
+// passphrases of at most 8 MiB, a KMS data key's encoding is 44 bytes.
+const maxPassphraseRoom = 1 << 20
+
+// PassphraseBuffer is the room for a passphrase asked for by
+// PrepareKeyslot, in the keyslot's locked memory: a caller that builds
+// the passphrase (from a KMS data key, say) writes it here and passes it
+// to Open, and needs no locked mapping of its own. Close wipes it.
+func (p *PreparedKeyslot) PassphraseBuffer() []byte {
+	w := p.work.Bytes()
+	return w[len(w)-p.passLen:]
 }
 
 // Open derives the keyslot key from the passphrase, decrypts the area,
@@ -137,7 +155,8 @@ func (p *PreparedKeyslot) Open(passphrase []byte) (*secret.Key, error) {
 	p.used = true
 	ks, slot := p.ks, p.slot
 	w := p.work.Bytes()
-	key, chunk, carry := w[:ks.area.keySize], w[ks.area.keySize:ks.area.keySize+areaChunk], w[ks.area.keySize+areaChunk:]
+	key, chunk := w[:ks.area.keySize], w[ks.area.keySize:ks.area.keySize+areaChunk]
+	carry := w[ks.area.keySize+areaChunk : ks.area.keySize+areaChunk+ks.keySize]
 	if err := ks.kdf.deriveInto(key, passphrase, ks.salt); err != nil {
 		return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
 	}
@@ -162,8 +181,9 @@ func (p *PreparedKeyslot) Open(passphrase []byte) (*secret.Key, error) {
 	return out, nil
 }
 
-// Close wipes and releases what the keyslot holds: the derived key and
-// the merge's scratch, and the volume key unless Open returned it.
+// Close wipes and releases what the keyslot holds: the derived key, the
+// merge's scratch and the passphrase room, and the volume key unless
+// Open returned it.
 func (p *PreparedKeyslot) Close() {
 	p.work.Wipe()
 	p.vk.Wipe()

@@ -531,7 +531,7 @@ func TestPreparedKeyslot(t *testing.T) {
 		{"wrong passphrase, part ahead", 3 * sectorSize, "wrong", ErrWrongPassphrase},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := h.prepareKeyslot(dev, 0, tc.prefetch)
+			p, err := h.prepareKeyslot(dev, 0, 0, tc.prefetch)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -553,7 +553,23 @@ func TestPreparedKeyslot(t *testing.T) {
 			}
 		})
 	}
-	if _, err := h.PrepareKeyslot(dev, 7); !errors.Is(err, ErrNoSuchKeyslot) {
+	if _, err := h.PrepareKeyslot(dev, 7, 0); !errors.Is(err, ErrNoSuchKeyslot) {
 		t.Errorf("PrepareKeyslot(7) = %v", err)
 	}
+	// A passphrase built in the keyslot's own room.
+	p, err := h.PrepareKeyslot(dev, 0, len("pass"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	buf := p.PassphraseBuffer()
+	if len(buf) != len("pass") {
+		t.Fatalf("PassphraseBuffer is %d bytes", len(buf))
+	}
+	copy(buf, "pass")
+	vk, err := p.Open(buf)
+	if err != nil || !vk.Equal(want) {
+		t.Fatalf("Open(PassphraseBuffer) = %v", err)
+	}
+	vk.Wipe()
 }

@@ -217,15 +217,32 @@ func TypeOf(raw []byte) string {
 // Passphrase returns the keyslot passphrase for a data key: its standard
 // base64 text, in locked memory. The caller wipes it.
 func Passphrase(dataKey *secret.Key) (*secret.Key, error) {
-	if dataKey.Len() != DataKeySize {
-		return nil, fmt.Errorf("data key is %d bytes, want %d", dataKey.Len(), DataKeySize)
-	}
-	p, err := secret.New(base64.StdEncoding.EncodedLen(DataKeySize))
+	p, err := secret.New(PassphraseLen)
 	if err != nil {
 		return nil, err
 	}
-	base64.StdEncoding.Encode(p.Bytes(), dataKey.Bytes())
+	if err := PassphraseInto(p.Bytes(), dataKey); err != nil {
+		p.Wipe()
+		return nil, err
+	}
 	return p, nil
+}
+
+// PassphraseLen is the length of a keyslot passphrase: standard base64,
+// padded, of DataKeySize bytes.
+const PassphraseLen = (DataKeySize + 2) / 3 * 4
+
+// PassphraseInto writes the keyslot passphrase for a data key into dst,
+// PassphraseLen bytes of locked memory the caller provides.
+func PassphraseInto(dst []byte, dataKey *secret.Key) error {
+	if dataKey.Len() != DataKeySize {
+		return fmt.Errorf("data key is %d bytes, want %d", dataKey.Len(), DataKeySize)
+	}
+	if len(dst) != PassphraseLen {
+		return fmt.Errorf("passphrase buffer is %d bytes, want %d", len(dst), PassphraseLen)
+	}
+	base64.StdEncoding.Encode(dst, dataKey.Bytes())
+	return nil
 }
 
 // KDF is the key derivation of the keyslot the token opens: the minimum

@@ -262,6 +262,20 @@ func ReadHeader(dev Device) (*luks2.Header, error) { return readHeader(dev) }
 // as the passphrase of the token's keyslot (token.Passphrase). The
 // caller wipes it.
 func passphrase(ctx context.Context, h *luks2.Header, kms kmsclient.KMS, t kmsToken) (*secret.Key, error) {
+	dk, err := dataKey(ctx, h, kms, t)
+	if err != nil {
+		return nil, err
+	}
+	defer dk.Wipe()
+	pass, err := token.Passphrase(dk)
+	if err != nil {
+		return nil, fmt.Errorf("token %d: %w", t.id, err)
+	}
+	return pass, nil
+}
+
+// dataKey asks the KMS for a token's data key. The caller wipes it.
+func dataKey(ctx context.Context, h *luks2.Header, kms kmsclient.KMS, t kmsToken) (*secret.Key, error) {
 	if t.tok.Binding != h.UUID() {
 		return nil, &BindingError{TokenID: t.id, Binding: t.tok.Binding, UUID: h.UUID()}
 	}
@@ -272,19 +286,15 @@ func passphrase(ctx context.Context, h *luks2.Header, kms kmsclient.KMS, t kmsTo
 	if err != nil {
 		return nil, fmt.Errorf("unwrap the data key of token %d (KMS key %s): %w", t.id, t.tok.KMS.KeyID, err)
 	}
-	defer dk.Wipe()
-	pass, err := token.Passphrase(dk)
-	if err != nil {
-		return nil, fmt.Errorf("token %d: %w", t.id, err)
-	}
-	return pass, nil
+	return dk, nil
 }
 
 // unwrap asks the KMS for a token's data key and opens its keyslot. The
 // keyslot's area is read and its memory mapped while the KMS request is
-// in flight (luks2.PreparedKeyslot): a boot that unlocks many volumes at
-// once then has only the key derivation, decryption and merge to do per
-// volume when the replies come back together.
+// in flight (luks2.PreparedKeyslot), the passphrase built in that memory:
+// a boot that unlocks many volumes at once then has only the key
+// derivation, decryption and merge to do per volume when the replies
+// come back together.
 func unwrap(ctx context.Context, dev Device, h *luks2.Header, kms kmsclient.KMS, t kmsToken) (*secret.Key, error) {
 	type prepared struct {
 		p   *luks2.PreparedKeyslot
@@ -292,10 +302,10 @@ func unwrap(ctx context.Context, dev Device, h *luks2.Header, kms kmsclient.KMS,
 	}
 	ready := make(chan prepared, 1)
 	go func() {
-		p, err := h.PrepareKeyslot(dev, t.tok.Keyslot)
+		p, err := h.PrepareKeyslot(dev, t.tok.Keyslot, token.PassphraseLen)
 		ready <- prepared{p, err}
 	}()
-	pass, err := passphrase(ctx, h, kms, t)
+	dk, err := dataKey(ctx, h, kms, t)
 	prep := <-ready
 	if prep.err == nil {
 		defer prep.p.Close()
@@ -303,11 +313,16 @@ func unwrap(ctx context.Context, dev Device, h *luks2.Header, kms kmsclient.KMS,
 	if err != nil {
 		return nil, err
 	}
-	defer pass.Wipe()
+	defer dk.Wipe()
 	if prep.err != nil {
 		return nil, fmt.Errorf("token %d: %w", t.id, prep.err)
 	}
-	vk, err := prep.p.Open(pass.Bytes())
+	pass := prep.p.PassphraseBuffer()
+	if err := token.PassphraseInto(pass, dk); err != nil {
+		return nil, fmt.Errorf("token %d: %w", t.id, err)
+	}
+	dk.Wipe() // the passphrase holds it now; the merge takes a while
+	vk, err := prep.p.Open(pass)
 	if errors.Is(err, luks2.ErrWrongPassphrase) {
 		return nil, fmt.Errorf("token %d: the KMS data key does not open keyslot %d; the keyslot was replaced or damaged: %w", t.id, t.tok.Keyslot, err)
 	}
