@@ -11,6 +11,9 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"kmsagent/agent/secret"
 )
@@ -60,10 +63,9 @@ type PreparedKeyslot struct {
 	slot int
 	ks   *keyslot
 	d    *digest
-	// ct is the area's ciphertext, all of it when it is at most
-	// prefetchMax bytes (a 512-bit key's split is 250 KiB), else its
-	// first prefetchMax bytes; Open reads the rest into ct, a piece at a
-	// time.
+	// ct holds the first prefetchMax bytes of the area's ciphertext
+	// (a 512-bit key's split is 250 KiB); Open reads the rest into ct,
+	// a piece at a time.
 	ct  []byte
 	dev io.ReaderAt
 	// work holds, in one locked mapping, the key derived from the
@@ -75,10 +77,31 @@ type PreparedKeyslot struct {
 	used    bool
 }
 
-// prefetchMax bounds the ciphertext PrepareKeyslot reads ahead, so that
-// a header with a huge key or stripe count costs no more memory than it
-// did when read a piece at a time.
-const prefetchMax = 1 << 20
+// prefetchMax is how much of the area PrepareKeyslot reads; the rest
+// is only announced to the kernel (POSIX_FADV_WILLNEED), so that a cold
+// disk reads it while the KMS request is in flight and Open finds it in
+// the page cache. Reading all of it ahead into the heap cost more CPU
+// than it moved out of the way: 250 KiB of fresh heap per unlock is
+// page faults and collector work, dearer than the copies.
+const prefetchMax = 32 << 10
+
+// willNeed tells the kernel that [off, off+n) of dev will be read soon,
+// when dev is a file; it is only a hint, so errors are ignored.
+func willNeed(dev io.ReaderAt, off, n int64) {
+	f, ok := dev.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	})
+	if !ok {
+		return
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.Fadvise(int(fd), off, n, unix.FADV_WILLNEED)
+	})
+}
 
 // PrepareKeyslot reads the area of a keyslot bound to the data segment
 // and maps the memory to open it (see PreparedKeyslot), with room for a
@@ -118,6 +141,9 @@ func (h *Header) prepareKeyslot(dev io.ReaderAt, slot, passLen, prefetch int) (*
 	ct := make([]byte, min(size, prefetch))
 	if _, err := dev.ReadAt(ct, int64(ks.area.offset)); err != nil {
 		return nil, fmt.Errorf("luks2: keyslot %d: read area: %w", slot, err)
+	}
+	if len(ct) < size {
+		willNeed(dev, int64(ks.area.offset)+int64(len(ct)), int64(size-len(ct)))
 	}
 	work, err := secret.New(ks.area.keySize + areaChunk + ks.keySize + passLen)
 	if err != nil {

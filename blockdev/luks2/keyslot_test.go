@@ -524,10 +524,11 @@ func TestPreparedKeyslot(t *testing.T) {
 		pass     string
 		err      error
 	}{
-		{"whole area", prefetchMax, "pass", nil},
+		{"whole area", 1 << 20, "pass", nil},
+		{"default", prefetchMax, "pass", nil},
 		{"one chunk ahead", areaChunk, "pass", nil},
 		{"one sector ahead", sectorSize, "pass", nil},
-		{"wrong passphrase", prefetchMax, "wrong", ErrWrongPassphrase},
+		{"wrong passphrase", 1 << 20, "wrong", ErrWrongPassphrase},
 		{"wrong passphrase, part ahead", 3 * sectorSize, "wrong", ErrWrongPassphrase},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
