@@ -138,7 +138,14 @@ func newDiffuser(hashName string) (*diffuser, error) {
 		return nil, fmt.Errorf("%w: af: %v", ErrUnsupported, err)
 	}
 	if hashName == "sha256" {
-		return &diffuser{}, nil
+		d := &diffuser{}
+		// The two-lane blocks differ from stripe to stripe only in
+		// their 32 message bytes: index and padding are laid out once.
+		for i := range 2 {
+			binary.BigEndian.PutUint32(d.blk2[i][:4], uint32(i))
+			sha256block.Pad(d.blk2[i][:], 4+sha256block.Size, 4+sha256block.Size)
+		}
+		return d, nil
 	}
 	hh := h()
 	return &diffuser{h: hh, sum: make([]byte, 0, hh.Size())}, nil
@@ -152,9 +159,7 @@ func (d *diffuser) diffuse(b []byte) {
 		// A 64-byte key (aes-xts-plain64 with AES-256): two chunks,
 		// hashed in the two lanes of Blocks2.
 		for i := range 2 {
-			binary.BigEndian.PutUint32(d.blk2[i][:4], uint32(i))
-			copy(d.blk2[i][4:], b[i*sha256block.Size:(i+1)*sha256block.Size])
-			sha256block.Pad(d.blk2[i][:], 4+sha256block.Size, 4+sha256block.Size)
+			copy(d.blk2[i][4:4+sha256block.Size], b[i*sha256block.Size:])
 			d.st2[i] = sha256block.IV
 		}
 		sha256block.Blocks2(&d.st2[0], &d.st2[1], d.blk2[0][:], d.blk2[1][:])
@@ -196,7 +201,7 @@ func (d *diffuser) wipe() {
 	clear(d.blk[:])
 	clear(d.out[:])
 	d.st = sha256block.State{}
-	clear(d.blk2[0][:])
-	clear(d.blk2[1][:])
+	clear(d.blk2[0][4 : 4+sha256block.Size])
+	clear(d.blk2[1][4 : 4+sha256block.Size])
 	d.st2 = [2]sha256block.State{}
 }
