@@ -83,6 +83,34 @@ func TestWipe(t *testing.T) {
 	}
 }
 
+func TestTruncate(t *testing.T) {
+	k, err := New(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Wipe()
+	for i := range k.Bytes() {
+		k.Bytes()[i] = byte(i + 1)
+	}
+	k.Truncate(40)
+	if k.Len() != 40 || len(k.Bytes()) != 40 || k.Bytes()[39] != 40 {
+		t.Fatalf("after Truncate(40): len %d", k.Len())
+	}
+	if !bytes.Equal(k.mem[40:], make([]byte, len(k.mem)-40)) {
+		t.Error("bytes past the new length not zeroed")
+	}
+	for _, n := range []int{-1, 41} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("Truncate(%d) of a 40-byte key did not panic", n)
+				}
+			}()
+			k.Truncate(n)
+		}()
+	}
+}
+
 // TestWipeThenCollect: a wiped key that becomes garbage must not be
 // released a second time by its cleanup.
 func TestWipeThenCollect(t *testing.T) {

@@ -68,12 +68,13 @@ type PreparedKeyslot struct {
 	// a piece at a time.
 	ct  []byte
 	dev io.ReaderAt
-	// work holds, in one locked mapping, the key derived from the
-	// passphrase, a decrypted chunk of the area, a stripe cut by the
-	// chunk's end and room for the caller's passphrase.
+	// work holds, in one locked mapping, the volume key being merged,
+	// the key derived from the passphrase, a decrypted chunk of the
+	// area, a stripe cut by the chunk's end and room for the caller's
+	// passphrase. Open hands it on as the volume key, cut to its first
+	// part (secret.Key.Truncate): one mapping per unlock.
 	work    *secret.Key
 	passLen int
-	vk      *secret.Key
 	used    bool
 }
 
@@ -145,16 +146,11 @@ func (h *Header) prepareKeyslot(dev io.ReaderAt, slot, passLen, prefetch int) (*
 	if len(ct) < size {
 		willNeed(dev, int64(ks.area.offset)+int64(len(ct)), int64(size-len(ct)))
 	}
-	work, err := secret.New(ks.area.keySize + areaChunk + ks.keySize + passLen)
+	work, err := secret.New(ks.keySize + ks.area.keySize + areaChunk + ks.keySize + passLen)
 	if err != nil {
 		return nil, err
 	}
-	vk, err := secret.New(ks.keySize)
-	if err != nil {
-		work.Wipe()
-		return nil, err
-	}
-	return &PreparedKeyslot{slot: slot, ks: ks, d: d, ct: ct, dev: dev, work: work, passLen: passLen, vk: vk}, nil
+	return &PreparedKeyslot{slot: slot, ks: ks, d: d, ct: ct, dev: dev, work: work, passLen: passLen}, nil
 }
 
 // maxPassphraseRoom bounds PrepareKeyslot's passLen: cryptsetup reads
@@ -166,6 +162,9 @@ const maxPassphraseRoom = 1 << 20
 // the passphrase (from a KMS data key, say) writes it here and passes it
 // to Open, and needs no locked mapping of its own. Close wipes it.
 func (p *PreparedKeyslot) PassphraseBuffer() []byte {
+	if p.work == nil {
+		return nil // opened: the memory is the volume key's now
+	}
 	w := p.work.Bytes()
 	return w[len(w)-p.passLen:]
 }
@@ -181,8 +180,9 @@ func (p *PreparedKeyslot) Open(passphrase []byte) (*secret.Key, error) {
 	p.used = true
 	ks, slot := p.ks, p.slot
 	w := p.work.Bytes()
-	key, chunk := w[:ks.area.keySize], w[ks.area.keySize:ks.area.keySize+areaChunk]
-	carry := w[ks.area.keySize+areaChunk : ks.area.keySize+areaChunk+ks.keySize]
+	vk, w := w[:ks.keySize], w[ks.keySize:]
+	key, w := w[:ks.area.keySize], w[ks.area.keySize:]
+	chunk, carry := w[:areaChunk], w[areaChunk:areaChunk+ks.keySize]
 	if err := ks.kdf.deriveInto(key, passphrase, ks.salt); err != nil {
 		return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
 	}
@@ -191,7 +191,6 @@ func (p *PreparedKeyslot) Open(passphrase []byte) (*secret.Key, error) {
 		return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
 	}
 	defer c.wipe()
-	vk := p.vk.Bytes()
 	if err := mergeArea(p.dev, c, ks, p.ct, chunk, carry, vk); err != nil {
 		return nil, fmt.Errorf("luks2: keyslot %d: %w", slot, err)
 	}
@@ -202,18 +201,18 @@ func (p *PreparedKeyslot) Open(passphrase []byte) (*secret.Key, error) {
 	if !match {
 		return nil, fmt.Errorf("%w (keyslot %d)", ErrWrongPassphrase, slot)
 	}
-	out := p.vk
-	p.vk = nil
+	out := p.work
+	p.work = nil
+	out.Truncate(ks.keySize) // zeroes the derived key, scratch and passphrase
 	return out, nil
 }
 
-// Close wipes and releases what the keyslot holds: the derived key, the
-// merge's scratch and the passphrase room, and the volume key unless
-// Open returned it.
+// Close wipes and releases what the keyslot holds unless Open returned
+// it as the volume key: the derived key, the merge's scratch, the
+// passphrase room and the volume key.
 func (p *PreparedKeyslot) Close() {
 	p.work.Wipe()
-	p.vk.Wipe()
-	p.vk = nil
+	p.work = nil
 }
 
 // areaChunk is how much of a keyslot area an unlock decrypts at a time:
