@@ -56,9 +56,9 @@ func (h *Header) openKeyslot(dev io.ReaderAt, slot int, passphrase []byte) (*sec
 // is known: the area is read and the locked memory the opening needs is
 // mapped. An unlock through the KMS does this while the KMS request is in
 // flight, so that once the passphrase arrives only the key derivation,
-// the decryption, the anti-forensic merge and the digest check remain;
-// the system calls of the rest cost as much CPU as the merge on a
-// virtual machine, and a boot unlocks many volumes at once.
+// the decryption, the anti-forensic merge and the digest check remain:
+// a boot unlocks many volumes at once, and their replies come back
+// together.
 type PreparedKeyslot struct {
 	slot int
 	ks   *keyslot
@@ -174,8 +174,8 @@ func (p *PreparedKeyslot) PassphraseBuffer() []byte {
 // a passphrase that does not fit gives ErrWrongPassphrase. It returns
 // the volume key, which the caller wipes; it may be called only once.
 func (p *PreparedKeyslot) Open(passphrase []byte) (*secret.Key, error) {
-	if p.used {
-		return nil, errors.New("luks2: prepared keyslot opened twice")
+	if p.used || p.work == nil {
+		return nil, errors.New("luks2: prepared keyslot opened twice or after Close")
 	}
 	p.used = true
 	ks, slot := p.ks, p.slot

@@ -572,5 +572,17 @@ func TestPreparedKeyslot(t *testing.T) {
 	if err != nil || !vk.Equal(want) {
 		t.Fatalf("Open(PassphraseBuffer) = %v", err)
 	}
+	if vk.Len() != want.Len() {
+		t.Errorf("volume key of %d bytes, want %d", vk.Len(), want.Len())
+	}
 	vk.Wipe()
+	// Closed before it is opened.
+	p, err = h.PrepareKeyslot(dev, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if _, err := p.Open([]byte("pass")); err == nil {
+		t.Error("Open after Close succeeded")
+	}
 }
