@@ -345,13 +345,14 @@ roundLoop:
 done:
 	RET
 
-// blocks2SHANI is blocksSHANI on two independent messages at once: the
-// same instructions for each, with the registers of the second lane
-// (X9-X15) apart from the first's (X1-X7), interleaved four rounds at a
-// time so that the rounds of one lane run while the other's wait on
-// theirs. X8 holds the byte-order mask; the values to add after the
-// rounds are kept on the stack. Generated, like the lane above, from one
-// description of a round group.
+// blocks2SHANI is blocksSHANI on two independent messages at once. Each
+// lane is blocksSHANI's instruction sequence, unchanged but for its
+// registers (the first lane X1-X7, the second X9-X15; X0 carries the
+// message words of both into SHA256RNDS2, X8 the byte-order mask), and
+// the lanes alternate every four rounds, so that the rounds of one run
+// while the other's wait on theirs. The values to add after the rounds
+// are kept on the stack. TestBlocks2 checks it against one lane at a
+// time.
 // func blocks2SHANI(a, b *State, pa, pb []byte)
 // Requires: AVX, SHA, SSE2, SSE4.1, SSSE3
 TEXT ·blocks2SHANI(SB), NOSPLIT, $64-64
