@@ -138,6 +138,30 @@ elapsed() { echo "$(now) - $1" | bc -l; }
 declare -A samples
 record() { samples[$1,$2]+=" $3"; }
 
+# srv_cpu mountpoint: the CPU time (user + system, seconds) of the process
+# serving the mount so far. Every server's command line ends with its
+# mount point, which is new for each mount; the oldest such process is the
+# server (kmsagent's reaper, started after its worker, ends the same way).
+# The machine is shared, so wall times swing with its load; the CPU time a
+# server spends on the same work is the steadier comparison.
+tck=$(getconf CLK_TCK)
+srv_cpu() {
+  local pid
+  pid=$(pgrep -o -f -- " $1\$") || { echo 0; return; }
+  awk -v tk="$tck" '{ sub(/.*\) /, ""); print ($12 + $13) / tk }' "/proc/$pid/stat"
+}
+# timed fs workload command...: runs the command, records its wall time
+# and the server's CPU time.
+timed() {
+  local fs=$1 w=$2 t c
+  shift 2
+  c=$(srv_cpu "$mnt"); t=$(now)
+  "$@"
+  record "$fs" "$w" "$(elapsed "$t")"
+  record "$fs" "$w-cpu" "$(echo "$(srv_cpu "$mnt") - $c" | bc -l)"
+}
+load_start=$(cut -d' ' -f1 /proc/loadavg)
+
 fio_run() { # dir rw -> IOPS (sum over jobs)
   fio --name=rand --directory="$1" --rw="$2" --bs=4k --direct=1 --ioengine=psync \
     --numjobs=4 --size="${fio_mib}M" --runtime="$fio_seconds" --time_based \
@@ -154,17 +178,15 @@ for ((round = 0; round < rounds; round++)); do
     mount_fs "$fs" "$cipher"
 
     if wants issue; then
-      t=$(now); dd if=/dev/zero of="$plain/issue" bs=1M count="$issue_mib" conv=fsync status=none
-      record "$fs" issue-write "$(elapsed "$t")"
+      timed "$fs" issue-write dd if=/dev/zero of="$plain/issue" bs=1M count="$issue_mib" conv=fsync status=none
       drop_caches
-      t=$(now); cat "$plain/issue" >/dev/null; record "$fs" issue-read "$(elapsed "$t")"
+      timed "$fs" issue-read cat "$plain/issue" >/dev/null
       rm -f "$plain/issue"
     fi
     if wants bench; then
-      t=$(now); dd if=/dev/zero of="$plain/big" bs=1M count="$size_mib" conv=fsync status=none
-      record "$fs" bench-write "$(elapsed "$t")"
+      timed "$fs" bench-write dd if=/dev/zero of="$plain/big" bs=1M count="$size_mib" conv=fsync status=none
       umount_fs "$fs" "$mnt"; drop_caches; mount_fs "$fs" "$cipher"
-      t=$(now); dd if="$plain/big" of=/dev/null bs=1M status=none; record "$fs" bench-read "$(elapsed "$t")"
+      timed "$fs" bench-read dd if="$plain/big" of=/dev/null bs=1M status=none
       rm -f "$plain/big"
     fi
     if wants meta; then
@@ -196,8 +218,11 @@ wants issue && workloads+=(issue-write issue-read)
 wants bench && workloads+=(bench-write bench-read)
 wants meta && workloads+=(untar ls rm)
 wants fio && workloads+=(randread randwrite)
+seq_workloads=()
+for w in "${workloads[@]}"; do [[ $w == *-write || $w == *-read ]] && seq_workloads+=("$w"); done
 for fs in "${order[@]}"; do
   for w in "${workloads[@]}"; do result[$fs,$w]=$(median "${samples[$fs,$w]}"); done
+  for w in "${seq_workloads[@]}"; do result[$fs,$w-cpu]=$(median "${samples[$fs,$w-cpu]}"); done
 done
 
 # label, unit and target of each workload; throughput ratios are
@@ -241,7 +266,7 @@ has() { [[ " ${order[*]} " == *" $1 "* ]]; }
 
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), backing $(findmnt -no FSTYPE -T "$base") on $(findmnt -no SOURCE -T "$base")"
-echo "bash fuse/bench/bench.sh --rounds $rounds --only \"$only\" --fs \"$fslist\"${ka_opts:+ -o $ka_opts}; medians of $rounds rounds, order rotated"
+echo "bash fuse/bench/bench.sh --rounds $rounds --only \"$only\" --fs \"$fslist\"${ka_opts:+ -o $ka_opts}; medians of $rounds rounds, order rotated; load average $load_start at the start, $(cut -d' ' -f1 /proc/loadavg) at the end"
 echo
 hdr="| workload |"; sep="|---|"
 for fs in "${order[@]}"; do hdr+=" $fs |"; sep+="---:|"; done
@@ -261,3 +286,22 @@ for w in "${workloads[@]}"; do
 done
 echo
 echo "Throughput rows: kmsagent's speed over gocryptfs's (higher is better). Time rows (untar, ls, rm): kmsagent's time over gocryptfs's (lower is better)."
+if [ ${#seq_workloads[@]} -gt 0 ]; then
+  # The servers' CPU time for the same sequential workloads (native has
+  # no server).
+  echo
+  hdr="| server CPU time (user + system) |"; sep="|---|"
+  for fs in "${order[@]}"; do [ "$fs" = native ] || { hdr+=" $fs |"; sep+="---:|"; }; done
+  if has kmsagent && has gocryptfs; then hdr+=" kmsagent vs gocryptfs |"; sep+="---:|"; fi
+  echo "$hdr"; echo "$sep"
+  for w in "${seq_workloads[@]}"; do
+    line="| $(label "$w") |"
+    for fs in "${order[@]}"; do [ "$fs" = native ] || line+=" $(printf '%.2f s' "${result[$fs,$w-cpu]}") |"; done
+    if has kmsagent && has gocryptfs; then
+      line+=" $(printf '%.2f×' "$(echo "${result[kmsagent,$w-cpu]} / ${result[gocryptfs,$w-cpu]}" | bc -l)") |"
+    fi
+    echo "$line"
+  done
+  echo
+  echo "CPU rows: kmsagent's CPU time over gocryptfs's for the same work (lower is better)."
+fi
