@@ -57,6 +57,9 @@ type rootData struct {
 	// chown is set when running as root: new entries get the caller's
 	// owner, as on a local file system.
 	chown bool
+	// noLabels is set when SELinux is off on this host: a missing
+	// security.selinux is then reported as unsupported (see xattr.go).
+	noLabels bool
 	// noFallocate is set once the cipher file system refused fallocate,
 	// so that writes stop asking (see reserve).
 	noFallocate atomic.Bool
@@ -114,6 +117,7 @@ func newRootData(opts Options) (*rootData, error) {
 		nt:        nt,
 		log:       logger,
 		chown:     os.Geteuid() == 0,
+		noLabels:  labelsUnsupported(),
 	}
 	r.fds.max = opts.MaxOpenDirs
 	if r.fds.max <= 0 {

@@ -3,6 +3,7 @@ package cryptfs
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -38,6 +39,16 @@ import (
 //     keeps its capability for the next suid mount. Here each node
 //     remembers instead that its cipher file has none (capCache), so the
 //     question costs no system call after the first.
+//   - A file without an SELinux label answers a read of security.selinux
+//     with EOPNOTSUPP instead of ENODATA, on hosts where SELinux is off
+//     (see labelsUnsupported). ls -l asks for the label of every file,
+//     and no kernel cache spares the round trip, but it stops asking
+//     for a whole file system after one EOPNOTSUPP: a cold ls -lR then
+//     costs one request per file instead of two. A label that is stored
+//     (set on a host without SELinux, or copied from gocryptfs) still
+//     reads, lists and copies as any other name. Where SELinux is on,
+//     it answers reads of the label itself and never asks us, except
+//     for its own labelling from xattrs, which needs ENODATA.
 //   - Stored names that are neither ACLs nor ours (an SELinux label of the
 //     cipher file, for instance) are hidden, and so are our names that
 //     decrypt to an ACL name: gocryptfs 1.8 stored ACLs encrypted, and
@@ -51,6 +62,7 @@ const (
 	xattrACLAccess  = "system.posix_acl_access"
 	xattrACLDefault = "system.posix_acl_default"
 	xattrCapability = "security.capability"
+	xattrSELinux    = "security.selinux"
 	xattrTrusted    = "trusted."
 )
 
@@ -80,6 +92,23 @@ func (c *capCache) changed() {
 			return
 		}
 	}
+}
+
+// labelsUnsupported reports whether a missing SELinux label may be
+// answered with EOPNOTSUPP: SELinux is not enabled on this host, which is
+// when it registers no selinuxfs. When in doubt it says no, which is the
+// answer of a local file system.
+func labelsUnsupported() bool {
+	b, err := os.ReadFile("/proc/filesystems")
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(b)) {
+		if strings.TrimSpace(strings.TrimPrefix(line, "nodev")) == "selinuxfs" {
+			return false
+		}
+	}
+	return true
 }
 
 // isACL reports whether name is a POSIX ACL, which is stored as it is.
@@ -207,6 +236,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	stored, err := readAll(func(b []byte) (int, error) { return t.get(cAttr, b) })
 	if err == unix.ENODATA && attr == xattrCapability {
 		n.caps.markAbsent(capSeen)
+	}
+	if err == unix.ENODATA && attr == xattrSELinux && n.r.noLabels {
+		return 0, syscall.EOPNOTSUPP
 	}
 	if err != nil {
 		return 0, errno(err)

@@ -325,6 +325,49 @@ func TestXattrCapability(t *testing.T) {
 	}
 }
 
+// TestXattrSELinuxLabel: on a host without SELinux a file without a label
+// says labels are not supported, which makes ls -l stop asking for the
+// label of every file, while a stored label still reads, lists and is
+// removed like any other name; ACLs are unaffected.
+func TestXattrSELinuxLabel(t *testing.T) {
+	tstest.NeedFUSE(t)
+	if !labelsUnsupported() {
+		t.Skip("SELinux is enabled on this host; it answers for labels itself")
+	}
+	k := newTestKey(t)
+	cipher := newCipherDir(t)
+	m := mountFS(t, cipher, k, Options{}, MountOptions{})
+	for _, name := range []string{"a", "b"} {
+		if err := os.WriteFile(m.path(name), nil, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := getXattr(m.path("a"), xattrSELinux)
+	mustErrno(t, err, syscall.EOPNOTSUPP)
+	label := []byte("system_u:object_r:user_home_t:s0\x00")
+	if err := unix.Lsetxattr(m.path("b"), xattrSELinux, label, 0); err != nil {
+		t.Fatalf("set label: %v", err)
+	}
+	if got, err := getXattr(m.path("b"), xattrSELinux); err != nil || !bytes.Equal(got, label) {
+		t.Fatalf("label = %q, %v", got, err)
+	}
+	if got := xattrNames(t, m.path("b")); !slices.Equal(got, []string{xattrSELinux}) {
+		t.Fatalf("lists %q", got)
+	}
+	if err := unix.Lremovexattr(m.path("b"), xattrSELinux); err != nil {
+		t.Fatal(err)
+	}
+	_, err = getXattr(m.path("b"), xattrSELinux)
+	mustErrno(t, err, syscall.EOPNOTSUPP)
+	// ACLs still answer as before: absent, then set and enforced.
+	_, err = getXattr(m.path("a"), xattrACLAccess)
+	mustErrno(t, err, syscall.ENODATA)
+	// ls -l asks once and stops; its listing is complete.
+	if out, err := exec.Command("ls", "-l", m.mnt).CombinedOutput(); err != nil || !strings.Contains(string(out), " a\n") || !strings.Contains(string(out), " b\n") {
+		t.Fatalf("ls -l: %v: %s", err, out)
+	}
+}
+
 // TestXattrTrustedHidden: trusted.* names are listed for root only, as a
 // local file system lists them; others could not read them anyway.
 func TestXattrTrustedHidden(t *testing.T) {
