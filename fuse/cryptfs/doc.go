@@ -87,6 +87,11 @@
 //     mounted -suid, to save work on the kernel's query before every
 //     write, and a binary changed on a nosuid mount then keeps its
 //     capability; here each node remembers that it has none instead.
+//   - where SELinux is off, a file without a label answers a read of
+//     security.selinux with EOPNOTSUPP rather than ENODATA, so that
+//     ls -l stops asking for labels after the first file (a request
+//     per file that no kernel cache spares); stored labels still read
+//     back (see xattr.go).
 //
 // Integrity: a block that fails authentication makes the whole read
 // request fail with EIO (a short read would make the kernel shrink the
