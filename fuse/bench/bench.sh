@@ -3,7 +3,8 @@
 # 2.3), go-fuse's loopback without passthrough (the cost of FUSE itself)
 # and the backing directory itself (native), in one run, over the same
 # disk. Prints the medians per workload, the ratios ours/gocryptfs and a
-# Markdown table for the README. Run as root (mounts, drop_caches).
+# Markdown table for the README, then the ratio of each round. Run as
+# root (mounts, drop_caches).
 #
 #   bash fuse/bench/bench.sh [--rounds 5] [--dir /var/tmp] [--fs "kmsagent gocryptfs loopback native"]
 #       [--only "issue bench meta fio"] [--size-mib 256] [--issue-mib 200] [--files 10000]
@@ -284,6 +285,26 @@ for w in "${workloads[@]}"; do
   fi
   echo "$line"
 done
+# The ratio of each round, both file systems measured minutes apart:
+# on a shared machine the medians of the two can come from different
+# rounds, and the spread shows how far one run settles a ratio.
+if has kmsagent && has gocryptfs; then
+  echo
+  echo "Per round, kmsagent vs gocryptfs (as in the table):"
+  for w in "${workloads[@]}"; do
+    read -r -a ks <<<"${samples[kmsagent,$w]}"
+    read -r -a gs <<<"${samples[gocryptfs,$w]}"
+    line="- $(label "$w"):"
+    for ((i = 0; i < ${#ks[@]}; i++)); do
+      case "$w" in
+        untar | ls | rm | rand*) r="${ks[i]} / ${gs[i]}" ;;
+        *) r="${gs[i]} / ${ks[i]}" ;;
+      esac
+      line+=" $(printf '%.2f×' "$(echo "$r" | bc -l)")"
+    done
+    echo "$line"
+  done
+fi
 echo
 echo "Throughput rows: kmsagent's speed over gocryptfs's (higher is better). Time rows (untar, ls, rm): kmsagent's time over gocryptfs's (lower is better)."
 if [ ${#seq_workloads[@]} -gt 0 ]; then
