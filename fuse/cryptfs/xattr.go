@@ -46,9 +46,11 @@ import (
 //     for a whole file system after one EOPNOTSUPP: a cold ls -lR then
 //     costs one request per file instead of two. A label that is stored
 //     (set on a host without SELinux, or copied from gocryptfs) still
-//     reads, lists and copies as any other name. Where SELinux is on,
-//     it answers reads of the label itself and never asks us, except
-//     for its own labelling from xattrs, which needs ENODATA.
+//     reads, lists and copies as any other name (ls -Z, which stops
+//     asking too, then shows "?" for a labelled file listed after an
+//     unlabelled one: on such a host labels enforce nothing). Where
+//     SELinux is on, it answers reads of the label itself and never asks
+//     us, except for its own labelling from xattrs, which needs ENODATA.
 //   - Stored names that are neither ACLs nor ours (an SELinux label of the
 //     cipher file, for instance) are hidden, and so are our names that
 //     decrypt to an ACL name: gocryptfs 1.8 stored ACLs encrypted, and
