@@ -52,10 +52,13 @@ func (s *Service) serve(ctx context.Context, o share.ServeOptions, ready func(sh
 func (s *Service) RunShareWorker(ctx context.Context, spec Spec, pipe *worker.Pipe) error {
 	var cmk *worker.CMK
 	err := func() error {
-		// Where a confined daemon started it, nobody else has
-		// removed them.
-		if err := s.removeStaleMounts(spec); err != nil {
-			return err
+		// Started through the worker socket (for a confined daemon),
+		// nobody has removed them; started as a child, mountShare
+		// did, before its checks.
+		if s.o.WorkerSocket != "" {
+			if err := s.removeStaleMounts(spec); err != nil {
+				return err
+			}
 		}
 		o, e, err := s.serveOptions(spec)
 		if err != nil {

@@ -103,28 +103,19 @@ func (p *Pipe) Warn(msg string) { p.send(Message{Warning: oneLine(msg)}) }
 // Done reports ready (err == nil) or the error, once, and closes the
 // pipe. step, when err says which step failed, is given by stepOf.
 func (p *Pipe) Done(err error, stepOf func(error) (step string, rest error)) {
-	if p == nil || p.f == nil {
-		return
-	}
-	if err == nil {
-		p.send(Message{Ready: true, PID: os.Getpid()})
-	} else {
-		e := &Error{Code: CodeOf(err), Message: oneLine(err.Error())}
-		if stepOf != nil {
-			if step, rest := stepOf(err); step != "" {
-				e.Step, e.Message = step, oneLine(rest.Error())
-			}
-		}
-		p.send(Message{Error: e})
-	}
-	p.f.Close()
-	p.f = nil
+	p.finish(nil, err, stepOf, nil)
 }
 
 // Finish reports the outcome of a service worker, once, and closes the
-// pipe: ready with result, or err with its errkind word, and cmk when a
-// master key was involved (the parent audits its use either way).
+// pipe: ready with result, or err, and cmk when a master key was
+// involved (the parent audits its use either way).
 func (p *Pipe) Finish(result any, err error, cmk *CMK) {
+	p.finish(result, err, nil, cmk)
+}
+
+// finish is Done and Finish: an error carries its code, its errkind word
+// and, with stepOf, the step that failed.
+func (p *Pipe) finish(result any, err error, stepOf func(error) (string, error), cmk *CMK) {
 	if p == nil || p.f == nil {
 		return
 	}
@@ -133,6 +124,11 @@ func (p *Pipe) Finish(result any, err error, cmk *CMK) {
 		m.Ready, m.PID = true, os.Getpid()
 	} else {
 		m.Error = &Error{Code: CodeOf(err), Kind: errkind.Of(err), Message: oneLine(err.Error())}
+		if stepOf != nil {
+			if step, rest := stepOf(err); step != "" {
+				m.Error.Step, m.Error.Message = step, oneLine(rest.Error())
+			}
+		}
 	}
 	if result != nil {
 		b, jerr := json.Marshal(result)
