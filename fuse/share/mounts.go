@@ -376,6 +376,11 @@ func removeStale(runDir string, m Mount, w *Worker) error {
 	if err != nil {
 		err = unmount(m.Mountpoint, true)
 	}
+	if err != nil && gone(m) {
+		// Removed meanwhile by another remover: the worker's reaper
+		// and a mount or status race for every dead worker's mount.
+		err = nil
+	}
 	if err != nil {
 		return fmt.Errorf("remove the stale mount on %s (its worker is gone): %w", m.Mountpoint, err)
 	}
@@ -383,6 +388,16 @@ func removeStale(runDir string, m Mount, w *Worker) error {
 		removeRecord(runDir, *w)
 	}
 	return nil
+}
+
+// gone reports whether mount m is no longer in the mount table.
+func gone(m Mount) bool {
+	mounts, err := Mounts()
+	if err != nil {
+		return false
+	}
+	_, still := mountOf(mounts, Worker{MountID: m.ID, Dev: m.Dev})
+	return !still
 }
 
 func unmount(mountpoint string, lazy bool) error {
