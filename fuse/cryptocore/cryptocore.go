@@ -13,6 +13,7 @@ import (
 	"fmt"
 
 	"kmsagent/agent/secret"
+	"kmsagent/fuse/aesgcm"
 )
 
 const (
@@ -70,21 +71,39 @@ func New(master *secret.Key) (*CryptoCore, error) {
 	}
 	defer nameKey.Wipe()
 
-	// aes.NewCipher copies the key into its expanded key schedule, so the
+	// Both AEADs copy the key into their expanded key schedules, so the
 	// derived key buffers are wiped as soon as the ciphers exist.
-	contentBlock, err := aes.NewCipher(contentKey.Bytes())
+	aead, err := contentAEAD(contentKey)
 	if err != nil {
-		return nil, fmt.Errorf("cryptocore: content cipher: %w", err)
-	}
-	aead, err := cipher.NewGCMWithNonceSize(contentBlock, NonceLen)
-	if err != nil {
-		return nil, fmt.Errorf("cryptocore: content GCM: %w", err)
+		return nil, err
 	}
 	nameBlock, err := aes.NewCipher(nameKey.Bytes())
 	if err != nil {
 		return nil, fmt.Errorf("cryptocore: name cipher: %w", err)
 	}
 	return &CryptoCore{aead: aead, block: nameBlock}, nil
+}
+
+// contentAEAD builds AES-256-GCM with 16-byte nonces: fuse/aesgcm where
+// the CPU has VAES (about twice as fast, key schedule in locked memory),
+// crypto/cipher elsewhere. Both write the same bytes.
+func contentAEAD(key *secret.Key) (cipher.AEAD, error) {
+	if aesgcm.Supported() {
+		aead, err := aesgcm.New(key.Bytes())
+		if err != nil {
+			return nil, fmt.Errorf("cryptocore: content GCM: %w", err)
+		}
+		return aead, nil
+	}
+	block, err := aes.NewCipher(key.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("cryptocore: content cipher: %w", err)
+	}
+	aead, err := cipher.NewGCMWithNonceSize(block, NonceLen)
+	if err != nil {
+		return nil, fmt.Errorf("cryptocore: content GCM: %w", err)
+	}
+	return aead, nil
 }
 
 // derive runs HKDF-SHA256 with an empty salt and moves the result into
@@ -109,18 +128,23 @@ func (c *CryptoCore) ContentAEAD() cipher.AEAD { return c.aead }
 func (c *CryptoCore) NameBlock() cipher.Block { return c.block }
 
 // Wipe drops this CryptoCore's references to its ciphers so that later use
-// fails loudly (nil cipher) instead of silently working.
+// fails loudly (nil cipher) instead of silently working, and zeroes the
+// content cipher's key schedule where it is fuse/aesgcm's. Nothing may
+// still be using the ciphers.
 //
 // What it cannot do: the derived key bytes were already zeroed in New, but
-// Go's crypto/aes and crypto/cipher keep the expanded AES key schedules
-// (and the GCM hash key H) in their own heap objects with no way to clear
-// them, and crypto/hkdf left HMAC state derived from the master key as
+// Go's crypto/aes (the name cipher, and the content cipher on CPUs without
+// VAES) and crypto/cipher keep the expanded AES key schedules (and the GCM
+// hash key H) in their own heap objects with no way to clear them, and crypto/hkdf left HMAC state derived from the master key as
 // unreferenced heap garbage. That memory lives until the garbage collector reuses it, so the
 // only reliable way to remove it is to end the process, which is why each
 // FUSE mount runs in its own worker that exits on unmount.
 func (c *CryptoCore) Wipe() {
 	if c == nil {
 		return
+	}
+	if a, ok := c.aead.(*aesgcm.AEAD); ok {
+		a.Wipe()
 	}
 	c.aead = nil
 	c.block = nil
