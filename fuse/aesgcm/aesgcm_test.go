@@ -195,6 +195,37 @@ func TestInPlace(t *testing.T) {
 	}
 }
 
+// TestOpenDownward opens each of a run of sealed messages into the front
+// of the buffer holding them, the plaintext of each landing below its own
+// ciphertext, as fuse/contentenc's in-place decryption does.
+func TestOpenDownward(t *testing.T) {
+	g, ref := newPair(t, randBytes(KeySize))
+	for _, size := range []int{1, 15, 16, 17, 255, 256, 257, 4096} {
+		const count = 5
+		nonce := randBytes(NonceSize)
+		var plains [][]byte
+		var buf []byte
+		for range count {
+			p := randBytes(size)
+			plains = append(plains, p)
+			buf = ref.Seal(buf, nonce, p, nil)
+		}
+		stride := size + TagSize
+		for i := range count {
+			out, err := g.Open(buf[i*size:i*size], nonce, buf[i*stride:(i+1)*stride], nil)
+			if err != nil {
+				t.Fatalf("size %d, message %d: %v", size, i, err)
+			}
+			if !bytes.Equal(out, plains[i]) {
+				t.Fatalf("size %d, message %d: wrong plaintext", size, i)
+			}
+		}
+		if !bytes.Equal(buf[:count*size], bytes.Join(plains, nil)) {
+			t.Fatalf("size %d: a later message's plaintext overwrote an earlier one", size)
+		}
+	}
+}
+
 func TestOverlapPanics(t *testing.T) {
 	g, _ := newPair(t, randBytes(KeySize))
 	buf := make([]byte, 200)
@@ -204,6 +235,18 @@ func TestOverlapPanics(t *testing.T) {
 		}
 	}()
 	g.Seal(buf[1:1], randBytes(NonceSize), buf[:100], nil)
+}
+
+func TestOpenUpwardPanics(t *testing.T) {
+	g, ref := newPair(t, randBytes(KeySize))
+	nonce := randBytes(NonceSize)
+	buf := ref.Seal(make([]byte, 0, 300), nonce, randBytes(100), nil)
+	defer func() {
+		if recover() == nil {
+			t.Fatal("plaintext above its ciphertext did not panic")
+		}
+	}()
+	g.Open(buf[1:1], nonce, buf, nil)
 }
 
 // TestConcurrent seals from several goroutines at once: the AEAD keeps

@@ -421,7 +421,7 @@ func decryptFile(c *crypt, path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	plain, err := c.cont.DecryptBlocks(nil, raw[contentenc.HeaderLen:], 0, h.ID[:])
+	plain, err := c.cont.DecryptBlocks(raw[contentenc.HeaderLen:], 0, h.ID[:])
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package contentenc
 
 import (
+	"bytes"
 	"encoding/hex"
 	"testing"
 )
@@ -28,7 +29,7 @@ func TestKnownAnswerFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, err := c.DecryptBlocks(nil, file[HeaderLen:], 0, h.ID[:])
+	plain, err := c.DecryptBlocks(bytes.Clone(file[HeaderLen:]), 0, h.ID[:])
 	if err != nil || string(plain) != katFilePlain {
 		t.Fatalf("DecryptBlocks = %q, %v", plain, err)
 	}

@@ -272,11 +272,7 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 	if e != 0 || !ok {
 		return fuse.ReadResultData(nil), e
 	}
-	out, e := n.readBlocks(fh.fd, id, dest, uint64(off))
-	if e != 0 {
-		return nil, e
-	}
-	return fuse.ReadResultData(out), 0
+	return n.readBlocks(fh.fd, id, len(dest), uint64(off))
 }
 
 const (
@@ -288,23 +284,23 @@ const (
 	readAheadCipher = 4 << 20
 )
 
-// readBlocks reads plaintext [off, off+len(dest)) into dest, reading and
-// decrypting all blocks in one batch. It returns the bytes read, which is
-// short only at end of file. Any bad block fails the whole request.
-func (n *node) readBlocks(fd int, id []byte, dest []byte, off uint64) ([]byte, syscall.Errno) {
+// readBlocks reads plaintext [off, off+size): it reads the cipher blocks
+// into a pooled buffer, decrypts them there (contentenc.DecryptBlocks) and
+// returns the plaintext in that buffer, which goes back to the pool once
+// the reply is sent. The result is short only at end of file. Any bad
+// block fails the whole request.
+func (n *node) readBlocks(fd int, id []byte, size int, off uint64) (fuse.ReadResult, syscall.Errno) {
 	first := off / bs
-	last := (off + uint64(len(dest)) - 1) / bs
+	last := (off + uint64(size) - 1) / bs
 	nb := int(last - first + 1)
 	cp, cbuf := getBuf(&cipherPool, nb*cbs)
-	defer putBuf(&cipherPool, cp)
+	res := &pooledResult{pool: &cipherPool, buf: cp}
 	k, err := preadFull(fd, cbuf, int64(contentenc.CipherOff(first)))
 	if err != nil {
+		res.Done()
 		return nil, errno(err)
 	}
-	if k == 0 {
-		return dest[:0], 0
-	}
-	if k == len(cbuf) && len(dest) >= readAheadMin {
+	if k == len(cbuf) && size >= readAheadMin {
 		// A large read is the kernel's read-ahead of a sequential
 		// reader: have the cipher file system fetch what comes next
 		// while this part is decrypted and sent, so the disk is busy
@@ -312,28 +308,51 @@ func (n *node) readBlocks(fd int, id []byte, dest []byte, off uint64) ([]byte, s
 		end := int64(contentenc.CipherOff(first)) + int64(k)
 		_ = unix.Fadvise(fd, end, int64(readAheadCipher), unix.FADV_WILLNEED)
 	}
-	skip := int(off % bs)
-	// Aligned requests (the kernel's usual) decrypt straight into dest.
-	if skip == 0 && len(dest) == nb*bs {
-		plain, err := n.r.ce.DecryptBlocks(dest[:0], cbuf[:k], first, id)
-		if err != nil {
-			n.reportBlock(fd, id, err, first)
-			return nil, syscall.EIO
-		}
-		return plain, 0
-	}
-	pp, pbuf := getBuf(&plainPool, nb*bs)
-	defer putBuf(&plainPool, pp)
-	plain, err := n.r.ce.DecryptBlocks(pbuf[:0], cbuf[:k], first, id)
+	plain, err := n.r.ce.DecryptBlocks(cbuf[:k], first, id)
 	if err != nil {
 		n.reportBlock(fd, id, err, first)
+		res.Done()
 		return nil, syscall.EIO
 	}
+	skip := int(off % bs)
 	if skip >= len(plain) {
-		return dest[:0], 0
+		plain = plain[:0]
+	} else {
+		plain = plain[skip:min(len(plain), skip+size)]
 	}
-	m := copy(dest, plain[skip:])
-	return dest[:m], 0
+	res.data = plain
+	return res, 0
+}
+
+// pooledResult is a read reply held in a pooled buffer, returned to the
+// pool when go-fuse has sent it (Done).
+//
+// Slices matters: for a result without it, go-fuse with splice disabled
+// takes the bytes and calls Done before it writes the reply, which would
+// hand the buffer to the next request while the kernel has yet to copy
+// it (TestStress caught that). With it, go-fuse writes the slices and
+// then calls Done.
+type pooledResult struct {
+	pool *sync.Pool
+	buf  *[]byte
+	data []byte
+}
+
+func (r *pooledResult) Slices() ([][]byte, fuse.Status) { return [][]byte{r.data}, fuse.OK }
+func (r *pooledResult) Size() int                       { return len(r.data) }
+
+// Bytes copies, so that a go-fuse that calls Done right after it (as it
+// does for results without Slices) cannot send a recycled buffer.
+func (r *pooledResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	if cap(buf) < len(r.data) {
+		buf = make([]byte, len(r.data))
+	}
+	return buf[:copy(buf[:len(r.data)], r.data)], fuse.OK
+}
+
+func (r *pooledResult) Done() {
+	putBuf(r.pool, r.buf)
+	r.buf, r.data = nil, nil
 }
 
 // Write implements fs.NodeWriter.
