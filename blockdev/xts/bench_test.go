@@ -32,7 +32,7 @@ func BenchmarkDecrypt(b *testing.B) { benchOurs(b, true) }
 func benchOurs(b *testing.B, decrypt bool) {
 	for _, im := range impls(b) {
 		for _, keyLen := range []int{32, 64} {
-			c := mustCipher(b, benchKey()[:keyLen], im.asm)
+			c := mustCipher(b, benchKey()[:keyLen], im)
 			crypt := c.EncryptSector
 			if decrypt {
 				crypt = c.DecryptSector

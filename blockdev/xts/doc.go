@@ -18,9 +18,14 @@
 // plain run of whole blocks.
 //
 // On amd64 with AES-NI the work is done by a small assembly routine that
-// keeps eight blocks in flight and advances the tweak in registers. Other
+// keeps eight blocks in flight and advances the tweak in registers. Where
+// the CPU also has AVX-512 with VAES, sectors that are a multiple of 256
+// bytes (512 and 4096 are) go through a second routine that runs each AES
+// round on four blocks per instruction, sixteen blocks per pass, with the
+// four tweaks of a register advanced together by α^4: about 2.5 times the
+// AES-NI routine's speed (go test -bench . ./blockdev/xts/). Other
 // machines, and builds with the purego tag, use crypto/aes one block at a
-// time, which is correct but about ten times slower.
+// time, which is correct but about ten times slower than AES-NI.
 //
 // XTS provides confidentiality only: a changed ciphertext block decrypts to
 // random garbage instead of being detected.

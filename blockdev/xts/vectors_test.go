@@ -149,7 +149,7 @@ func TestP1619Vectors(t *testing.T) {
 	for _, im := range impls(t) {
 		for _, v := range p1619Vectors {
 			t.Run(im.name+"/"+v.name, func(t *testing.T) {
-				c := mustCipher(t, unhex(t, v.key), im.asm)
+				c := mustCipher(t, unhex(t, v.key), im)
 				pt, ct := unhex(t, v.pt), unhex(t, v.ct)
 
 				got := make([]byte, len(pt))

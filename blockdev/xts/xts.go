@@ -26,6 +26,9 @@ type Cipher struct {
 	// enc2 the tweak key's encryption schedule.
 	nr               int
 	enc1, dec1, enc2 [scheduleLen]byte
+	// vaes: sectors that are a multiple of 256 bytes go through the
+	// sixteen-block VAES routines.
+	vaes bool
 
 	// Generic path: crypto/aes blocks for the data and tweak keys.
 	b1, b2 cipher.Block
@@ -57,6 +60,7 @@ func newCipher(key []byte, useAsm bool) (*Cipher, error) {
 		expandKey(c.enc1[:], k1)
 		invertKey(c.dec1[:], c.enc1[:], c.nr)
 		expandKey(c.enc2[:], k2)
+		c.vaes = haveVAES
 		return c, nil
 	}
 	var err error
@@ -101,6 +105,10 @@ func (c *Cipher) Wipe() {
 // Arguments have been checked.
 func (c *Cipher) crypt(dst, src []byte, sector uint64, decrypt bool) {
 	switch {
+	case c.vaes && len(src)%256 == 0 && decrypt:
+		decryptSectorVAES(c.nr, &c.dec1[0], &c.enc2[0], sector, &dst[0], &src[0], len(src))
+	case c.vaes && len(src)%256 == 0:
+		encryptSectorVAES(c.nr, &c.enc1[0], &c.enc2[0], sector, &dst[0], &src[0], len(src))
 	case c.nr != 0 && decrypt:
 		decryptSectorAsm(c.nr, &c.dec1[0], &c.enc2[0], sector, &dst[0], &src[0], len(src))
 	case c.nr != 0:

@@ -2,8 +2,12 @@
 
 package xts
 
-// haveAsm is false: there is no assembly for this architecture or build.
-const haveAsm = false
+// haveAsm and haveVAES are false: there is no assembly for this
+// architecture or build.
+const (
+	haveAsm  = false
+	haveVAES = false
+)
 
 // The stubs below are never called because haveAsm is false; they exist so
 // that the shared code compiles.
@@ -13,6 +17,14 @@ func encryptSectorAsm(nr int, xk, tk *byte, sector uint64, dst, src *byte, n int
 }
 
 func decryptSectorAsm(nr int, xk, tk *byte, sector uint64, dst, src *byte, n int) {
+	panic("xts: no assembly on this platform")
+}
+
+func encryptSectorVAES(nr int, xk, tk *byte, sector uint64, dst, src *byte, n int) {
+	panic("xts: no assembly on this platform")
+}
+
+func decryptSectorVAES(nr int, xk, tk *byte, sector uint64, dst, src *byte, n int) {
 	panic("xts: no assembly on this platform")
 }
 

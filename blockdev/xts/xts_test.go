@@ -17,7 +17,7 @@ var sectorNumbers = []uint64{
 
 // sectorSizes includes sizes that are not a multiple of 128 bytes, which
 // exercise the assembly's one-block tail.
-var sectorSizes = []int{16, 48, 128, 144, 512, 4096, 4096 + 112}
+var sectorSizes = []int{16, 48, 128, 144, 256, 512, 768, 4096, 4096 + 112}
 
 func TestMatchesXCrypto(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -27,7 +27,7 @@ func TestMatchesXCrypto(t *testing.T) {
 				t.Run(fmt.Sprintf("%s/key%d/sector%d", im.name, keyLen, size), func(t *testing.T) {
 					for range 8 {
 						key := randBytes(rng, keyLen)
-						c := mustCipher(t, key, im.asm)
+						c := mustCipher(t, key, im)
 						ref := reference(t, key)
 						pt := randBytes(rng, size)
 						for _, sector := range append(sectorNumbers, rng.Uint64()) {
@@ -91,7 +91,7 @@ func TestSectors(t *testing.T) {
 				name := fmt.Sprintf("%s/key%d/%dx%d", im.name, keyLen, tc.sectors, tc.sectorSize)
 				t.Run(name, func(t *testing.T) {
 					key := randBytes(rng, keyLen)
-					c := mustCipher(t, key, im.asm)
+					c := mustCipher(t, key, im)
 					ref := reference(t, key)
 					pt := randBytes(rng, tc.sectorSize*tc.sectors)
 
@@ -129,7 +129,7 @@ func TestNewKeySize(t *testing.T) {
 func TestNewCopiesKey(t *testing.T) {
 	for _, im := range impls(t) {
 		key := bytes.Repeat([]byte{0x5a}, 64)
-		c := mustCipher(t, key, im.asm)
+		c := mustCipher(t, key, im)
 		ref := reference(t, bytes.Clone(key))
 		clear(key)
 		compareSector(t, c, ref, make([]byte, 512), 1)
@@ -137,7 +137,7 @@ func TestNewCopiesKey(t *testing.T) {
 }
 
 func TestMisusePanics(t *testing.T) {
-	c := mustCipher(t, make([]byte, 32), haveAsm)
+	c := mustCipher(t, make([]byte, 32), impl{asm: haveAsm, vaes: haveVAES})
 	buf := make([]byte, 8192)
 	cases := map[string]func(){
 		"empty sector":          func() { c.EncryptSector(buf[:0], buf[:0], 0) },
@@ -165,7 +165,7 @@ func TestMisusePanics(t *testing.T) {
 func TestWipe(t *testing.T) {
 	for _, im := range impls(t) {
 		t.Run(im.name, func(t *testing.T) {
-			c := mustCipher(t, bytes.Repeat([]byte{0xa5}, 64), im.asm)
+			c := mustCipher(t, bytes.Repeat([]byte{0xa5}, 64), im)
 			c.Wipe()
 			var zero [scheduleLen]byte
 			if c.enc1 != zero || c.dec1 != zero || c.enc2 != zero || c.b1 != nil || c.b2 != nil {
