@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"os"
 	"testing"
 
 	"kmsagent/fuse/aesgcm"
@@ -181,11 +180,13 @@ func bothAEADs(t *testing.T) map[string]*ContentEnc {
 		t.Fatal(err)
 	}
 	m := map[string]*ContentEnc{"crypto-cipher": New(std)}
-	if fast, err := aesgcm.New(key); err == nil {
+	if aesgcm.Supported() {
+		fast, err := aesgcm.New(key)
+		if err != nil {
+			t.Fatal(err)
+		}
 		t.Cleanup(fast.Wipe)
 		m["aesgcm"] = New(fast)
-	} else if os.Getenv("CI") == "true" && aesgcm.Supported() {
-		t.Fatal(err)
 	}
 	return m
 }
