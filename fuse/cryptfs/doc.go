@@ -23,7 +23,10 @@
 // leaves flock and POSIX locks to the kernel, and clears set-user-ID and
 // set-group-ID bits on unprivileged writes itself (FUSE_HANDLE_KILLPRIV_V2,
 // see killpriv.go), which spares the kernel's capability query before
-// every write.
+// every write. A read decrypts its blocks in the buffer it read them into
+// and replies from there (contentenc.DecryptBlocks, pooledResult in
+// file.go): one buffer per request, hot in the cache from the read to the
+// reply.
 //
 // # Design
 //
