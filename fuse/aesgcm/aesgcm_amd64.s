@@ -109,6 +109,24 @@ TEXT ·expandKey(SB), NOSPLIT, $0-16
 	VZEROUPPER
 	RET
 
+// AES256_X0 encrypts the block in X0 with the 15 round keys at AX.
+#define AES256_X0 \
+	VPXOR       0(AX), X0, X0;   \
+	VAESENC     16(AX), X0, X0;  \
+	VAESENC     32(AX), X0, X0;  \
+	VAESENC     48(AX), X0, X0;  \
+	VAESENC     64(AX), X0, X0;  \
+	VAESENC     80(AX), X0, X0;  \
+	VAESENC     96(AX), X0, X0;  \
+	VAESENC     112(AX), X0, X0; \
+	VAESENC     128(AX), X0, X0; \
+	VAESENC     144(AX), X0, X0; \
+	VAESENC     160(AX), X0, X0; \
+	VAESENC     176(AX), X0, X0; \
+	VAESENC     192(AX), X0, X0; \
+	VAESENC     208(AX), X0, X0; \
+	VAESENCLAST 224(AX), X0, X0
+
 // GFMUL sets a to a·b reduced (both in GHASH's byte-reversed form, b the
 // pre-shifted key or a power of it); p holds poly; t0-t2 are scratch.
 #define GFMUL(a, b, p, t0, t1, t2) \
@@ -138,21 +156,7 @@ TEXT ·initKey(SB), NOSPLIT, $0-16
 	MOVQ rk+0(FP), AX
 	MOVQ htab+8(FP), DI
 	VPXOR       X0, X0, X0
-	VPXOR       0(AX), X0, X0
-	VAESENC     16(AX), X0, X0
-	VAESENC     32(AX), X0, X0
-	VAESENC     48(AX), X0, X0
-	VAESENC     64(AX), X0, X0
-	VAESENC     80(AX), X0, X0
-	VAESENC     96(AX), X0, X0
-	VAESENC     112(AX), X0, X0
-	VAESENC     128(AX), X0, X0
-	VAESENC     144(AX), X0, X0
-	VAESENC     160(AX), X0, X0
-	VAESENC     176(AX), X0, X0
-	VAESENC     192(AX), X0, X0
-	VAESENC     208(AX), X0, X0
-	VAESENCLAST 224(AX), X0, X0
+	AES256_X0
 	VPSHUFB     bswapMask<>(SB), X0, X0
 	VMOVDQU     poly<>(SB), X10
 
@@ -392,21 +396,7 @@ single:
 loop1:
 	VPSHUFB     X9, X8, X0
 	VPADDD      X11, X8, X8
-	VPXOR       0(AX), X0, X0
-	VAESENC     16(AX), X0, X0
-	VAESENC     32(AX), X0, X0
-	VAESENC     48(AX), X0, X0
-	VAESENC     64(AX), X0, X0
-	VAESENC     80(AX), X0, X0
-	VAESENC     96(AX), X0, X0
-	VAESENC     112(AX), X0, X0
-	VAESENC     128(AX), X0, X0
-	VAESENC     144(AX), X0, X0
-	VAESENC     160(AX), X0, X0
-	VAESENC     176(AX), X0, X0
-	VAESENC     192(AX), X0, X0
-	VAESENC     208(AX), X0, X0
-	VAESENCLAST 224(AX), X0, X0
+	AES256_X0
 	VPXOR       0(SI), X0, X0
 	VMOVDQU     X0, 0(DI)
 	ADDQ        $16, SI
