@@ -30,7 +30,10 @@
 // passphrase. While the KMS or the metadata service cannot be reached it
 // retries with backoff forever, saying so on the console each round: an
 // instance without its root volume has nothing better to do, and a
-// network that comes up late must not need a person. A refusal that
+// network that comes up late must not need a person. A person who is
+// there need not wait, though: after the first round that fails, the
+// keyscript also asks for the recovery passphrase on the console (if the
+// volume has a recovery keyslot), and whichever answers first unlocks. A refusal that
 // retrying cannot fix (the CMK disabled, pending deletion or gone, access
 // denied, a token bound to another volume) stops at once with a message
 // naming the key; if the volume has a recovery passphrase keyslot the

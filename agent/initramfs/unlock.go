@@ -31,6 +31,11 @@ type Options struct {
 	// Sleep waits between rounds; nil sleeps for real, ending early when
 	// ctx ends.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Unreachable, if set, is called once, after the first round that
+	// could not reach the KMS, with the volume's recovery keyslots (see
+	// RecoveryKeyslots), so that the caller can offer the recovery
+	// passphrase while Unlock keeps trying. Unlock stops when ctx ends.
+	Unreachable func(recovery []int)
 }
 
 // RefusedError is a failure that retrying cannot fix. It says which KMS
@@ -73,6 +78,9 @@ func Unlock(ctx context.Context, dev volume.Device, kms kmsclient.KMS, o Options
 			return nil, cmk, &RefusedError{Key: cmk, Recovery: RecoveryKeyslots(h), Err: err}
 		}
 		fmt.Fprintf(o.Console, "kmsagent: %s: cannot reach the KMS for key %s (round %d): %v; trying again in %s\n", o.Name, cmk.KeyID, round, err, delay)
+		if round == 1 && o.Unreachable != nil {
+			o.Unreachable(RecoveryKeyslots(h))
+		}
 		if err := sleep(ctx, delay); err != nil {
 			return nil, cmk, fmt.Errorf("stopped waiting for the KMS: %w", err)
 		}

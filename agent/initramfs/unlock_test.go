@@ -134,6 +134,41 @@ func TestUnlock(t *testing.T) {
 	}
 }
 
+// TestUnlockUnreachableHook checks that Options.Unreachable is called
+// once, after the first round that cannot reach the KMS, with the
+// recovery keyslots, and not at all when the KMS answers at once.
+func TestUnlockUnreachableHook(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		outages   int
+		recovery  []byte
+		wantCalls int
+		wantSlots int
+	}{
+		{name: "KMS answers at once", recovery: []byte("pw"), wantCalls: 0},
+		{name: "three outages, recovery keyslot", outages: 3, recovery: []byte("pw"), wantCalls: 1, wantSlots: 1},
+		{name: "three outages, no recovery keyslot", outages: 3, wantCalls: 1, wantSlots: 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			store, keyID := tstest.LocalKMS(t, "root")
+			dev := newVolume(t, store, keyID, tt.recovery)
+			calls, slots := 0, 0
+			pass, _, err := Unlock(context.Background(), dev, &flakyKMS{Store: store, outages: tt.outages}, Options{
+				Name: "root_crypt", Console: &bytes.Buffer{},
+				Sleep:       func(context.Context, time.Duration) error { return nil },
+				Unreachable: func(recovery []int) { calls++; slots = len(recovery) },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pass.Wipe()
+			if calls != tt.wantCalls || slots != tt.wantSlots {
+				t.Errorf("Unreachable called %d times with %d keyslots; want %d, %d", calls, slots, tt.wantCalls, tt.wantSlots)
+			}
+		})
+	}
+}
+
 func TestUnlockStopsWithContext(t *testing.T) {
 	store, keyID := tstest.LocalKMS(t, "root")
 	dev := newVolume(t, store, keyID, nil)

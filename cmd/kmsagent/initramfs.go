@@ -5,15 +5,22 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"kmsagent/agent/initramfs"
+	"kmsagent/agent/secret"
+	"kmsagent/blockdev/token"
 	"kmsagent/blockdev/volume"
+	"kmsagent/kmsclient"
 )
 
 // defaultAskpass is cryptsetup-initramfs' console prompt: it asks on the
@@ -60,7 +67,7 @@ func runInitramfsConfig(ctx context.Context, env *cliEnv, args []string) error {
 func runInitramfsKey(ctx context.Context, env *cliEnv, args []string) error {
 	askpass, recordDir := defaultAskpass, initramfs.RecordDir
 	pos, err := parseFlags(env, "initramfs key", "[SOURCE]", args, 0, 1, func(fs *flag.FlagSet) {
-		fs.StringVar(&askpass, "askpass", askpass, "program that asks for the recovery passphrase when the KMS refuses the key; empty for none")
+		fs.StringVar(&askpass, "askpass", askpass, "program that asks for the recovery passphrase when the KMS refuses the key or cannot be reached; empty for none")
 		fs.StringVar(&recordDir, "record-dir", recordDir, "where to note the volumes unlocked, for the daemon after the switch to the real root")
 	})
 	if err != nil {
@@ -90,7 +97,14 @@ func runInitramfsKey(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfgName(cfg), err)
 	}
-	pass, cmk, err := initramfs.Unlock(ctx, dev, kms, initramfs.Options{Name: name, Console: env.stderr})
+	pass, cmk, typed, err := unlockOrAsk(ctx, env, dev, kms, name, askpass)
+	if typed != nil {
+		// The recovery passphrase typed at the console while the KMS
+		// could not be reached; cryptsetup tries it like any other.
+		defer clear(typed)
+		_, err := env.stdout.Write(typed)
+		return err
+	}
 	var refused *initramfs.RefusedError
 	if errors.As(err, &refused) {
 		fmt.Fprintln(env.stderr, initramfs.Refusal(name, refused))
@@ -119,6 +133,133 @@ func runInitramfsKey(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	}
 	return nil
+}
+
+// unlockOrAsk runs initramfs.Unlock and, once a round could not reach
+// the KMS, offers the volume's recovery passphrase on the console (askpass
+// as a child) while it keeps trying: an admin at the console of a host
+// whose KMS is down for good need not wait for it, and a host nobody
+// attends still unlocks by itself once the KMS answers. Whichever comes
+// first wins: a passphrase typed at the console is returned as typed (the
+// KMS's, if it came too, is wiped); the KMS's answer withdraws the prompt.
+// A prompt that ends without a passphrase (no console, an empty line)
+// leaves the KMS to it.
+func unlockOrAsk(ctx context.Context, env *cliEnv, dev volume.Device, kms kmsclient.KMS, name, askpass string) (*secret.Key, token.KMS, []byte, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	started := make(chan *recoveryPrompt, 1)
+	o := initramfs.Options{Name: name, Console: env.stderr, Unreachable: func(recovery []int) {
+		if len(recovery) == 0 || askpass == "" {
+			return
+		}
+		text := fmt.Sprintf("The KMS cannot be reached; still trying. Recovery passphrase for %s (keyslot %s), or wait: ", name, joinInts(recovery))
+		p, err := startRecoveryPrompt(askpass, text, env.stderr)
+		if err != nil {
+			fmt.Fprintf(env.stderr, "kmsagent: %s: cannot ask for the recovery passphrase: %v; still trying the KMS\n", name, err)
+			return
+		}
+		started <- p
+	}}
+	type result struct {
+		pass *secret.Key
+		cmk  token.KMS
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		pass, cmk, err := initramfs.Unlock(ctx, dev, kms, o)
+		done <- result{pass, cmk, err}
+	}()
+	var prompt *recoveryPrompt
+	var answers <-chan recoveryAnswer
+	for {
+		select {
+		case prompt = <-started:
+			answers = prompt.answer
+		case a := <-answers:
+			answers = nil
+			if a.err != nil || len(a.pass) == 0 {
+				fmt.Fprintf(env.stderr, "kmsagent: %s: the recovery prompt ended without a passphrase (%v); still trying the KMS\n", name, a.err)
+				continue
+			}
+			cancel()
+			if r := <-done; r.pass != nil {
+				r.pass.Wipe()
+			}
+			fmt.Fprintf(env.stderr, "kmsagent: %s: trying the recovery passphrase typed at the console\n", name)
+			return nil, token.KMS{}, a.pass, nil
+		case r := <-done:
+			if answers != nil {
+				prompt.stop()
+				if r.err == nil {
+					fmt.Fprintf(env.stderr, "\nkmsagent: %s: the KMS answered; recovery prompt withdrawn\n", name)
+				}
+			}
+			return r.pass, r.cmk, nil, r.err
+		}
+	}
+}
+
+// recoveryPrompt is askpass running as a child, in a process group of its
+// own (it may have started plymouth's or systemd's password client).
+type recoveryPrompt struct {
+	cmd    *exec.Cmd
+	answer chan recoveryAnswer // one value, once askpass has exited
+	// The console's settings before askpass turned echo off, put back by
+	// stop; nil when stdin is not a terminal.
+	tty *unix.Termios
+}
+
+type recoveryAnswer struct {
+	pass []byte
+	err  error
+}
+
+// maxPassphrase bounds what is read from askpass (cryptsetup's own limit
+// for a passphrase read from a keyscript is 8 MiB; a typed one is short).
+const maxPassphrase = 64 << 10
+
+func startRecoveryPrompt(askpass, text string, console io.Writer) (*recoveryPrompt, error) {
+	cmd := exec.Command(askpass, text)
+	cmd.Stdin, cmd.Stderr = os.Stdin, console
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	p := &recoveryPrompt{cmd: cmd, answer: make(chan recoveryAnswer, 1)}
+	if t, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err == nil {
+		p.tty = t
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		pass, err := io.ReadAll(io.LimitReader(out, maxPassphrase))
+		if werr := cmd.Wait(); err == nil {
+			err = werr
+		}
+		p.answer <- recoveryAnswer{pass, err}
+	}()
+	return p, nil
+}
+
+// stop ends askpass's process group, SIGKILL if SIGTERM has not done it
+// within a second, and puts the console's settings back.
+func (p *recoveryPrompt) stop() {
+	pgid := p.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	var a recoveryAnswer
+	select {
+	case a = <-p.answer:
+	case <-time.After(time.Second):
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		a = <-p.answer
+	}
+	clear(a.pass)
+	if p.tty != nil {
+		_ = unix.IoctlSetTermios(int(os.Stdin.Fd()), unix.TCSETS, p.tty)
+	}
 }
 
 // resolveSource turns a crypttab source spec into a device path; cryptroot
