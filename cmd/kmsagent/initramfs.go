@@ -189,6 +189,15 @@ func unlockOrAsk(ctx context.Context, env *cliEnv, dev volume.Device, kms kmscli
 			fmt.Fprintf(env.stderr, "kmsagent: %s: trying the recovery passphrase typed at the console\n", name)
 			return nil, token.KMS{}, a.pass, nil
 		case r := <-done:
+			// Unlock has returned, so a prompt it started is in started
+			// by now if this select did not take it yet.
+			if prompt == nil {
+				select {
+				case prompt = <-started:
+					answers = prompt.answer
+				default:
+				}
+			}
 			if answers != nil {
 				prompt.stop()
 				if r.err == nil {
