@@ -47,7 +47,10 @@ import (
 // and the daemon shows the root volume mounted, unlocked by the
 // initramfs. Neither the initrd nor the plain parts of the disk hold the
 // credential's secret. A second boot with the master key disabled stops
-// in the initramfs with a message naming the key.
+// in the initramfs with a message naming the key. A third, with a
+// recovery keyslot added and the KMS down for the first 10 s, shows the
+// recovery prompt while the keyscript keeps trying, withdraws it when the
+// KMS answers and boots.
 //
 // The disk has no boot loader: qemu boots the kernel and initrd read
 // from partition 1 of the encrypted disk, which is what GRUB would load
@@ -71,9 +74,23 @@ func TestBootEncryptedRoot(t *testing.T) {
 	sk := "bootsk" + hex.EncodeToString(skBytes)
 	const ak, project = "BOOTHOST1", "p1"
 	caPEM, serverCert := testCA(t, net.ParseIP("127.0.0.1"), net.ParseIP("10.0.2.2"))
-	kmsURL := serveTLS(t, kmsserver.New(store, kmsserver.Options{
+	kmsHandler := kmsserver.New(store, kmsserver.Options{
 		Clients:   []kmsserver.Client{{AccessKey: ak, SecretKey: []byte(sk), Keys: []string{kmsserver.AllKeys}}},
 		ProjectID: project,
+	})
+	// Once downFor is set, the KMS answers 503 (unreachable, to the
+	// client) for that long from the next request on.
+	var downFor, downSince atomic.Int64
+	kmsURL := serveTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d := downFor.Load(); d > 0 {
+			now := time.Now().UnixNano()
+			downSince.CompareAndSwap(0, now)
+			if now-downSince.Load() < d {
+				http.Error(w, "down for the test", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		kmsHandler.ServeHTTP(w, r)
 	}), serverCert)
 	var metadataCalls atomic.Int32
 	mdURL := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -271,6 +288,60 @@ echo KMSAGENT-BOOT-MARKER root-unlocked
 		}
 		t.Fatalf("no %q on the console of the boot with the key disabled (%v):\n%s", want, err, serial)
 	}
+
+	// A recovery keyslot, the key enabled again and the KMS down for the
+	// initramfs's first rounds: the keyscript shows the recovery prompt
+	// (the real askpass, on the console) while it keeps trying, and
+	// withdraws it when the KMS answers; the boot goes on by itself.
+	if err := store.EnableKey(t.Context(), keyID); err != nil {
+		t.Fatal(err)
+	}
+	addRecoveryKeyslot(t, bin, hostConf, enc, 2, dir)
+	downFor.Store(int64(10 * time.Second))
+	res = vm.Boot(t, `
+check root-on-dm '[ "$(findmnt -no SOURCE /)" = /dev/mapper/root_crypt ]'
+check status-initramfs 'kmsagent status | grep -q "root_crypt.*mounted (unlocked by initramfs)"'
+echo KMSAGENT-BOOT-MARKER root-unlocked-after-outage
+`)
+	res.RequireSuccess(t, "root-on-dm", "status-initramfs")
+	for _, line := range strings.Split(res.Serial, "\n") {
+		if strings.Contains(line, "root_crypt") && (strings.Contains(line, "KMS") || strings.Contains(line, "ecovery")) {
+			t.Logf("console: %s", strings.TrimSpace(line))
+		}
+	}
+	for _, want := range []string{
+		"kmsagent: root_crypt: cannot reach the KMS for key " + keyID,
+		"The KMS cannot be reached; still trying. Recovery passphrase for root_crypt",
+		"kmsagent: root_crypt: the KMS answered; recovery prompt withdrawn",
+	} {
+		if !strings.Contains(res.Serial, want) {
+			t.Errorf("no %q on the console of the boot with the KMS down at first", want)
+		}
+	}
+}
+
+// addRecoveryKeyslot adds a passphrase keyslot to the LUKS2 volume on
+// partition part of disk, as the README tells an admin to for an image:
+// export-key through the KMS, then cryptsetup luksAddKey with that volume
+// key, through a loop device at the partition's offset.
+func addRecoveryKeyslot(t *testing.T, bin, conf, disk string, part int, dir string) {
+	t.Helper()
+	loop := strings.TrimSpace(run(t, "losetup", "--find", "--show", "--offset", fmt.Sprint(partStart(t, disk, part)), disk))
+	defer run(t, "losetup", "-d", loop)
+	out, err := exec.Command(bin, "--config", conf, "export-key", loop).Output()
+	if err != nil {
+		t.Fatalf("export-key %s: %v", loop, err)
+	}
+	vk, err := hex.DecodeString(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("export-key printed no hex key: %v", err)
+	}
+	vkFile, passFile := filepath.Join(dir, "vk"), filepath.Join(dir, "recovery")
+	writeFile(t, vkFile, vk, 0o600)
+	writeFile(t, passFile, []byte("recovery words for the boot test"), 0o600)
+	defer os.Remove(vkFile)
+	run(t, "cryptsetup", "luksAddKey", "--batch-mode", "--volume-key-file", vkFile,
+		"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", loop, passFile)
 }
 
 // Sizes of the partitions of the boot test's disk.
