@@ -179,7 +179,11 @@ func unlockOrAsk(ctx context.Context, env *cliEnv, dev volume.Device, kms kmscli
 		case a := <-answers:
 			answers = nil
 			if a.err != nil || len(a.pass) == 0 {
-				fmt.Fprintf(env.stderr, "kmsagent: %s: the recovery prompt ended without a passphrase (%v); still trying the KMS\n", name, a.err)
+				why := "an empty answer"
+				if a.err != nil {
+					why = a.err.Error()
+				}
+				fmt.Fprintf(env.stderr, "kmsagent: %s: the recovery prompt ended without a passphrase (%s); still trying the KMS\n", name, why)
 				continue
 			}
 			cancel()
