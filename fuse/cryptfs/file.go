@@ -336,10 +336,14 @@ type pooledResult struct {
 	pool *sync.Pool
 	buf  *[]byte
 	data []byte
+	vec  [1][]byte // Slices' answer, kept here so it does not allocate
 }
 
-func (r *pooledResult) Slices() ([][]byte, fuse.Status) { return [][]byte{r.data}, fuse.OK }
-func (r *pooledResult) Size() int                       { return len(r.data) }
+func (r *pooledResult) Slices() ([][]byte, fuse.Status) {
+	r.vec[0] = r.data
+	return r.vec[:], fuse.OK
+}
+func (r *pooledResult) Size() int { return len(r.data) }
 
 // Bytes copies, so that a go-fuse that calls Done right after it (as it
 // does for results without Slices) cannot send a recycled buffer.
